@@ -1,0 +1,315 @@
+"""iLRM: an iterative large reconstruction model (arXiv 2507.23277), in plain PyTorch.
+
+Data path of :meth:`ILRM.forward` (shapes for B scenes, V views, H x W images, patch p,
+viewpoint factor f, width d)::
+
+    rays (computed once)  ─┬─ viewpoint grid (H/f x W/f) ── patchify ── Linear+LN ──▶ viewpoint tokens (B, V*Nv, d)
+                           └─ full res (H x W) + RGB in [-1,1] ── patchify ── Linear+LN ──▶ image tokens (B*V, Ni, d)
+    processor: [read block (per view cross-attn) , self block (global)] x iterations
+    head: LN + Linear -> p*p*C values per viewpoint token -> one Gaussian per viewpoint-grid pixel
+
+Two parameter-name layouts match the authors' two checkpoints (``layout``):
+- ``"re10k"``: ``input_tokenizer``/``input_layernorm`` (viewpoint tokens),
+  ``support_tokenizer``/``support_layernorm`` (image tokens), ``token_decoder``; image
+  token channels are (rgb, rays).
+- ``"wide"`` (DL3DV): ``image_tokenizer`` / ``viewpoint_tokenizer`` as
+  (Patchify, Linear, LayerNorm) sequences, ``viewpoint_token_decoder``; image token
+  channels are (rays, rgb).
+
+Assumed where the public record is silent (documented so they can be revisited): the
+head's p*p*C outputs are laid out (ph pw c) like the tokenizer input; uplifted
+sub-queries are consecutive d-sized chunks of the query projection; quaternions are
+(w, x, y, z); the pixel offset is in units of viewpoint-grid pixels, (dx, dy) order.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ilrm_ros.geometry.cameras import RAY_ENCODINGS, camera_rays, ray_channels, ray_features, rays_through_pixels
+from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.model.layers import ATTENTION_BACKENDS, Patchify, Processor, patchify
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ILRMConfig", "ILRM", "load_model_config", "config_dir", "activate_gaussians", "SH_C0"]
+
+#: Degree-0 real spherical harmonic, 1 / (2 sqrt(pi)).
+SH_C0 = 0.28209479177387814
+LAYOUTS = ("re10k", "wide")
+
+
+@dataclass
+class ILRMConfig:
+    """Architecture and output activations of an iLRM model."""
+
+    name: str = "custom"
+    """Preset name (informational)."""
+    layout: str = "re10k"
+    """Parameter-name layout and image-token channel order: "re10k" (rgb, rays) or "wide" (rays, rgb)."""
+    dim: int = 768
+    """Token width d."""
+    iterations: int = 12
+    """Update iterations; the processor has 2 * iterations blocks (read, self, read, ...)."""
+    head_dim: int = 64
+    """Attention head width (heads = dim / head_dim)."""
+    mlp_ratio: int = 4
+    """MLP hidden width = mlp_ratio * dim."""
+    patch_size: int = 8
+    """Patch size p of both tokenizers (and of the Gaussian head)."""
+    ray_encoding: str = "plucker6"
+    """"plucker6" = (o x d, d) or "plucker9" = (o, d, o x d), unit d."""
+    viewpoint_factor: int = 1
+    """Viewpoint-token grid stride relative to the image (1 = full, 2 = half resolution)."""
+    uplift: int = 1
+    """Token uplifting k in the read blocks (k sub-queries per viewpoint token)."""
+    predict_offset: bool = False
+    """Head also predicts a 2-D pixel offset ((sigmoid - 0.5) grid pixels) per Gaussian."""
+    max_depth: float = 500.0
+    """Distance along the ray = sigmoid(mean of the 3 xyz outputs) * max_depth (normalised units)."""
+    scale_bias: float = -6.9
+    """scale = exp(clamp(raw + scale_bias, max=scale_max_log))."""
+    scale_max_log: float = -1.2
+    """Upper clamp of log-scale."""
+    opacity_bias: float = -2.0
+    """opacity = sigmoid(raw + opacity_bias)."""
+    init_std: float = 0.02
+    """Std of the N(0, std) initialisation of all linear weights."""
+    attention: str = "sdpa"
+    """Attention backend: "sdpa" (torch scaled_dot_product_attention) or "reference"."""
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.ray_encoding not in RAY_ENCODINGS:
+            raise ValueError(f"ray_encoding must be one of {RAY_ENCODINGS}, got {self.ray_encoding!r}")
+        if self.dim % self.head_dim:
+            raise ValueError(f"dim {self.dim} must be a multiple of head_dim {self.head_dim}")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention must be one of {ATTENTION_BACKENDS}, got {self.attention!r}")
+        for f in ("iterations", "patch_size", "viewpoint_factor", "uplift", "mlp_ratio"):
+            if int(getattr(self, f)) < 1:
+                raise ValueError(f"{f} must be >= 1")
+        if self.max_depth <= 0:
+            raise ValueError("max_depth must be > 0")
+
+    @property
+    def gaussian_channels(self) -> int:
+        """Raw values per Gaussian C: xyz 3, colour 3, scale 3, rotation 4, opacity 1 (+ offset 2)."""
+        return 14 + (2 if self.predict_offset else 0)
+
+    @property
+    def image_channels(self) -> int:
+        return 3 + ray_channels(self.ray_encoding)
+
+    def gaussians_per_view(self, height: int, width: int) -> int:
+        return (height // self.viewpoint_factor) * (width // self.viewpoint_factor)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ILRMConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {unknown}")
+        return cls(**d)
+
+
+def config_dir() -> Path:
+    """Folder of the named model configs (``ilrm_ros/configs/model``)."""
+    return Path(__file__).resolve().parent.parent / "configs" / "model"
+
+
+def load_model_config(name_or_path: str | Path) -> ILRMConfig:
+    """Read a named preset (``"small"`` -> configs/model/small.yaml) or a YAML file path."""
+    import yaml
+
+    p = Path(name_or_path)
+    if not (p.suffix in (".yaml", ".yml") or p.exists()):
+        p = config_dir() / f"{name_or_path}.yaml"
+        if not p.exists():
+            available = sorted(q.stem for q in config_dir().glob("*.yaml"))
+            raise FileNotFoundError(f"no model config {name_or_path!r}; available: {available}")
+    with open(p) as fh:
+        data = yaml.safe_load(fh) or {}
+    data.setdefault("name", p.stem)
+    return ILRMConfig.from_dict(data)
+
+
+def activate_gaussians(
+    raw: torch.Tensor,
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    cfg: ILRMConfig,
+) -> tuple[Gaussians, torch.Tensor | None]:
+    """Raw head outputs -> activated Gaussians placed along their pixel rays.
+
+    raw: (..., C) per viewpoint-grid pixel, in the order [offset(2)] xyz(3) colour(3)
+    scale(3) rotation(4) opacity(1). origins, directions: (..., 3) ray of each Gaussian
+    (unit directions; already through the offset pixel when offsets are predicted).
+    Returns the Gaussians (fields shaped like ``raw[..., :k]``) and, if predicted, the
+    activated offsets (..., 2) in grid pixels (else None).
+    """
+    i = 0
+    offset = None
+    if cfg.predict_offset:
+        offset = torch.sigmoid(raw[..., 0:2]) - 0.5
+        i = 2
+    xyz, rgb, scale, rot, opa = raw[..., i : i + 3], raw[..., i + 3 : i + 6], raw[..., i + 6 : i + 9], raw[..., i + 9 : i + 13], raw[..., i + 13]
+    distance = torch.sigmoid(xyz.mean(dim=-1, keepdim=True)) * cfg.max_depth
+    means = origins + directions * distance
+    scales = torch.exp(torch.clamp(scale + cfg.scale_bias, max=cfg.scale_max_log))
+    opacities = torch.sigmoid(opa + cfg.opacity_bias)
+    quats = rot / rot.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    colors = torch.clamp(0.5 + SH_C0 * rgb, 0.0, 1.0)
+    return Gaussians(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors), offset
+
+
+class ILRM(nn.Module):
+    """Images + cameras -> 3D Gaussians (one per viewpoint-grid pixel of every view)."""
+
+    def __init__(self, cfg: ILRMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, p = cfg.dim, cfg.patch_size
+        n_ray = ray_channels(cfg.ray_encoding)
+        out = p * p * cfg.gaussian_channels
+        # Registration order mirrors each layout's state dict.
+        if cfg.layout == "re10k":
+            self.input_tokenizer = nn.Linear(n_ray * p * p, d, bias=False)
+            self.input_layernorm = nn.LayerNorm(d, bias=False)
+            self.support_tokenizer = nn.Linear(cfg.image_channels * p * p, d, bias=False)
+            self.support_layernorm = nn.LayerNorm(d, bias=False)
+            self.processor = self._make_processor()
+            self.token_decoder = nn.Sequential(nn.LayerNorm(d, bias=False), nn.Linear(d, out, bias=False))
+        else:
+            self.image_tokenizer = nn.Sequential(
+                Patchify(p), nn.Linear(cfg.image_channels * p * p, d, bias=False), nn.LayerNorm(d, bias=False)
+            )
+            self.viewpoint_tokenizer = nn.Sequential(
+                Patchify(p), nn.Linear(n_ray * p * p, d, bias=False), nn.LayerNorm(d, bias=False)
+            )
+            self.viewpoint_token_decoder = nn.Sequential(nn.LayerNorm(d, bias=False), nn.Linear(d, out, bias=False))
+            self.processor = self._make_processor()
+        self.reset_parameters()
+
+    def _make_processor(self) -> Processor:
+        c = self.cfg
+        return Processor(c.dim, c.iterations, c.head_dim, c.mlp_ratio, c.uplift, c.attention)
+
+    def reset_parameters(self) -> None:
+        """Linear weights ~ N(0, init_std); norm weights = 1."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, mean=0.0, std=self.cfg.init_std)
+            elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)) and m.weight is not None:
+                nn.init.ones_(m.weight)
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Switch all attention layers between ``"sdpa"`` and ``"reference"``."""
+        self.processor.set_backend(backend)
+        self.cfg.attention = backend
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self.processor.gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, on: bool) -> None:
+        self.processor.gradient_checkpointing = bool(on)
+
+    # ------------------------------------------------------------------ tokenizers
+    def _viewpoint_tokens(self, rays: torch.Tensor) -> torch.Tensor:
+        """rays: (N, h, w, R) channels last -> (N, Nv, d)."""
+        x = rays.permute(0, 3, 1, 2)
+        if self.cfg.layout == "re10k":
+            return self.input_layernorm(self.input_tokenizer(patchify(x, self.cfg.patch_size)))
+        return self.viewpoint_tokenizer(x)
+
+    def _image_tokens(self, rgb: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
+        """rgb: (N, 3, H, W) in [-1, 1]; rays: (N, H, W, R) -> (N, Ni, d)."""
+        r = rays.permute(0, 3, 1, 2)
+        if self.cfg.layout == "re10k":
+            x = torch.cat((rgb, r), dim=1)
+            return self.support_layernorm(self.support_tokenizer(patchify(x, self.cfg.patch_size)))
+        return self.image_tokenizer(torch.cat((r, rgb), dim=1))
+
+    def _decoder(self) -> nn.Sequential:
+        return self.token_decoder if self.cfg.layout == "re10k" else self.viewpoint_token_decoder
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, images: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, return_offsets: bool = False
+    ) -> Gaussians | tuple[Gaussians, torch.Tensor | None]:
+        """Predict Gaussians for a batch of posed views.
+
+        images: (B, V, 3, H, W) RGB in [0, 1]; c2w: (B, V, 4, 4) OpenCV camera-to-world
+        (normally already window-normalised); K: (B, V, 3, 3) pixel intrinsics.
+        H and W must be multiples of patch_size * viewpoint_factor.
+        Returns Gaussians with fields (B, N, k), N = V * (H/f) * (W/f), in the frame of
+        ``c2w``, ordered view-major then row-major over the viewpoint grid. With
+        ``return_offsets`` also the pixel offsets (B, V, H/f, W/f, 2) or None.
+        """
+        cfg = self.cfg
+        b, v, _, H, W = images.shape
+        f, p = cfg.viewpoint_factor, cfg.patch_size
+        if H % (p * f) or W % (p * f):
+            raise ValueError(f"image size {H}x{W} must be divisible by patch*viewpoint_factor = {p * f}")
+        dtype = images.dtype
+        c2w = c2w.to(dtype)
+        K = K.to(dtype)
+        h, w = H // f, W // f
+
+        # Rays, computed once: full resolution for image tokens, viewpoint grid for the
+        # viewpoint tokens and the Gaussian placement (shared when f == 1).
+        o_full, d_full = camera_rays(c2w, K, H, W, 1)  # (B, V, H, W, 3)
+        if f == 1:
+            o_vp, d_vp = o_full, d_full
+        else:
+            o_vp, d_vp = camera_rays(c2w, K, H, W, f)  # (B, V, h, w, 3)
+        rays_full = ray_features(o_full, d_full, cfg.ray_encoding).flatten(0, 1)  # (B*V, H, W, R)
+        rays_vp = rays_full if f == 1 else ray_features(o_vp, d_vp, cfg.ray_encoding).flatten(0, 1)
+
+        img_tokens = self._image_tokens(images.flatten(0, 1) * 2.0 - 1.0, rays_full)  # (B*V, Ni, d)
+        vp_tokens = self._viewpoint_tokens(rays_vp)  # (B*V, Nv, d)
+        nv = vp_tokens.shape[1]
+        x = self.processor(vp_tokens.reshape(b, v * nv, cfg.dim), img_tokens)
+
+        raw = self._decoder()(x)  # (B, V*Nv, p*p*C)
+        C = cfg.gaussian_channels
+        raw = raw.reshape(b, v, h // p, w // p, p, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(b, v, h, w, C)
+
+        directions = d_vp
+        if cfg.predict_offset:
+            # Re-aim each Gaussian's ray through its offset pixel on the viewpoint grid.
+            offset = torch.sigmoid(raw[..., 0:2]) - 0.5  # (B, V, h, w, 2) grid pixels
+            uv_grid = (torch.stack(torch.meshgrid(
+                torch.arange(h, device=raw.device, dtype=raw.dtype),
+                torch.arange(w, device=raw.device, dtype=raw.dtype), indexing="ij")[::-1], dim=-1) + 0.5)
+            uv = (uv_grid + offset) * f  # full-resolution pixel coordinates
+            directions = rays_through_pixels(c2w, K, uv.reshape(b, v, h * w, 2)).reshape(b, v, h, w, 3)
+        g, offsets = activate_gaussians(raw, o_vp, directions, cfg)
+        g = Gaussians(
+            means=g.means.reshape(b, -1, 3),
+            quats=g.quats.reshape(b, -1, 4),
+            scales=g.scales.reshape(b, -1, 3),
+            opacities=g.opacities.reshape(b, -1),
+            colors=g.colors.reshape(b, -1, 3),
+        )
+        if return_offsets:
+            return g, offsets
+        return g
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (works on meta-device models too)."""
+    return sum(t.numel() for t in model.parameters())
+
+
+__all__.append("count_parameters")
