@@ -1,0 +1,238 @@
+"""The mapping node's configuration: one table of parameters, one dataclass tree.
+
+Every parameter is declared here once (name, default, description, range). The ROS
+node declares them from this table (``ros/parameters.py``), ``config/mapping.yaml``
+mirrors them (a test checks the two agree), and the offline tools build the same
+``MappingConfig`` from the same YAML without ROS.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _p(default: Any, description: str, lo: float | None = None, hi: float | None = None,
+       choices: tuple[str, ...] | None = None):
+    """A dataclass field carrying its ROS parameter description and range."""
+    return field(default=default, metadata={"description": description, "range": (lo, hi), "choices": choices})
+
+
+def _pl(default: list, description: str):
+    return field(default_factory=lambda: list(default), metadata={"description": description, "range": (None, None),
+                                                                  "choices": None})
+
+
+@dataclass
+class InputConfig:
+    image_topic: str = _p("image", "sensor_msgs/Image topic (remap it in launch)")
+    use_compressed: bool = _p(False, "Subscribe to sensor_msgs/CompressedImage on compressed_topic instead")
+    compressed_topic: str = _p("image/compressed", "sensor_msgs/CompressedImage topic")
+    camera_info_topic: str = _p("camera_info", "sensor_msgs/CameraInfo topic")
+    qos: str = _p("sensor_data", "QoS of the camera subscriptions", choices=("sensor_data", "reliable"))
+    queue_depth: int = _p(5, "Subscription history depth", 1, 100)
+    max_pending: int = _p(30, "Frames kept while waiting for TF; the oldest is dropped beyond this", 1, 1000)
+
+
+@dataclass
+class FramesConfig:
+    map_frame: str = _p("map", "Fixed frame of the map (REP 105)")
+    camera_frame: str = _p("", "Camera optical frame; empty = frame_id of the image header")
+    tf_timeout_s: float = _p(1.0, "How long a frame may wait for its TF before it is dropped", 0.0, 60.0)
+
+
+@dataclass
+class KeyframeConfig:
+    min_translation_m: float = _p(0.10, "Admit a keyframe after this much camera translation", 0.0, 100.0)
+    min_rotation_deg: float = _p(10.0, "Admit a keyframe after this much camera rotation", 0.0, 180.0)
+    max_interval_s: float = _p(2.0, "Admit a keyframe after this long even without motion (0 = never)", 0.0, 3600.0)
+    min_interval_s: float = _p(0.0, "Never admit two keyframes closer in time than this", 0.0, 60.0)
+    capacity: int = _p(64, "Keyframes kept in memory", 2, 10000)
+
+
+@dataclass
+class WindowConfig:
+    size: int = _p(4, "Keyframes per iLRM window (V)", 2, 32)
+    stride: int = _p(2, "New keyframes needed before the next window", 1, 32)
+    min_period_s: float = _p(0.0, "Minimum wall time between two windows", 0.0, 3600.0)
+    max_queue: int = _p(1, "Windows waiting for the model; older ones are coalesced away", 1, 16)
+
+
+@dataclass
+class ModelConfig:
+    checkpoint: str = _p("", "Checkpoint path; empty = the checkpoint shipped with the package")
+    device: str = _p("auto", "Where the model runs", choices=("auto", "cuda", "cpu"))
+    height: int = _p(128, "Model input height (multiple of 8)", 16, 2048)
+    width: int = _p(128, "Model input width (multiple of 8)", 16, 4096)
+    resize_mode: str = _p("crop", "How images are fitted to the model size", choices=("crop", "pad", "stretch"))
+    max_gaussians_per_window: int = _p(0, "Keep at most this many Gaussians per window, highest opacity first (0 = all)",
+                                        0, 10_000_000)
+    min_opacity: float = _p(0.005, "Drop window Gaussians below this opacity", 0.0, 1.0)
+
+
+@dataclass
+class MapConfig:
+    chunk_size_m: float = _p(2.0, "Edge length of a map chunk (voxel block)", 0.1, 100.0)
+    fusion: bool = _p(True, "Fuse overlapping windows (False = append)")
+    max_gaussians: int = _p(2_000_000, "Cap on Gaussians in the whole map (0 = unlimited)", 0, 100_000_000)
+    max_gaussians_per_chunk: int = _p(200_000, "Cap on Gaussians per chunk (0 = unlimited)", 0, 100_000_000)
+    eviction: str = _p("global", "Which Gaussians go first when a cap is hit", choices=("global", "local"))
+    publish_period_s: float = _p(2.0, "Republish ~/map (PointCloud2) at most this often (0 = after every window)",
+                                 0.0, 3600.0)
+    save_path: str = _p("", "PLY path for save_map with an empty path and for saving on shutdown")
+    save_on_shutdown: bool = _p(True, "Save the map to save_path on shutdown (when save_path is set)")
+
+
+@dataclass
+class RenderConfig:
+    publish: bool = _p(True, "Publish ~/rendered/* after every window")
+    source: str = _p("window", "Render the last window's Gaussians or the global map", choices=("window", "map"))
+    novel_offset: list = _pl([0.0, 0.0, -0.3], "Novel view: offset of the camera in the newest keyframe's optical "
+                                               "frame (metres, x right, y down, z forward)")
+    background: list = _pl([1.0, 1.0, 1.0], "Background colour of renders, RGB in [0, 1]")
+
+
+@dataclass
+class DiagnosticsConfig:
+    period_s: float = _p(1.0, "Diagnostics publishing period", 0.1, 60.0)
+    stale_after_s: float = _p(5.0, "Warn when no images/camera_info/TF arrived for this long", 0.5, 3600.0)
+
+
+@dataclass
+class MappingConfig:
+    """Everything the mapping node and the offline tools need (see config/mapping.yaml)."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One ROS parameter: dotted name, default, description, numeric range, choices."""
+
+    name: str
+    default: Any
+    description: str
+    range: tuple[float | None, float | None]
+    choices: tuple[str, ...] | None
+
+
+def parameter_specs(cfg_type: type = MappingConfig, prefix: str = "") -> list[ParameterSpec]:
+    """Flatten the config tree into dotted parameter specs (``map.chunk_size_m`` ...)."""
+    specs: list[ParameterSpec] = []
+    inst = cfg_type()
+    for f in fields(cfg_type):
+        value = getattr(inst, f.name)
+        name = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            specs.extend(parameter_specs(type(value), name + "."))
+        else:
+            specs.append(ParameterSpec(name, value, f.metadata["description"], f.metadata["range"],
+                                       f.metadata["choices"]))
+    return specs
+
+
+def config_from_flat(values: dict[str, Any]) -> MappingConfig:
+    """Build a validated MappingConfig from dotted names; unknown names raise KeyError."""
+    cfg = MappingConfig()
+    known = {s.name: s for s in parameter_specs()}
+    for name, value in values.items():
+        if name not in known:
+            raise KeyError(f"unknown parameter '{name}'")
+        validate_value(known[name], value)
+        section, _, leaf = name.partition(".")
+        setattr(getattr(cfg, section), leaf, _coerce(known[name].default, value))
+    return cfg
+
+
+def _coerce(default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        return bool(value)
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, list):
+        return [float(v) for v in value]
+    return value
+
+
+def validate_value(spec: ParameterSpec, value: Any) -> None:
+    """Raise ValueError with a clear message when ``value`` is outside the spec."""
+    d = spec.default
+    if isinstance(d, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(d, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and isinstance(d, int) and not isinstance(d, bool):
+            ok = isinstance(value, int)
+    elif isinstance(d, list):
+        ok = isinstance(value, (list, tuple)) and len(value) == len(d)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ValueError(f"parameter '{spec.name}': expected {type(d).__name__} like {d!r}, got {value!r}")
+    lo, hi = spec.range
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValueError(f"parameter '{spec.name}'={value} outside [{lo}, {hi}]")
+    if spec.choices is not None and value not in spec.choices:
+        raise ValueError(f"parameter '{spec.name}'={value!r} not one of {list(spec.choices)}")
+
+
+def flatten_ros_yaml(doc: dict, node_name: str = "ilrm_mapping") -> dict[str, Any]:
+    """Dotted parameter values from a ROS 2 parameter file (``node: ros__parameters: ...``).
+
+    Accepts the node name with or without a leading namespace/slash and the ``/**`` wildcard.
+    """
+    params = None
+    for key, body in doc.items():
+        if key.strip("/").split("/")[-1] in (node_name, "**") and isinstance(body, dict):
+            params = body.get("ros__parameters", {})
+            break
+    if params is None:
+        raise KeyError(f"no 'ros__parameters' for node '{node_name}' in parameter file")
+    flat: dict[str, Any] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(params, "")
+    return flat
+
+
+def load_mapping_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                        node_name: str = "ilrm_mapping") -> MappingConfig:
+    """MappingConfig from a ROS parameter YAML (default: the package's config/mapping.yaml).
+
+    ROS-only keys such as ``use_sim_time`` are ignored.
+    """
+    path = Path(path) if path else default_params_file()
+    flat = flatten_ros_yaml(yaml.safe_load(path.read_text()), node_name)
+    flat.pop("use_sim_time", None)
+    flat.update(overrides or {})
+    return config_from_flat(flat)
+
+
+def default_params_file() -> Path:
+    """config/mapping.yaml from the source tree, or from share/ilrm_ros on an installed package."""
+    here = Path(__file__).resolve().parent
+    candidate = here.parent / "config" / "mapping.yaml"
+    if candidate.exists():
+        return candidate
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("ilrm_ros")) / "config" / "mapping.yaml"
+    except Exception as exc:  # pragma: no cover - only on odd installs
+        raise FileNotFoundError("config/mapping.yaml not found next to the package nor in share/ilrm_ros") from exc
