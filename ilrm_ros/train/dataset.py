@@ -1,0 +1,228 @@
+"""Scenes in memory, window sampling and batching for training and evaluation.
+
+A *scene* is a sequence of posed images (a compact scene written by
+``ilrm-ros data synth`` or any transforms.json dataset). A *window* is V context views
+plus T target views of one scene. Batches are expressed in the window-normalised frame
+of their context views (``geometry.poses.normalize_window``), targets included.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneData:
+    """One scene held in memory at a fixed resolution.
+
+    images: (N, H, W, 3) uint8; c2w: (N, 4, 4) float32 OpenCV; K: (N, 3, 3) float32 pixels.
+    """
+
+    name: str
+    images: torch.Tensor
+    c2w: torch.Tensor
+    K: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+
+@dataclass
+class Batch:
+    """A batch of windows, poses in each window's normalised frame.
+
+    ctx_images (B, V, 3, H, W) float [0, 1]; ctx_c2w (B, V, 4, 4); ctx_K (B, V, 3, 3);
+    tgt_images (B, T, 3, H, W); tgt_c2w (B, T, 4, 4); tgt_K (B, T, 3, 3).
+    """
+
+    ctx_images: torch.Tensor
+    ctx_c2w: torch.Tensor
+    ctx_K: torch.Tensor
+    tgt_images: torch.Tensor
+    tgt_c2w: torch.Tensor
+    tgt_K: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+# --------------------------------------------------------------------------- loading
+
+def _is_transforms_dataset(p: Path) -> bool:
+    return (p.is_file() and p.name.endswith(".json")) or (p / "transforms.json").is_file()
+
+
+def _try_load_compact(path: Path):
+    """Load a compact scene with the data module's ``load_scene`` (None if not one)."""
+    for modname in ("ilrm_ros.data.scenes", "ilrm_ros.data.synth", "ilrm_ros.data.compact"):
+        try:
+            mod = __import__(modname, fromlist=["load_scene"])
+        except ImportError:
+            continue
+        fn = getattr(mod, "load_scene", None)
+        if fn is not None:
+            return fn(path)
+    return None
+
+
+def list_scene_paths(root: str | Path) -> list[Path]:
+    """Scene files/folders under ``root`` in sorted order.
+
+    ``root`` may itself be one scene (a transforms.json dataset or a compact scene).
+    """
+    root = Path(root)
+    if _is_transforms_dataset(root) or (root.is_file() and root.suffix == ".npz"):
+        return [root]
+    out: list[Path] = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir() and _is_transforms_dataset(p):
+            out.append(p)
+        elif p.is_file() and p.suffix in (".npz", ".pt"):
+            out.append(p)
+        elif p.is_dir() and any(p.glob("*.npz")) and not (p / "transforms.json").exists():
+            out.extend(sorted(x for x in p.glob("*.npz")))
+    return out
+
+
+def load_posed(path: str | Path):
+    """Load one scene as ``PosedImages`` (compact format or transforms.json)."""
+    path = Path(path)
+    if _is_transforms_dataset(path):
+        from ilrm_ros.data.transforms_json import load_transforms_json
+
+        return load_transforms_json(path)
+    posed = _try_load_compact(path)
+    if posed is None:
+        raise ValueError(f"don't know how to load scene {path}")
+    return posed
+
+
+def resize_scene(images: torch.Tensor, K: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize (N, H, W, 3) uint8 images to ``size`` = (h, w) and rescale pixel K (N, 3, 3)."""
+    n, h, w, _ = images.shape
+    th, tw = size
+    if (h, w) == (th, tw):
+        return images, K
+    x = images.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+    out = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    K = K.clone()
+    K[:, 0, :] *= tw / w
+    K[:, 1, :] *= th / h
+    K[:, 2, :] = torch.tensor([0.0, 0.0, 1.0])
+    return out, K
+
+
+def to_scene_data(posed, name: str, size: tuple[int, int] | None = None) -> SceneData:
+    """Convert ``PosedImages`` to tensors, optionally resized to ``size`` = (h, w)."""
+    images = torch.as_tensor(np.asarray(posed.images))
+    c2w = torch.as_tensor(np.asarray(posed.c2w), dtype=torch.float32)
+    K = torch.as_tensor(np.asarray(posed.K), dtype=torch.float32)
+    if K.ndim == 2:
+        K = K.expand(images.shape[0], 3, 3).clone()
+    if size is not None:
+        images, K = resize_scene(images, K, size)
+    return SceneData(name=name, images=images, c2w=c2w, K=K)
+
+
+def load_scenes(root: str | Path, size: tuple[int, int] | None = None, max_scenes: int | None = None,
+                min_frames: int = 3) -> list[SceneData]:
+    """Load every scene under ``root`` (sorted), resized to ``size`` when given."""
+    paths = list_scene_paths(root)
+    if max_scenes is not None:
+        paths = paths[:max_scenes]
+    scenes = []
+    for p in paths:
+        sd = to_scene_data(load_posed(p), p.stem if p.is_file() else p.name, size)
+        if len(sd) >= min_frames:
+            scenes.append(sd)
+        else:
+            log.warning("skipping %s: only %d frames", p, len(sd))
+    log.info("loaded %d scenes from %s", len(scenes), root)
+    return scenes
+
+
+# --------------------------------------------------------------------------- windows
+
+def sample_window_indices(n_frames: int, views: int, targets: int, span: int,
+                          rng: random.Random) -> tuple[list[int], list[int]]:
+    """Random window: V context + T target frames drawn from ``span`` consecutive frames.
+
+    Targets are distinct from the context when the scene has enough frames; otherwise
+    they are drawn (with repetition) from all frames of the span.
+    """
+    span = max(min(span, n_frames), min(n_frames, views + targets))
+    start = rng.randint(0, n_frames - span)
+    pool = list(range(start, start + span))
+    if len(pool) >= views + targets:
+        picked = rng.sample(pool, views + targets)
+        return sorted(picked[:views]), picked[views:]
+    ctx = sorted(rng.sample(pool, min(views, len(pool))))
+    while len(ctx) < views:
+        ctx.append(rng.choice(pool))
+    tgt = [rng.choice(pool) for _ in range(targets)]
+    return sorted(ctx), tgt
+
+
+def eval_window_indices(n_frames: int, views: int, targets: int, span: int | None = None,
+                        ) -> tuple[list[int], list[int]]:
+    """Deterministic window over the first ``span`` frames (default all).
+
+    Targets are ``T`` frames evenly spread over the span, fixed whatever ``V`` is, so
+    evaluations with different numbers of views score the same target images. Context
+    views are spread evenly over the remaining frames.
+    """
+    span = n_frames if span is None else min(span, n_frames)
+    if span < views + targets:
+        raise ValueError(f"need {views + targets} frames, scene has {span}")
+    # targets at the centres of T equal bins (never the first/last frame)
+    tgt = sorted({int((i + 0.5) * span / targets) for i in range(targets)})
+    rest = [i for i in range(span) if i not in tgt]
+    pos = np.linspace(0, len(rest) - 1, views)
+    ctx = sorted({rest[int(round(p))] for p in pos})
+    return ctx, tgt
+
+
+# --------------------------------------------------------------------------- normalisation
+
+def normalize_context_and_targets(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalise a window with ``normalize_window`` (context) and map targets alike.
+
+    ctx_c2w (V, 4, 4), tgt_c2w (T, 4, 4) -> same shapes in the normalised frame.
+    """
+    from ilrm_ros.geometry.poses import normalize_window
+
+    ctx_n, sim = normalize_window(ctx_c2w)
+    return ctx_n, sim.inverse().apply_c2w(tgt_c2w)
+
+
+def _imgs(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1]."""
+    return x.permute(0, 3, 1, 2).float() / 255.0
+
+
+def make_batch(scenes: Sequence[SceneData], picks: Sequence[tuple[int, list[int], list[int]]]) -> Batch:
+    """Stack windows ``(scene index, context idx, target idx)`` into a normalised Batch."""
+    parts: list[tuple[torch.Tensor, ...]] = []
+    for si, ctx, tgt in picks:
+        s = scenes[si]
+        ci, ti = torch.tensor(ctx), torch.tensor(tgt)
+        cc, tc = normalize_context_and_targets(s.c2w[ci], s.c2w[ti])
+        parts.append((_imgs(s.images[ci]), cc, s.K[ci], _imgs(s.images[ti]), tc, s.K[ti]))
+    return Batch(*(torch.stack(list(col)) for col in zip(*parts)))

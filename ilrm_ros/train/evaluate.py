@@ -1,0 +1,170 @@
+"""Evaluation against two baselines: `ilrm-ros eval --checkpoint CKPT --data DIR --views V`.
+
+For every scene a deterministic window is built (``dataset.eval_window_indices``: T
+targets fixed whatever V is, V context views spread over the rest). The model predicts
+Gaussians from the context in the window-normalised frame and renders the targets.
+Two baselines score the same targets:
+
+* ``nearest_view`` — the context image whose camera centre is nearest to the target's
+  (ties broken by the angle between optical axes), copied as the prediction;
+* ``mean_color`` — every pixel set to the mean RGB of the context images.
+
+``--json PATH`` writes ``{"model": {"psnr", "ssim"}, "nearest_view": {...},
+"mean_color": {...}, "views": V, "per_scene": [...]}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ilrm_ros.train.dataset import SceneData, eval_window_indices, load_scenes, normalize_context_and_targets
+from ilrm_ros.train.metrics import load_lpips, psnr, ssim
+from ilrm_ros.train.train import pick_device, render_targets
+
+log = logging.getLogger(__name__)
+
+METHODS = ("model", "nearest_view", "mean_color")
+
+
+def nearest_view_indices(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor, rel_tol: float = 1e-6) -> torch.Tensor:
+    """For each target, the context view with the nearest camera centre.
+
+    Centres closer than ``rel_tol`` (relative) count as ties, broken by the smallest
+    angle between optical (z) axes, then by the lowest index.
+    ctx_c2w (V, 4, 4), tgt_c2w (T, 4, 4) -> (T,) long.
+    """
+    d = torch.cdist(tgt_c2w[:, :3, 3].double(), ctx_c2w[:, :3, 3].double())  # (T, V)
+    cos = (tgt_c2w[:, None, :3, 2].double() * ctx_c2w[None, :, :3, 2].double()).sum(-1)  # (T, V)
+    out = []
+    for t in range(d.shape[0]):
+        dmin = d[t].min()
+        tied = d[t] <= dmin + rel_tol * max(1.0, float(dmin))
+        score = torch.where(tied, cos[t], torch.full_like(cos[t], -math.inf))
+        out.append(int(score.argmax()))
+    return torch.tensor(out, dtype=torch.long)
+
+
+def mean_color_prediction(ctx_images: torch.Tensor, n_targets: int) -> torch.Tensor:
+    """Constant images of the mean context colour: (V, 3, H, W) -> (T, 3, H, W)."""
+    mean = ctx_images.float().mean(dim=(0, 2, 3))
+    return mean.view(1, 3, 1, 1).expand(n_targets, 3, *ctx_images.shape[-2:]).clone()
+
+
+def _scores(pred: torch.Tensor, target: torch.Tensor, lpips_fn: Optional[Callable]) -> dict:
+    """Per-scene means over targets; pred/target (T, 3, H, W)."""
+    pred = pred.clamp(0, 1)
+    out = {"psnr": float(psnr(pred, target).mean()), "ssim": float(ssim(pred, target).mean())}
+    if lpips_fn is not None:
+        out["lpips"] = float(lpips_fn(pred, target).mean())
+    return out
+
+
+@torch.no_grad()
+def evaluate_scene(model, scene: SceneData, views: int, targets: int, span: Optional[int],
+                   background: torch.Tensor, device: torch.device,
+                   lpips_fn: Optional[Callable] = None) -> dict:
+    """Scores of the model and both baselines on one scene's deterministic window."""
+    ctx, tgt = eval_window_indices(len(scene), views, targets, span)
+    ci, ti = torch.tensor(ctx), torch.tensor(tgt)
+    imgs = scene.images.permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
+    ctx_img, tgt_img = imgs[ci], imgs[ti]
+    h, w = ctx_img.shape[-2:]
+
+    ctx_n, tgt_n = normalize_context_and_targets(scene.c2w[ci], scene.c2w[ti])
+    g = model(ctx_img[None].to(device), ctx_n[None].to(device), scene.K[ci][None].to(device))
+    pred = render_targets(g, tgt_n[None].to(device), scene.K[ti][None].to(device), w, h,
+                          background.to(device))[0].float().cpu()
+
+    nn_idx = nearest_view_indices(scene.c2w[ci], scene.c2w[ti])
+    row = {"scene": scene.name, "context": ctx, "targets": tgt,
+           "model": _scores(pred, tgt_img, lpips_fn),
+           "nearest_view": _scores(ctx_img[nn_idx], tgt_img, lpips_fn),
+           "mean_color": _scores(mean_color_prediction(ctx_img, len(tgt)), tgt_img, lpips_fn)}
+    return row
+
+
+def aggregate(rows: Sequence[dict]) -> dict:
+    """Mean of the per-scene scores for every method."""
+    out = {}
+    for m in METHODS:
+        keys = rows[0][m].keys() if rows else ("psnr", "ssim")
+        out[m] = {k: (sum(r[m][k] for r in rows) / len(rows) if rows else float("nan")) for k in keys}
+    return out
+
+
+def evaluate(model, scenes: Sequence[SceneData], views: int, targets: int = 2, span: Optional[int] = None,
+             background: Sequence[float] = (1.0, 1.0, 1.0), device: str | torch.device = "cpu",
+             lpips_fn: Optional[Callable] = None) -> dict:
+    """Evaluate on every scene with enough frames; returns the JSON-ready report."""
+    device = torch.device(device)
+    bg = torch.tensor(list(background), dtype=torch.float32)
+    model.eval()
+    rows = []
+    for s in scenes:
+        n = len(s) if span is None else min(span, len(s))
+        if n < views + targets:
+            log.warning("skipping %s: %d frames < %d views + %d targets", s.name, n, views, targets)
+            continue
+        rows.append(evaluate_scene(model, s, views, targets, span, bg, device, lpips_fn))
+    report = aggregate(rows)
+    report["views"] = views
+    report["per_scene"] = rows
+    return report
+
+
+def format_table(report: dict) -> str:
+    """A plain-text table of the averaged scores."""
+    has_lpips = "lpips" in report["model"]
+    lines = [f"views V={report['views']}, scenes={len(report['per_scene'])}",
+             f"{'method':<14} {'PSNR':>8} {'SSIM':>8} {'LPIPS':>8}"]
+    for m in METHODS:
+        r = report[m]
+        lp = f"{r['lpips']:8.4f}" if has_lpips else f"{'n/a':>8}"
+        lines.append(f"{m:<14} {r['psnr']:8.3f} {r['ssim']:8.4f} {lp}")
+    return "\n".join(lines)
+
+
+def cli_main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="ilrm-ros eval",
+                                 description="Evaluate a checkpoint against nearest-view and mean-colour baselines.")
+    ap.add_argument("--checkpoint", required=True, help="checkpoint readable by model.checkpoint.load_checkpoint")
+    ap.add_argument("--data", required=True, help="scene folder (compact scenes or transforms.json datasets)")
+    ap.add_argument("--views", type=int, required=True, help="context views V")
+    ap.add_argument("--targets", type=int, default=2, help="held-out target views per scene")
+    ap.add_argument("--span", type=int, default=None, help="use the first SPAN frames of each scene (default all)")
+    ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize scenes (default native size)")
+    ap.add_argument("--max-scenes", type=int, default=None)
+    ap.add_argument("--background", type=float, nargs=3, default=[1.0, 1.0, 1.0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", help="write the report as JSON here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+    from ilrm_ros.model.checkpoint import load_checkpoint
+
+    device = pick_device(args.device)
+    model, meta = load_checkpoint(args.checkpoint, device=str(device))
+    model = model.float().to(device)
+    scenes = load_scenes(args.data, size=tuple(args.size) if args.size else None, max_scenes=args.max_scenes)
+    report = evaluate(model, scenes, args.views, args.targets, args.span, args.background, device,
+                      load_lpips(device))
+    print(format_table(report))
+    if not report["per_scene"]:
+        print("no scene had enough frames", file=sys.stderr)
+        return 1
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main())
