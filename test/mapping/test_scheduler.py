@@ -1,0 +1,95 @@
+"""Window scheduling and the non-blocking worker."""
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from ilrm_ros.config import WindowConfig
+from ilrm_ros.mapping.scheduler import Window, WindowScheduler, WindowWorker
+
+
+def _kfs(n):
+    return [SimpleNamespace(id=i) for i in range(n)]
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_first_window_waits_for_size_keyframes_then_every_stride():
+    sched = WindowScheduler(WindowConfig(size=4, stride=2))
+    kfs = _kfs(10)
+    emitted = []
+    for i in range(10):
+        sched.on_keyframe()
+        if sched.due():
+            emitted.append(sched.take(kfs[: i + 1]).keyframe_ids)
+    assert emitted == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9]]
+
+
+def test_min_period_delays_windows():
+    clock = FakeClock()
+    sched = WindowScheduler(WindowConfig(size=2, stride=1, min_period_s=1.0), clock=clock)
+    for _ in range(2):
+        sched.on_keyframe()
+    w0 = sched.take(_kfs(2))
+    sched.on_keyframe()
+    clock.t = 0.5
+    assert not sched.due()
+    clock.t = 1.0
+    assert sched.due()
+    assert sched.take(_kfs(3)).window_id == w0.window_id + 1
+
+
+def test_take_refuses_short_windows():
+    with pytest.raises(ValueError, match="need 4 keyframes"):
+        WindowScheduler(WindowConfig(size=4)).take(_kfs(3))
+
+
+def test_worker_never_blocks_the_caller_and_coalesces_when_behind():
+    gate = threading.Event()
+    done = []
+
+    def slow(window):
+        gate.wait(5)
+        return window.window_id
+
+    worker = WindowWorker(slow, done.append, max_queue=1)
+    try:
+        t0 = time.monotonic()
+        for i in range(5):
+            worker.submit(Window(i, [], 0.0))
+            time.sleep(0.02)  # let the worker pick up window 0
+        assert time.monotonic() - t0 < 1.0
+        gate.set()
+        assert worker.wait_idle(5)
+        # window 0 was running; 1..3 were replaced by newer ones; 4 ran last
+        assert done == [0, 4]
+        assert worker.stats.coalesced == 3 and worker.stats.processed == 2
+    finally:
+        worker.stop()
+
+
+def test_a_failing_window_is_counted_and_the_worker_keeps_going():
+    results = []
+
+    def process(window):
+        if window.window_id == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+        return window.window_id
+
+    worker = WindowWorker(process, results.append, max_queue=4)
+    try:
+        for i in range(3):
+            worker.submit(Window(i, [], 0.0))
+        assert worker.wait_idle(5)
+        assert results == [0, 2]
+        assert worker.stats.failed == 1 and worker.stats.out_of_memory == 1
+        assert "window 1" in worker.stats.last_error
+    finally:
+        worker.stop()
