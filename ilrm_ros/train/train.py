@@ -301,7 +301,7 @@ def plot_log(csv_path: Path, png_path: Path) -> None:
     if not rows:
         return
     xs = [float(r["step"]) for r in rows]
-    line_chart(png_path, xs, {"training loss (MSE + λ(1-SSIM))": {"loss": [float(r["loss"]) for r in rows]},
+    line_chart(png_path, xs, {"training loss (MSE + lambda*(1-SSIM))": {"loss": [float(r["loss"]) for r in rows]},
                               "training PSNR (dB)": {"psnr": [float(r["psnr"]) for r in rows]}})
 
 
@@ -368,6 +368,8 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
     log.info("model %s: %.2f M params; %d scenes at %dx%d; steps %d -> %d on %s",
              cfg.model, n_params / 1e6, len(scenes), size[0], size[1], start, cfg.steps, device)
 
+    prev = read_log(run_dir / "log.csv")
+    elapsed0 = float(prev[-1]["elapsed_s"]) if prev else 0.0
     t0 = time.time()
     acc: list[StepResult] = []
     t_last = time.time()
@@ -393,7 +395,7 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
                    "grad_norm": f"{sum(r.grad_norm for r in acc) / len(acc):.4f}",
                    "sec_per_step": f"{dt:.3f}",
                    "target_images_per_s": f"{cfg.batch_size * cfg.targets / max(dt, 1e-9):.2f}",
-                   "elapsed_s": f"{time.time() - t0:.1f}"}
+                   "elapsed_s": f"{elapsed0 + time.time() - t0:.1f}"}
             append_log(run_dir / "log.csv", row)
             log.info("step %d/%d loss %s psnr %s lr %s V %s %s s/step %s img/s", step, cfg.steps, row["loss"],
                      row["psnr"], row["lr"], row["views"], row["sec_per_step"], row["target_images_per_s"])
