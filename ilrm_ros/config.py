@@ -142,12 +142,17 @@ def parameter_specs(cfg_type: type = MappingConfig, prefix: str = "") -> list[Pa
 
 def config_from_flat(values: dict[str, Any]) -> MappingConfig:
     """Build a validated MappingConfig from dotted names; unknown names raise KeyError."""
-    cfg = MappingConfig()
+    return apply_flat(MappingConfig(), values)
+
+
+def apply_flat(cfg: MappingConfig, values: dict[str, Any]) -> MappingConfig:
+    """Validate dotted values and set them on ``cfg`` (in place, all or nothing); returns ``cfg``."""
     known = {s.name: s for s in parameter_specs()}
     for name, value in values.items():
         if name not in known:
             raise KeyError(f"unknown parameter '{name}'")
         validate_value(known[name], value)
+    for name, value in values.items():
         section, _, leaf = name.partition(".")
         setattr(getattr(cfg, section), leaf, _coerce(known[name].default, value))
     return cfg

@@ -115,3 +115,22 @@ def make_map_info(*, header: Header, map_id: str, stats: dict, model_id: str, ch
     msg.last_window_latency_s = float(last_window_latency_s)
     msg.frames_dropped = int(frames_dropped)
     return msg
+
+
+def update_to_msg(u, header: Header) -> GaussianChunk:
+    """mapping.chunks.ChunkUpdate (one transport part) -> GaussianChunk."""
+    return make_chunk_msg(header=header, map_id=u.map_id, chunk_key=u.key, chunk_size=u.chunk_size,
+                          action=int(u.action), revision=u.revision, points=u.rows if len(u.rows) else None,
+                          part=u.part, num_parts=u.num_parts, window_id=u.window_id, keyframe_ids=u.keyframe_ids)
+
+
+def msg_to_update(msg: GaussianChunk):
+    """GaussianChunk -> mapping.chunks.ChunkUpdate (what a subscriber applies to a MapReplica)."""
+    from ilrm_ros.mapping.chunks import ChunkUpdate, UpdateAction
+
+    rows = cloud_to_array(msg.gaussians)
+    b0, b1 = msg.bounds_min, msg.bounds_max
+    return ChunkUpdate(UpdateAction(msg.action), msg.map_id, tuple(int(k) for k in msg.chunk_key),
+                       float(msg.chunk_size), int(msg.revision), rows=rows, part=int(msg.part),
+                       num_parts=int(msg.num_parts), bounds_min=(b0.x, b0.y, b0.z), bounds_max=(b1.x, b1.y, b1.z),
+                       window_id=int(msg.window_id), keyframe_ids=tuple(int(k) for k in msg.keyframe_ids))

@@ -1,0 +1,275 @@
+"""The ROS-free mapping core: posed frames in, map updates and renders out.
+
+    Frame ──fit_to_model──▶ KeyframePolicy.admit ──▶ KeyframeBuffer ──WindowScheduler──▶ Window
+    Window ──normalize_window──▶ ILRM ──▶ Gaussians (window frame) ──Similarity──▶ map frame
+    ──GaussianMap.integrate──▶ MapUpdate (changed chunks)         + renders of the window
+
+The ROS node and the offline bag tool both drive this class; only the source of frames
+(DDS or a bag) and the sink of results differ. ``process_window`` is called on a worker
+thread by the node (see scheduler.WindowWorker) and synchronously by the offline tool;
+map access is guarded by a lock so services can render/save while a window runs.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ilrm_ros.config import MappingConfig
+from ilrm_ros.geometry.poses import normalize_window, transform_gaussians
+from ilrm_ros.mapping.frames import Frame, Keyframe, fit_to_model
+from ilrm_ros.mapping.gaussian_map import GaussianMap, load_map, save_map
+from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy
+from ilrm_ros.mapping.scheduler import Window, WindowScheduler
+from ilrm_ros.model.checkpoint import default_checkpoint_path, load_checkpoint
+from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.model.ilrm import ILRM
+from ilrm_ros.render.render import render_gaussians
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RenderedView:
+    """A rendered camera: rgb (H, W, 3) uint8, depth (H, W) float32 metres (NaN where
+    nothing was hit, REP 118), alpha (H, W) float32, c2w (4, 4) map frame, K (3, 3)."""
+
+    name: str
+    rgb: np.ndarray
+    depth: np.ndarray
+    alpha: np.ndarray
+    c2w: np.ndarray
+    K: np.ndarray
+
+
+@dataclass
+class WindowResult:
+    """What one window produced: the map delta, renders and timings (seconds)."""
+
+    window: Window
+    update: object  # mapping.chunks.MapUpdate
+    num_gaussians_window: int
+    renders: list[RenderedView] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    stamp_ns: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA falls back with a warning."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        log.warning("device 'cuda' requested but CUDA is not available: running on CPU")
+    return torch.device("cpu")
+
+
+def load_model(checkpoint: str | Path | None, device: torch.device) -> tuple[ILRM, dict, str]:
+    """Our checkpoint (default: the shipped one) -> (model in eval mode on device, meta, id)."""
+    path = Path(checkpoint) if checkpoint else default_checkpoint_path()
+    if not path.exists():
+        raise FileNotFoundError(f"iLRM checkpoint not found: {path}")
+    model, meta = load_checkpoint(path, device=device)
+    model.eval()
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return model, meta, f"{path.name}@{digest}"
+
+
+def _stack_window(keyframes: list[Keyframe], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keyframes -> images (1, V, 3, H, W) in [0, 1], c2w (V, 4, 4) float64, K (V, 3, 3) float32."""
+    images = torch.from_numpy(np.stack([k.rgb for k in keyframes])).to(device)
+    images = images.permute(0, 3, 1, 2).unsqueeze(0).float().div_(255.0)
+    c2w = torch.from_numpy(np.stack([k.c2w for k in keyframes])).to(device, torch.float64)
+    K = torch.from_numpy(np.stack([k.K for k in keyframes])).to(device, torch.float32)
+    return images, c2w, K
+
+
+def select_window_gaussians(g: Gaussians, min_opacity: float, max_count: int) -> Gaussians:
+    """Drop near-transparent Gaussians, keep the ``max_count`` most opaque (0 = all). g: (N, k)."""
+    keep = g.opacities >= min_opacity
+    g = g.index(keep)
+    if 0 < max_count < len(g):
+        g = g.index(torch.topk(g.opacities, max_count).indices.sort().values)
+    return g
+
+
+def offset_pose(c2w: np.ndarray, offset_cam: np.ndarray) -> np.ndarray:
+    """Move a camera by ``offset_cam`` (3,) metres expressed in its own optical frame."""
+    out = np.array(c2w, dtype=np.float64, copy=True)
+    out[:3, 3] += out[:3, :3] @ np.asarray(offset_cam, dtype=np.float64)
+    return out
+
+
+def render_view(g: Gaussians, c2w: np.ndarray, K: np.ndarray, width: int, height: int,
+                background: torch.Tensor, name: str = "view") -> RenderedView:
+    """Render Gaussians (N, k) from one camera (c2w in the Gaussians' frame, metres)."""
+    dev = g.means.device
+    c2w_t = torch.as_tensor(c2w, dtype=torch.float32, device=dev)[None]
+    K_t = torch.as_tensor(K, dtype=torch.float32, device=dev)[None]
+    with torch.no_grad():
+        out = render_gaussians(g, c2w_t, K_t, width, height, background=background.to(dev))
+    alpha = out.alpha[0].float().cpu().numpy()
+    depth = out.depth[0].float().cpu().numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.where(alpha > 0.5, depth / np.maximum(alpha, 1e-6), np.nan).astype(np.float32)
+    rgb = (out.rgb[0].float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    return RenderedView(name, rgb, depth, alpha, np.asarray(c2w, np.float64), np.asarray(K, np.float64))
+
+
+class Mapper:
+    """Frames in; windows, map updates and renders out. Not thread-safe except where noted."""
+
+    def __init__(self, cfg: MappingConfig, model: ILRM | None = None, device: torch.device | None = None,
+                 model_id: str = "") -> None:
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.model.device)
+        if model is None:
+            model, meta, model_id = load_model(cfg.model.checkpoint or None, self.device)
+        self.model = model.to(self.device).eval()
+        self.model_id = model_id or type(model).__name__
+        self.policy = KeyframePolicy(**policy_kwargs(cfg))
+        self.keyframes = KeyframeBuffer(cfg.keyframes.capacity)
+        self.scheduler = WindowScheduler(cfg.window)
+        self.map = self._new_map()
+        self.map_lock = threading.RLock()
+        self.background = torch.tensor(cfg.render.background, dtype=torch.float32)
+        self.num_windows = 0
+
+    # ------------------------------------------------------------------ input side
+    def _new_map(self) -> GaussianMap:
+        m = self.cfg.map
+        return GaussianMap(chunk_size=m.chunk_size_m, fusion=m.fusion, max_gaussians_total=m.max_gaussians,
+                           max_gaussians_per_chunk=m.max_gaussians_per_chunk, eviction=m.eviction)
+
+    def prepare(self, frame: Frame) -> Frame:
+        """Fit a posed frame to the model's input size (intrinsics adjusted exactly)."""
+        m = self.cfg.model
+        rgb, K = fit_to_model(frame.rgb, frame.K, m.height, m.width, m.resize_mode)
+        return Frame(rgb=rgb, K=K, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id, c2w=frame.c2w)
+
+    def add_frame(self, frame: Frame, arrival_time: float | None = None) -> Window | None:
+        """Offer a posed frame; returns a Window when one became due (caller runs it).
+
+        frame.c2w must be set (map frame, OpenCV). Frames the policy rejects are dropped
+        here; resizing happens only for admitted keyframes.
+        """
+        if frame.c2w is None:
+            raise ValueError("add_frame needs a posed frame (c2w is None)")
+        if not self.policy.admit(frame):
+            return None
+        self.keyframes.add(self.prepare(frame))
+        self.scheduler.on_keyframe()
+        if not self.scheduler.due():
+            return None
+        return self.scheduler.take(self.keyframes.latest(self.cfg.window.size),
+                                   trigger_time=arrival_time if arrival_time is not None else time.monotonic())
+
+    # ------------------------------------------------------------------ the model
+    def predict(self, keyframes: list[Keyframe]) -> tuple[Gaussians, object]:
+        """Run iLRM on keyframes; returns (Gaussians (N, k) in the window frame, Similarity to map)."""
+        images, c2w, K = _stack_window(keyframes, self.device)
+        c2w_n, sim = normalize_window(c2w)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null()
+        with torch.inference_mode(), autocast:
+            g = self.model(images, c2w_n.float()[None], K[None])
+        g = g.flatten().map(lambda t: t.float())
+        return g, sim
+
+    def process_window(self, window: Window) -> WindowResult:
+        """Model -> map frame -> fuse into the map -> renders. Safe to call from a worker thread."""
+        t0 = time.monotonic()
+        kfs = window.keyframes
+        g_win, sim = self.predict(kfs)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t_model = time.monotonic()
+        g_win = select_window_gaussians(g_win, self.cfg.model.min_opacity, self.cfg.model.max_gaussians_per_window)
+        g_map = transform_gaussians(g_win, sim.to_dtype(torch.float32) if hasattr(sim, "to_dtype") else sim)
+        c2w = np.stack([k.c2w for k in kfs])
+        Ks = np.stack([k.K for k in kfs])
+        H, W = kfs[0].rgb.shape[:2]
+        with self.map_lock:
+            update = self.map.integrate(g_map.to("cpu"), torch.from_numpy(c2w).float(), torch.from_numpy(Ks).float(),
+                                        (H, W), window_id=window.window_id, keyframe_ids=window.keyframe_ids,
+                                        robot_position=c2w[-1, :3, 3])
+            self.num_windows += 1
+        t_map = time.monotonic()
+        renders = self._window_renders(g_map, kfs) if self.cfg.render.publish else []
+        t_render = time.monotonic()
+        return WindowResult(window=window, update=update, num_gaussians_window=len(g_map), renders=renders,
+                            stamp_ns=kfs[-1].stamp_ns,
+                            timings={"model_s": t_model - t0, "integrate_s": t_map - t_model,
+                                     "render_s": t_render - t_map, "process_s": t_render - t0})
+
+    def _window_renders(self, g_map: Gaussians, kfs: list[Keyframe]) -> list[RenderedView]:
+        """Re-render the newest keyframe's pose and a novel pose next to it."""
+        newest = kfs[-1]
+        H, W = newest.rgb.shape[:2]
+        novel = offset_pose(newest.c2w, np.asarray(self.cfg.render.novel_offset))
+        views = []
+        for name, pose in (("keyframe", newest.c2w), ("novel", novel)):
+            if self.cfg.render.source == "map":
+                views.append(self.render(pose, newest.K, W, H, name=name))
+            else:
+                views.append(render_view(g_map, pose, newest.K, W, H, self.background, name))
+        return views
+
+    # ------------------------------------------------------------------ map access (thread-safe)
+    def render(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int, name: str = "view") -> RenderedView:
+        """Render the global map (only Gaussians in the frustum) from any camera."""
+        with self.map_lock:
+            g = self.map.gaussians_in_frustum(torch.as_tensor(c2w, dtype=torch.float32),
+                                              torch.as_tensor(K, dtype=torch.float32), width, height)
+        return render_view(g.to(self.device), c2w, K, width, height, self.background, name)
+
+    def reset(self):
+        """Empty the map and the keyframes; returns the CLEAR update."""
+        with self.map_lock:
+            update = self.map.reset()
+            self.keyframes.clear()
+            self.scheduler.reset()
+            self.policy.reset()
+        return update
+
+    def save(self, path: str | Path) -> Path:
+        with self.map_lock:
+            poses = {str(k.id): k.c2w.tolist() for k in self.keyframes.latest(len(self.keyframes))}
+            save_map(path, self.map, meta={"model_id": self.model_id, "keyframe_poses": poses})
+        return Path(path)
+
+    def load(self, path: str | Path):
+        """Replace the map by a PLY; returns the updates that rebuild it (CLEAR + UPSERTs)."""
+        loaded = load_map(path)
+        with self.map_lock:
+            clear = self.map.reset()
+            self.map.adopt(loaded)
+            return clear, self.map.full_update()
+
+    def stats(self) -> dict:
+        with self.map_lock:
+            s = dict(self.map.stats())
+        s["num_keyframes"] = self.keyframes.total_added
+        s["num_windows"] = self.num_windows
+        return s
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def policy_kwargs(cfg: MappingConfig) -> dict:
+    k = cfg.keyframes
+    return {"min_translation_m": k.min_translation_m, "min_rotation_deg": k.min_rotation_deg,
+            "max_interval_s": k.max_interval_s, "min_interval_s": k.min_interval_s}

@@ -1,0 +1,107 @@
+"""Camera poses from TF: tf2_ros where a ROS install has it, our own buffer otherwise.
+
+Both sources answer the same non-blocking question — "the pose of ``source`` in
+``target`` at ``stamp``, or not yet" — so the node behaves the same on both routes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from ilrm_ros.mapping.frames import ns_to_stamp, stamp_to_ns
+from ilrm_ros.mapping.pose_buffer import PoseBuffer
+
+TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def quat_xyzw_to_matrix(q) -> np.ndarray:
+    """(x, y, z, w) -> (3, 3) rotation."""
+    x, y, z, w = (float(v) for v in q)
+    n = np.sqrt(x * x + y * y + z * z + w * w)
+    x, y, z, w = x / n, y / n, z / n, w / n
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def transform_to_matrix(t) -> np.ndarray:
+    """geometry_msgs/Transform -> (4, 4) float64."""
+    T = np.eye(4)
+    T[:3, :3] = quat_xyzw_to_matrix((t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w))
+    T[:3, 3] = (t.translation.x, t.translation.y, t.translation.z)
+    return T
+
+
+class OwnTfSource:
+    """Subscribes /tf and /tf_static and feeds a ROS-free PoseBuffer (the pip route)."""
+
+    name = "ilrm_ros.PoseBuffer"
+
+    def __init__(self, node: Node, cache_time_s: float = 10.0) -> None:
+        from tf2_msgs.msg import TFMessage
+
+        self.buffer = PoseBuffer(cache_time_s=cache_time_s)
+        self.last_message_time: float | None = None
+        self._node = node
+        node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS)
+        node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS)
+
+    def _on_tf(self, msg, static: bool) -> None:
+        import time
+
+        self.last_message_time = time.monotonic()
+        for ts in msg.transforms:
+            t, r = ts.transform.translation, ts.transform.rotation
+            try:
+                self.buffer.set_transform(ts.header.frame_id, ts.child_frame_id, stamp_to_ns(ts.header.stamp),
+                                          (t.x, t.y, t.z), (r.x, r.y, r.z, r.w), static=static)
+            except ValueError as exc:  # NaN or malformed transform: skip it, keep the rest
+                self._node.get_logger().warning(f"ignoring bad transform {ts.header.frame_id}->{ts.child_frame_id}:"
+                                                f" {exc}", throttle_duration_sec=5.0)
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray | None:
+        """T_target_source (4, 4) at stamp, or None while TF cannot answer yet."""
+        return self.buffer.try_lookup(target, source, stamp_ns)
+
+
+class Tf2RosSource:
+    """tf2_ros.Buffer + TransformListener (a ROS install)."""
+
+    name = "tf2_ros.Buffer"
+
+    def __init__(self, node: Node, cache_time_s: float = 10.0) -> None:
+        import tf2_ros
+        from rclpy.duration import Duration
+
+        self._tf2 = tf2_ros
+        self.buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_time_s))
+        self.listener = tf2_ros.TransformListener(self.buffer, node, spin_thread=False)
+        self.last_message_time = None
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray | None:
+        from rclpy.time import Time
+
+        sec, nsec = ns_to_stamp(stamp_ns)
+        try:
+            ts = self.buffer.lookup_transform(target, source, Time(seconds=sec, nanoseconds=nsec))
+        except (self._tf2.LookupException, self._tf2.ConnectivityException, self._tf2.ExtrapolationException):
+            return None
+        self.last_message_time = __import__("time").monotonic()
+        return transform_to_matrix(ts.transform)
+
+
+def make_tf_source(node: Node, prefer_tf2_ros: bool = True):
+    """tf2_ros where importable, else our own buffer."""
+    if prefer_tf2_ros:
+        try:
+            import tf2_ros  # noqa: F401
+
+            return Tf2RosSource(node)
+        except ImportError:
+            pass
+    return OwnTfSource(node)
