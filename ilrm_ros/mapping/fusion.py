@@ -1,0 +1,278 @@
+"""Fusion policy of the global Gaussian map: configuration and the per-window geometry.
+
+How a new window is fused (``FusionConfig.fusion = True``):
+
+1. **Prune** the window's Gaussians: opacity < ``min_opacity``, largest scale <
+   ``min_scale``, largest scale > ``max_scale`` (if set), farther than
+   ``max_camera_distance`` from every window camera (if set), non-finite values.
+2. **Observed depth**: z-buffer the surviving means into each window camera at
+   ``1/depth_downsample`` of the image resolution, keeping per cell the minimum and
+   the maximum camera depth (``z``). A cell with no mean is *unknown*: nothing there is
+   carved or replaced. (An expected-depth image of the window may be given instead.)
+3. **Classify** every existing Gaussian in the chunks whose bounds intersect a window
+   frustum, per camera it projects into (inside the image, ``z > near``), with
+   ``tol = depth_tol_abs + depth_tol_rel * dmin`` of its cell:
+   - *free space*: ``z < dmin - tol`` — the window saw through it;
+   - *near surface* ("seen again"): ``dmin - tol <= z <= dmax + tol``;
+   - otherwise occluded (behind the observed surface): untouched.
+   A Gaussian in free space for some camera and near the surface for none is
+   **carved** (removed). A seen-again Gaussian is **replaced** (removed, the window's
+   Gaussians take over) when the closest window camera that sees it at the surface is
+   no farther than ``replace_distance_ratio`` times the distance from which it was
+   observed (``src_dist``); otherwise it is **kept** (its observation count and
+   last-seen window are updated) and the window's own Gaussians in the same cell
+   within ``tol`` of its depth are dropped, so the closer observation is not duplicated.
+4. **Insert** the rest into their chunks; a window Gaussian inherits ``1 + `` the
+   largest observation count replaced in its cell. Optionally keep at most one
+   Gaussian per ``dedup_voxel`` cell in changed chunks (closest source first, then
+   newest, then oldest insertion).
+5. **Caps**: per chunk then in total, evicting in a deterministic order (see
+   ``eviction``).
+
+With ``fusion = False`` window Gaussians are only pruned and appended (then capped).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ilrm_ros.mapping.chunks import COL_MEANS, COL_OPACITY, COL_SCALES, ROW_FLOATS
+
+
+@dataclass
+class FusionConfig:
+    """Every parameter of the map's fusion, pruning and bounding policy."""
+
+    chunk_size: float = 2.0
+    """Edge of a chunk block in metres; chunk key = floor(mean / chunk_size)."""
+
+    fusion: bool = True
+    """Fuse windows (carve / replace / drop duplicates); False = plain append."""
+
+    depth_downsample: int = 4
+    """Observed-depth images are (ceil(H / d), ceil(W / d)) cells; one cell should hold
+    several of the window's own Gaussians (iLRM: one per viewpoint-grid pixel)."""
+
+    depth_tol_abs: float = 0.05
+    """Absolute part of the surface tolerance, metres."""
+
+    depth_tol_rel: float = 0.03
+    """Relative part of the surface tolerance (times the cell's observed depth)."""
+
+    near: float = 0.05
+    """Points closer to a camera than this (metres, along z) are not tested."""
+
+    carve: bool = True
+    """Remove old Gaussians that a window camera sees through (free space)."""
+
+    replace: bool = True
+    """Let a window's observation replace seen-again old Gaussians (closer camera wins)."""
+
+    replace_distance_ratio: float = 1.1
+    """The window replaces a seen-again Gaussian when its closest camera seeing it is at
+    most this times the distance the Gaussian was observed from (>1 favours new data)."""
+
+    dedup_voxel: float = 0.0
+    """If > 0: keep at most one Gaussian per cubic cell of this edge (metres) in changed
+    chunks, preferring the closest source camera, then the newest window. 0 = off."""
+
+    min_opacity: float = 0.005
+    """Prune Gaussians with opacity below this."""
+
+    min_scale: float = 1e-4
+    """Prune Gaussians whose largest scale (metres) is below this."""
+
+    max_scale: float = 0.0
+    """If > 0: prune Gaussians whose largest scale (metres) exceeds this."""
+
+    max_camera_distance: float = 0.0
+    """If > 0: prune window Gaussians farther than this from every window camera
+    (e.g. sky placed at the model's maximum distance)."""
+
+    max_gaussians_per_chunk: int = 200_000
+    """Cap per chunk (0 = unlimited)."""
+
+    max_gaussians_total: int = 2_000_000
+    """Cap on the whole map (0 = unlimited)."""
+
+    eviction: str = "global"
+    """Which Gaussians go first when a cap is exceeded:
+    "global": lowest contribution score ``opacity * (s0*s1*s2)^(2/3) * obs_count``
+    (opacity times the mean cross-section area, times how often the surface was
+    observed); "local": farthest from the robot position (default: the newest window's
+    mean camera centre). Ties: oldest window first, then oldest insertion."""
+
+    def __post_init__(self) -> None:
+        if self.eviction not in ("global", "local"):
+            raise ValueError(f"eviction must be 'global' or 'local', got {self.eviction!r}")
+        if self.chunk_size <= 0 or self.depth_downsample < 1:
+            raise ValueError("chunk_size must be > 0 and depth_downsample >= 1")
+
+
+# ---------------------------------------------------------------------------------------
+# Camera geometry (OpenCV c2w, pixel K)
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class WindowCameras:
+    """The window's cameras: c2w (V, 4, 4) OpenCV, K (V, 3, 3) pixels, image size.
+
+    depths: optional (V, Hd, Wd) expected depth (z, metres, 0 = nothing) of the window,
+    used instead of z-buffering the window's means.
+    """
+
+    c2w: torch.Tensor
+    K: torch.Tensor
+    height: int
+    width: int
+    depths: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.c2w = torch.as_tensor(self.c2w, dtype=torch.float32).reshape(-1, 4, 4)
+        self.K = torch.as_tensor(self.K, dtype=torch.float32).reshape(-1, 3, 3)
+        if self.K.shape[0] == 1 and self.c2w.shape[0] > 1:
+            self.K = self.K.expand(self.c2w.shape[0], 3, 3)
+        if self.K.shape[0] != self.c2w.shape[0]:
+            raise ValueError(f"{self.c2w.shape[0]} poses but {self.K.shape[0]} intrinsics")
+
+    @property
+    def centers(self) -> torch.Tensor:
+        """(V, 3) camera centres."""
+        return self.c2w[:, :3, 3]
+
+    def __len__(self) -> int:
+        return int(self.c2w.shape[0])
+
+
+@dataclass
+class Projection:
+    """Means seen by V cameras: z (V, N) camera depth, cell (V, N) flat cell index into a
+    (h, w) grid (0 where not visible), visible (V, N) inside the image with z > near."""
+
+    z: torch.Tensor
+    cell: torch.Tensor
+    visible: torch.Tensor
+
+
+def grid_shape(height: int, width: int, downsample: int) -> tuple[int, int]:
+    return -(-height // downsample), -(-width // downsample)
+
+
+def project(means: torch.Tensor, cams: WindowCameras, downsample: int, near: float) -> Projection:
+    """Project means (N, 3) into every camera; cells of ``downsample``-pixel blocks."""
+    rot = cams.c2w[:, :3, :3]                                    # (V, 3, 3) cam -> world
+    pc = (means[None, :, :] - cams.centers[:, None, :]) @ rot    # (V, N, 3) = R^T (x - t)
+    z = pc[..., 2]
+    zs = z.clamp_min(1e-9)
+    k = cams.K
+    u = k[:, 0, 0, None] * pc[..., 0] / zs + k[:, 0, 1, None] * pc[..., 1] / zs + k[:, 0, 2, None]
+    v = k[:, 1, 1, None] * pc[..., 1] / zs + k[:, 1, 2, None]
+    visible = (z > near) & (u >= 0) & (u < cams.width) & (v >= 0) & (v < cams.height)
+    h, w = grid_shape(cams.height, cams.width, downsample)
+    cu = torch.div(u.clamp(0, cams.width - 1e-3), downsample, rounding_mode="floor").long().clamp(0, w - 1)
+    cv = torch.div(v.clamp(0, cams.height - 1e-3), downsample, rounding_mode="floor").long().clamp(0, h - 1)
+    cell = torch.where(visible, cv * w + cu, torch.zeros_like(cu))
+    return Projection(z=z, cell=cell, visible=visible)
+
+
+def zbuffer(proj: Projection, num_cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per camera and cell the min and max depth of the visible points.
+
+    Returns dmin (V, num_cells) (+inf where empty) and dmax (V, num_cells) (-inf where empty).
+    """
+    n_cams = proj.z.shape[0]
+    flat = (torch.arange(n_cams)[:, None] * num_cells + proj.cell)[proj.visible]
+    zs = proj.z[proj.visible]
+    dmin = torch.full((n_cams * num_cells,), float("inf"))
+    dmax = torch.full((n_cams * num_cells,), float("-inf"))
+    dmin.scatter_reduce_(0, flat, zs, reduce="amin")
+    dmax.scatter_reduce_(0, flat, zs, reduce="amax")
+    return dmin.view(n_cams, num_cells), dmax.view(n_cams, num_cells)
+
+
+def depth_image_bounds(depths: torch.Tensor, cams: WindowCameras, downsample: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min/max of an expected-depth image (V, Hd, Wd) (0 or non-finite = nothing) per cell."""
+    n_cams, hd, wd = depths.shape
+    h, w = grid_shape(cams.height, cams.width, downsample)
+    ys = (torch.arange(hd, dtype=torch.float32) + 0.5) * (cams.height / hd)
+    xs = (torch.arange(wd, dtype=torch.float32) + 0.5) * (cams.width / wd)
+    cell = ((ys // downsample).long().clamp(max=h - 1)[:, None] * w
+            + (xs // downsample).long().clamp(max=w - 1)[None, :]).reshape(-1)
+    d = depths.reshape(n_cams, -1).to(torch.float32)
+    valid = torch.isfinite(d) & (d > 0)
+    proj = Projection(z=d, cell=cell.expand(n_cams, -1), visible=valid)
+    return zbuffer(proj, h * w)
+
+
+def gather_cells(img: torch.Tensor, proj: Projection) -> torch.Tensor:
+    """Look up a per-camera cell image (V, C) at projected points -> (V, N)."""
+    return torch.gather(img, 1, proj.cell)
+
+
+def frustum_planes(cams: WindowCameras, near: float, far: float) -> torch.Tensor:
+    """(V, 6, 4) planes (n, d) in camera coordinates, inside where n.p + d >= 0."""
+    k = cams.K
+    fx, fy, cx, cy = k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    planes = [
+        torch.stack([fx, zero, cx, zero], -1),                       # u >= 0
+        torch.stack([-fx, zero, cams.width - cx, zero], -1),         # u <= W
+        torch.stack([zero, fy, cy, zero], -1),                       # v >= 0
+        torch.stack([zero, -fy, cams.height - cy, zero], -1),        # v <= H
+        torch.stack([zero, zero, one, -near * one], -1),             # z >= near
+        torch.stack([zero, zero, -one, far * one], -1),              # z <= far
+    ]
+    return torch.stack(planes, 1)
+
+
+def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, near: float, far: float) -> torch.Tensor:
+    """Conservative AABB-vs-frustum test: (C,) bool, True if box C may touch any camera's frustum.
+
+    lo, hi: (C, 3) box corners in the map frame. A box is rejected only when all of its
+    eight corners are outside one plane of a frustum.
+    """
+    if lo.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    bits = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.float32)
+    corners = lo[:, None, :] + bits[None] * (hi - lo)[:, None, :]                  # (C, 8, 3)
+    pc = (corners[None] - cams.centers[:, None, None, :]) @ cams.c2w[:, None, :3, :3]  # (V, C, 8, 3)
+    planes = frustum_planes(cams, near, far)                                       # (V, 6, 4)
+    vals = torch.einsum("vcki,vpi->vckp", pc, planes[..., :3]) + planes[:, None, None, :, 3]
+    outside = (vals < 0).all(dim=2).any(dim=-1)                                     # (V, C)
+    return (~outside).any(dim=0)
+
+
+# ---------------------------------------------------------------------------------------
+# Pruning and eviction order
+# ---------------------------------------------------------------------------------------
+
+
+def prune_mask(rows: torch.Tensor, cfg: FusionConfig) -> torch.Tensor:
+    """(N,) bool: rows (N, 14) that survive pruning (opacity, scale, finite values)."""
+    assert rows.shape[1] == ROW_FLOATS
+    smax = rows[:, COL_SCALES].max(dim=1).values
+    keep = torch.isfinite(rows).all(dim=1)
+    keep &= rows[:, COL_OPACITY] >= cfg.min_opacity
+    keep &= smax >= cfg.min_scale
+    if cfg.max_scale > 0:
+        keep &= smax <= cfg.max_scale
+    return keep
+
+
+def contribution_score(rows: torch.Tensor, obs_count: torch.Tensor) -> torch.Tensor:
+    """(N,) opacity * (s0*s1*s2)^(2/3) * obs_count: what "global" eviction keeps."""
+    s = rows[:, COL_SCALES].clamp_min(1e-12)
+    area = torch.exp(torch.log(s).sum(dim=1) * (2.0 / 3.0))
+    return rows[:, COL_OPACITY] * area * obs_count.to(torch.float32)
+
+
+def eviction_priority(rows: torch.Tensor, obs_count: torch.Tensor, cfg: FusionConfig,
+                      robot_position: torch.Tensor | None) -> torch.Tensor:
+    """(N,) float: smaller is evicted first (ties broken by the caller: born, then gid)."""
+    if cfg.eviction == "global":
+        return contribution_score(rows, obs_count)
+    if robot_position is None:
+        raise ValueError("local eviction needs a robot position")
+    return -torch.linalg.vector_norm(rows[:, COL_MEANS] - robot_position.reshape(1, 3), dim=1)

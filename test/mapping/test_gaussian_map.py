@@ -1,0 +1,330 @@
+"""The global Gaussian map: chunk keys, fusion (replace / carve / no duplicates), caps,
+frustum queries.
+
+Scenes are planes (a wall, a floor) "observed" by cameras we construct: a tiny stand-in
+for the model casts one ray per viewpoint-grid pixel and puts a Gaussian where it hits.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ilrm_ros.mapping.chunks import COL_MEANS, chunk_keys, key_of
+from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras, contribution_score
+from ilrm_ros.mapping.gaussian_map import GaussianMap, smallest_first
+from ilrm_ros.model.gaussians import Gaussians
+
+IMG = 64          # image size (pixels)
+FOCAL = 64.0      # ~53 degree field of view
+STRIDE = 2        # one Gaussian per 2x2 pixels (the "viewpoint grid")
+
+WALL = (torch.tensor([0.0, 0.0, 1.0]), 3.0)    # plane z = 3
+FLOOR = (torch.tensor([0.0, 1.0, 0.0]), 1.0)   # plane y = 1 (OpenCV-style: y down)
+
+
+# ------------------------------------------------------------------ scene helpers
+
+
+def look_at(eye, target, down=(0.0, 1.0, 0.0)) -> torch.Tensor:
+    """OpenCV camera-to-world (4, 4): z towards target, y along `down` projected."""
+    eye, target, down = (torch.tensor(x, dtype=torch.float32) for x in (eye, target, down))
+    f = target - eye
+    f = f / f.norm()
+    x = torch.linalg.cross(down, f)
+    x = x / x.norm()
+    y = torch.linalg.cross(f, x)
+    c2w = torch.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, f, eye
+    return c2w
+
+
+def intrinsics() -> torch.Tensor:
+    return torch.tensor([[FOCAL, 0, IMG / 2], [0, FOCAL, IMG / 2], [0, 0, 1]])
+
+
+def cameras(*c2ws: torch.Tensor) -> WindowCameras:
+    return WindowCameras(c2w=torch.stack(c2ws), K=intrinsics().expand(len(c2ws), 3, 3), height=IMG, width=IMG)
+
+
+def observe(cams: WindowCameras, planes=(WALL,), noise: float = 0.0, seed: int = 0) -> Gaussians:
+    """One Gaussian per grid pixel per view at the nearest plane hit (the model stand-in).
+
+    Returns (V * (IMG/STRIDE)^2, ...) Gaussians in view-major order, like iLRM.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    px = torch.arange(STRIDE / 2, IMG, STRIDE, dtype=torch.float32)
+    vv, uu = torch.meshgrid(px, px, indexing="ij")
+    out = []
+    for c2w, k in zip(cams.c2w, cams.K):
+        d_cam = torch.stack([(uu - k[0, 2]) / k[0, 0], (vv - k[1, 2]) / k[1, 1], torch.ones_like(uu)], -1).reshape(-1, 3)
+        d = d_cam @ c2w[:3, :3].T
+        o = c2w[:3, 3]
+        t = torch.full((d.shape[0],), math.inf)
+        for n, off in planes:
+            denom = d @ n
+            ti = (off - o @ n) / denom
+            t = torch.where((denom.abs() > 1e-6) & (ti > 1e-3) & (ti < t), ti, t)
+        hit = torch.isfinite(t)
+        t = t[hit]
+        if noise:
+            t = t * (1 + noise * torch.randn(t.shape, generator=gen))
+        means = o + t[:, None] * d[hit]
+        z = t  # depth along the unit-z ray parametrisation
+        footprint = (z * STRIDE / k[0, 0]).reshape(-1, 1)
+        n_hit = means.shape[0]
+        colors = torch.stack([torch.sin(means[:, 0]) * 0.5 + 0.5, torch.cos(means[:, 1]) * 0.5 + 0.5,
+                              torch.full((n_hit,), 0.5)], -1)
+        out.append(Gaussians(means=means, quats=torch.tensor([1.0, 0, 0, 0]).expand(n_hit, 4).clone(),
+                             scales=footprint.expand(n_hit, 3) * torch.tensor([0.5, 0.5, 0.1]),
+                             opacities=torch.full((n_hit,), 0.9), colors=colors))
+    return Gaussians.cat(out)
+
+
+def window_mask(gmap: GaussianMap, window_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(means (N, 3), born-by-window mask (N,)) over the whole map in chunk order."""
+    born = torch.cat([gmap.chunks[k].born for k in sorted(gmap.chunks)])
+    return gmap.all_gaussians().means, born == window_id
+
+
+def inside_image(means: torch.Tensor, c2w: torch.Tensor, margin: float) -> torch.Tensor:
+    pc = (means - c2w[:3, 3]) @ c2w[:3, :3]
+    z = pc[:, 2].clamp_min(1e-6)
+    u = FOCAL * pc[:, 0] / z + IMG / 2
+    v = FOCAL * pc[:, 1] / z + IMG / 2
+    return (pc[:, 2] > 0) & (u >= margin) & (u < IMG - margin) & (v >= margin) & (v < IMG - margin)
+
+
+def unlimited(**kw) -> FusionConfig:
+    return FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=0, **kw)
+
+
+# ------------------------------------------------------------------ chunk keys
+
+
+def test_chunk_keys_are_floor_of_position_over_chunk_size_including_negative_coordinates():
+    means = torch.tensor([[-0.1, -2.0, 1.99], [-2.0001, 0.0, -0.0], [3.9999, -4.0, 4.0]])
+    keys = chunk_keys(means, 2.0)
+    assert keys.dtype == torch.int32
+    assert keys.tolist() == [[-1, -1, 0], [-2, 0, 0], [1, -2, 2]]
+    assert key_of((-0.1, -2.0, 1.99), 2.0) == (-1, -1, 0)
+
+
+def test_every_gaussian_lies_inside_the_block_of_its_chunk_key():
+    cams = cameras(look_at((-3.0, -0.5, -1.0), (-4.0, 0.5, 3.0)), look_at((2.0, 0.0, 0.0), (3.0, 1.0, 3.0)))
+    gmap = GaussianMap(unlimited(chunk_size=0.7))
+    gmap.integrate(observe(cams, planes=(WALL, FLOOR)), cams, window_id=0)
+    assert any(k[0] < 0 for k in gmap.chunks) and any(k[0] > 0 for k in gmap.chunks)
+    for key, chunk in gmap.chunks.items():
+        lo = torch.tensor(key, dtype=torch.float64) * 0.7
+        m = chunk.rows[:, COL_MEANS].double()
+        assert bool(((m >= lo - 1e-9) & (m < lo + 0.7 + 1e-9)).all()), key
+
+
+# ------------------------------------------------------------------ fusion
+
+
+def test_same_window_twice_with_fusion_does_not_duplicate_and_without_fusion_doubles():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)), look_at((0.3, 0, -1.0), (0.3, 0.5, 3.0)))
+    g = observe(cams, planes=(WALL, FLOOR))
+    fused, plain = GaussianMap(unlimited()), GaussianMap(unlimited(fusion=False))
+    for m in (fused, plain):
+        m.integrate(g, cams, window_id=0)
+    once = len(fused)
+    assert once == len(plain) > 1000
+    fused.integrate(g, cams, window_id=1)
+    plain.integrate(g, cams, window_id=1)
+    assert len(fused) <= 1.1 * once
+    assert len(plain) == 2 * once
+
+
+def test_noisy_repeated_observations_stay_bounded_with_fusion():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)), look_at((0.3, 0, -1.0), (0.3, 0.5, 3.0)))
+    gmap = GaussianMap(unlimited())
+    counts = []
+    for w in range(6):
+        gmap.integrate(observe(cams, planes=(WALL, FLOOR), noise=0.005, seed=w), cams, window_id=w)
+        counts.append(len(gmap))
+    assert max(counts) <= 1.1 * counts[0]
+
+
+def test_closer_camera_replaces_the_farther_cameras_gaussians_where_it_sees():
+    far = cameras(look_at((0, 0, -3.0), (0, 0, 3.0)))
+    near_c2w = look_at((0.5, 0.2, 1.5), (0.5, 0.2, 3.0))
+    near = cameras(near_c2w)
+    gmap = GaussianMap(unlimited())
+    gmap.integrate(observe(far), far, window_id=0)
+    gmap.integrate(observe(near), near, window_id=1)
+    means, from_far = window_mask(gmap, 0)
+    seen_close = inside_image(means, near_c2w, margin=STRIDE * 2)
+    assert int(seen_close.sum()) > 500
+    assert int((from_far & seen_close).sum()) == 0            # replaced there ...
+    assert int((from_far & ~inside_image(means, near_c2w, margin=-8)).sum()) > 500  # ... kept elsewhere
+
+    # The far camera again: it must not overwrite the close observation nor add duplicates.
+    gmap.integrate(observe(far), far, window_id=2)
+    means, from_near = window_mask(gmap, 1)
+    _, from_far_again = window_mask(gmap, 2)
+    inner = inside_image(means, near_c2w, margin=STRIDE * 2)
+    assert int((from_near & inner).sum()) == int(seen_close.sum())
+    assert int((from_far_again & inner).sum()) <= 0.02 * int(inner.sum())
+
+
+def test_carving_removes_stale_gaussians_in_front_of_a_newly_observed_surface():
+    ghost_plane = (torch.tensor([0.0, 0.0, 1.0]), 1.5)   # an object at z = 1.5 that has since gone
+    cam_a = cameras(look_at((0, 0, -0.5), (0, 0, 3.0)))
+    gmap = GaussianMap(unlimited())
+    gmap.integrate(observe(cam_a, planes=(ghost_plane,)), cam_a, window_id=0)
+    behind = observe(cameras(look_at((0, 0, 3.5), (0, 0, 10.0))), planes=((torch.tensor([0.0, 0, 1]), 4.5),))
+    gmap.add(behind, window_id=-1)   # occluded by the wall for the next camera: must stay
+    n_ghost = int((gmap.all_gaussians().means[:, 2] < 2).sum())
+    assert n_ghost > 500
+
+    cam_b_c2w = look_at((0.4, 0, -1.0), (0.4, 0, 3.0))
+    cam_b = cameras(cam_b_c2w)
+    update = gmap.integrate(observe(cam_b, planes=(WALL,)), cam_b, window_id=1)
+    means = gmap.all_gaussians().means
+    ghost_left = means[:, 2] < 2
+    in_view = inside_image(means, cam_b_c2w, margin=STRIDE * 2)
+    assert int((ghost_left & in_view).sum()) == 0
+    assert update.num_carved > 0.5 * n_ghost
+    assert int((means[:, 2] > 4).sum()) == len(behind)       # behind the wall: untouched
+    assert int((means[:, 2] - 3.0).abs().lt(0.01).sum()) > 500   # the wall is in
+
+
+def test_pruning_drops_transparent_and_tiny_gaussians():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    g = observe(cams)
+    n = len(g)
+    g.opacities[: n // 4] = 0.001
+    g.scales[n // 4: n // 2] = 1e-6
+    gmap = GaussianMap(unlimited(min_opacity=0.005, min_scale=1e-4))
+    gmap.integrate(g, cams, window_id=0)
+    assert len(gmap) == n - n // 2
+
+
+def test_dedup_voxel_keeps_at_most_one_gaussian_per_cell():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)), look_at((0.05, 0, -1.0), (0.05, 0, 3.0)))
+    gmap = GaussianMap(unlimited(dedup_voxel=0.1))
+    gmap.integrate(observe(cams), cams, window_id=0)
+    cells = chunk_keys(gmap.all_gaussians().means, 0.1)
+    assert len(torch.unique(cells, dim=0)) == len(gmap)
+
+
+# ------------------------------------------------------------------ caps and eviction
+
+
+def _random_windows(n: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    for w in range(n):
+        eye = (torch.rand(3, generator=gen) * torch.tensor([8.0, 0.5, 2.0]) - torch.tensor([4.0, 0.5, 1.0])).tolist()
+        target = [eye[0] + float(torch.randn(1, generator=gen)), 0.5, 3.0]
+        cams = cameras(look_at(eye, target), look_at([eye[0] + 0.2, eye[1], eye[2]], target))
+        yield w, cams, observe(cams, planes=(WALL, FLOOR), noise=0.01, seed=w)
+
+
+@pytest.mark.parametrize("mode", ["global", "local"])
+def test_caps_hold_and_eviction_is_deterministic(mode):
+    def run():
+        gmap = GaussianMap(FusionConfig(chunk_size=1.0, max_gaussians_per_chunk=900, max_gaussians_total=6000,
+                                        eviction=mode))
+        for w, cams, g in _random_windows(6):
+            gmap.integrate(g, cams, window_id=w)
+            assert len(gmap) <= 6000
+            assert max(len(c) for c in gmap.chunks.values()) <= 900
+        return gmap
+
+    a, b = run(), run()
+    assert len(a) == 6000
+    ga, gb = a.all_gaussians(), b.all_gaussians()
+    assert torch.equal(ga.means, gb.means) and torch.equal(ga.colors, gb.colors)
+    assert sorted(a.chunks) == sorted(b.chunks)
+
+
+def _flat_gaussians(means: torch.Tensor, opacities: torch.Tensor) -> Gaussians:
+    n = means.shape[0]
+    return Gaussians(means=means, quats=torch.tensor([1.0, 0, 0, 0]).expand(n, 4).clone(),
+                     scales=torch.full((n, 3), 0.01), opacities=opacities, colors=torch.full((n, 3), 0.5))
+
+
+def test_global_eviction_keeps_the_highest_contribution_scores():
+    n = 200
+    means = torch.rand(n, 3) * 4 - 2
+    opac = torch.rand(n) * 0.9 + 0.05
+    gmap = GaussianMap(FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=50, eviction="global"))
+    gmap.add(_flat_gaussians(means, opac), window_id=0)
+    kept = gmap.all_gaussians().opacities
+    assert len(kept) == 50
+    assert torch.equal(torch.sort(kept).values, torch.sort(opac).values[-50:])
+
+
+def test_local_eviction_drops_the_farthest_from_the_robot_first():
+    n = 300
+    means = torch.rand(n, 3) * 10 - 5
+    gmap = GaussianMap(FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=100, eviction="local"))
+    cams = cameras(look_at((1.0, 0, 0), (1.0, 0, 5.0)))
+    robot = torch.tensor([3.0, 0.0, 0.0])
+    gmap.integrate(_flat_gaussians(means, torch.full((n,), 0.8)), cams, window_id=0, robot_position=robot)
+    kept = gmap.all_gaussians().means
+    d_all = torch.sort((means - robot).norm(dim=1)).values
+    assert len(kept) == 100
+    assert float((kept - robot).norm(dim=1).max()) == pytest.approx(float(d_all[99]), abs=1e-6)
+
+
+def test_eviction_ties_go_oldest_window_first_then_oldest_insertion():
+    prio = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.5])
+    born = torch.tensor([3, 2, 2, 5], dtype=torch.int32)
+    born = torch.cat([born, torch.tensor([9], dtype=torch.int32)])
+    gid = torch.tensor([10, 12, 11, 1, 50])
+    assert smallest_first(prio, born, gid, 3).tolist() == [4, 2, 1]
+
+
+def test_contribution_score_grows_with_opacity_size_and_observations():
+    rows = torch.zeros(3, 14)
+    rows[:, 6] = torch.tensor([0.5, 1.0, 1.0])
+    rows[:, 7:10] = torch.tensor([[0.1] * 3, [0.1] * 3, [0.2] * 3])
+    s = contribution_score(rows, torch.tensor([1, 1, 1]))
+    assert s[0] < s[1] < s[2]
+    assert contribution_score(rows, torch.tensor([2, 2, 2]))[0] == pytest.approx(2 * float(s[0]))
+
+
+def test_memory_and_stats_track_the_content():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    gmap = GaussianMap(unlimited())
+    assert gmap.memory_bytes() == 0
+    gmap.integrate(observe(cams), cams, window_id=7, keyframe_ids=[1, 2])
+    st = gmap.stats()
+    assert st["num_gaussians"] == len(gmap) > 0
+    assert st["num_chunks"] == len(gmap.chunks)
+    assert st["memory_bytes"] == gmap.memory_bytes() >= 56 * len(gmap)
+    assert st["revision"] == 1 and st["num_windows"] == 1 and st["num_keyframes"] == 2
+    assert all(c.window_ids == [7] for c in gmap.chunks.values())
+
+
+# ------------------------------------------------------------------ queries
+
+
+def test_frustum_query_matches_brute_force_culling_and_skips_chunks_behind():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)), look_at((2.0, 0, 5.0), (2.0, 0.5, 0.0)))
+    gmap = GaussianMap(unlimited(chunk_size=0.5))
+    gmap.integrate(observe(cams, planes=(WALL, FLOOR)), cams, window_id=0)
+    query = look_at((-1.0, 0, 0.0), (-1.0, 0.3, 3.0))
+    got = gmap.gaussians_in_frustum(query, intrinsics(), IMG, IMG, near=0.01, far=100.0)
+    every = gmap.all_gaussians()
+    visible = inside_image(every.means, query, margin=0.0)
+    assert 0 < len(got) < len(every)
+    got_set = {tuple(x) for x in got.means.tolist()}
+    assert all(tuple(x) in got_set for x in every.means[visible].tolist())
+    behind = ((got.means - query[:3, 3]) @ query[:3, 2]) < -0.2
+    assert int(behind.sum()) == 0
+
+
+def test_all_gaussians_is_ordered_by_chunk_key():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    gmap = GaussianMap(unlimited(chunk_size=0.5))
+    gmap.integrate(observe(cams, planes=(WALL, FLOOR)), cams, window_id=0)
+    keys = chunk_keys(gmap.all_gaussians().means, 0.5).tolist()
+    assert keys == sorted(keys)
+    assert np.array_equal(np.unique(np.array(keys), axis=0), np.array(sorted(gmap.chunks)))
