@@ -1,0 +1,381 @@
+"""Pure-PyTorch differentiable EWA splatting of 3D Gaussians, with gsplat's conventions.
+
+This is the CPU renderer (gsplat has no CPU rasterizer) and the reference the CUDA path
+is tested against. It follows gsplat 1.5's "classic" 3DGS rasterization:
+
+1. **Project** (:func:`project`): world → camera with ``viewmats``; pinhole projection
+   with pixel ``Ks`` (a pixel's centre is at ``(j + 0.5, i + 0.5)``); 3-D covariance
+   ``R S Sᵀ Rᵀ`` from the (normalised) quaternion and linear scales; 2-D covariance
+   ``J Σ_cam Jᵀ`` with the Jacobian evaluated at the mean clamped to 1.3× the field of
+   view; gsplat's low-pass dilation ``+ eps2d·I`` (eps2d = 0.3 px²); conic = inverse.
+   Culled: depth ≤ near or ≥ far, opacity ≤ 1/255, boxes off the image. The box
+   half-extent is ``ceil(k·sqrt(Σ2d_ii))`` with the opacity-aware
+   ``k = min(3.33, sqrt(2·ln(255·opacity)))``, so every pixel where α ≥ 1/255 lies inside it.
+2. **Bin** (:func:`bin_to_tiles`): each visible Gaussian is listed in every tile its box
+   touches; one stable sort by (camera, tile) of depth-ordered entries gives each tile a
+   front-to-back list.
+3. **Composite** (:func:`composite`): all tiles advance together, ``chunk`` Gaussians of
+   every tile's list per step. Around a tile's centre the exponent ``log o − σ(p)`` is a
+   quadratic polynomial in the pixel offset, so the (pixels × Gaussians) exponents of all
+   tiles are one batched matrix product. Then ``α = min(0.999, o·exp(−σ))``, α < 1/255 is
+   skipped, transmittance is a cumulative product, and a pixel stops (exclusively) at the
+   first Gaussian that would bring T to ≤ 1e-4 — all as gsplat does. Tiles whose lists end
+   or whose pixels are all done leave the batch.
+
+Memory is bounded by ``RasterConfig.max_pairs`` (pixel × Gaussian pairs alive at once);
+with gradients, each step is recomputed in backward (activation checkpointing), so the
+autograd graph keeps only the small per-step inputs, never the pair tensors.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+logger = logging.getLogger(__name__)
+
+EPS2D = 0.3  # px², gsplat's default low-pass dilation of the 2-D covariance
+ALPHA_MIN = 1.0 / 255.0  # gsplat's ALPHA_THRESHOLD: weaker contributions are skipped
+ALPHA_MAX = 0.999  # per-Gaussian alpha clamp
+T_MIN = 1e-4  # a pixel is done before the Gaussian that would bring T to <= T_MIN
+EXTENT_SIGMA = 3.33  # largest box half-extent in standard deviations
+FOV_MARGIN = 0.3  # the Jacobian is evaluated at the mean clamped to (1 + margin)·FOV
+_PAD_EXPONENT = -1e3  # exponent of padding slots: exp() is exactly 0
+
+
+@dataclass(frozen=True)
+class RasterConfig:
+    """Knobs of the torch rasterizer (the defaults are the benchmarked ones)."""
+
+    tile_size: int = 16
+    """Tile edge in pixels (16 is gsplat's; results do not depend on it)."""
+    chunk: int = 32
+    """Gaussians of each tile's list composited per step (K)."""
+    max_pairs: int = 1 << 21
+    """Upper bound on pixel×Gaussian pairs evaluated at once (sets peak memory)."""
+    checkpoint: bool = True
+    """With autograd, recompute each step in backward instead of storing its pair tensors."""
+    eps2d: float = EPS2D
+    """Dilation added to the 2-D covariance diagonal (px²)."""
+
+
+@dataclass
+class Projection:
+    """Gaussians seen from C cameras (N Gaussians each).
+
+    means2d: (C, N, 2) pixel coordinates of the means.
+    conics:  (C, N, 3) inverse dilated 2-D covariance (a, b, c) = [[a, b], [b, c]].
+    depths:  (C, N)    camera-space z.
+    radii:   (C, N, 2) int64 box half-extents in pixels (0 where culled).
+    visible: (C, N)    bool, survives all culling.
+    """
+
+    means2d: Tensor
+    conics: Tensor
+    depths: Tensor
+    radii: Tensor
+    visible: Tensor
+
+
+@dataclass
+class TileBins:
+    """Per-tile front-to-back lists of projected Gaussians.
+
+    ids:    (M,) flat instance ids ``c * N + n``, grouped by tile, sorted by depth in a tile.
+    starts: (C * tiles_y * tiles_x,) offset of each tile's list in ``ids``.
+    counts: (C * tiles_y * tiles_x,) length of each tile's list.
+    """
+
+    ids: Tensor
+    starts: Tensor
+    counts: Tensor
+    tiles_x: int
+    tiles_y: int
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:
+    """Rotation matrices from quaternions w, x, y, z (normalised here): (..., 4) -> (..., 3, 3)."""
+    q = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    w, x, y, z = q.unbind(-1)
+    entries = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]
+    return torch.stack(entries, dim=-1).reshape(*q.shape[:-1], 3, 3)
+
+
+def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
+    """World covariances ``R S Sᵀ Rᵀ``: quats (N, 4), linear scales (N, 3) -> (N, 3, 3)."""
+    m = quat_to_rotmat(quats) * scales[..., None, :]
+    return m @ m.transpose(-1, -2)
+
+
+def project(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near: float = 0.01,
+    far: float = 1e4,
+    eps2d: float = EPS2D,
+) -> Projection:
+    """EWA projection of N Gaussians into C pinhole cameras (see the module docstring).
+
+    means (N, 3), quats (N, 4) w,x,y,z, scales (N, 3) linear, opacities (N,) in [0, 1],
+    viewmats (C, 4, 4) world→camera (OpenCV), Ks (C, 3, 3) pixels.
+    """
+    rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
+    means_c = torch.einsum("cij,nj->cni", rot, means) + trans[:, None, :]  # (C, N, 3)
+    cov_c = rot[:, None] @ covariance_3d(quats, scales)[None] @ rot.transpose(-1, -2)[:, None]
+
+    x, y, z = means_c.unbind(-1)
+    in_range = (z > near) & (z < far)
+    z = torch.where(in_range, z, torch.ones_like(z))  # keeps culled entries finite (and their grads)
+    fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]
+    cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
+    lim_x_pos = (width - cx) / fx + FOV_MARGIN * 0.5 * width / fx
+    lim_x_neg = cx / fx + FOV_MARGIN * 0.5 * width / fx
+    lim_y_pos = (height - cy) / fy + FOV_MARGIN * 0.5 * height / fy
+    lim_y_neg = cy / fy + FOV_MARGIN * 0.5 * height / fy
+    tx = z * torch.clamp(x / z, min=-lim_x_neg, max=lim_x_pos)
+    ty = z * torch.clamp(y / z, min=-lim_y_neg, max=lim_y_pos)
+    zero = torch.zeros_like(z)
+    jac = torch.stack(
+        [fx / z, zero, -fx * tx / (z * z), zero, fy / z, -fy * ty / (z * z)], dim=-1
+    ).reshape(*z.shape, 2, 3)
+    cov2d = jac @ cov_c @ jac.transpose(-1, -2)  # (C, N, 2, 2)
+
+    a = cov2d[..., 0, 0] + eps2d
+    c = cov2d[..., 1, 1] + eps2d
+    b = 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0])
+    det = a * c - b * b
+    ok_det = det > 0
+    det = torch.where(ok_det, det, torch.ones_like(det))
+    conics = torch.stack([c / det, -b / det, a / det], dim=-1)
+    means2d = torch.stack([fx * x / z + cx, fy * y / z + cy], dim=-1)
+
+    with torch.no_grad():
+        op = opacities.detach().expand_as(z)
+        extent = torch.sqrt(2.0 * torch.log((op / ALPHA_MIN).clamp_min(1.0))).clamp_max(EXTENT_SIGMA)
+        radii = torch.stack(
+            [torch.ceil(extent * a.clamp_min(0).sqrt()), torch.ceil(extent * c.clamp_min(0).sqrt())], dim=-1
+        )
+        mx, my = means2d[..., 0], means2d[..., 1]
+        rx, ry = radii[..., 0], radii[..., 1]
+        on_image = (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
+        visible = in_range & ok_det & (rx > 0) & (ry > 0) & on_image
+        radii = torch.where(visible[..., None], radii, torch.zeros_like(radii)).long()
+    return Projection(means2d=means2d, conics=conics, depths=means_c[..., 2], radii=radii, visible=visible)
+
+
+def bin_to_tiles(proj: Projection, width: int, height: int, tile_size: int) -> TileBins:
+    """List every visible Gaussian in each tile its box touches, front to back per tile."""
+    n_cams, n = proj.depths.shape
+    tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    device = proj.depths.device
+    with torch.no_grad():
+        inst = torch.nonzero(proj.visible.reshape(-1)).squeeze(1)
+        depth = proj.depths.detach().reshape(-1)[inst]
+        inst = inst[torch.argsort(depth, stable=True)]  # depth order survives the stable tile sort
+        centre = proj.means2d.detach().reshape(-1, 2)[inst] / tile_size
+        half = proj.radii.reshape(-1, 2)[inst].to(centre.dtype) / tile_size
+        x0 = torch.floor(centre[:, 0] - half[:, 0]).clamp(0, tiles_x).long()
+        x1 = torch.ceil(centre[:, 0] + half[:, 0]).clamp(0, tiles_x).long()
+        y0 = torch.floor(centre[:, 1] - half[:, 1]).clamp(0, tiles_y).long()
+        y1 = torch.ceil(centre[:, 1] + half[:, 1]).clamp(0, tiles_y).long()
+        span_x = x1 - x0
+        per_inst = span_x * (y1 - y0)
+        owner = torch.repeat_interleave(torch.arange(inst.numel(), device=device), per_inst)
+        first = torch.cumsum(per_inst, 0) - per_inst
+        local = torch.arange(owner.numel(), device=device) - first[owner]
+        tile_x = x0[owner] + local % span_x[owner]
+        tile_y = y0[owner] + local // span_x[owner]
+        cam = inst[owner] // n
+        tile = (cam * tiles_y + tile_y) * tiles_x + tile_x
+        tile, order = torch.sort(tile, stable=True)
+        ids = inst[owner][order]
+        counts = torch.bincount(tile, minlength=n_cams * tiles_x * tiles_y)
+        starts = torch.cumsum(counts, 0) - counts
+    return TileBins(ids=ids, starts=starts, counts=counts, tiles_x=tiles_x, tiles_y=tiles_y)
+
+
+def _pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Monomials of each pixel's offset (u, v) from its tile's centre: (P, 6) = [u², v², uv, u, v, 1]."""
+    off = torch.arange(tile_size, dtype=dtype, device=device) + 0.5 - tile_size / 2
+    v, u = torch.meshgrid(off, off, indexing="ij")
+    u, v = u.reshape(-1), v.reshape(-1)
+    return torch.stack([u * u, v * v, u * v, u, v, torch.ones_like(u)], dim=-1)
+
+
+def _exponent_coefficients(means2d: Tensor, conics: Tensor, log_opac: Tensor, centres: Tensor,
+                           real: Tensor) -> Tensor:
+    """Coefficients of ``log o − σ`` in the pixel basis, per (tile, slot): -> (T, 6, K).
+
+    means2d (T, K, 2), conics (T, K, 3), log_opac (T, K), centres (T, 2) tile centres in
+    pixels, real (T, K) bool (False = padding slot, whose exponent is -1e3).
+    σ(p) = ½ dᵀ A d with d = p − μ = (u, v) + δ, δ = centre − μ, expanded in (u, v).
+    """
+    a, b, c = conics.unbind(-1)
+    delta = centres[:, None, :] - means2d
+    dx, dy = delta.unbind(-1)
+    gx, gy = a * dx + b * dy, b * dx + c * dy
+    sigma0 = 0.5 * (dx * gx + dy * gy)
+    const = torch.where(real, log_opac - sigma0, torch.full_like(sigma0, _PAD_EXPONENT))
+    zero = torch.zeros_like(a)
+    a, b, c, gx, gy = (torch.where(real, t, zero) for t in (a, b, c, gx, gy))
+    return torch.stack([-0.5 * a, -0.5 * c, -b, -gx, -gy, const], dim=1)
+
+
+def _composite_step(basis: Tensor, coef: Tensor, feats: Tensor, trans: Tensor) -> tuple[Tensor, Tensor]:
+    """Blend the next K Gaussians of L tiles into their P pixels (differentiable version).
+
+    basis (P, 6), coef (L, 6, K), feats (L, K, F) whose last column is all ones,
+    trans (L, P) transmittance before these Gaussians, 0 for pixels already done
+    -> (Σ_k w_k f_k (L, P, F) — its last column is Σ w —, done after the step (L, P) bool).
+    """
+    alpha = F.threshold(torch.matmul(basis, coef).exp_().clamp_max(ALPHA_MAX), ALPHA_MIN, 0.0)
+    keep_t = 1.0 - alpha
+    t_after = torch.cumprod(keep_t, dim=-1) * trans[..., None]  # T after each Gaussian
+    stop = t_after <= T_MIN  # a suffix (T only decreases): gsplat stops before such a Gaussian
+    weights = (alpha / keep_t * t_after).masked_fill(stop, 0.0)  # α_k · T before k
+    return torch.bmm(weights, feats), stop[..., -1]
+
+
+@torch.no_grad()
+def _composite_step_inplace(basis: Tensor, coef: Tensor, feats: Tensor, trans: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_composite_step` without autograd, reusing its buffers (same maths)."""
+    alpha = torch.matmul(basis, coef).exp_().clamp_max_(ALPHA_MAX)
+    F.threshold_(alpha, ALPHA_MIN, 0.0)
+    keep_t = torch.rsub(alpha, 1.0)
+    t_after = torch.cumprod(keep_t, dim=-1).mul_(trans[..., None])
+    stop = t_after <= T_MIN
+    weights = alpha.div_(keep_t).mul_(t_after).masked_fill_(stop, 0.0)
+    return torch.bmm(weights, feats), stop[..., -1]
+
+
+def composite(
+    proj: Projection,
+    opacities: Tensor,
+    feats: Tensor,
+    bins: TileBins,
+    width: int,
+    height: int,
+    config: RasterConfig = RasterConfig(),
+) -> tuple[Tensor, Tensor]:
+    """Front-to-back blending of per-instance features.
+
+    opacities (N,), feats (C, N, F) -> (blended (C, H, W, F) = Σ w_i f_i, transmittance (C, H, W)).
+    """
+    n_cams, n = proj.depths.shape
+    n_feats = feats.shape[-1]
+    ts, k = config.tile_size, config.chunk
+    n_pix = ts * ts
+    dtype, device = feats.dtype, feats.device
+    n_tiles = n_cams * bins.tiles_x * bins.tiles_y
+
+    means2d = proj.means2d.reshape(-1, 2)
+    conics = proj.conics.reshape(-1, 3)
+    log_opac = torch.log(opacities.clamp_min(ALPHA_MIN)).expand(n_cams, n).reshape(-1)
+    feats = feats.reshape(-1, n_feats)
+    basis = _pixel_basis(ts, dtype, device)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (means2d, conics, log_opac, feats))
+    use_ckpt = config.checkpoint and needs_grad
+
+    feats = torch.cat([feats, torch.ones_like(feats[:, :1])], dim=-1)  # last column sums the weights
+    step = _composite_step if needs_grad else _composite_step_inplace
+    active = torch.nonzero(bins.counts > 0).squeeze(1)
+    tiles_per_batch = max(1, config.max_pairs // (n_pix * k))
+    slots = torch.arange(k, device=device)
+    blended, transmittance = [], []
+    for b0 in range(0, active.numel(), tiles_per_batch):
+        tiles = active[b0:b0 + tiles_per_batch]
+        starts, counts = bins.starts[tiles], bins.counts[tiles]
+        rem = tiles % (bins.tiles_x * bins.tiles_y)
+        centres = torch.stack([rem % bins.tiles_x, rem // bins.tiles_x], -1).to(dtype) * ts + ts / 2
+        acc = torch.zeros(tiles.numel(), n_pix, n_feats + 1, dtype=dtype, device=device)  # Σ w f, Σ w
+        done = torch.zeros(tiles.numel(), n_pix, dtype=torch.bool, device=device)
+        for first in range(0, int(counts.max()), k):
+            live = torch.nonzero((counts > first) & ~done.all(1)).squeeze(1)
+            if live.numel() == 0:
+                break
+            everyone = live.numel() == tiles.numel()
+            real = (first + slots)[None, :] < counts[live, None]  # (L, K)
+            pos = (starts[live, None] + first + slots).clamp_max(bins.ids.numel() - 1)
+            ids = bins.ids[pos]
+            coef = _exponent_coefficients(means2d[ids], conics[ids], log_opac[ids], centres[live], real)
+            step_feats = feats[ids] * real[..., None].to(dtype)
+            live_acc, live_done = (acc, done) if everyone else (acc[live], done[live])
+            trans = torch.where(live_done, 0.0, 1.0 - live_acc[..., -1])  # T = 1 − Σ w so far
+            if use_ckpt:
+                contrib, new_done = checkpoint(step, basis, coef, step_feats, trans, use_reentrant=False)
+            else:
+                contrib, new_done = step(basis, coef, step_feats, trans)
+            if everyone:
+                acc, done = acc + contrib, done | new_done
+            else:
+                acc = acc.index_add(0, live, contrib)
+                done = done.index_copy(0, live, live_done | new_done)
+        blended.append(acc[..., :-1])
+        transmittance.append(1.0 - acc[..., -1])
+
+    acc_all = torch.zeros(n_tiles, n_pix, n_feats, dtype=dtype, device=device)
+    trans_all = torch.ones(n_tiles, n_pix, dtype=dtype, device=device)
+    if blended:
+        acc_all = acc_all.index_copy(0, active, torch.cat(blended))
+        trans_all = trans_all.index_copy(0, active, torch.cat(transmittance))
+    elif needs_grad:
+        # Nothing visible: keep the outputs attached to the inputs (all-zero gradients).
+        link = sum((t.sum() * 0 for t in (means2d, conics, log_opac, feats) if t.requires_grad),
+                   torch.zeros((), dtype=dtype, device=device))
+        acc_all = acc_all + link
+
+    def untile(x: Tensor) -> Tensor:
+        x = x.reshape(n_cams, bins.tiles_y, bins.tiles_x, ts, ts, *x.shape[2:])
+        x = x.transpose(2, 3).reshape(n_cams, bins.tiles_y * ts, bins.tiles_x * ts, *x.shape[5:])
+        return x[:, :height, :width]
+
+    return untile(acc_all), untile(trans_all)
+
+
+def rasterize(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    background: Tensor | None = None,
+    near: float = 0.01,
+    far: float = 1e4,
+    config: RasterConfig = RasterConfig(),
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Render N Gaussians into C cameras; differentiable in every tensor input.
+
+    means (N, 3), quats (N, 4) w,x,y,z, scales (N, 3) linear, opacities (N,) in [0, 1],
+    colors (N, D), viewmats (C, 4, 4) world→camera, Ks (C, 3, 3) pixels, background (D,) or None
+    -> (colors (C, H, W, D) = Σ w_i c_i + T·background, depth (C, H, W) = Σ w_i z_i,
+        alpha (C, H, W) = 1 − T), with w_i = α_i Π_{j<i} (1 − α_j).
+    """
+    proj = project(means, quats, scales, opacities, viewmats, Ks, width, height, near, far, config.eps2d)
+    bins = bin_to_tiles(proj, width, height, config.tile_size)
+    n_cams = viewmats.shape[0]
+    feats = torch.cat([colors.expand(n_cams, *colors.shape), proj.depths[..., None]], dim=-1)
+    blended, trans = composite(proj, opacities, feats, bins, width, height, config)
+    rgb = blended[..., :-1]
+    if background is not None:
+        rgb = rgb + trans[..., None] * background.to(rgb)
+    logger.debug("rasterized %d instances into %d tile slots", int(proj.visible.sum()), bins.ids.numel())
+    return rgb, blended[..., -1], 1.0 - trans
