@@ -204,8 +204,10 @@ class ILRM(nn.Module):
         return Processor(c.dim, c.iterations, c.head_dim, c.mlp_ratio, c.uplift, c.attention)
 
     def reset_parameters(self) -> None:
-        """Linear weights ~ N(0, init_std); norm weights = 1."""
+        """Linear weights ~ N(0, init_std); norm weights = 1 (no-op for meta-device models)."""
         for m in self.modules():
+            if getattr(m, "weight", None) is not None and m.weight.is_meta:
+                continue
             if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, mean=0.0, std=self.cfg.init_std)
             elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)) and m.weight is not None:

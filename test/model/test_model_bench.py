@@ -1,0 +1,26 @@
+"""`ilrm-ros bench model` runs end to end and writes what it prints."""
+import json
+
+from ilrm_ros.bench.model import PAPER_REFERENCE, cli_main, parse_resolution
+
+
+def test_parse_resolution_accepts_square_and_hxw():
+    assert parse_resolution("128") == (128, 128)
+    assert parse_resolution("64x96") == (64, 96)
+
+
+def test_bench_writes_one_case_per_setting_with_paper_rows(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = cli_main(["--config", "tiny", "--views", "2", "1", "--res", "32", "32x48", "--runs", "2", "--warmup", "0",
+                   "--device", "cpu", "--no-render", "--out", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    cases = data["cases"]
+    assert [(c["views"], c["height"], c["width"]) for c in cases] == [(1, 32, 32), (1, 32, 48), (2, 32, 32), (2, 32, 48)]
+    for c in cases:
+        assert c["device"] == "cpu" and c["model_ms"] > 0 and len(c["model_ms_all"]) == 2
+        assert c["gaussians"] == c["views"] * (c["height"] // 2) * (c["width"] // 2)
+        assert c["render_ms"] is None and c["peak_mem_mb"] is not None
+    assert data["paper_reference"] == PAPER_REFERENCE and data["parameters"] == 258752
+    printed = capsys.readouterr().out
+    assert "RE10K, 2 views, 256x256" in printed and "530 ms" in printed and "render column skipped" in printed
