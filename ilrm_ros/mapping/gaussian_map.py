@@ -423,7 +423,7 @@ class GaussianMap:
         return evicted
 
     def _emit(self, changed: set[ChunkKey], update: MapUpdate, window_id: int, keyframe_ids: tuple[int, ...]) -> None:
-        """Bump the revision once and list the changed chunks (empty ones are deleted)."""
+        """Bump the revision once and list the changed chunks (emptied ones as DELETE)."""
         if not changed:
             update.revision = self.revision
             return
@@ -431,6 +431,9 @@ class GaussianMap:
         update.revision = self.revision
         for key in sorted(changed):
             chunk = self._chunks[key]
+            if len(chunk) == 0 and chunk.revision == 0:
+                del self._chunks[key]   # created and emptied by this operation: never sent
+                continue
             chunk.revision = self.revision
             chunk.last_window_id = window_id
             chunk.keyframe_ids = keyframe_ids

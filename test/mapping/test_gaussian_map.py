@@ -12,7 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from ilrm_ros.mapping.chunks import COL_MEANS, chunk_keys, key_of
+from ilrm_ros.mapping.chunks import (
+    COL_MEANS,
+    ChunkUpdate,
+    MapReplica,
+    UpdateAction,
+    array_to_gaussians,
+    chunk_keys,
+    chunk_to_array,
+    gaussians_to_array,
+    key_of,
+    split_for_transport,
+)
 from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras, contribution_score
 from ilrm_ros.mapping.gaussian_map import GaussianMap, smallest_first
 from ilrm_ros.model.gaussians import Gaussians
@@ -328,3 +339,128 @@ def test_all_gaussians_is_ordered_by_chunk_key():
     keys = chunk_keys(gmap.all_gaussians().means, 0.5).tolist()
     assert keys == sorted(keys)
     assert np.array_equal(np.unique(np.array(keys), axis=0), np.array(sorted(gmap.chunks)))
+
+
+# ------------------------------------------------------------------ chunk updates and transport
+
+
+def _map_rows(gmap: GaussianMap) -> np.ndarray:
+    return np.concatenate([gmap.chunks[k].rows.numpy() for k in sorted(gmap.chunks)]) if gmap.chunks \
+        else np.zeros((0, 14), np.float32)
+
+
+def _replica_rows(rep: MapReplica) -> np.ndarray:
+    arrays = list(rep.chunk_arrays().values())
+    return np.concatenate(arrays) if arrays else np.zeros((0, 14), np.float32)
+
+
+def test_replica_rebuilt_from_the_update_stream_equals_the_map_bit_for_bit():
+    cfg = FusionConfig(chunk_size=1.0, max_gaussians_per_chunk=700, max_gaussians_total=5000, eviction="local")
+    gmap = GaussianMap(cfg)
+    rep = MapReplica()
+    rng = np.random.default_rng(0)
+    sent: list[ChunkUpdate] = []
+    actions = {UpdateAction.UPSERT: 0, UpdateAction.DELETE: 0, UpdateAction.CLEAR: 0}
+    max_parts = 0
+    for w, cams, g in _random_windows(14, seed=3):
+        update = gmap.reset() if w == 8 else gmap.integrate(g, cams, window_id=w, keyframe_ids=[2 * w, 2 * w + 1])
+        parts = update.transport_parts(max_bytes=16 * 1024)
+        for p in parts:
+            actions[p.action] += 1
+            max_parts = max(max_parts, p.num_parts)
+        # Parts of one revision may arrive in any order; stale messages arrive late.
+        order = rng.permutation(len(parts))
+        stale = [sent[i] for i in rng.choice(len(sent), size=min(10, len(sent)), replace=False)] if sent else []
+        rep.apply_all([parts[i] for i in order] + stale)
+        sent.extend(parts)
+        assert rep.num_incomplete() == 0
+        np.testing.assert_array_equal(_replica_rows(rep), _map_rows(gmap))
+        assert sorted(rep.chunk_arrays()) == sorted(gmap.chunks)
+    assert actions[UpdateAction.DELETE] > 0 and actions[UpdateAction.CLEAR] == 1 and max_parts > 1
+    assert rep.num_ignored > 0
+    # A subscriber joining late rebuilds the same map from a snapshot; a current one ignores it.
+    late = MapReplica()
+    late.apply_all(gmap.snapshot().transport_parts())
+    np.testing.assert_array_equal(_replica_rows(late), _map_rows(gmap))
+    ignored_before = rep.num_ignored
+    rep.apply_all(gmap.snapshot().updates)
+    assert rep.num_ignored - ignored_before == len(gmap.chunks) + 1
+    assert torch.equal(rep.gaussians().means, gmap.all_gaussians().means)
+
+
+def test_replica_ignores_older_revisions_and_keeps_deleted_chunks_deleted():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    gmap = GaussianMap(unlimited(chunk_size=0.5))
+    first = gmap.integrate(observe(cams), cams, window_id=0)
+    key = first.upserts[0].key
+    chunk_rev1 = first.upserts[0]
+    delete = ChunkUpdate(UpdateAction.DELETE, gmap.map_id, key, 0.5, revision=5)
+    rep = MapReplica()
+    rep.apply_all(first.updates)
+    assert key in rep.chunk_arrays()
+    assert rep.apply(delete) is True
+    assert rep.apply(chunk_rev1) is False            # older than the delete: no resurrection
+    assert key not in rep.chunk_arrays()
+
+
+def test_replica_shows_a_multi_part_chunk_only_when_all_parts_arrived():
+    rows = np.arange(3000 * 14, dtype=np.float32).reshape(3000, 14)
+    whole = ChunkUpdate(UpdateAction.UPSERT, "m", (0, 0, 0), 1.0, revision=1, rows=rows)
+    parts = split_for_transport(whole, max_bytes=20_000)
+    assert len(parts) > 2
+    rep = MapReplica()
+    rep.apply_all(parts[:-1])
+    assert rep.chunk_arrays() == {} and rep.num_incomplete() == 1
+    rep.apply(parts[-1])
+    np.testing.assert_array_equal(rep.chunk_arrays()[(0, 0, 0)], rows)
+
+
+def test_split_for_transport_keeps_every_message_within_one_mebibyte():
+    n = 50_000
+    rows = np.random.default_rng(1).random((n, 14), dtype=np.float32)
+    whole = ChunkUpdate(UpdateAction.UPSERT, "m", (1, -2, 3), 2.0, revision=9, rows=rows,
+                        keyframe_ids=tuple(range(64)))
+    parts = split_for_transport(whole)
+    assert len(parts) == math.ceil(n * 56 / (1 << 20)) or len(parts) == math.ceil(n * 56 / (1 << 20)) + 1
+    assert all(p.nbytes() <= 1 << 20 for p in parts)
+    assert all(p.rows.nbytes + 4096 + 8 * 64 <= 1 << 20 for p in parts)
+    assert [p.part for p in parts] == list(range(len(parts)))
+    assert {p.num_parts for p in parts} == {len(parts)} and {p.revision for p in parts} == {9}
+    np.testing.assert_array_equal(np.concatenate([chunk_to_array(p) for p in parts]), rows)
+    for p in parts:
+        np.testing.assert_allclose(p.bounds_min, p.rows[:, :3].min(0), rtol=0, atol=0)
+    small = split_for_transport(ChunkUpdate(UpdateAction.UPSERT, "m", (0, 0, 0), 2.0, 1, rows=rows[:10]))
+    assert len(small) == 1 and small[0].num_parts == 1
+
+
+def test_row_layout_round_trips_through_gaussians():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    g = observe(cams)
+    arr = gaussians_to_array(g).numpy()
+    assert arr.shape == (len(g), 14) and arr.dtype == np.float32
+    np.testing.assert_array_equal(arr[:, 0:3], g.means.numpy())
+    np.testing.assert_array_equal(arr[:, 3:6], g.colors.numpy())
+    np.testing.assert_array_equal(arr[:, 6], g.opacities.numpy())
+    np.testing.assert_array_equal(arr[:, 7:10], g.scales.numpy())
+    np.testing.assert_array_equal(arr[:, 10:14], g.quats.numpy())
+    back = array_to_gaussians(arr)
+    assert torch.equal(back.quats, g.quats) and torch.equal(back.opacities, g.opacities)
+
+
+def test_emptied_chunks_are_sent_as_delete_and_reset_as_clear():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    gmap = GaussianMap(FusionConfig(chunk_size=0.5, max_gaussians_per_chunk=0, max_gaussians_total=1,
+                                    eviction="global"))
+    up = gmap.integrate(observe(cams), cams, window_id=0)
+    assert len(gmap) == 1 and len(up.upserts) == 1
+    assert len(up.deletes) == 0   # chunks emptied within one operation were never sent
+    clear = gmap.reset()
+    assert clear.cleared and clear.revision > up.revision and len(gmap) == 0
+    cams2 = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    gmap2 = GaussianMap(unlimited(chunk_size=0.5))
+    gmap2.integrate(observe(cams2, planes=((torch.tensor([0.0, 0, 1]), 1.5),)), cams2, window_id=0)
+    before = set(gmap2.chunks)
+    up2 = gmap2.integrate(observe(cams2), cams2, window_id=1)   # carves the z = 1.5 plane entirely
+    deleted = {u.key for u in up2.deletes}
+    assert deleted and deleted <= before and not (deleted & set(gmap2.chunks))
+    assert all(u.revision == up2.revision for u in up2.updates)
