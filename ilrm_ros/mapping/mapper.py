@@ -23,8 +23,11 @@ import torch
 from ilrm_ros.config import MappingConfig
 from ilrm_ros.geometry.poses import normalize_window, transform_gaussians
 from ilrm_ros.mapping.frames import Frame, Keyframe, fit_to_model
-from ilrm_ros.mapping.gaussian_map import GaussianMap, load_map, save_map
-from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy
+from ilrm_ros.mapping.chunks import MapUpdate, gaussians_to_array
+from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
+from ilrm_ros.mapping.gaussian_map import GaussianMap
+from ilrm_ros.mapping.map_io import load_map, save_map
+from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy, KeyframePolicyConfig
 from ilrm_ros.mapping.scheduler import Window, WindowScheduler
 from ilrm_ros.model.checkpoint import default_checkpoint_path, load_checkpoint
 from ilrm_ros.model.gaussians import Gaussians
@@ -52,7 +55,7 @@ class WindowResult:
     """What one window produced: the map delta, renders and timings (seconds)."""
 
     window: Window
-    update: object  # mapping.chunks.MapUpdate
+    update: MapUpdate
     num_gaussians_window: int
     renders: list[RenderedView] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -135,7 +138,7 @@ class Mapper:
             model, meta, model_id = load_model(cfg.model.checkpoint or None, self.device)
         self.model = model.to(self.device).eval()
         self.model_id = model_id or type(model).__name__
-        self.policy = KeyframePolicy(**policy_kwargs(cfg))
+        self.policy = KeyframePolicy(KeyframePolicyConfig(**policy_kwargs(cfg)))
         self.keyframes = KeyframeBuffer(cfg.keyframes.capacity)
         self.scheduler = WindowScheduler(cfg.window)
         self.map = self._new_map()
@@ -144,10 +147,20 @@ class Mapper:
         self.num_windows = 0
 
     # ------------------------------------------------------------------ input side
-    def _new_map(self) -> GaussianMap:
+    def fusion_config(self) -> FusionConfig:
         m = self.cfg.map
-        return GaussianMap(chunk_size=m.chunk_size_m, fusion=m.fusion, max_gaussians_total=m.max_gaussians,
-                           max_gaussians_per_chunk=m.max_gaussians_per_chunk, eviction=m.eviction)
+        return FusionConfig(chunk_size=m.chunk_size_m, fusion=m.fusion, max_gaussians_total=m.max_gaussians,
+                            max_gaussians_per_chunk=m.max_gaussians_per_chunk, eviction=m.eviction,
+                            min_opacity=self.cfg.model.min_opacity)
+
+    def _new_map(self) -> GaussianMap:
+        return GaussianMap(self.fusion_config(), map_frame=self.cfg.frames.map_frame, model_id=self.model_id)
+
+    def update_keyframe_policy(self) -> None:
+        """Apply changed keyframe thresholds (runtime parameters), keeping the policy's state."""
+        from dataclasses import replace
+
+        self.policy.config = replace(self.policy.config, **policy_kwargs(self.cfg))
 
     def prepare(self, frame: Frame) -> Frame:
         """Fit a posed frame to the model's input size (intrinsics adjusted exactly)."""
@@ -192,21 +205,21 @@ class Mapper:
             torch.cuda.synchronize()
         t_model = time.monotonic()
         g_win = select_window_gaussians(g_win, self.cfg.model.min_opacity, self.cfg.model.max_gaussians_per_window)
-        g_map = transform_gaussians(g_win, sim.to_dtype(torch.float32) if hasattr(sim, "to_dtype") else sim)
+        g_map = transform_gaussians(g_win, sim)
         c2w = np.stack([k.c2w for k in kfs])
         Ks = np.stack([k.K for k in kfs])
         H, W = kfs[0].rgb.shape[:2]
         with self.map_lock:
-            update = self.map.integrate(g_map.to("cpu"), torch.from_numpy(c2w).float(), torch.from_numpy(Ks).float(),
-                                        (H, W), window_id=window.window_id, keyframe_ids=window.keyframe_ids,
-                                        robot_position=c2w[-1, :3, 3])
+            cams = WindowCameras(c2w=torch.from_numpy(c2w), K=torch.from_numpy(Ks), height=H, width=W)
+            update = self.map.integrate(g_map.to("cpu"), cams, window_id=window.window_id,
+                                        keyframe_ids=window.keyframe_ids, robot_position=c2w[-1, :3, 3])
             self.num_windows += 1
         t_map = time.monotonic()
         renders = self._window_renders(g_map, kfs) if self.cfg.render.publish else []
         t_render = time.monotonic()
         return WindowResult(window=window, update=update, num_gaussians_window=len(g_map), renders=renders,
                             stamp_ns=kfs[-1].stamp_ns,
-                            timings={"model_s": t_model - t0, "integrate_s": t_map - t_model,
+                            timings={"queued_s": t0 - window.trigger_time, "model_s": t_model - t0, "integrate_s": t_map - t_model,
                                      "render_s": t_render - t_map, "process_s": t_render - t0})
 
     def _window_renders(self, g_map: Gaussians, kfs: list[Keyframe]) -> list[RenderedView]:
@@ -230,33 +243,40 @@ class Mapper:
                                               torch.as_tensor(K, dtype=torch.float32), width, height)
         return render_view(g.to(self.device), c2w, K, width, height, self.background, name)
 
-    def reset(self):
-        """Empty the map and the keyframes; returns the CLEAR update."""
+    def all_rows(self) -> np.ndarray:
+        """The whole map as (N, 14) float32 rows (message layout), chunk-key order."""
+        with self.map_lock:
+            return gaussians_to_array(self.map.all_gaussians()).numpy()
+
+    def reset(self) -> MapUpdate:
+        """Empty the map and the keyframes; returns the CLEAR update (new map id)."""
         with self.map_lock:
             update = self.map.reset()
-            self.keyframes.clear()
+            self.keyframes = KeyframeBuffer(self.cfg.keyframes.capacity)
             self.scheduler.reset()
             self.policy.reset()
         return update
 
     def save(self, path: str | Path) -> Path:
+        """Atomically write the map as 3DGS PLY + JSON sidecar (keyframe poses, model id)."""
         with self.map_lock:
-            poses = {str(k.id): k.c2w.tolist() for k in self.keyframes.latest(len(self.keyframes))}
-            save_map(path, self.map, meta={"model_id": self.model_id, "keyframe_poses": poses})
-        return Path(path)
+            poses = {k.id: k.c2w for k in self.keyframes.snapshot()}
+            return save_map(path, self.map, keyframe_poses=poses, extra={"model_id": self.model_id})
 
-    def load(self, path: str | Path):
-        """Replace the map by a PLY; returns the updates that rebuild it (CLEAR + UPSERTs)."""
-        loaded = load_map(path)
+    def load(self, path: str | Path) -> MapUpdate:
+        """Replace the map by a PLY; returns the updates that rebuild it (CLEAR + UPSERTs).
+
+        On any error the current map is kept and the exception propagates.
+        """
+        loaded = load_map(path, config=self.fusion_config(), map_frame=self.cfg.frames.map_frame)
         with self.map_lock:
-            clear = self.map.reset()
-            self.map.adopt(loaded)
-            return clear, self.map.full_update()
+            self.map = loaded
+            return self.map.snapshot()
 
     def stats(self) -> dict:
         with self.map_lock:
             s = dict(self.map.stats())
-        s["num_keyframes"] = self.keyframes.total_added
+        s["num_keyframes_total"] = self.keyframes.next_id
         s["num_windows"] = self.num_windows
         return s
 

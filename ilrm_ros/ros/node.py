@@ -38,7 +38,7 @@ from ilrm_ros.config import MappingConfig, apply_flat, config_from_flat, paramet
 from ilrm_ros.mapping.frames import CameraInfoError, Frame, PoseError, camera_info_to_K, ns_to_stamp, \
     stamp_to_ns, validate_pose
 from ilrm_ros.mapping.image_codec import ImageDecodeError, decode_compressed, decode_image
-from ilrm_ros.mapping.mapper import Mapper, RenderedView, WindowResult, policy_kwargs
+from ilrm_ros.mapping.mapper import Mapper, RenderedView, WindowResult
 from ilrm_ros.mapping.pose_buffer import PendingQueue
 from ilrm_ros.mapping.scheduler import WindowWorker
 from ilrm_ros.msg import GaussianChunk, MapInfo
@@ -159,7 +159,7 @@ class MappingNode(Node):
         try:
             if hasattr(self, "cfg"):
                 apply_flat(self.cfg, values)
-                self.mapper.policy.update(**policy_kwargs(self.cfg))
+                self.mapper.update_keyframe_policy()
             else:
                 config_from_flat(values)
         except (KeyError, ValueError) as exc:
@@ -256,8 +256,10 @@ class MappingNode(Node):
         self._publish_info()
         self.get_logger().info(
             f"window {result.window.window_id} (keyframes {result.window.keyframe_ids}): "
-            f"{result.num_gaussians_window} Gaussians, model {result.timings['model_s']:.2f} s, "
-            f"end-to-end {latency:.2f} s, map {self.mapper.stats().get('num_gaussians', 0)} Gaussians",
+            f"{result.num_gaussians_window} Gaussians; model {result.timings['model_s']:.2f} s, fuse "
+            f"{result.timings['integrate_s']:.2f} s, render {result.timings['render_s']:.2f} s, end-to-end "
+            f"{latency:.2f} s (queued {result.timings['queued_s']:.2f} s); map "
+            f"{self.mapper.stats().get('num_gaussians', 0)} Gaussians",
             throttle_duration_sec=2.0)
 
     def _publish_render(self, view: RenderedView, stamp) -> None:
@@ -293,8 +295,7 @@ class MappingNode(Node):
         now = time.monotonic()
         if not force and (not self._map_dirty or now - self._last_map_publish < self.cfg.map.publish_period_s):
             return
-        with self.mapper.map_lock:
-            rows = self.mapper.map.all_rows()
+        rows = self.mapper.all_rows()
         header = Header(frame_id=self.map_frame)
         header.stamp = self.get_clock().now().to_msg()
         self.pub_map.publish(array_to_cloud(rows, header))
@@ -367,15 +368,14 @@ class MappingNode(Node):
 
     def _srv_load(self, req, resp):
         try:
-            clear, full = self.mapper.load(req.path)
+            update = self.mapper.load(req.path)
         except Exception as exc:  # noqa: BLE001
             resp.success, resp.message = False, f"load failed (map unchanged): {exc}"
             return resp
         header = Header(frame_id=self.map_frame)
         header.stamp = self.get_clock().now().to_msg()
-        for upd in (clear, full):
-            for part in upd.transport_parts():
-                self.pub_chunks.publish(update_to_msg(part, header))
+        for part in update.transport_parts():
+            self.pub_chunks.publish(update_to_msg(part, header))
         self._map_dirty = True
         self._maybe_publish_map(force=True)
         self._publish_info()

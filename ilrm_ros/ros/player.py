@@ -93,6 +93,12 @@ class SequencePlayer:
             matrix_to_transform(CAMERA_LINK_TO_OPTICAL, "camera_link", CAMERA_FRAME, 0),
         ]))
 
+    def publish_camera_info(self, K: np.ndarray, width: int, height: int) -> None:
+        """A first CameraInfo, so the node knows the intrinsics before the first image."""
+        header = Header(frame_id=CAMERA_FRAME)
+        header.stamp.sec, header.stamp.nanosec = ns_to_stamp(self.start_ns)
+        self.pub_info.publish(camera_info_msg(K, width, height, header))
+
     def stamp_of(self, i: int, period_s: float) -> int:
         return self.start_ns + int(round(i * period_s * 1e9))
 
