@@ -1,1 +1,40 @@
-"""data"""
+"""Posed-image data: containers and formats, procedural scenes rendered by an exact ray
+caster, rosbag2 bags, and window samplers.
+
+Main entry points::
+
+    PosedImages, load_transforms_json, write_transforms_json, opengl_to_opencv_c2w
+    synth_sequence, SynthConfig, load_scene                 (synthetic data; CLI: ilrm-ros data synth)
+    write_bag, read_bag                                     (rosbag2 via rosbags, imported on use)
+    WindowConfig, sample_window, eval_windows               (V context + T target views)
+"""
+from .synth import SynthConfig, load_scene, save_npz, synth_sequence
+from .transforms_json import (
+    PosedImages,
+    load_transforms_json,
+    opencv_to_opengl_c2w,
+    opengl_to_opencv_c2w,
+    write_transforms_json,
+)
+from .windows import Window, WindowConfig, eval_windows, sample_window
+
+
+def write_bag(*args, **kwargs):
+    """See :func:`ilrm_ros.data.bags.write_bag` (rosbags is imported on first use)."""
+    from .bags import write_bag as _write
+
+    return _write(*args, **kwargs)
+
+
+def read_bag(*args, **kwargs):
+    """See :func:`ilrm_ros.data.bags.read_bag` (rosbags is imported on first use)."""
+    from .bags import read_bag as _read
+
+    return _read(*args, **kwargs)
+
+
+__all__ = [
+    "PosedImages", "load_transforms_json", "write_transforms_json", "opengl_to_opencv_c2w",
+    "opencv_to_opengl_c2w", "SynthConfig", "synth_sequence", "load_scene", "save_npz",
+    "write_bag", "read_bag", "Window", "WindowConfig", "sample_window", "eval_windows",
+]
