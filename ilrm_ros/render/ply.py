@@ -152,7 +152,7 @@ def read_ply(src: str | Path | BinaryIO) -> PlyGaussians:
         raise ValueError(f"not a 3DGS PLY: vertex properties {missing} are missing (found {names})")
 
     def cols(keys: list[str]) -> np.ndarray:
-        return np.stack([np.asarray(vertex[k], dtype=np.float64) for k in keys], axis=-1).reshape(len(vertex), -1)
+        return np.stack([np.asarray(vertex[k], dtype=np.float64).reshape(-1) for k in keys], axis=-1)
 
     rgb = sh_dc_to_rgb(cols(_DC))
     n_clamped = int(((rgb < 0) | (rgb > 1)).any(axis=1).sum())
