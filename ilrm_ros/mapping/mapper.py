@@ -252,7 +252,7 @@ class Mapper:
         """Empty the map and the keyframes; returns the CLEAR update (new map id)."""
         with self.map_lock:
             update = self.map.reset()
-            self.keyframes = KeyframeBuffer(self.cfg.keyframes.capacity)
+            self.keyframes.clear()
             self.scheduler.reset()
             self.policy.reset()
         return update
@@ -276,7 +276,7 @@ class Mapper:
     def stats(self) -> dict:
         with self.map_lock:
             s = dict(self.map.stats())
-        s["num_keyframes_total"] = self.keyframes.next_id
+        s["num_keyframes_total"] = self.keyframes.total_added
         s["num_windows"] = self.num_windows
         return s
 
