@@ -130,8 +130,12 @@ class WindowCameras:
     depths: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        self.c2w = torch.as_tensor(self.c2w, dtype=torch.float32).reshape(-1, 4, 4)
-        self.K = torch.as_tensor(self.K, dtype=torch.float32).reshape(-1, 3, 3)
+        self.c2w = torch.as_tensor(self.c2w).detach().to("cpu", torch.float32).reshape(-1, 4, 4)
+        self.K = torch.as_tensor(self.K).detach().to("cpu", torch.float32).reshape(-1, 3, 3)
+        if self.depths is not None:
+            self.depths = torch.as_tensor(self.depths).detach().to("cpu", torch.float32)
+            if self.depths.ndim == 2:
+                self.depths = self.depths[None]
         if self.K.shape[0] == 1 and self.c2w.shape[0] > 1:
             self.K = self.K.expand(self.c2w.shape[0], 3, 3)
         if self.K.shape[0] != self.c2w.shape[0]:

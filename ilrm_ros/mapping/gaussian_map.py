@@ -60,6 +60,27 @@ def camera_distances(means: torch.Tensor, centers: torch.Tensor) -> torch.Tensor
     return torch.linalg.vector_norm(means[None, :, :] - centers[:, None, :], dim=-1)
 
 
+_KEY_BITS = 21
+_KEY_OFFSET = 1 << (_KEY_BITS - 1)
+
+
+def encode_keys(keys: torch.Tensor) -> np.ndarray:
+    """(N, 3) int32 keys -> (N,) int64 codes whose order is the lexicographic key order.
+
+    Each component must lie in [-2^20, 2^20) (a million chunk edges from the origin).
+    """
+    k = keys.to(torch.int64).numpy() + _KEY_OFFSET
+    if k.size and (k.min() < 0 or k.max() >= 1 << _KEY_BITS):
+        raise ValueError("chunk key out of the encodable range (+-2^20 blocks): check the map frame / chunk_size")
+    return (k[:, 0] << (2 * _KEY_BITS)) | (k[:, 1] << _KEY_BITS) | k[:, 2]
+
+
+def decode_key(code: int) -> tuple[int, int, int]:
+    mask = (1 << _KEY_BITS) - 1
+    return ((code >> (2 * _KEY_BITS)) - _KEY_OFFSET, ((code >> _KEY_BITS) & mask) - _KEY_OFFSET,
+            (code & mask) - _KEY_OFFSET)
+
+
 def _new_map_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -84,7 +105,12 @@ def smallest_first(priority: torch.Tensor, born: torch.Tensor, gid: torch.Tensor
 
 
 class GaussianMap:
-    """A bounded, chunked, fused map of Gaussians in one map frame (CPU tensors)."""
+    """A bounded, chunked, fused map of Gaussians in one map frame (CPU tensors).
+
+    Not thread-safe: one owner (the mapping worker) calls the mutating methods; other
+    threads must hold the owner's lock for queries. Chunk row tensors are never modified
+    in place, so rows already handed out (updates, query results) stay valid.
+    """
 
     def __init__(self, config: FusionConfig | None = None, map_frame: str = "map", model_id: str = "",
                  map_id: str | None = None) -> None:
@@ -192,7 +218,7 @@ class GaussianMap:
         self._keyframes.update(kf)
         centers = cameras.centers
         self.robot_position = (centers.mean(0) if robot_position is None
-                               else torch.as_tensor(robot_position, dtype=torch.float32).reshape(3))
+                               else torch.as_tensor(robot_position).detach().to("cpu", torch.float32).reshape(3))
         rows = gaussians_to_array(gaussians)
         n_in = rows.shape[0]
         rows = rows[prune_mask(rows, cfg)]
@@ -267,7 +293,7 @@ class GaussianMap:
         new_obs = torch.ones(n_new, dtype=torch.int32)
         h, w = grid_shape(cams.height, cams.width, cfg.depth_downsample)
         if cams.depths is not None:
-            dmin, dmax = depth_image_bounds(torch.as_tensor(cams.depths), cams, cfg.depth_downsample)
+            dmin, dmax = depth_image_bounds(cams.depths, cams, cfg.depth_downsample)
         else:
             dmin, dmax = zbuffer(proj_new, h * w)
         observed = torch.isfinite(dmax)
@@ -345,16 +371,14 @@ class GaussianMap:
             return
         gid = torch.arange(self._next_gid, self._next_gid + n, dtype=torch.int64)
         self._next_gid += n
-        keys = chunk_keys(rows[:, COL_MEANS], self.chunk_size)
-        uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
-        order = torch.argsort(inv, stable=True)
-        counts = torch.bincount(inv, minlength=uniq.shape[0]).tolist()
+        codes = encode_keys(chunk_keys(rows[:, COL_MEANS], self.chunk_size))
+        order = np.argsort(codes, kind="stable")
+        uniq, first, counts = np.unique(codes[order], return_index=True, return_counts=True)
+        order_t = torch.from_numpy(order)
         wid = torch.full((n,), window_id, dtype=torch.int32)
-        start = 0
-        for key_t, cnt in zip(uniq.tolist(), counts):
-            idx = order[start:start + cnt]
-            start += cnt
-            key = (int(key_t[0]), int(key_t[1]), int(key_t[2]))
+        for code, start, cnt in zip(uniq.tolist(), first.tolist(), counts.tolist()):
+            idx = order_t[start:start + cnt]
+            key = decode_key(code)
             chunk = self._chunks.get(key)
             if chunk is None:
                 chunk = self._chunks[key] = Chunk.empty(key)
@@ -370,11 +394,10 @@ class GaussianMap:
             chunk = self._chunks[key]
             if len(chunk) < 2:
                 continue
-            cells = chunk_keys(chunk.rows[:, COL_MEANS], vox).to(torch.int64)
-            _, cell_id = torch.unique(cells, dim=0, return_inverse=True)
+            cell_id = encode_keys(chunk_keys(chunk.rows[:, COL_MEANS], vox))
             order = np.lexsort((chunk.gid.numpy(), -chunk.born.numpy().astype(np.int64),
-                                chunk.src_dist.numpy(), cell_id.numpy()))
-            sorted_cells = cell_id.numpy()[order]
+                                chunk.src_dist.numpy(), cell_id))
+            sorted_cells = cell_id[order]
             first = np.ones(len(order), dtype=bool)
             first[1:] = sorted_cells[1:] != sorted_cells[:-1]
             keep = np.sort(order[first])

@@ -464,3 +464,21 @@ def test_emptied_chunks_are_sent_as_delete_and_reset_as_clear():
     deleted = {u.key for u in up2.deletes}
     assert deleted and deleted <= before and not (deleted & set(gmap2.chunks))
     assert all(u.revision == up2.revision for u in up2.updates)
+
+
+def test_an_expected_depth_image_can_stand_in_for_the_z_buffer_of_the_means():
+    ghost_plane = (torch.tensor([0.0, 0.0, 1.0]), 1.5)
+    cam_c2w = look_at((0, 0, -0.5), (0, 0, 3.0))
+
+    def run(with_depth: bool) -> int:
+        gmap = GaussianMap(unlimited())
+        cams = cameras(cam_c2w)
+        gmap.integrate(observe(cams, planes=(ghost_plane,)), cams, window_id=0)
+        wall = observe(cams)
+        sparse = wall.index(torch.arange(0, len(wall), 37))   # too few means to z-buffer most cells
+        depth = torch.full((1, IMG, IMG), 3.5)                # the wall's z seen from z = -0.5
+        cams2 = WindowCameras(c2w=cam_c2w[None], K=intrinsics()[None], height=IMG, width=IMG,
+                              depths=depth if with_depth else None)
+        return gmap.integrate(sparse, cams2, window_id=1).num_carved
+
+    assert run(with_depth=True) > 3 * run(with_depth=False)
