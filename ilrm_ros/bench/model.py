@@ -50,6 +50,8 @@ class Case:
     gaussians: int
     model_ms: float
     model_ms_all: list[float] = field(default_factory=list)
+    model_cpu_ms: float | None = None
+    """median process CPU time of the model runs (CPU device), ms."""
     render_ms: float | None = None
     """model + rendering one view, median ms (None when rendering was skipped)."""
     peak_mem_mb: float | None = None
@@ -93,18 +95,23 @@ def _renderer():
     return render_gaussians, ""
 
 
-def time_runs(fn, device: torch.device, runs: int, warmup: int) -> list[float]:
-    """Wall-clock seconds of ``runs`` calls of ``fn`` after ``warmup`` untimed calls."""
+def time_runs(fn, device: torch.device, runs: int, warmup: int) -> tuple[list[float], list[float]]:
+    """Wall-clock and process-CPU seconds of ``runs`` calls of ``fn`` after ``warmup`` calls.
+
+    CPU time (all threads of this process) is the load-robust figure on a shared machine:
+    wall time there includes waiting for cores other processes hold.
+    """
     for _ in range(warmup):
         fn()
     _sync(device)
-    out = []
+    wall, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
 def bench_device(
@@ -133,7 +140,7 @@ def bench_device(
             torch.cuda.empty_cache()
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-        times = time_runs(forward, device, runs, warmup)
+        times, cpu_times = time_runs(forward, device, runs, warmup)
         if device.type == "cuda":
             peak, note = (torch.cuda.max_memory_allocated(device) - base) / 2**20, "cuda max_allocated - before"
         else:
@@ -143,6 +150,7 @@ def bench_device(
             device=device.type, config=cfg_name, views=v, height=h, width=w,
             gaussians=v * model.cfg.gaussians_per_view(h, w),
             model_ms=1e3 * statistics.median(times), model_ms_all=[round(1e3 * t, 3) for t in times],
+            model_cpu_ms=1e3 * statistics.median(cpu_times) if device.type == "cpu" else None,
             peak_mem_mb=round(peak, 1), mem_note=note,
         )
         if render_fn is not None:
@@ -152,7 +160,7 @@ def bench_device(
                     return render_fn(g, c2w[0, :1], K[0, :1], w, h)  # the first input view
 
             try:
-                case.render_ms = 1e3 * statistics.median(time_runs(forward_render, device, runs, warmup))
+                case.render_ms = 1e3 * statistics.median(time_runs(forward_render, device, runs, warmup)[0])
             except Exception as exc:  # report, do not abort the whole benchmark
                 msg = f"render failed on {device.type} ({type(exc).__name__}: {exc}); column skipped"
                 notes.append(msg)
@@ -162,14 +170,16 @@ def bench_device(
 
 
 def format_table(cases: list[Case], notes: list[str]) -> str:
-    head = f"{'device':<7}{'config':<8}{'views':>6}{'HxW':>11}{'gaussians':>11}{'model ms':>10}{'+render ms':>12}{'peak MB':>9}"
+    head = (f"{'device':<7}{'config':<8}{'views':>6}{'HxW':>11}{'gaussians':>11}{'model ms':>10}{'cpu ms':>9}"
+            f"{'+render ms':>12}{'peak MB':>9}")
     lines = [head, "-" * len(head)]
     for c in cases:
         r = f"{c.render_ms:.1f}" if c.render_ms is not None else "-"
         m = "-" if c.peak_mem_mb is None else (f"<={c.peak_mem_mb:.0f}" if c.mem_note.startswith("<=") else f"{c.peak_mem_mb:.0f}")
+        cpu = f"{c.model_cpu_ms:.1f}" if c.model_cpu_ms is not None else "-"
         lines.append(
             f"{c.device:<7}{c.config:<8}{c.views:>6}{f'{c.height}x{c.width}':>11}{c.gaussians:>11}"
-            f"{c.model_ms:>10.1f}{r:>12}{m:>9}"
+            f"{c.model_ms:>10.1f}{cpu:>9}{r:>12}{m:>9}"
         )
     lines.append("paper reference (not measured here):")
     for p in PAPER_REFERENCE:
@@ -228,6 +238,9 @@ def cli_main(argv: list[str] | None = None) -> int:
         all_cases += cases
         notes += [f"{dev.type}: {n}" for n in dev_notes]
     notes.append("CPU memory = growth of peak RSS over the post-load baseline (cases run smallest first)")
+    notes.append("model ms = median wall time; cpu ms = median process CPU time (all threads)")
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
+        notes.append(f"machine busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): wall times are inflated")
 
     print(format_table(all_cases, notes))
     if args.out:

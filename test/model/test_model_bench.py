@@ -19,6 +19,7 @@ def test_bench_writes_one_case_per_setting_with_paper_rows(tmp_path, capsys):
     assert [(c["views"], c["height"], c["width"]) for c in cases] == [(1, 32, 32), (1, 32, 48), (2, 32, 32), (2, 32, 48)]
     for c in cases:
         assert c["device"] == "cpu" and c["model_ms"] > 0 and len(c["model_ms_all"]) == 2
+        assert c["model_cpu_ms"] is not None and c["model_cpu_ms"] > 0
         assert c["gaussians"] == c["views"] * (c["height"] // 2) * (c["width"] // 2)
         assert c["render_ms"] is None and c["peak_mem_mb"] is not None
     assert data["paper_reference"] == PAPER_REFERENCE and data["parameters"] == 258752
