@@ -325,9 +325,12 @@ class MapReplica:
     """Rebuilds the map from a stream of chunk updates, as a subscriber does.
 
     Rules (the ``GaussianChunk`` contract):
-    - a message of another ``map_id`` starts a new map if its revision is newer than
-      anything seen (a late joiner that missed the CLEAR), otherwise it is stale;
-    - CLEAR drops every chunk (if new: other map_id or newer revision);
+    - ``map_id`` names one mapping session; a message of a map id replaced earlier
+      (by a CLEAR or a newer session) is stale and ignored;
+    - a message of a map id never seen before starts that new map (a subscriber that
+      missed the CLEAR), retiring the current one; revisions are compared only within
+      one map id (a loaded map starts its own count);
+    - CLEAR drops every chunk (unless it is a repeat: same map id, not newer);
     - per chunk, a message older than the newest revision seen for it is ignored;
       DELETE leaves a tombstone so a late, older UPSERT cannot resurrect the chunk;
     - UPSERT parts of one revision are collected and the chunk's visible content is
@@ -337,6 +340,7 @@ class MapReplica:
 
     def __init__(self) -> None:
         self.map_id: str | None = None
+        self._retired: set[str] = set()
         self.max_revision: int = -1
         self.chunk_size: float | None = None
         self._chunks: dict[ChunkKey, _ReplicaChunk] = {}
@@ -344,22 +348,20 @@ class MapReplica:
 
     def apply(self, u: ChunkUpdate) -> bool:
         """Apply one update; returns False when it was ignored as stale or duplicate."""
+        if u.map_id in self._retired:
+            self.num_ignored += 1
+            return False
         if u.action == UpdateAction.CLEAR:
             if self.map_id == u.map_id and u.revision <= self.max_revision:
                 self.num_ignored += 1
                 return False
-            self._chunks.clear()
-            self.map_id = u.map_id
+            self._switch_map(u.map_id)
             self.max_revision = u.revision
             return True
         if self.map_id != u.map_id:
-            if self.map_id is not None and u.revision <= self.max_revision:
-                self.num_ignored += 1
-                return False
             if self.map_id is not None:
                 logger.info("map_id changed %s -> %s without CLEAR: dropping the old map", self.map_id, u.map_id)
-            self._chunks.clear()
-            self.map_id = u.map_id
+            self._switch_map(u.map_id)
         self.chunk_size = u.chunk_size
         st = self._chunks.setdefault(tuple(int(k) for k in u.key), _ReplicaChunk())
         accepted = self._apply_chunk(st, u)
@@ -368,6 +370,13 @@ class MapReplica:
         else:
             self.num_ignored += 1
         return accepted
+
+    def _switch_map(self, map_id: str) -> None:
+        if self.map_id is not None and self.map_id != map_id:
+            self._retired.add(self.map_id)
+        self._chunks.clear()
+        self.map_id = map_id
+        self.max_revision = -1
 
     @staticmethod
     def _apply_chunk(st: _ReplicaChunk, u: ChunkUpdate) -> bool:

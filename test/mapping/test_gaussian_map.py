@@ -482,3 +482,20 @@ def test_an_expected_depth_image_can_stand_in_for_the_z_buffer_of_the_means():
         return gmap.integrate(sparse, cams2, window_id=1).num_carved
 
     assert run(with_depth=True) > 3 * run(with_depth=False)
+
+
+def test_replica_follows_a_new_session_with_a_lower_revision_count_and_ignores_the_old_one():
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    old = GaussianMap(unlimited(chunk_size=0.5))
+    old_stream = []
+    for w in range(3):
+        old_stream += old.integrate(observe(cams, noise=0.01, seed=w), cams, window_id=w).updates
+    rep = MapReplica()
+    rep.apply_all(old_stream)
+    new = GaussianMap(unlimited(chunk_size=0.5))               # e.g. a map loaded from disk
+    new.add(observe(cameras(look_at((1.0, 0, -1.0), (1.0, 0, 3.0)))))
+    assert new.revision < old.revision
+    rep.apply_all(new.snapshot().updates)
+    rep.apply_all(old_stream[-3:])                               # late messages of the old session
+    np.testing.assert_array_equal(_replica_rows(rep), _map_rows(new))
+    assert rep.map_id == new.map_id
