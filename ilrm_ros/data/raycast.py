@@ -144,7 +144,9 @@ def _argmin3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 # primitive's parameters, and returns the nearest hit t (M,) (inf for none) and a face code.
 def _enclosure(lo: np.ndarray, hi: np.ndarray, o: np.ndarray, d: Vec):
     """Exit point of rays starting inside the box [lo, hi]: t (R,), face (R,) = 2*axis + side."""
-    ts = [np.where(dk > 0, hi[k] - o[k], lo[k] - o[k]).astype(dk.dtype) * _inv(dk) for k, dk in enumerate(d)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ts = [np.where(dk == 0, np.inf, np.where(dk > 0, hi[k] - o[k], lo[k] - o[k]).astype(dk.dtype) / dk)
+              for k, dk in enumerate(d)]
     axis = _argmin3(*ts)
     t = np.minimum(np.minimum(ts[0], ts[1]), ts[2])
     positive = np.where(axis == 0, d[0] > 0, np.where(axis == 1, d[1] > 0, d[2] > 0))

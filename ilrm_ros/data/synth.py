@@ -429,7 +429,9 @@ def synth_sequence(seed: int, index: int, cfg: SynthConfig) -> tuple[Scene, Pose
     else:
         raise RuntimeError(f"sequence {index}: no valid trajectory after {cfg.max_tries} scenes")
     hfov = rng.uniform(*cfg.hfov_deg)
-    k = intrinsics_from_hfov(hfov, cfg.width, cfg.height)
+    # render exactly the (float32) poses and intrinsics that are stored
+    c2w = c2w.astype(np.float32).astype(np.float64)
+    k = intrinsics_from_hfov(hfov, cfg.width, cfg.height).astype(np.float32).astype(np.float64)
     images = np.empty((cfg.num_frames, cfg.height, cfg.width, 3), dtype=np.uint8)
     depths = np.empty((cfg.num_frames, cfg.height, cfg.width), dtype=np.float32)
     for i in range(cfg.num_frames):

@@ -9,6 +9,7 @@ ends, to train mild extrapolation) — never equal to a context frame.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,7 @@ class WindowConfig:
     target_margin: int = 0
     """Targets may also come from up to this many frames before/after the span."""
     jitter: float = 1.0
-    """0: context evenly spaced (rounded); 1: each interior context frame uniform in its stratum."""
+    """0: context evenly spaced (rounded); 1: each interior frame anywhere within half a spacing."""
 
     def spans(self, num_frames: int) -> tuple[int, int]:
         """Effective ``(min_span, max_span)`` for a sequence of ``num_frames`` frames."""
@@ -64,7 +65,7 @@ def sample_window(num_frames: int, cfg: WindowConfig, rng: np.random.Generator) 
     """Draw one window from a sequence of ``num_frames`` frames.
 
     The span length is uniform in ``cfg.spans``; its start uniform over the sequence;
-    context frames are the span's two ends plus V-2 frames stratified over the interior;
+    context frames are the span's two ends plus V-2 frames near even spacing between them;
     targets are drawn without replacement from the span's (and margin's) non-context
     frames, or with replacement when there are fewer such frames than T.
     """
@@ -88,23 +89,23 @@ def sample_window(num_frames: int, cfg: WindowConfig, rng: np.random.Generator) 
 
 
 def _spread(start: int, end: int, v: int, jitter: float, rng: np.random.Generator) -> np.ndarray:
-    """``v`` distinct increasing indices in [start, end] including both ends (v >= 2)."""
+    """``v`` distinct increasing indices in [start, end] including both ends.
+
+    Interior frame i sits at the evenly spaced position ``start + i * s`` (``s`` the
+    spacing, >= 1 since the span holds at least v frames), moved by up to ``jitter * s / 2``
+    but kept inside its own stratum ``[c - s/2, c + s/2)``, so picks never collide.
+    """
     if v == 1:
         return np.array([int(rng.integers(start, end + 1))], dtype=np.int64)
-    interior = np.arange(start + 1, end)
-    k = v - 2
-    if k == 0:
-        return np.array([start, end], dtype=np.int64)
-    # split the interior into k strata of near-equal size and take one frame from each
-    edges = np.linspace(0, interior.size, k + 1)
-    picks = []
-    for i in range(k):
-        a, b = int(np.floor(edges[i])), int(np.floor(edges[i + 1]))
-        b = max(b, a + 1)
-        centre = (a + b - 1) / 2.0
-        offset = rng.uniform(a - centre, b - 1 - centre) * jitter if b - a > 1 else 0.0
-        picks.append(interior[int(round(centre + offset))])
-    return np.array([start, *picks, end], dtype=np.int64)
+    s = (end - start) / (v - 1)
+    picks = [start]
+    for i in range(1, v - 1):
+        c = start + i * s
+        lo, hi = math.ceil(c - s / 2), math.ceil(c + s / 2) - 1
+        pick = int(round(c + jitter * rng.uniform(-s / 2, s / 2)))
+        picks.append(min(max(pick, lo), hi))
+    picks.append(end)
+    return np.array(picks, dtype=np.int64)
 
 
 def eval_windows(num_frames: int, cfg: WindowConfig, count: int, seed: int = 0) -> list[Window]:
