@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -181,8 +181,12 @@ class SoakConfig:
     seed: int = 0
 
 
-def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room) -> dict:
-    """Stream every window into one map; returns the time series and a summary."""
+def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
+             progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """Stream every window into one map; returns the time series and a summary.
+
+    progress(window, num_windows, stats) is called every 100 windows.
+    """
     cfg = FusionConfig(chunk_size=soak.chunk_size, fusion=fusion, max_gaussians_total=soak.max_gaussians,
                        max_gaussians_per_chunk=soak.max_gaussians_per_chunk, eviction=soak.eviction)
     gmap = GaussianMap(cfg, model_id="map-soak-stub")
@@ -208,6 +212,8 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room) -> di
         parts = update.transport_parts()
         total_msgs += len(parts)
         total_bytes += sum(p.nbytes() for p in parts)
+        if progress is not None and (w + 1) % 100 == 0:
+            progress(w + 1, n_windows, gmap.stats())
         if w % soak.sample_every == 0 or w == n_windows - 1:
             st = gmap.stats()
             series["t_s"].append(t)
@@ -387,7 +393,13 @@ def _run_cli(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     for name in [m.strip() for m in args.modes.split(",") if m.strip()]:
         if name not in ("fusion", "append"):
             p.error(f"unknown mode {name}")
-        results[name] = run_mode(name == "fusion", soak, stub, room)
+        t_start = time.perf_counter()
+
+        def progress(w: int, n: int, st: dict, name: str = name, t_start: float = t_start) -> None:
+            print(f"  {name}: window {w}/{n}, {st['num_gaussians']:,} Gaussians, "
+                  f"{st['memory_bytes'] / 2**20:.1f} MiB, {time.perf_counter() - t_start:.0f} s", flush=True)
+
+        results[name] = run_mode(name == "fusion", soak, stub, room, progress)
         print(f"  {name}: {json.dumps(results[name]['summary'])}")
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"note": f"Gaussians from a {STUB_LABEL}; only the map is under test.",

@@ -153,11 +153,13 @@ class WindowCameras:
 @dataclass
 class Projection:
     """Means seen by V cameras: z (V, N) camera depth, cell (V, N) flat cell index into a
-    (h, w) grid (0 where not visible), visible (V, N) inside the image with z > near."""
+    (h, w) grid (0 where not visible), visible (V, N) inside the image with z > near,
+    dist (V, N) Euclidean distance to the camera centre (None when not computed)."""
 
     z: torch.Tensor
     cell: torch.Tensor
     visible: torch.Tensor
+    dist: torch.Tensor | None = None
 
 
 def grid_shape(height: int, width: int, downsample: int) -> tuple[int, int]:
@@ -178,7 +180,7 @@ def project(means: torch.Tensor, cams: WindowCameras, downsample: int, near: flo
     cu = torch.div(u.clamp(0, cams.width - 1e-3), downsample, rounding_mode="floor").long().clamp(0, w - 1)
     cv = torch.div(v.clamp(0, cams.height - 1e-3), downsample, rounding_mode="floor").long().clamp(0, h - 1)
     cell = torch.where(visible, cv * w + cu, torch.zeros_like(cu))
-    return Projection(z=z, cell=cell, visible=visible)
+    return Projection(z=z, cell=cell, visible=visible, dist=torch.linalg.vector_norm(pc, dim=-1))
 
 
 def zbuffer(proj: Projection, num_cells: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,11 +55,6 @@ __all__ = ["FusionConfig", "GaussianMap", "MapUpdate", "WindowCameras", "ChunkUp
            "smallest_first"]
 
 
-def camera_distances(means: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """(V, N) Euclidean distances between camera centres (V, 3) and points (N, 3)."""
-    return torch.linalg.vector_norm(means[None, :, :] - centers[:, None, :], dim=-1)
-
-
 _KEY_BITS = 21
 _KEY_OFFSET = 1 << (_KEY_BITS - 1)
 
@@ -222,11 +217,13 @@ class GaussianMap:
         rows = gaussians_to_array(gaussians)
         n_in = rows.shape[0]
         rows = rows[prune_mask(rows, cfg)]
-        dist = camera_distances(rows[:, COL_MEANS], centers)                    # (V, N)
+        proj_new = project(rows[:, COL_MEANS], cameras, cfg.depth_downsample, cfg.near)
+        dist = proj_new.dist                                                     # (V, N)
         if cfg.max_camera_distance > 0 and rows.shape[0]:
             near_enough = dist.min(0).values <= cfg.max_camera_distance
             rows, dist = rows[near_enough], dist[:, near_enough]
-        proj_new = project(rows[:, COL_MEANS], cameras, cfg.depth_downsample, cfg.near)
+            proj_new = Projection(z=proj_new.z[:, near_enough], cell=proj_new.cell[:, near_enough],
+                                  visible=proj_new.visible[:, near_enough], dist=dist)
         src_dist = torch.where(proj_new.visible, dist, torch.inf).min(0).values if rows.shape[0] else torch.zeros(0)
         if rows.shape[0]:
             src_dist = torch.where(torch.isfinite(src_dist), src_dist, dist.min(0).values)
@@ -306,10 +303,9 @@ class GaussianMap:
             return drop_new, new_obs
         chunks = [self._chunks[k] for k in keys]
         sizes = [len(c) for c in chunks]
-        old = torch.cat([c.rows for c in chunks], dim=0)
+        means_old = torch.cat([c.rows[:, COL_MEANS] for c in chunks], dim=0)
         src_old = torch.cat([c.src_dist for c in chunks])
         obs_old = torch.cat([c.obs_count for c in chunks])
-        means_old = old[:, COL_MEANS]
 
         po = project(means_old, cams, cfg.depth_downsample, cfg.near)
         d_lo, d_hi = gather_cells(dmin, po), gather_cells(dmax, po)
@@ -320,8 +316,7 @@ class GaussianMap:
         any_near = near_v.any(0)
         carved = free_v.any(0) & ~any_near if cfg.carve else torch.zeros_like(any_near)
         if cfg.replace:
-            d_cam = camera_distances(means_old, cams.centers)                       # (V, M)
-            closest = torch.where(near_v, d_cam, torch.inf).min(0).values
+            closest = torch.where(near_v, po.dist, torch.inf).min(0).values
             replaced = any_near & (closest <= cfg.replace_distance_ratio * src_old)
         else:
             replaced = torch.zeros_like(any_near)
