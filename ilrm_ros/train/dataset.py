@@ -61,55 +61,35 @@ class Batch:
 
 # --------------------------------------------------------------------------- loading
 
-def _is_transforms_dataset(p: Path) -> bool:
-    return (p.is_file() and p.name.endswith(".json")) or (p / "transforms.json").is_file()
-
-
-def _try_load_compact(path: Path):
-    """Load a compact scene with the data module's ``load_scene`` (None if not one)."""
-    for modname in ("ilrm_ros.data.scenes", "ilrm_ros.data.synth", "ilrm_ros.data.compact"):
-        try:
-            mod = __import__(modname, fromlist=["load_scene"])
-        except ImportError:
-            continue
-        fn = getattr(mod, "load_scene", None)
-        if fn is not None:
-            return fn(path)
-    return None
+def _is_scene(p: Path) -> bool:
+    """A single scene: a .npz/.json file, or a folder with scene.npz, transforms.json or a bag."""
+    if p.is_file():
+        return p.suffix in (".npz", ".json") and p.name != "index.json"
+    return any((p / n).exists() for n in ("scene.npz", "transforms.json", "metadata.yaml", "bag/metadata.yaml"))
 
 
 def list_scene_paths(root: str | Path) -> list[Path]:
     """Scene files/folders under ``root`` in sorted order.
 
-    ``root`` may itself be one scene (a transforms.json dataset or a compact scene).
+    ``root`` may itself be one scene (a ``scene_*`` folder, a ``.npz`` file, a
+    transforms.json dataset), or a folder of them (``ilrm-ros data synth`` output).
     """
     root = Path(root)
-    if _is_transforms_dataset(root) or (root.is_file() and root.suffix == ".npz"):
+    if _is_scene(root):
         return [root]
-    out: list[Path] = []
-    for p in sorted(root.iterdir()):
-        if p.name.startswith("."):
-            continue
-        if p.is_dir() and _is_transforms_dataset(p):
-            out.append(p)
-        elif p.is_file() and p.suffix in (".npz", ".pt"):
-            out.append(p)
-        elif p.is_dir() and any(p.glob("*.npz")) and not (p / "transforms.json").exists():
-            out.extend(sorted(x for x in p.glob("*.npz")))
-    return out
+    if not root.is_dir():
+        raise FileNotFoundError(f"no scenes at {root}")
+    return [p for p in sorted(root.iterdir()) if not p.name.startswith(".") and _is_scene(p)]
 
 
 def load_posed(path: str | Path):
-    """Load one scene as ``PosedImages`` (compact format or transforms.json)."""
+    """Load one scene as ``PosedImages`` (compact .npz, transforms.json or bag)."""
     path = Path(path)
-    if _is_transforms_dataset(path):
-        from ilrm_ros.data.transforms_json import load_transforms_json
-
-        return load_transforms_json(path)
-    posed = _try_load_compact(path)
-    if posed is None:
-        raise ValueError(f"don't know how to load scene {path}")
-    return posed
+    try:
+        from ilrm_ros.data.synth import load_scene
+    except ImportError:  # data module without the compact format: transforms.json only
+        from ilrm_ros.data.transforms_json import load_transforms_json as load_scene
+    return load_scene(path)
 
 
 def resize_scene(images: torch.Tensor, K: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +128,12 @@ def load_scenes(root: str | Path, size: tuple[int, int] | None = None, max_scene
         paths = paths[:max_scenes]
     scenes = []
     for p in paths:
-        sd = to_scene_data(load_posed(p), p.stem if p.is_file() else p.name, size)
+        name = p.parent.name if p.is_file() and p.stem == "scene" else (p.stem if p.is_file() else p.name)
+        try:
+            sd = to_scene_data(load_posed(p), name, size)
+        except Exception as exc:  # a scene being written or corrupt: skip it, say so
+            log.warning("skipping unreadable scene %s: %s", p, exc)
+            continue
         if len(sd) >= min_frames:
             scenes.append(sd)
         else:

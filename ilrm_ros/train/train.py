@@ -116,6 +116,19 @@ def load_train_config(name_or_path: str, overrides: Optional[dict] = None) -> Tr
     return config_from_dict(d)
 
 
+def resume_config(name_or_path: str, overrides: Optional[dict] = None) -> TrainConfig:
+    """The config a resumed run continues with: the one saved in the run's latest
+    checkpoint (so a resume repeats the original run), then ``overrides`` on top.
+    Falls back to ``name_or_path`` + overrides when the run has no checkpoint yet."""
+    fresh = load_train_config(name_or_path, overrides)
+    ckpt = latest_checkpoint(Path(fresh.out))
+    if ckpt is None:
+        return fresh
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["train_config"]
+    saved.update(overrides or {})
+    return config_from_dict(saved)
+
+
 def save_config(cfg: TrainConfig, path: Path) -> None:
     with open(path, "w") as f:
         yaml.safe_dump(dataclasses.asdict(cfg), f, sort_keys=False)
@@ -153,6 +166,14 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim
         opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
 
 
+def _raster_config():
+    """Torch-rasterizer settings for training: keep the per-step tensors for backward
+    (faster than recomputing them; memory is small at training resolutions)."""
+    from ilrm_ros.render.torch_rasterizer import RasterConfig
+
+    return RasterConfig(checkpoint=False, chunk=64)
+
+
 def render_targets(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
                    background: torch.Tensor) -> torch.Tensor:
     """Render each window's Gaussians from its target cameras.
@@ -161,10 +182,12 @@ def render_targets(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, he
     """
     from ilrm_ros.render.render import render_gaussians
 
+    _RASTER = _raster_config()
     outs = []
     for b in range(c2w.shape[0]):
         gb = gaussians.map(lambda t, b=b: t[b].float())
-        out = render_gaussians(gb, c2w[b].float(), K[b].float(), width, height, background=background)
+        out = render_gaussians(gb, c2w[b].float(), K[b].float(), width, height, background=background,
+                               raster_config=_RASTER)
         outs.append(out.rgb.permute(0, 3, 1, 2))
     return torch.stack(outs)
 
@@ -321,8 +344,13 @@ def build_model(cfg: TrainConfig, device: torch.device):
     return model.to(device)
 
 
-def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneData]] = None) -> dict:
-    """Run (or continue) training; returns a summary dict. ``scenes`` bypasses loading."""
+def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneData]] = None,
+          until: Optional[int] = None) -> dict:
+    """Run (or continue) training; returns a summary dict.
+
+    ``scenes`` bypasses loading from ``cfg.data``; ``until`` stops (with a checkpoint)
+    after that step without changing the schedule, which is laid out for ``cfg.steps``.
+    """
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:
@@ -333,9 +361,7 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
 
     ckpt_path = latest_checkpoint(run_dir) if resume else None
     if ckpt_path is not None:
-        cfg_saved = config_from_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["train_config"])
-        # the saved config wins, except the schedule length and output dir chosen now
-        cfg = dataclasses.replace(cfg_saved, steps=cfg.steps, out=cfg.out, init_from="")
+        cfg = dataclasses.replace(cfg, init_from="")  # the weights come from the checkpoint
     save_config(cfg, run_dir / "config.yaml")
 
     size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
@@ -375,7 +401,8 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
     t_last = time.time()
     step = start
     last: Optional[StepResult] = None
-    for step in range(start + 1, cfg.steps + 1):
+    end = cfg.steps if until is None else min(cfg.steps, until)
+    for step in range(start + 1, end + 1):
         batch = sample_batch(scenes, cfg, rng)
         res = train_step(model, batch, opt, cfg, device, background, lpips_fn)
         sched.step()
@@ -383,7 +410,7 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
             raise FloatingPointError(f"non-finite loss at step {step}")
         acc.append(res)
         last = res
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % cfg.log_every == 0 or step == end:
             dt = (time.time() - t_last) / len(acc)
             row = {"step": step,
                    "loss": f"{sum(r.loss for r in acc) / len(acc):.6f}",
@@ -400,7 +427,7 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
             log.info("step %d/%d loss %s psnr %s lr %s V %s %s s/step %s img/s", step, cfg.steps, row["loss"],
                      row["psnr"], row["lr"], row["views"], row["sec_per_step"], row["target_images_per_s"])
             acc, t_last = [], time.time()
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == end:
             save_training_state(run_dir, step, model, opt, sched, rng, cfg)
             plot_log(run_dir / "log.csv", run_dir / "loss.png")
     return {"run_dir": str(run_dir), "step": step, "start_step": start, "wall_s": time.time() - t0,
@@ -434,7 +461,7 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     for k in ("data", "out", "steps"):
         if getattr(args, k) is not None:
             overrides[k] = getattr(args, k)
-    cfg = load_train_config(args.config, overrides)
+    cfg = resume_config(args.config, overrides) if args.resume else load_train_config(args.config, overrides)
     summary = train(cfg, resume=args.resume)
     print(f"done: {summary['run_dir']} step {summary['step']} ({summary['wall_s']:.1f} s)")
     return 0
