@@ -30,7 +30,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ilrm_ros.geometry.cameras import RAY_ENCODINGS, camera_rays, ray_channels, ray_features, rays_through_pixels
+from ilrm_ros.geometry.cameras import (
+    RAY_ENCODINGS,
+    camera_rays,
+    pixel_centers,
+    ray_channels,
+    ray_features,
+    rays_through_pixels,
+)
 from ilrm_ros.model.gaussians import Gaussians
 from ilrm_ros.model.layers import ATTENTION_BACKENDS, Patchify, Processor, patchify
 
@@ -256,27 +263,28 @@ class ILRM(nn.Module):
         H and W must be multiples of patch_size * viewpoint_factor.
         Returns Gaussians with fields (B, N, k), N = V * (H/f) * (W/f), in the frame of
         ``c2w``, ordered view-major then row-major over the viewpoint grid. With
-        ``return_offsets`` also the pixel offsets (B, V, H/f, W/f, 2) or None.
+        ``return_offsets`` also the pixel offsets (B, V, H/f, W/f, 2) or None. Gaussian
+        fields are float32 (float64 for float64 images), also under autocast.
         """
         cfg = self.cfg
         b, v, _, H, W = images.shape
         f, p = cfg.viewpoint_factor, cfg.patch_size
         if H % (p * f) or W % (p * f):
             raise ValueError(f"image size {H}x{W} must be divisible by patch*viewpoint_factor = {p * f}")
-        dtype = images.dtype
-        c2w = c2w.to(dtype)
-        K = K.to(dtype)
+        # Geometry (rays, Gaussian placement) stays in float32 even under autocast.
+        gdtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+        c2w = c2w.to(gdtype)
+        K = K.to(gdtype)
         h, w = H // f, W // f
+        no_autocast = torch.autocast(device_type=images.device.type, enabled=False)
 
         # Rays, computed once: full resolution for image tokens, viewpoint grid for the
         # viewpoint tokens and the Gaussian placement (shared when f == 1).
-        o_full, d_full = camera_rays(c2w, K, H, W, 1)  # (B, V, H, W, 3)
-        if f == 1:
-            o_vp, d_vp = o_full, d_full
-        else:
-            o_vp, d_vp = camera_rays(c2w, K, H, W, f)  # (B, V, h, w, 3)
-        rays_full = ray_features(o_full, d_full, cfg.ray_encoding).flatten(0, 1)  # (B*V, H, W, R)
-        rays_vp = rays_full if f == 1 else ray_features(o_vp, d_vp, cfg.ray_encoding).flatten(0, 1)
+        with no_autocast:
+            o_full, d_full = camera_rays(c2w, K, H, W, 1)  # (B, V, H, W, 3)
+            o_vp, d_vp = (o_full, d_full) if f == 1 else camera_rays(c2w, K, H, W, f)  # (B, V, h, w, 3)
+            rays_full = ray_features(o_full, d_full, cfg.ray_encoding).flatten(0, 1).to(images.dtype)
+            rays_vp = rays_full if f == 1 else ray_features(o_vp, d_vp, cfg.ray_encoding).flatten(0, 1).to(images.dtype)
 
         img_tokens = self._image_tokens(images.flatten(0, 1) * 2.0 - 1.0, rays_full)  # (B*V, Ni, d)
         vp_tokens = self._viewpoint_tokens(rays_vp)  # (B*V, Nv, d)
@@ -287,16 +295,15 @@ class ILRM(nn.Module):
         C = cfg.gaussian_channels
         raw = raw.reshape(b, v, h // p, w // p, p, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(b, v, h, w, C)
 
-        directions = d_vp
-        if cfg.predict_offset:
-            # Re-aim each Gaussian's ray through its offset pixel on the viewpoint grid.
-            offset = torch.sigmoid(raw[..., 0:2]) - 0.5  # (B, V, h, w, 2) grid pixels
-            uv_grid = (torch.stack(torch.meshgrid(
-                torch.arange(h, device=raw.device, dtype=raw.dtype),
-                torch.arange(w, device=raw.device, dtype=raw.dtype), indexing="ij")[::-1], dim=-1) + 0.5)
-            uv = (uv_grid + offset) * f  # full-resolution pixel coordinates
-            directions = rays_through_pixels(c2w, K, uv.reshape(b, v, h * w, 2)).reshape(b, v, h, w, 3)
-        g, offsets = activate_gaussians(raw, o_vp, directions, cfg)
+        with no_autocast:
+            raw = raw.to(gdtype)
+            directions = d_vp
+            if cfg.predict_offset:
+                # Re-aim each Gaussian's ray through its offset pixel on the viewpoint grid.
+                offset = torch.sigmoid(raw[..., 0:2]) - 0.5  # (B, V, h, w, 2) grid pixels
+                uv = pixel_centers(H, W, f, device=raw.device, dtype=gdtype) + offset * f  # full-res pixels
+                directions = rays_through_pixels(c2w, K, uv.reshape(b, v, h * w, 2)).reshape(b, v, h, w, 3)
+            g, offsets = activate_gaussians(raw, o_vp, directions, cfg)
         g = Gaussians(
             means=g.means.reshape(b, -1, 3),
             quats=g.quats.reshape(b, -1, 4),

@@ -97,6 +97,11 @@ def _split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     return x.view(b, n, f // head_dim, head_dim).transpose(1, 2)
 
 
+def _qk_norm(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """Per-head RMSNorm in the activations' dtype (keeps the fused kernel under autocast)."""
+    return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
+
+
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, H, N, D) -> (B, N, H*D)."""
     b, h, n, d = x.shape
@@ -151,8 +156,8 @@ class ReadCrossAttention(nn.Module):
         """x: (N, Nq, d) viewpoint tokens; context: (N, Nk, d) image tokens -> (N, Nq, d)."""
         n, nq, d = x.shape
         q = self.q(self.norm(x)).reshape(n, nq * self.uplift, d)  # sub-queries
-        q = self.q_norm(_split_heads(q, self.head_dim))
-        k = self.k_norm(_split_heads(self.k(context), self.head_dim))
+        q = _qk_norm(self.q_norm, _split_heads(q, self.head_dim))
+        k = _qk_norm(self.k_norm, _split_heads(self.k(context), self.head_dim))
         v = _split_heads(self.v(context), self.head_dim)
         out = _merge_heads(attention(q, k, v, self.backend))  # (N, Nq*k, d)
         return self.proj(out.reshape(n, nq, self.uplift * d))
@@ -180,7 +185,7 @@ class SelfAttention(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, 3, d // self.head_dim, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, D)
-        out = attention(self.q_norm(q), self.k_norm(k), v, self.backend)
+        out = attention(_qk_norm(self.q_norm, q), _qk_norm(self.k_norm, k), v, self.backend)
         return self.proj(_merge_heads(out))
 
 

@@ -257,3 +257,18 @@ def test_small_model_forward_on_four_128px_views_is_fast_on_cpu():
         torch.set_num_threads(threads)
     assert g.means.shape == (1, 4 * 64 * 64, 3)
     assert sorted(times)[1] <= 0.5, times
+
+
+def test_bf16_autocast_keeps_gaussian_geometry_in_float32():
+    cfg = tiny_config("wide", max_depth=7.0)
+    model = ILRM(cfg).eval()
+    b, v, H, W = 1, 2, 16, 16
+    c2w, K = cameras(b, v, H, W, seed=5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        g, offsets = model(torch.rand(b, v, 3, H, W), c2w, K, return_offsets=True)
+    assert g.means.dtype == torch.float32 and g.scales.dtype == torch.float32
+    # The mean sits exactly (to float32 precision) on the ray through its offset pixel.
+    R, t = c2w[..., :3, :3], c2w[..., :3, 3]
+    X = (g.means.reshape(b, v, -1, 3) - t[..., None, :]) @ R @ K.mT
+    uv = (X[..., :2] / X[..., 2:]).reshape(b, v, H // 2, W // 2, 2)
+    torch.testing.assert_close(uv, pixel_centers(H, W, 2) + 2 * offsets, atol=1e-3, rtol=0)
