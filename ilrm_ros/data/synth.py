@@ -500,6 +500,12 @@ def load_scene(path: str | Path) -> PosedImages:
     raise FileNotFoundError(f"no scene.npz, transforms.json or bag in {p}")
 
 
+def load_scene_description(folder: str | Path) -> Scene:
+    """The :class:`Scene` of a generated sequence folder (its ``scene.json``): render it from
+    any pose with :func:`ilrm_ros.data.scene.render` to get exact novel views and depth."""
+    return Scene.from_dict(json.loads((Path(folder) / "scene.json").read_text())["scene"])
+
+
 def _formats(fmt: str) -> set[str]:
     return {"npz": {"npz"}, "transforms": {"transforms"}, "bag": {"bag"}, "both": {"transforms", "bag"},
             "all": {"npz", "transforms", "bag"}}[fmt]

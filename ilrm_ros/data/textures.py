@@ -55,10 +55,8 @@ def _lattice(x: np.ndarray) -> np.ndarray:
     return np.floor(x).astype(np.int64).astype(np.uint32)
 
 
-def _hash(iu: np.ndarray, iv: np.ndarray, seed: int) -> np.ndarray:
-    """uint32 lattice coordinates -> pseudo-random values in [0, 1] (float32)."""
-    h = iu * _M1
-    h ^= iv * _M2
+def _avalanche(h: np.ndarray, seed: int) -> np.ndarray:
+    """Mix a uint32 array (in place) into pseudo-random values in [0, 1] (float32)."""
     h ^= np.uint32((int(seed) * 0x9E3779B1) & 0xFFFFFFFF)
     h ^= h >> np.uint32(15)
     h *= _M4
@@ -68,9 +66,9 @@ def _hash(iu: np.ndarray, iv: np.ndarray, seed: int) -> np.ndarray:
     return h.astype(np.float32) * np.float32(1.0 / 4294967296.0)
 
 
-def hash_uniform(ix: np.ndarray, iy: np.ndarray, seed: int) -> np.ndarray:
-    """Deterministic pseudo-random values in [0, 1) for integer lattice points (any shape)."""
-    return _hash(np.asarray(ix).astype(np.int64).astype(np.uint32), np.asarray(iy).astype(np.int64).astype(np.uint32), seed)
+def _hash(iu: np.ndarray, iv: np.ndarray, seed: int) -> np.ndarray:
+    """uint32 lattice coordinates -> pseudo-random values in [0, 1] (float32)."""
+    return _avalanche((iu * _M1) ^ (iv * _M2), seed)
 
 
 def value_noise(u: np.ndarray, v: np.ndarray, seed: int) -> np.ndarray:
@@ -78,12 +76,14 @@ def value_noise(u: np.ndarray, v: np.ndarray, seed: int) -> np.ndarray:
     fu, fv = np.floor(u), np.floor(v)
     tu, tv = u - fu, v - fv
     su, sv = tu * tu * (3.0 - 2.0 * tu), tv * tv * (3.0 - 2.0 * tv)
-    iu, iv = fu.astype(np.int64).astype(np.uint32), fv.astype(np.int64).astype(np.uint32)
-    one = np.uint32(1)
-    a = _hash(iu, iv, seed)
-    b = _hash(iu + one, iv, seed)
-    c = _hash(iu, iv + one, seed)
-    d = _hash(iu + one, iv + one, seed)
+    # (i + 1) * M = i * M + M (mod 2^32): hash the four lattice corners from two products
+    hu0 = fu.astype(np.int64).astype(np.uint32) * _M1
+    hv0 = fv.astype(np.int64).astype(np.uint32) * _M2
+    hu1, hv1 = hu0 + _M1, hv0 + _M2
+    a = _avalanche(hu0 ^ hv0, seed)
+    b = _avalanche(hu1 ^ hv0, seed)
+    c = _avalanche(hu0 ^ hv1, seed)
+    d = _avalanche(hu1 ^ hv1, seed)
     top = a + su * (b - a)
     bot = c + su * (d - c)
     return top + sv * (bot - top)

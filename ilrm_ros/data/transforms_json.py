@@ -261,7 +261,8 @@ def _safe_stem(name: str, index: int) -> str:
 
 def write_depth_png(path: Path, depth_m: np.ndarray, png_scale: float = 1e-3) -> None:
     """``(H, W)`` metres -> 16-bit PNG in units of ``png_scale`` (mm by default), clipped to 65535."""
-    raw = np.clip(np.rint(np.nan_to_num(depth_m, nan=0.0) / png_scale), 0, 65535).astype(np.uint16)
+    depth = np.where(np.isfinite(depth_m), depth_m, 0.0)  # no measurement -> 0
+    raw = np.clip(np.rint(depth / png_scale), 0, 65535).astype(np.uint16)
     Image.fromarray(raw).save(path)
 
 

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from ilrm_ros.data.bags import (
-    COMPRESSED_TYPE,
     IMAGE_TYPE,
     INFO_TYPE,
     TF_TYPE,

@@ -12,6 +12,7 @@ from ilrm_ros.data.synth import (
     cli_main,
     load_npz,
     load_scene,
+    load_scene_description,
     random_scene,
     random_trajectory,
     save_npz,
@@ -42,15 +43,19 @@ def test_different_seed_or_index_gives_different_sequences():
     assert not np.array_equal(a.images, c.images)
 
 
-@pytest.mark.parametrize("kind", ["ground", "handheld", "loop"])
-def test_sequences_have_valid_cameras_images_and_depth(kind):
+@pytest.mark.parametrize("kind,index", [("ground", 0), ("ground", 1), ("handheld", 0), ("loop", 0)])
+def test_sequences_have_valid_cameras_images_and_depth(kind, index):
     cfg = SynthConfig(trajectory=kind, **SMALL)
-    scene, posed = synth_sequence(5, 0, cfg)
+    scene, posed = synth_sequence(5, index, cfg)
     geo = scene.geometry
     assert posed.meta["trajectory"] == kind and len(posed) == 6
     assert posed.images.shape == (6, 24, 32, 3) and posed.depths.shape == (6, 24, 32)
     centres = posed.c2w[:, :3, 3].astype(np.float64)
-    assert np.all(signed_distance(geo, centres) >= cfg.motion.clearance - 1e-3)  # clear of every surface
+    # clear of every surface; a ground camera may ride lower above the floor than the clearance
+    walls_only = kind != "handheld"
+    clearance = signed_distance(geo, centres, floor_and_ceiling=not walls_only)
+    assert np.all(clearance >= cfg.motion.clearance - 1e-3)
+    assert np.all(signed_distance(geo, centres) >= 0.2 - 1e-3)
     rot = posed.c2w[:, :3, :3].astype(np.float64)
     np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape), atol=1e-5)
     assert np.all(np.isfinite(posed.depths)) and posed.depths.min() > 0.1
@@ -134,6 +139,8 @@ def test_cli_writes_every_format_and_load_scene_reads_each(tmp_path, capsys):
     from_npz = load_scene(folder)
     from_json = load_scene(folder / "transforms.json")
     from_bag = load_scene(folder / "bag")
+    rgb, _ = render(load_scene_description(folder), expected.c2w[3].astype(np.float64), expected.K[3], 32, 24)
+    np.testing.assert_array_equal(rgb, expected.images[3])
     for got in (from_npz, from_json, from_bag):
         np.testing.assert_array_equal(got.images, expected.images)
         np.testing.assert_allclose(got.c2w, expected.c2w, atol=1e-5)
