@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ilrm_ros.train.dataset import SceneData, eval_window_indices, load_scenes, normalize_context_and_targets
 from ilrm_ros.train.metrics import load_lpips, psnr, ssim
@@ -66,11 +67,28 @@ def _scores(pred: torch.Tensor, target: torch.Tensor, lpips_fn: Optional[Callabl
     return out
 
 
+def resize_views(images: torch.Tensor, K: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize float images (V, 3, H, W) to ``size`` = (h, w) and rescale pixel K (V, 3, 3)."""
+    h, w = images.shape[-2:]
+    if (h, w) == tuple(size):
+        return images, K
+    out = F.interpolate(images, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    K = K.clone()
+    K[:, 0, :] *= size[1] / w
+    K[:, 1, :] *= size[0] / h
+    K[:, 2, :] = torch.tensor([0.0, 0.0, 1.0])
+    return out.clamp(0, 1), K
+
+
 @torch.no_grad()
 def evaluate_scene(model, scene: SceneData, views: int, targets: int, span: Optional[int],
                    background: torch.Tensor, device: torch.device,
-                   lpips_fn: Optional[Callable] = None) -> dict:
-    """Scores of the model and both baselines on one scene's deterministic window."""
+                   lpips_fn: Optional[Callable] = None, model_size: Optional[tuple[int, int]] = None) -> dict:
+    """Scores of the model and both baselines on one scene's deterministic window.
+
+    ``model_size`` = (h, w) runs the model on context views resized to that size; the
+    targets are always rendered and scored at the scene's own resolution.
+    """
     ctx, tgt = eval_window_indices(len(scene), views, targets, span)
     ci, ti = torch.tensor(ctx), torch.tensor(tgt)
     imgs = scene.images.permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
@@ -78,7 +96,8 @@ def evaluate_scene(model, scene: SceneData, views: int, targets: int, span: Opti
     h, w = ctx_img.shape[-2:]
 
     ctx_n, tgt_n = normalize_context_and_targets(scene.c2w[ci], scene.c2w[ti])
-    g = model(ctx_img[None].to(device), ctx_n[None].to(device), scene.K[ci][None].to(device))
+    m_img, m_K = resize_views(ctx_img, scene.K[ci], model_size) if model_size else (ctx_img, scene.K[ci])
+    g = model(m_img[None].to(device), ctx_n[None].to(device), m_K[None].to(device))
     pred = render_targets(g, tgt_n[None].to(device), scene.K[ti][None].to(device), w, h,
                           background.to(device))[0].float().cpu()
 
@@ -101,7 +120,7 @@ def aggregate(rows: Sequence[dict]) -> dict:
 
 def evaluate(model, scenes: Sequence[SceneData], views: int, targets: int = 2, span: Optional[int] = None,
              background: Sequence[float] = (1.0, 1.0, 1.0), device: str | torch.device = "cpu",
-             lpips_fn: Optional[Callable] = None) -> dict:
+             lpips_fn: Optional[Callable] = None, model_size: Optional[tuple[int, int]] = None) -> dict:
     """Evaluate on every scene with enough frames; returns the JSON-ready report."""
     device = torch.device(device)
     bg = torch.tensor(list(background), dtype=torch.float32)
@@ -112,7 +131,7 @@ def evaluate(model, scenes: Sequence[SceneData], views: int, targets: int = 2, s
         if n < views + targets:
             log.warning("skipping %s: %d frames < %d views + %d targets", s.name, n, views, targets)
             continue
-        rows.append(evaluate_scene(model, s, views, targets, span, bg, device, lpips_fn))
+        rows.append(evaluate_scene(model, s, views, targets, span, bg, device, lpips_fn, model_size))
     report = aggregate(rows)
     report["views"] = views
     report["per_scene"] = rows
@@ -138,8 +157,11 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--data", required=True, help="scene folder (compact scenes or transforms.json datasets)")
     ap.add_argument("--views", type=int, required=True, help="context views V")
     ap.add_argument("--targets", type=int, default=2, help="held-out target views per scene")
-    ap.add_argument("--span", type=int, default=None, help="use the first SPAN frames of each scene (default all)")
+    ap.add_argument("--span", type=int, default=16, help="window: the first SPAN frames of each scene (0 = all)")
     ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize scenes (default native size)")
+    ap.add_argument("--model-size", type=int, nargs=2, metavar=("H", "W"),
+                    help="run the model on context views resized to HxW (targets stay at the data size); "
+                         "default: the data size")
     ap.add_argument("--max-scenes", type=int, default=None)
     ap.add_argument("--background", type=float, nargs=3, default=[1.0, 1.0, 1.0])
     ap.add_argument("--device", default="auto")
@@ -153,8 +175,8 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     model, meta = load_checkpoint(args.checkpoint, device=str(device))
     model = model.float().to(device)
     scenes = load_scenes(args.data, size=tuple(args.size) if args.size else None, max_scenes=args.max_scenes)
-    report = evaluate(model, scenes, args.views, args.targets, args.span, args.background, device,
-                      load_lpips(device))
+    report = evaluate(model, scenes, args.views, args.targets, args.span or None, args.background, device,
+                      load_lpips(device), tuple(args.model_size) if args.model_size else None)
     print(format_table(report))
     if not report["per_scene"]:
         print("no scene had enough frames", file=sys.stderr)
