@@ -101,8 +101,14 @@ def fbm(u: np.ndarray, v: np.ndarray, cell: float, footprint: np.ndarray, seed: 
     amp = 1.0
     for o in range(octaves):
         c = cell * 0.5**o
-        n = value_noise(u / c, v / c, seed + 7919 * o)
-        total += amp * (0.5 + band_limit(c, footprint) * (n - 0.5))
+        contrast = band_limit(c, footprint)
+        total += 0.5 * amp
+        active = np.flatnonzero(contrast > 0)  # octaves finer than ~2 pixels contribute their mean only
+        if active.size == u.size:
+            total += amp * contrast * (value_noise(u / c, v / c, seed + 7919 * o) - 0.5)
+        elif active.size:
+            n = value_noise(u[active] / c, v[active] / c, seed + 7919 * o)
+            total[active] += amp * contrast[active] * (n - 0.5)
         norm += amp
         amp *= 0.5
     return total / norm
