@@ -434,6 +434,31 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
             "last_loss": None if last is None else last.loss}
 
 
+# --------------------------------------------------------------------------- export
+
+def export_model(src: str | Path, dst: str | Path, extra_meta: Optional[dict] = None) -> dict:
+    """Copy a run's ``model_latest.pt`` to a shippable fp16 checkpoint + ``<dst>.json``.
+
+    The JSON holds the checkpoint's meta (train config, step, data seed, ...) plus
+    ``extra_meta`` (e.g. the reproduce command and evaluation results) and the file size.
+    """
+    import hashlib
+    import json
+
+    from ilrm_ros.model.checkpoint import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(src)
+    meta.update(extra_meta or {})
+    dst = Path(dst)
+    save_checkpoint(dst, model, meta, half=True)
+    info = {"file": dst.name, "bytes": dst.stat().st_size,
+            "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(),
+            "model_config": model.cfg.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
+            "dtype": "float16", **meta}
+    dst.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return info
+
+
 # --------------------------------------------------------------------------- CLI
 
 def _parse_set(items: list[str]) -> dict:
@@ -454,6 +479,8 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--steps", type=int, help="total number of steps (overrides the config)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run directory")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
+    ap.add_argument("--export", metavar="PATH", help="afterwards, write the final weights as an fp16 checkpoint "
+                    "(+ PATH.json metadata), e.g. ilrm_ros/checkpoints/ilrm_small.pt")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stdout)
@@ -464,6 +491,10 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     cfg = resume_config(args.config, overrides) if args.resume else load_train_config(args.config, overrides)
     summary = train(cfg, resume=args.resume)
     print(f"done: {summary['run_dir']} step {summary['step']} ({summary['wall_s']:.1f} s)")
+    if args.export:
+        info = export_model(Path(cfg.out) / "model_latest.pt", args.export,
+                            {"reproduce": "ilrm-ros train " + " ".join(argv if argv is not None else sys.argv[1:])})
+        print(f"exported {args.export} ({info['bytes'] / 1e6:.1f} MB)")
     return 0
 
 

@@ -98,3 +98,20 @@ def test_eval_cli_writes_the_report_schema(tmp_path, tiny_data):
     assert len(row["context"]) == 2 and len(row["targets"]) == 2
     # the average is the mean of the rows
     assert rep["model"]["psnr"] == pytest.approx(sum(r["model"]["psnr"] for r in rep["per_scene"]) / 2)
+
+
+def test_export_writes_a_loadable_fp16_checkpoint_with_metadata(tmp_path):
+    from ilrm_ros.model.checkpoint import load_checkpoint, save_checkpoint
+    from ilrm_ros.model.ilrm import ILRM, load_model_config
+    from ilrm_ros.train.train import export_model
+
+    model = ILRM(load_model_config("tiny"))
+    src = save_checkpoint(tmp_path / "src.pt", model, {"step": 7, "data_seed": 3})
+    info = export_model(src, tmp_path / "out.pt", {"reproduce": "ilrm-ros train --config tiny_test"})
+    loaded, meta = load_checkpoint(tmp_path / "out.pt")
+    assert meta["step"] == 7 and meta["reproduce"].startswith("ilrm-ros train")
+    meta_json = json.loads((tmp_path / "out.json").read_text())
+    assert meta_json["data_seed"] == 3 and meta_json["dtype"] == "float16"
+    assert meta_json["bytes"] == (tmp_path / "out.pt").stat().st_size < (tmp_path / "src.pt").stat().st_size
+    for k, v in model.state_dict().items():
+        assert torch.allclose(loaded.state_dict()[k], v, atol=1e-3, rtol=1e-3), k
