@@ -194,19 +194,25 @@ def bin_to_tiles(proj: Projection, width: int, height: int, tile_size: int) -> T
         y0 = torch.floor(centre[:, 1] - half[:, 1]).clamp(0, tiles_y).long()
         y1 = torch.ceil(centre[:, 1] + half[:, 1]).clamp(0, tiles_y).long()
         span_x = x1 - x0
-        per_inst = span_x * (y1 - y0)
-        owner = torch.repeat_interleave(torch.arange(inst.numel(), device=device), per_inst)
-        first = torch.cumsum(per_inst, 0) - per_inst
-        local = torch.arange(owner.numel(), device=device) - first[owner]
-        tile_x = x0[owner] + local % span_x[owner]
-        tile_y = y0[owner] + local // span_x[owner]
-        cam = inst[owner] // n
-        tile = (cam * tiles_y + tile_y) * tiles_x + tile_x
-        tile, order = torch.sort(tile, stable=True)
-        ids = inst[owner][order]
+        per_inst = span_x * (y1 - y0)  # tiles touched by each instance
+        total = int(per_inst.sum())
+        # entry e of instance i covers tile base_i + row·tiles_x + col, local = row·span_x + col
+        local = torch.arange(total, device=device) - torch.repeat_interleave(torch.cumsum(per_inst, 0) - per_inst,
+                                                                            per_inst, output_size=total)
+        span = torch.repeat_interleave(span_x, per_inst, output_size=total)
+        row = torch.div(local, span, rounding_mode="floor")
+        base = ((inst // n) * tiles_y + y0) * tiles_x + x0
+        tile = torch.repeat_interleave(base, per_inst, output_size=total) + row * (tiles_x - span) + local
+        tile, order = torch.sort(tile.int(), stable=True)
+        ids = torch.repeat_interleave(inst, per_inst, output_size=total).index_select(0, order)
         counts = torch.bincount(tile, minlength=n_cams * tiles_x * tiles_y)
         starts = torch.cumsum(counts, 0) - counts
     return TileBins(ids=ids, starts=starts, counts=counts, tiles_x=tiles_x, tiles_y=tiles_y)
+
+
+def _gather(table: Tensor, ids: Tensor) -> Tensor:
+    """Rows of ``table`` (M, ...) at ``ids`` (any shape) -> (*ids.shape, ...)."""
+    return table.index_select(0, ids.reshape(-1)).reshape(*ids.shape, *table.shape[1:])
 
 
 def _pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -245,10 +251,11 @@ def _composite_step(basis: Tensor, coef: Tensor, feats: Tensor, trans: Tensor) -
     """
     alpha = F.threshold(torch.matmul(basis, coef).exp_().clamp_max(ALPHA_MAX), ALPHA_MIN, 0.0)
     keep_t = 1.0 - alpha
-    t_after = torch.cumprod(keep_t, dim=-1) * trans[..., None]  # T after each Gaussian
-    stop = t_after <= T_MIN  # a suffix (T only decreases): gsplat stops before such a Gaussian
-    weights = (alpha / keep_t * t_after).masked_fill(stop, 0.0)  # α_k · T before k
-    return torch.bmm(weights, feats), stop[..., -1]
+    # T after each Gaussian, zeroed from the first one that would bring it to <= T_MIN on
+    # (a suffix, since T only decreases): gsplat stops the pixel before that Gaussian.
+    t_after = F.threshold(torch.cumprod(keep_t, dim=-1) * trans[..., None], T_MIN, 0.0)
+    weights = alpha / keep_t * t_after  # α_k · T before k
+    return torch.bmm(weights, feats), t_after[..., -1] == 0
 
 
 @torch.no_grad()
@@ -257,10 +264,9 @@ def _composite_step_inplace(basis: Tensor, coef: Tensor, feats: Tensor, trans: T
     alpha = torch.matmul(basis, coef).exp_().clamp_max_(ALPHA_MAX)
     F.threshold_(alpha, ALPHA_MIN, 0.0)
     keep_t = torch.rsub(alpha, 1.0)
-    t_after = torch.cumprod(keep_t, dim=-1).mul_(trans[..., None])
-    stop = t_after <= T_MIN
-    weights = alpha.div_(keep_t).mul_(t_after).masked_fill_(stop, 0.0)
-    return torch.bmm(weights, feats), stop[..., -1]
+    t_after = F.threshold_(torch.cumprod(keep_t, dim=-1).mul_(trans[..., None]), T_MIN, 0.0)
+    weights = alpha.div_(keep_t).mul_(t_after)
+    return torch.bmm(weights, feats), t_after[..., -1] == 0
 
 
 def composite(
@@ -295,38 +301,47 @@ def composite(
     step = _composite_step if needs_grad else _composite_step_inplace
     active = torch.nonzero(bins.counts > 0).squeeze(1)
     tiles_per_batch = max(1, config.max_pairs // (n_pix * k))
-    slots = torch.arange(k, device=device)
     blended, transmittance = [], []
     for b0 in range(0, active.numel(), tiles_per_batch):
         tiles = active[b0:b0 + tiles_per_batch]
         starts, counts = bins.starts[tiles], bins.counts[tiles]
         rem = tiles % (bins.tiles_x * bins.tiles_y)
         centres = torch.stack([rem % bins.tiles_x, rem // bins.tiles_x], -1).to(dtype) * ts + ts / 2
-        acc = torch.zeros(tiles.numel(), n_pix, n_feats + 1, dtype=dtype, device=device)  # Σ w f, Σ w
+        acc = torch.zeros(tiles.numel(), n_pix, n_feats, dtype=dtype, device=device)  # Σ w f
+        trans = torch.ones(tiles.numel(), n_pix, dtype=dtype, device=device)  # T = 1 − Σ w
         done = torch.zeros(tiles.numel(), n_pix, dtype=torch.bool, device=device)
-        for first in range(0, int(counts.max()), k):
+        first = 0
+        while True:
             live = torch.nonzero((counts > first) & ~done.all(1)).squeeze(1)
             if live.numel() == 0:
                 break
             everyone = live.numel() == tiles.numel()
-            real = (first + slots)[None, :] < counts[live, None]  # (L, K)
-            pos = (starts[live, None] + first + slots).clamp_max(bins.ids.numel() - 1)
-            ids = bins.ids[pos]
-            coef = _exponent_coefficients(means2d[ids], conics[ids], log_opac[ids], centres[live], real)
-            step_feats = feats[ids] * real[..., None].to(dtype)
-            live_acc, live_done = (acc, done) if everyone else (acc[live], done[live])
-            trans = torch.where(live_done, 0.0, 1.0 - live_acc[..., -1])  # T = 1 − Σ w so far
+            live_counts = counts if everyone else counts.index_select(0, live)
+            slots = first + torch.arange(min(k, int(live_counts.max()) - first), device=device)
+            real = slots[None, :] < live_counts[:, None]  # (L, K) False = padding
+            live_starts = starts if everyone else starts.index_select(0, live)
+            ids = _gather(bins.ids, (live_starts[:, None] + slots).clamp_max(bins.ids.numel() - 1))
+            live_centres = centres if everyone else centres.index_select(0, live)
+            coef = _exponent_coefficients(_gather(means2d, ids), _gather(conics, ids), _gather(log_opac, ids),
+                                          live_centres, real)
+            step_feats = _gather(feats, ids) * real[..., None].to(dtype)
+            live_trans = trans if everyone else trans.index_select(0, live)
+            live_done = done if everyone else done.index_select(0, live)
+            step_trans = live_trans.masked_fill(live_done, 0.0)
             if use_ckpt:
-                contrib, new_done = checkpoint(step, basis, coef, step_feats, trans, use_reentrant=False)
+                contrib, new_done = checkpoint(step, basis, coef, step_feats, step_trans, use_reentrant=False)
             else:
-                contrib, new_done = step(basis, coef, step_feats, trans)
+                contrib, new_done = step(basis, coef, step_feats, step_trans)
+            new_trans = live_trans - contrib[..., -1]
             if everyone:
-                acc, done = acc + contrib, done | new_done
+                acc, trans, done = acc + contrib[..., :-1], new_trans, done | new_done
             else:
-                acc = acc.index_add(0, live, contrib)
+                acc = acc.index_add(0, live, contrib[..., :-1])
+                trans = trans.index_copy(0, live, new_trans)
                 done = done.index_copy(0, live, live_done | new_done)
-        blended.append(acc[..., :-1])
-        transmittance.append(1.0 - acc[..., -1])
+            first = int(slots[-1]) + 1
+        blended.append(acc)
+        transmittance.append(trans)
 
     acc_all = torch.zeros(n_tiles, n_pix, n_feats, dtype=dtype, device=device)
     trans_all = torch.ones(n_tiles, n_pix, dtype=dtype, device=device)
