@@ -256,7 +256,7 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
         "message_mb_total": round(total_bytes / 2**20, 1),
         "wall_s": round(wall, 1),
     }
-    return {"summary": summary, "series": series}
+    return {"summary": summary, "fusion_config": asdict(cfg), "series": series}
 
 
 # ---------------------------------------------------------------------------------------

@@ -96,6 +96,11 @@ class FusionConfig:
     max_gaussians_total: int = 2_000_000
     """Cap on the whole map (0 = unlimited)."""
 
+    evict_to_fraction: float = 0.95
+    """When a cap is exceeded, evict down to this fraction of it (hysteresis): eviction,
+    and the chunk re-sends it causes, then happens every few windows instead of after
+    every window. 1.0 = evict exactly down to the cap."""
+
     eviction: str = "global"
     """Which Gaussians go first when a cap is exceeded:
     "global": lowest contribution score ``opacity * (s0*s1*s2)^(2/3) * obs_count``
@@ -108,6 +113,8 @@ class FusionConfig:
             raise ValueError(f"eviction must be 'global' or 'local', got {self.eviction!r}")
         if self.chunk_size <= 0 or self.depth_downsample < 1:
             raise ValueError("chunk_size must be > 0 and depth_downsample >= 1")
+        if not 0.0 < self.evict_to_fraction <= 1.0:
+            raise ValueError(f"evict_to_fraction must be in (0, 1], got {self.evict_to_fraction}")
 
 
 # ---------------------------------------------------------------------------------------

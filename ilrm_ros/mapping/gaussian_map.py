@@ -406,21 +406,28 @@ class GaussianMap:
         return eviction_priority(chunk.rows, chunk.obs_count, self.config, robot)
 
     def _enforce_caps(self, changed: set[ChunkKey]) -> int:
-        """Apply the per-chunk then the total cap; returns the number of evicted Gaussians."""
+        """Apply the per-chunk then the total cap; returns the number of evicted Gaussians.
+
+        A cap exceeded is brought down to ``evict_to_fraction`` of itself, evicting in the
+        order of ``eviction`` (ties: oldest window, then oldest insertion).
+        """
         cfg = self.config
         evicted = 0
         if cfg.max_gaussians_per_chunk > 0:
+            target = max(1, int(cfg.max_gaussians_per_chunk * cfg.evict_to_fraction))
             for key in sorted(changed):
                 chunk = self._chunks[key]
-                excess = len(chunk) - cfg.max_gaussians_per_chunk
-                if excess > 0:
+                excess = len(chunk) - target
+                if len(chunk) > cfg.max_gaussians_per_chunk:
                     gone = smallest_first(self._priority(chunk), chunk.born, chunk.gid, excess)
                     keep = torch.ones(len(chunk), dtype=torch.bool)
                     keep[torch.from_numpy(gone)] = False
                     chunk.select(keep)
                     evicted += excess
         total = len(self)
-        excess = total - cfg.max_gaussians_total if cfg.max_gaussians_total > 0 else 0
+        excess = 0
+        if 0 < cfg.max_gaussians_total < total:
+            excess = total - max(1, int(cfg.max_gaussians_total * cfg.evict_to_fraction))
         if excess > 0:
             keys = sorted(self._chunks)
             chunks = [self._chunks[k] for k in keys]

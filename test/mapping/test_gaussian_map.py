@@ -240,15 +240,17 @@ def _random_windows(n: int, seed: int = 0):
 def test_caps_hold_and_eviction_is_deterministic(mode):
     def run():
         gmap = GaussianMap(FusionConfig(chunk_size=1.0, max_gaussians_per_chunk=900, max_gaussians_total=6000,
-                                        eviction=mode))
+                                        eviction=mode, evict_to_fraction=0.9))
+        evicted = 0
         for w, cams, g in _random_windows(6):
-            gmap.integrate(g, cams, window_id=w)
+            evicted += gmap.integrate(g, cams, window_id=w).num_evicted
             assert len(gmap) <= 6000
             assert max(len(c) for c in gmap.chunks.values()) <= 900
+        assert evicted > 0
         return gmap
 
     a, b = run(), run()
-    assert len(a) == 6000
+    assert 5400 <= len(a) <= 6000
     ga, gb = a.all_gaussians(), b.all_gaussians()
     assert torch.equal(ga.means, gb.means) and torch.equal(ga.colors, gb.colors)
     assert sorted(a.chunks) == sorted(b.chunks)
@@ -264,7 +266,8 @@ def test_global_eviction_keeps_the_highest_contribution_scores():
     n = 200
     means = torch.rand(n, 3) * 4 - 2
     opac = torch.rand(n) * 0.9 + 0.05
-    gmap = GaussianMap(FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=50, eviction="global"))
+    gmap = GaussianMap(FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=50, eviction="global",
+                                    evict_to_fraction=1.0))
     gmap.add(_flat_gaussians(means, opac), window_id=0)
     kept = gmap.all_gaussians().opacities
     assert len(kept) == 50
@@ -274,7 +277,8 @@ def test_global_eviction_keeps_the_highest_contribution_scores():
 def test_local_eviction_drops_the_farthest_from_the_robot_first():
     n = 300
     means = torch.rand(n, 3) * 10 - 5
-    gmap = GaussianMap(FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=100, eviction="local"))
+    gmap = GaussianMap(FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=100, eviction="local",
+                                    evict_to_fraction=1.0))
     cams = cameras(look_at((1.0, 0, 0), (1.0, 0, 5.0)))
     robot = torch.tensor([3.0, 0.0, 0.0])
     gmap.integrate(_flat_gaussians(means, torch.full((n,), 0.8)), cams, window_id=0, robot_position=robot)
@@ -282,6 +286,20 @@ def test_local_eviction_drops_the_farthest_from_the_robot_first():
     d_all = torch.sort((means - robot).norm(dim=1)).values
     assert len(kept) == 100
     assert float((kept - robot).norm(dim=1).max()) == pytest.approx(float(d_all[99]), abs=1e-6)
+
+
+def test_an_exceeded_cap_is_brought_down_to_the_low_watermark_then_left_alone():
+    cfg = FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=1000, evict_to_fraction=0.8)
+    gmap = GaussianMap(cfg)
+    gen = torch.Generator().manual_seed(0)
+    sizes, evicted = [], []
+    for w in range(6):
+        up = gmap.add(_flat_gaussians(torch.rand(150, 3, generator=gen) * 4, torch.full((150,), 0.5)), window_id=w)
+        sizes.append(len(gmap))
+        evicted.append(up.num_evicted)
+    assert sizes == [150, 300, 450, 600, 750, 900]
+    up = gmap.add(_flat_gaussians(torch.rand(150, 3, generator=gen) * 4, torch.full((150,), 0.5)), window_id=6)
+    assert len(gmap) == 800 and up.num_evicted == 250 and sum(evicted) == 0
 
 
 def test_eviction_ties_go_oldest_window_first_then_oldest_insertion():
