@@ -36,20 +36,20 @@ def _losses(run_dir):
 
 @pytest.mark.slow
 def test_tiny_training_run_lowers_the_loss(tmp_path, tiny_data):
-    cfg = _cfg(tmp_path, tiny_data, steps=30, ckpt_every=30)
+    cfg = _cfg(tmp_path, tiny_data, steps=20, ckpt_every=20)
     summary = train(cfg)
     rows = _losses(tmp_path / "run")
-    assert [s for s, _ in rows] == list(range(1, 31))
+    assert [s for s, _ in rows] == list(range(1, 21))
     first = sum(v for _, v in rows[:5]) / 5
     last = sum(v for _, v in rows[-5:]) / 5
     assert last < 0.9 * first, (first, last)
-    assert summary["step"] == 30
+    assert summary["step"] == 20
     run = tmp_path / "run"
     assert (run / "config.yaml").exists() and (run / "loss.png").stat().st_size > 0
     from ilrm_ros.model.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(run / "model_latest.pt")
-    assert meta["step"] == 30 and meta["train_config"]["model"] == "tiny"
+    assert meta["step"] == 20 and meta["train_config"]["model"] == "tiny"
 
 
 @pytest.mark.slow
