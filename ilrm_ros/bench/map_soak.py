@@ -196,7 +196,8 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
     K = torch.tensor([[focal, 0, image / 2], [0, focal, image / 2], [0, 0, 1]]).expand(soak.views, 3, 3)
     n_windows = int(soak.duration_s // soak.period_s)
     series = {k: [] for k in ("t_s", "num_gaussians", "memory_bytes", "num_chunks", "integrate_ms",
-                              "messages", "message_bytes")}
+                              "messages", "message_bytes", "evicted")}
+    first_eviction_s = None
     latencies = []
     total_msgs = total_bytes = 0
     start = time.perf_counter()
@@ -209,6 +210,8 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
         t0 = time.perf_counter()
         update = gmap.integrate(g, cams, window_id=w, keyframe_ids=[w * soak.views + v for v in range(soak.views)])
         latencies.append((time.perf_counter() - t0) * 1e3)
+        if update.num_evicted and first_eviction_s is None:
+            first_eviction_s = t
         parts = update.transport_parts()
         total_msgs += len(parts)
         total_bytes += sum(p.nbytes() for p in parts)
@@ -223,6 +226,7 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
             series["integrate_ms"].append(round(latencies[-1], 2))
             series["messages"].append(len(parts))
             series["message_bytes"].append(sum(p.nbytes() for p in parts))
+            series["evicted"].append(update.num_evicted)
     wall = time.perf_counter() - start
     sample = gmap.all_gaussians().means
     if len(sample) > 50_000:
@@ -230,7 +234,8 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
     err = surface_distance(room, sample) if len(sample) else torch.zeros(1)
     counts = np.array(series["num_gaussians"])
     mem = np.array(series["memory_bytes"])
-    cap_idx = np.flatnonzero(counts >= soak.max_gaussians) if soak.max_gaussians > 0 else np.array([], int)
+    t_arr = np.array(series["t_s"])
+    cap_idx = np.flatnonzero(t_arr >= first_eviction_s) if first_eviction_s is not None else np.array([], int)
     half = len(counts) // 2
     lat = np.array(latencies)
     summary = {
@@ -243,7 +248,7 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
         "max_memory_mb": round(float(mem.max()) / 2**20, 2),
         "final_chunks": series["num_chunks"][-1],
         "growth_second_half": round(float(counts[-1] - counts[half]) / max(float(counts[half]), 1.0), 4),
-        "reached_cap_at_s": float(series["t_s"][cap_idx[0]]) if len(cap_idx) else None,
+        "reached_cap_at_s": first_eviction_s,
         "memory_range_after_cap_mb": (round(float(mem[cap_idx[0]:].max() - mem[cap_idx[0]:].min()) / 2**20, 3)
                                       if len(cap_idx) else None),
         "gaussians_per_m2": round(float(counts[-1]) / room.surface_area(), 1),
