@@ -35,19 +35,6 @@ def demo_sequence(frames: int, res: int, seed: int = DEMO_SEED):
     return posed
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 images."""
-    mse = float(np.mean((a.astype(np.float64) / 255.0 - b.astype(np.float64) / 255.0) ** 2))
-    return float("inf") if mse == 0 else -10.0 * np.log10(mse)
-
-
-def nearest_index(c2w: np.ndarray, candidates: np.ndarray, pose: np.ndarray) -> int:
-    """Index (into candidates) of the camera closest to ``pose``: distance, ties by viewing angle."""
-    d = np.linalg.norm(c2w[candidates, :3, 3] - pose[:3, 3], axis=1)
-    cos = (c2w[candidates, :3, 2] @ pose[:3, 2])
-    return int(candidates[np.lexsort((-cos, np.round(d, 3)))[0]])
-
-
 def _save_png(path: Path, rgb: np.ndarray) -> None:
     from PIL import Image as PILImage
 
@@ -75,6 +62,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     from ilrm_ros.config import default_params_file
     from ilrm_ros.mapping.chunks import MapReplica
     from ilrm_ros.mapping.image_codec import decode_image
+    from ilrm_ros.mapping.offline import nearest_camera, psnr_u8
     from ilrm_ros.msg import GaussianChunk, MapInfo
     from ilrm_ros.ros.conversions import cloud_to_array, msg_to_update
     from ilrm_ros.ros.player import SequencePlayer, camera_info_msg, matrix_to_transform
@@ -170,9 +158,9 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
             if resp is None or not resp.success:
                 raise RuntimeError(f"render_view failed: {getattr(resp, 'message', 'timeout')}")
             pred = decode_image(resp.image)
-            j = nearest_index(seq.c2w.astype(np.float64), published, T)
-            rows.append({"frame": int(i), "psnr_map": psnr(pred, seq.images[i]),
-                         "psnr_nearest_keyframe": psnr(seq.images[j], seq.images[i]), "nearest": j})
+            j = nearest_camera(seq.c2w.astype(np.float64), published, T)
+            rows.append({"frame": int(i), "psnr_map": psnr_u8(pred, seq.images[i]),
+                         "psnr_nearest_keyframe": psnr_u8(seq.images[j], seq.images[i]), "nearest": j})
             _save_png(out / "rendered" / f"heldout_{i:03d}_render.png", pred)
             _save_png(out / "rendered" / f"heldout_{i:03d}_truth.png", seq.images[i])
         if got["rendered"] is not None:

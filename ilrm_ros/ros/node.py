@@ -43,7 +43,8 @@ from ilrm_ros.mapping.pose_buffer import PendingQueue
 from ilrm_ros.mapping.scheduler import WindowWorker
 from ilrm_ros.msg import GaussianChunk, MapInfo
 from ilrm_ros.ros.conversions import array_to_cloud, make_chunk_msg, make_map_info, update_to_msg
-from ilrm_ros.ros.tf_source import TF_STATIC_QOS, make_tf_source, quat_xyzw_to_matrix
+from ilrm_ros.mapping.pose_buffer import make_transform
+from ilrm_ros.ros.tf_source import TF_STATIC_QOS, make_tf_source
 from ilrm_ros.srv import LoadMap, RenderView, SaveMap
 
 # Parameters that may change while the node runs; everything else is fixed at start-up.
@@ -404,9 +405,7 @@ class MappingNode(Node):
             if not (info.width > 0 and info.height > 0 and K[0, 0] > 0 and K[1, 1] > 0):
                 raise ValueError("camera_info needs width, height and k with fx, fy > 0")
             p, q = req.pose.position, req.pose.orientation
-            c2w = np.eye(4)
-            c2w[:3, :3] = quat_xyzw_to_matrix((q.x, q.y, q.z, q.w))
-            c2w[:3, 3] = (p.x, p.y, p.z)
+            c2w = make_transform((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
             frame = req.header.frame_id or self.map_frame
             if frame != self.map_frame:
                 T = self.tf.lookup(self.map_frame, frame, 0)

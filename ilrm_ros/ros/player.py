@@ -18,6 +18,7 @@ from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 from ilrm_ros.mapping.frames import ns_to_stamp
+from ilrm_ros.mapping.pose_buffer import matrix_to_quat
 from ilrm_ros.ros.tf_source import TF_QOS, TF_STATIC_QOS
 
 # base_link -> camera_link: 10 cm forward, 30 cm up; camera_link -> optical: the REP 103 rotation.
@@ -28,16 +29,13 @@ CAMERA_FRAME = "camera_optical_frame"
 
 def matrix_to_transform(T: np.ndarray, parent: str, child: str, stamp_ns: int) -> TransformStamped:
     """(4, 4) pose of ``child`` in ``parent`` -> TransformStamped."""
-    from ilrm_ros.geometry.poses import rotmat_to_quat
-    import torch
-
-    q = rotmat_to_quat(torch.as_tensor(T[:3, :3], dtype=torch.float64)).numpy()  # w x y z
+    x, y, z, w = matrix_to_quat(T[:3, :3])
     ts = TransformStamped()
     ts.header.frame_id, ts.child_frame_id = parent, child
     ts.header.stamp.sec, ts.header.stamp.nanosec = ns_to_stamp(stamp_ns)
     ts.transform.translation.x, ts.transform.translation.y, ts.transform.translation.z = (float(v) for v in T[:3, 3])
-    ts.transform.rotation.w, ts.transform.rotation.x, ts.transform.rotation.y, ts.transform.rotation.z = \
-        (float(v) for v in q)
+    ts.transform.rotation.x, ts.transform.rotation.y, ts.transform.rotation.z, ts.transform.rotation.w = \
+        float(x), float(y), float(z), float(w)
     return ts
 
 

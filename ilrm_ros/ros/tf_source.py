@@ -10,31 +10,17 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ilrm_ros.mapping.frames import ns_to_stamp, stamp_to_ns
-from ilrm_ros.mapping.pose_buffer import PoseBuffer
+from ilrm_ros.mapping.pose_buffer import PoseBuffer, make_transform
 
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def quat_xyzw_to_matrix(q) -> np.ndarray:
-    """(x, y, z, w) -> (3, 3) rotation."""
-    x, y, z, w = (float(v) for v in q)
-    n = np.sqrt(x * x + y * y + z * z + w * w)
-    x, y, z, w = x / n, y / n, z / n, w / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 def transform_to_matrix(t) -> np.ndarray:
     """geometry_msgs/Transform -> (4, 4) float64."""
-    T = np.eye(4)
-    T[:3, :3] = quat_xyzw_to_matrix((t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w))
-    T[:3, 3] = (t.translation.x, t.translation.y, t.translation.z)
-    return T
+    return make_transform((t.translation.x, t.translation.y, t.translation.z),
+                          (t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w))
 
 
 class OwnTfSource:
