@@ -52,12 +52,12 @@ class RenderedView:
 
 @dataclass
 class WindowResult:
-    """What one window produced: the map delta, renders and timings (seconds)."""
+    """What one window produced: the map delta, its Gaussians and timings (seconds)."""
 
     window: Window
     update: MapUpdate
     num_gaussians_window: int
-    renders: list[RenderedView] = field(default_factory=list)
+    gaussians: Gaussians | None = None  # the window's Gaussians in the map frame (N, k)
     timings: dict[str, float] = field(default_factory=dict)
     stamp_ns: int = 0
 
@@ -197,7 +197,10 @@ class Mapper:
         return g, sim
 
     def process_window(self, window: Window) -> WindowResult:
-        """Model -> map frame -> fuse into the map -> renders. Safe to call from a worker thread."""
+        """Model -> map frame -> fuse into the map. Safe to call from a worker thread.
+
+        Renders are not made here (chunks should go out first): call ``window_renders``.
+        """
         t0 = time.monotonic()
         kfs = window.keyframes
         g_win, sim = self.predict(kfs)
@@ -215,12 +218,18 @@ class Mapper:
                                         keyframe_ids=window.keyframe_ids, robot_position=c2w[-1, :3, 3])
             self.num_windows += 1
         t_map = time.monotonic()
-        renders = self._window_renders(g_map, kfs) if self.cfg.render.publish else []
-        t_render = time.monotonic()
-        return WindowResult(window=window, update=update, num_gaussians_window=len(g_map), renders=renders,
+        return WindowResult(window=window, update=update, num_gaussians_window=len(g_map), gaussians=g_map,
                             stamp_ns=kfs[-1].stamp_ns,
-                            timings={"queued_s": t0 - window.trigger_time, "model_s": t_model - t0, "integrate_s": t_map - t_model,
-                                     "render_s": t_render - t_map, "process_s": t_render - t0})
+                            timings={"queued_s": t0 - window.trigger_time, "model_s": t_model - t0,
+                                     "integrate_s": t_map - t_model, "process_s": t_map - t0})
+
+    def window_renders(self, result: WindowResult) -> list[RenderedView]:
+        """Re-render a processed window at its newest keyframe and at the novel pose next to it
+        (from the window's Gaussians or the global map, per ``render.source``); adds render_s."""
+        t0 = time.monotonic()
+        views = self._window_renders(result.gaussians, result.window.keyframes)
+        result.timings["render_s"] = time.monotonic() - t0
+        return views
 
     def _window_renders(self, g_map: Gaussians, kfs: list[Keyframe]) -> list[RenderedView]:
         """Re-render the newest keyframe's pose and a novel pose next to it."""

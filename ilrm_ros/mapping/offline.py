@@ -153,16 +153,17 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
         if window is None:
             continue
         res = mapper.process_window(window)
+        if outbag:
+            outbag.write_update(res.update, res.stamp_ns)
+            for view in mapper.window_renders(res):
+                topic = "/ilrm_mapping/rendered/image" if view.name == "keyframe" else \
+                    "/ilrm_mapping/rendered/novel/image"
+                outbag.write_image(topic, view.rgb, res.stamp_ns, camera_frame)
+        res.gaussians = None
         windows.append({"window_id": window.window_id, "keyframe_ids": window.keyframe_ids,
                         "gaussians_window": res.num_gaussians_window,
                         "map_gaussians": mapper.stats()["num_gaussians"],
                         "chunks_changed": len(res.update.updates), **{k: round(v, 4) for k, v in res.timings.items()}})
-        if outbag:
-            outbag.write_update(res.update, res.stamp_ns)
-            for view in res.renders:
-                topic = "/ilrm_mapping/rendered/image" if view.name == "keyframe" else \
-                    "/ilrm_mapping/rendered/novel/image"
-                outbag.write_image(topic, view.rgb, res.stamp_ns, camera_frame)
     if not windows:
         raise RuntimeError(f"no window was formed from {len(fed)} frames: need at least {cfg.window.size} keyframes")
 

@@ -103,6 +103,7 @@ class MappingNode(Node):
         self._last = {"image": None, "camera_info": None, "tf_ok": None}
         self._pending = PendingQueue(capacity=self.cfg.input.max_pending, timeout_s=self.cfg.frames.tf_timeout_s)
         self._latency = collections.deque(maxlen=50)
+        self.window_timings: collections.deque[dict] = collections.deque(maxlen=1000)
         self._last_result: WindowResult | None = None
         self._last_map_publish = -math.inf
         self._map_dirty = False
@@ -242,25 +243,32 @@ class MappingNode(Node):
 
     # ------------------------------------------------------------------ results (worker thread)
     def _on_window_result(self, result: WindowResult) -> None:
+        """Publish a processed window: chunks first (latency ends there), then renders, map, info."""
         header = Header(frame_id=self.map_frame)
         header.stamp.sec, header.stamp.nanosec = ns_to_stamp(result.stamp_ns)
+        t0 = time.monotonic()
         for part in result.update.transport_parts():
             self.pub_chunks.publish(update_to_msg(part, header))
-        latency = time.monotonic() - result.window.trigger_time
-        result.timings["end_to_end_s"] = latency
-        self._latency.append(latency)
+        t1 = time.monotonic()
+        result.timings["publish_chunks_s"] = t1 - t0
+        result.timings["end_to_end_s"] = t1 - result.window.trigger_time
+        self._latency.append(result.timings["end_to_end_s"])
         self._last_result = result
         self._map_dirty = True
-        for view in result.renders:
-            self._publish_render(view, header.stamp)
+        if self.cfg.render.publish:
+            for view in self.mapper.window_renders(result):
+                self._publish_render(view, header.stamp)
         self._maybe_publish_map()
         self._publish_info()
+        result.gaussians = None  # do not keep the window's tensors alive
+        self.window_timings.append(dict(result.timings, window_id=result.window.window_id,
+                                        gaussians=result.num_gaussians_window))
+        t = result.timings
         self.get_logger().info(
             f"window {result.window.window_id} (keyframes {result.window.keyframe_ids}): "
-            f"{result.num_gaussians_window} Gaussians; model {result.timings['model_s']:.2f} s, fuse "
-            f"{result.timings['integrate_s']:.2f} s, render {result.timings['render_s']:.2f} s, end-to-end "
-            f"{latency:.2f} s (queued {result.timings['queued_s']:.2f} s); map "
-            f"{self.mapper.stats().get('num_gaussians', 0)} Gaussians",
+            f"{result.num_gaussians_window} Gaussians; model {t['model_s']:.2f} s, fuse {t['integrate_s']:.2f} s, "
+            f"chunks out {t['end_to_end_s']:.2f} s after the last keyframe (queued {t['queued_s']:.2f} s), "
+            f"render {t.get('render_s', 0.0):.2f} s; map {self.mapper.stats().get('num_gaussians', 0)} Gaussians",
             throttle_duration_sec=2.0)
 
     def _publish_render(self, view: RenderedView, stamp) -> None:
