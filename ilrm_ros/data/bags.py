@@ -18,27 +18,33 @@ Composing ``map -> odom -> base_link -> camera_link -> optical`` at an image sta
 exactly the camera's OpenCV camera-to-world pose.
 
 :func:`read_bag` reads any bag with images, camera info and TF (also other tools' bags):
-poses are ``T_target_camera`` from a :class:`~ilrm_ros.data.tf_buffer.TransformBuffer`
-fed with all of ``/tf`` and ``/tf_static`` (linear/slerp interpolation between samples).
+poses are ``T_target_camera`` from a :class:`~ilrm_ros.mapping.pose_buffer.PoseBuffer`
+(the node's TF buffer) fed with all of ``/tf`` and ``/tf_static`` and holding the whole
+bag (linear/slerp interpolation between samples, no extrapolation). Images are decoded
+by :mod:`ilrm_ros.mapping.image_codec`.
 """
 from __future__ import annotations
 
 import io
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .tf_buffer import (
-    TransformBuffer,
+from ilrm_ros.mapping.frames import stamp_to_ns
+from ilrm_ros.mapping.image_codec import decode_compressed, decode_image
+from ilrm_ros.mapping.pose_buffer import (
+    PoseBuffer,
     invert_transform,
     make_transform,
-    matrix_to_quat_xyzw,
-    quat_xyzw_to_matrix,
-    slerp_xyzw,
+    matrix_to_quat,
+    rigid_transform,
+    slerp,
 )
+
 from .transforms_json import PosedImages
 
 logger = logging.getLogger(__name__)
@@ -50,6 +56,11 @@ TF_TYPE = "tf2_msgs/msg/TFMessage"
 
 # optical axes (x right, y down, z forward) in a REP 103 body frame (x forward, y left, z up)
 R_LINK_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+# read_bag keeps every TF sample of a bag: a history window longer than any span of
+# builtin_interfaces/Time stamps (int32 seconds, ~136 years) and no per-link sample cap.
+_WHOLE_BAG_CACHE_S = 1e10
+_WHOLE_BAG_MAX_SAMPLES = sys.maxsize
 
 
 def _typestore():
@@ -68,7 +79,7 @@ class TfChain:
     camera_link_frame: str = "camera_link"
     optical_frame: str = "camera_color_optical_frame"
     base_to_camera_link: np.ndarray = field(
-        default_factory=lambda: make_transform(np.eye(3), np.array([0.1, 0.0, 0.2]))
+        default_factory=lambda: rigid_transform(np.eye(3), np.array([0.1, 0.0, 0.2]))
     )
     """T_base_cameralink (4, 4): where the camera is mounted on the robot."""
     map_odom_offset: tuple[float, float, float, float] = (0.5, -0.3, 0.0, 0.1)
@@ -82,12 +93,13 @@ class TfChain:
 def _map_odom(chain: TfChain, dt_s: float) -> np.ndarray:
     x, y, z, yaw = (o + r * dt_s for o, r in zip(chain.map_odom_offset, chain.map_odom_drift))
     c, s = np.cos(yaw), np.sin(yaw)
-    return make_transform(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.array([x, y, z]))
+    return rigid_transform(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.array([x, y, z]))
 
 
 def _interp_pose(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
-    q = slerp_xyzw(matrix_to_quat_xyzw(a[:3, :3]), matrix_to_quat_xyzw(b[:3, :3]), alpha)
-    return make_transform(quat_xyzw_to_matrix(q), (1 - alpha) * a[:3, 3] + alpha * b[:3, 3])
+    """Rigid transforms (4, 4) ``a`` -> ``b`` at ``alpha``: lerp translation, slerp rotation."""
+    q = slerp(matrix_to_quat(a[:3, :3]), matrix_to_quat(b[:3, :3]), alpha)
+    return make_transform((1 - alpha) * a[:3, 3] + alpha * b[:3, 3], q)
 
 
 def _stamps(posed: PosedImages, rate_hz: float, start_ns: int) -> np.ndarray:
@@ -143,7 +155,7 @@ def write_bag(
         )
 
     def tf_msg(stamp_ns: int, parent: str, child: str, m: np.ndarray):
-        q = matrix_to_quat_xyzw(m[:3, :3])
+        q = matrix_to_quat(m[:3, :3])
         return T["geometry_msgs/msg/TransformStamped"](
             header=header(stamp_ns, parent),
             child_frame_id=child,
@@ -153,7 +165,7 @@ def write_bag(
             ),
         )
 
-    t_link_optical = make_transform(R_LINK_OPTICAL, np.zeros(3))
+    t_link_optical = rigid_transform(R_LINK_OPTICAL, np.zeros(3))
     t_base_optical = np.asarray(chain.base_to_camera_link, dtype=np.float64) @ t_link_optical
     c2w = posed.c2w.astype(np.float64)
     map_base = [c2w[i] @ invert_transform(t_base_optical) for i in range(n)]
@@ -232,36 +244,20 @@ def write_bag(
     return path
 
 
-# --------------------------------------------------------------------------- decoding
-def decode_image(msg) -> np.ndarray:
-    """``sensor_msgs/Image`` -> ``(H, W, 3)`` uint8 RGB. Encodings rgb8, bgr8, rgba8, bgra8,
-    mono8 (row padding in ``step`` honoured)."""
-    enc = msg.encoding.lower()
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1, "8uc3": 3, "8uc4": 4}
-    if enc not in channels:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r}")
-    c = channels[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    raw = np.asarray(msg.data, dtype=np.uint8)
-    if step < w * c or raw.size < step * h:
-        raise ValueError(f"image data too short: step {step}, {raw.size} bytes for {w}x{h}x{c}")
-    px = raw[: step * h].reshape(h, step)[:, : w * c].reshape(h, w, c)
-    if c == 1:
-        return np.repeat(px, 3, axis=2)
-    if enc in ("bgr8", "bgra8"):
-        px = px[..., [2, 1, 0]]
-    return np.ascontiguousarray(px[..., :3])
-
-
-def decode_compressed(msg) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (png/jpeg files hold RGB) -> ``(H, W, 3)`` uint8 RGB."""
-    with Image.open(io.BytesIO(np.asarray(msg.data, dtype=np.uint8).tobytes())) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
-
-
 # --------------------------------------------------------------------------- reading
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
+def _camera_pose(buffer: PoseBuffer, target: str, source: str, stamp_ns: int) -> np.ndarray:
+    """``T_target_source`` (4, 4) at exactly ``stamp_ns``; raises ``LookupError`` when TF can't.
+
+    Equal frames give the identity even if TF never mentions them. PoseBuffer reads stamp 0
+    as "latest common time"; an image stamped 0 is posed only when that time is 0 (e.g. an
+    all-static chain), never with a later pose.
+    """
+    if target.lstrip("/") == source.lstrip("/"):
+        return np.eye(4)
+    pose, used_ns = buffer.lookup_stamped(target, source, stamp_ns)
+    if used_ns != stamp_ns:
+        raise LookupError(f"no transform {target!r} <- {source!r} at stamp {stamp_ns} (latest is {used_ns})")
+    return pose
 
 
 def _pick_topic(topics: dict[str, str], types: tuple[str, ...], wanted: str | None, what: str) -> str:
@@ -282,15 +278,17 @@ def read_bag(
     *,
     target_frame: str = "map",
     camera_frame: str | None = None,
-    tolerance_ns: int = 0,
     max_frames: int | None = None,
 ) -> PosedImages:
     """Read posed RGB frames from a rosbag2 bag folder (mcap or sqlite3).
 
     Each image's pose is ``T_target_frame <- camera_frame`` (the header's ``frame_id`` by
     default, normally an optical frame, i.e. OpenCV axes) at the image stamp, composed
-    from ``/tf`` and ``/tf_static`` with interpolation. Images whose pose cannot be
-    resolved (no TF around that time) are skipped with one warning. K comes from the
+    from ``/tf`` and ``/tf_static`` with interpolation and without extrapolation. Images
+    whose pose cannot be resolved (no TF around that time) are skipped with one warning;
+    malformed transforms (e.g. non-unit quaternions) are skipped with a warning each.
+    Images are decoded by :mod:`ilrm_ros.mapping.image_codec` (an undecodable image raises
+    its ``ImageDecodeError``, a ``ValueError``). K comes from the
     latest camera info at or before the image (else the first one). The image topic is
     found automatically when the bag has exactly one; the camera-info topic likewise, or
     next to the image topic (``.../camera_info``).
@@ -308,25 +306,20 @@ def read_bag(
             info_topic = sibling if sibling in infos else _pick_topic(topics, (INFO_TYPE,), None, "camera info")
         elif info_topic not in topics:
             raise ValueError(f"camera info topic {info_topic!r} not in bag (topics: {sorted(topics)})")
-        buffer = TransformBuffer(tolerance_ns=tolerance_ns)
+        buffer = PoseBuffer(cache_time_s=_WHOLE_BAG_CACHE_S, max_samples_per_link=_WHOLE_BAG_MAX_SAMPLES)
         infos_k: list[tuple[int, np.ndarray, int, int]] = []
         frames: list[tuple[int, str, object, str]] = []
         wanted = [c for c in reader.connections if c.topic in (img_topic, info_topic, "/tf", "/tf_static")]
         for conn, _, raw in reader.messages(connections=wanted):
             if conn.topic in ("/tf", "/tf_static"):
-                msg = ts.deserialize_cdr(raw, conn.msgtype)
-                for tr in msg.transforms:
-                    t, q = tr.transform.translation, tr.transform.rotation
-                    buffer.set_transform(tr.header.frame_id, tr.child_frame_id, _stamp_ns(tr.header),
-                                         np.array([t.x, t.y, t.z]), np.array([q.x, q.y, q.z, q.w]),
-                                         static=conn.topic == "/tf_static")
+                buffer.set_tf_message(ts.deserialize_cdr(raw, conn.msgtype), static=conn.topic == "/tf_static")
             elif conn.topic == info_topic:
                 msg = ts.deserialize_cdr(raw, conn.msgtype)
-                infos_k.append((_stamp_ns(msg.header), np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
+                infos_k.append((stamp_to_ns(msg.header.stamp), np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
                                 int(msg.width), int(msg.height)))
             else:
                 msg = ts.deserialize_cdr(raw, conn.msgtype)
-                frames.append((_stamp_ns(msg.header), msg.header.frame_id, msg, conn.msgtype))
+                frames.append((stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg, conn.msgtype))
     if not frames:
         raise ValueError(f"no images on {img_topic!r}")
     if not infos_k:
@@ -340,7 +333,7 @@ def read_bag(
         if max_frames is not None and len(images) >= max_frames:
             break
         try:
-            pose = buffer.lookup(target_frame, camera_frame or frame_id, stamp)
+            pose = _camera_pose(buffer, target_frame, camera_frame or frame_id, stamp)
         except LookupError as err:
             skipped += 1
             if skipped == 1:

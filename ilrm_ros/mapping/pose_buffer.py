@@ -135,6 +135,14 @@ def make_transform(translation: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
     return T
 
 
+def rigid_transform(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Rotation (3, 3) + translation (3,) -> (4, 4) float64 rigid transform."""
+    T = np.eye(4)
+    T[:3, :3] = np.asarray(R, dtype=np.float64)
+    T[:3, 3] = np.asarray(t, dtype=np.float64)
+    return T
+
+
 def invert_transform(T: np.ndarray) -> np.ndarray:
     """Inverse of a (4, 4) rigid transform."""
     out = np.eye(4)

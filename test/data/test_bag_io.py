@@ -1,4 +1,8 @@
-"""rosbag2 round trips (mcap, sqlite3), image decoding, and the small TF buffer behind read_bag."""
+"""rosbag2 round trips (mcap, sqlite3) and the TF layout of written bags.
+
+TF interpolation/composition and image decoding are specified by their own modules'
+tests (test/mapping/test_pose_buffer.py, test/mapping/test_image_codec.py).
+"""
 import math
 
 import numpy as np
@@ -9,18 +13,12 @@ from ilrm_ros.data.bags import (
     INFO_TYPE,
     TF_TYPE,
     TfChain,
-    decode_image,
     read_bag,
     write_bag,
 )
-from ilrm_ros.data.tf_buffer import (
-    TransformBuffer,
-    make_transform,
-    matrix_to_quat_xyzw,
-    quat_xyzw_to_matrix,
-)
 from ilrm_ros.data.trajectories import body_to_camera_c2w
 from ilrm_ros.data.transforms_json import PosedImages
+from ilrm_ros.mapping.pose_buffer import PoseBuffer, rigid_transform
 
 
 def _posed(n=6, h=12, w=16, seed=0, stamps=True):
@@ -42,6 +40,14 @@ def _rot(axis, angle):
     axis = np.asarray(axis, float) / np.linalg.norm(axis)
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+
+
+def _ancestors(buf, frame):
+    """[frame, parent, grandparent, ..., root] walked with PoseBuffer.parent_of."""
+    chain = [frame]
+    while (parent := buf.parent_of(chain[-1])) is not None:
+        chain.append(parent)
+    return chain
 
 
 # ----------------------------------------------------------------------------- bags
@@ -70,7 +76,7 @@ def test_bag_has_rep105_chain_and_camera_topics(tmp_path):
     assert counts["/camera/color/image_raw"] == 3 and counts["/camera/color/camera_info"] == 3
     assert counts["/tf"] > 2 * 3  # odom->base at twice the image rate plus map->odom samples
     # the chain itself: map -> odom -> base_link -> camera_link -> optical frame
-    buf = TransformBuffer()
+    buf = PoseBuffer()
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS2_JAZZY)
@@ -88,7 +94,7 @@ def test_bag_has_rep105_chain_and_camera_topics(tmp_path):
     assert not set(edge_stamps["odom"]) & set(posed.timestamps.tolist())
     for child in ("odom", "base_link"):
         assert min(edge_stamps[child]) < posed.timestamps[0] and max(edge_stamps[child]) > posed.timestamps[-1]
-    assert buf._chain_to_root("camera_color_optical_frame") == [
+    assert _ancestors(buf, "camera_color_optical_frame") == [
         "camera_color_optical_frame", "camera_link", "base_link", "odom", "map"]
     # the optical frame looks along camera_link's x axis with image x to its right (-y)
     link_opt = buf.lookup("camera_link", "camera_color_optical_frame", int(posed.timestamps[1]))
@@ -115,7 +121,7 @@ def test_bag_jpeg_images_are_close(tmp_path):
 
 def test_read_bag_resolves_other_frames_and_custom_mounts(tmp_path):
     posed = _posed()
-    mount = make_transform(_rot([0, 1, 0], 0.3), [0.2, -0.05, 0.4])  # pitched camera mount
+    mount = rigid_transform(_rot([0, 1, 0], 0.3), [0.2, -0.05, 0.4])  # pitched camera mount
     write_bag(tmp_path / "bag", posed, chain=TfChain(base_to_camera_link=mount, map_frame="world"))
     in_world = read_bag(tmp_path / "bag", target_frame="world")
     np.testing.assert_allclose(in_world.c2w, posed.c2w, atol=1e-5)
@@ -123,8 +129,18 @@ def test_read_bag_resolves_other_frames_and_custom_mounts(tmp_path):
     assert np.abs(in_odom.c2w[:, :3, 3] - posed.c2w[:, :3, 3]).max() > 0.1  # odom drifts from the map
     base = read_bag(tmp_path / "bag", target_frame="world", camera_frame="base_link")
     expected = posed.c2w.astype(np.float64) @ np.linalg.inv(
-        mount @ make_transform(np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0.0]]), np.zeros(3)))
+        mount @ rigid_transform(np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0.0]]), np.zeros(3)))
     np.testing.assert_allclose(base.c2w, expected, atol=1e-5)
+
+
+def test_read_bag_keeps_the_tf_of_a_whole_long_bag(tmp_path):
+    # 4 images 6 s apart: an 18 s bag, longer than a live TF buffer's default 10 s history
+    posed = _posed(n=4)
+    posed.timestamps = 1_700_000_000_000_000_000 + np.arange(4, dtype=np.int64) * 6_000_000_000
+    write_bag(tmp_path / "bag", posed)
+    back = read_bag(tmp_path / "bag")
+    np.testing.assert_array_equal(back.timestamps, posed.timestamps)
+    np.testing.assert_allclose(back.c2w, posed.c2w, atol=1e-5)
 
 
 def test_read_bag_skips_images_outside_tf_coverage(tmp_path):
@@ -146,75 +162,3 @@ def test_write_bag_refuses_non_increasing_stamps(tmp_path):
     posed.timestamps[2] = posed.timestamps[1]
     with pytest.raises(ValueError, match="increasing"):
         write_bag(tmp_path / "bag", posed)
-
-
-class _Msg:
-    def __init__(self, encoding, h, w, step, data):
-        self.encoding, self.height, self.width, self.step, self.data = encoding, h, w, step, data
-
-
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8", "mono8"])
-def test_decode_image_honours_encoding_and_step_padding(encoding):
-    rng = np.random.default_rng(1)
-    h, w = 3, 5
-    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    if encoding == "mono8":
-        rgb[:] = rgb[..., :1]
-        px = rgb[..., :1]
-    elif encoding.startswith("bgr"):
-        px = rgb[..., ::-1]
-    else:
-        px = rgb
-    if encoding.endswith("a8"):
-        px = np.concatenate([px, np.full((h, w, 1), 7, np.uint8)], axis=2)
-    c = px.shape[2]
-    step = w * c + 3  # padded rows
-    buf = np.full((h, step), 255, dtype=np.uint8)
-    buf[:, : w * c] = px.reshape(h, w * c)
-    out = decode_image(_Msg(encoding, h, w, step, buf.reshape(-1)))
-    np.testing.assert_array_equal(out, rgb)
-
-
-def test_decode_image_rejects_unknown_encodings():
-    with pytest.raises(ValueError, match="encoding"):
-        decode_image(_Msg("32FC1", 1, 1, 4, np.zeros(4, np.uint8)))
-
-
-# ----------------------------------------------------------------------------- TF buffer
-def test_quaternion_matrix_round_trip():
-    rng = np.random.default_rng(2)
-    for _ in range(20):
-        r = _rot(rng.normal(size=3), rng.uniform(-3.1, 3.1))
-        np.testing.assert_allclose(quat_xyzw_to_matrix(matrix_to_quat_xyzw(r)), r, atol=1e-12)
-    np.testing.assert_allclose(matrix_to_quat_xyzw(_rot([0, 0, 1], math.pi / 2)),
-                               [0, 0, math.sqrt(0.5), math.sqrt(0.5)], atol=1e-12)
-
-
-def test_tf_buffer_interpolates_translation_linearly_and_rotation_by_slerp():
-    buf = TransformBuffer()
-    buf.set_matrix("map", "base", 0, make_transform(np.eye(3), [0, 0, 0]))
-    buf.set_matrix("map", "base", 1000, make_transform(_rot([0, 0, 1], 1.0), [2, 4, 0]))
-    mid = buf.lookup("map", "base", 250)
-    np.testing.assert_allclose(mid[:3, 3], [0.5, 1.0, 0.0], atol=1e-12)
-    np.testing.assert_allclose(mid[:3, :3], _rot([0, 0, 1], 0.25), atol=1e-12)
-    with pytest.raises(LookupError):
-        buf.lookup("map", "base", 1001)  # no extrapolation
-    tol = TransformBuffer(tolerance_ns=5)
-    tol.set_matrix("map", "base", 0, np.eye(4))
-    tol.set_matrix("map", "base", 10, np.eye(4))
-    np.testing.assert_allclose(tol.lookup("map", "base", 14), np.eye(4))
-
-
-def test_tf_buffer_composes_chains_through_a_common_ancestor():
-    buf = TransformBuffer()
-    a = make_transform(_rot([1, 2, 3], 0.7), [1, 2, 3])
-    b = make_transform(_rot([0, 1, 0], -0.4), [0.5, 0, -1])
-    c = make_transform(_rot([1, 0, 0], 1.1), [0, 0.3, 0.2])
-    buf.set_matrix("map", "odom", 0, a, static=True)
-    buf.set_matrix("odom", "base", 0, b, static=True)
-    buf.set_matrix("odom", "lidar", 0, c, static=True)
-    np.testing.assert_allclose(buf.lookup("map", "base", 123), a @ b, atol=1e-12)
-    np.testing.assert_allclose(buf.lookup("lidar", "base", 5), np.linalg.inv(c) @ b, atol=1e-12)
-    np.testing.assert_allclose(buf.lookup("base", "map", 5), np.linalg.inv(a @ b), atol=1e-12)
-    with pytest.raises(LookupError):
-        buf.lookup("map", "unknown", 0)
