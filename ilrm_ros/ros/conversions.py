@@ -7,6 +7,7 @@ rviz shows such a cloud with the "RGBF32" colour transformer (float r, g, b fiel
 """
 from __future__ import annotations
 
+import array
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -51,7 +52,7 @@ def array_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
     msg.point_step = POINT_STEP
     msg.row_step = POINT_STEP * msg.width
     msg.is_dense = True
-    msg.data = points.tobytes()
+    msg.data = array.array("B", points.tobytes())  # the fast path of the generated setter
     return msg
 
 
