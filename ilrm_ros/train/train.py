@@ -166,14 +166,6 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim
         opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
 
 
-def _raster_config():
-    """Torch-rasterizer settings for training: keep the per-step tensors for backward
-    (faster than recomputing them; memory is small at training resolutions)."""
-    from ilrm_ros.render.torch_rasterizer import RasterConfig
-
-    return RasterConfig(checkpoint=False, chunk=64)
-
-
 def render_targets(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
                    background: torch.Tensor) -> torch.Tensor:
     """Render each window's Gaussians from its target cameras.
@@ -182,12 +174,10 @@ def render_targets(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, he
     """
     from ilrm_ros.render.render import render_gaussians
 
-    _RASTER = _raster_config()
     outs = []
     for b in range(c2w.shape[0]):
         gb = gaussians.map(lambda t, b=b: t[b].float())
-        out = render_gaussians(gb, c2w[b].float(), K[b].float(), width, height, background=background,
-                               raster_config=_RASTER)
+        out = render_gaussians(gb, c2w[b].float(), K[b].float(), width, height, background=background)
         outs.append(out.rgb.permute(0, 3, 1, 2))
     return torch.stack(outs)
 
