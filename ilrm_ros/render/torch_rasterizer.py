@@ -22,9 +22,10 @@ is tested against. It follows gsplat 1.5's "classic" 3DGS rasterization:
    first Gaussian that would bring T to ≤ 1e-4 — all as gsplat does. Tiles whose lists end
    or whose pixels are all done leave the batch.
 
-Memory is bounded by ``RasterConfig.max_pairs`` (pixel × Gaussian pairs alive at once);
-with gradients, each step is recomputed in backward (activation checkpointing), so the
-autograd graph keeps only the small per-step inputs, never the pair tensors.
+Memory is bounded by ``RasterConfig.max_pairs`` (pixel × Gaussian pairs alive at once).
+With gradients, a step keeps only its small (K-sized) inputs and is recomputed in its
+hand-written backward (:class:`_CompositeStep`); the plain-autograd step
+(:func:`_composite_step`, under activation checkpointing) is the reference it is tested against.
 """
 from __future__ import annotations
 
@@ -52,14 +53,15 @@ _PAD_EXPONENT = -1e3  # exponent of padding slots: exp() is exactly 0
 class RasterConfig:
     """Knobs of the torch rasterizer (the defaults are the benchmarked ones)."""
 
-    tile_size: int = 16
-    """Tile edge in pixels (16 is gsplat's; results do not depend on it)."""
+    tile_size: int = 8
+    """Tile edge in pixels (gsplat uses 16; results do not depend on it, speed does)."""
     chunk: int = 32
     """Gaussians of each tile's list composited per step (K)."""
     max_pairs: int = 1 << 21
     """Upper bound on pixel×Gaussian pairs evaluated at once (sets peak memory)."""
-    checkpoint: bool = True
-    """With autograd, recompute each step in backward instead of storing its pair tensors."""
+    analytic_backward: bool = True
+    """Use the hand-written backward of a compositing step (fast); False = autograd through
+    the reference step with activation checkpointing (slower, same gradients)."""
     eps2d: float = EPS2D
     """Dilation added to the 2-D covariance diagonal (px²)."""
 
@@ -136,7 +138,8 @@ def project(
     """
     rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
     means_c = torch.einsum("cij,nj->cni", rot, means) + trans[:, None, :]  # (C, N, 3)
-    cov_c = rot[:, None] @ covariance_3d(quats, scales)[None] @ rot.transpose(-1, -2)[:, None]
+    # Σ = M Mᵀ with M = R S; in camera axes M_c = R_view M (one GEMM for all Gaussians and cameras)
+    m_cam = torch.einsum("cij,njk->cnik", rot, quat_to_rotmat(quats) * scales[..., None, :])  # (C, N, 3, 3)
 
     x, y, z = means_c.unbind(-1)
     in_range = (z > near) & (z < far)
@@ -149,15 +152,12 @@ def project(
     lim_y_neg = cy / fy + FOV_MARGIN * 0.5 * height / fy
     tx = z * torch.clamp(x / z, min=-lim_x_neg, max=lim_x_pos)
     ty = z * torch.clamp(y / z, min=-lim_y_neg, max=lim_y_pos)
-    zero = torch.zeros_like(z)
-    jac = torch.stack(
-        [fx / z, zero, -fx * tx / (z * z), zero, fy / z, -fy * ty / (z * z)], dim=-1
-    ).reshape(*z.shape, 2, 3)
-    cov2d = jac @ cov_c @ jac.transpose(-1, -2)  # (C, N, 2, 2)
-
-    a = cov2d[..., 0, 0] + eps2d
-    c = cov2d[..., 1, 1] + eps2d
-    b = 0.5 * (cov2d[..., 0, 1] + cov2d[..., 1, 0])
+    # Jacobian rows J0 = (fx/z, 0, -fx·tx/z²), J1 = (0, fy/z, -fy·ty/z²); Σ2d = (J M_c)(J M_c)ᵀ
+    row0 = (fx / z)[..., None] * m_cam[..., 0, :] - (fx * tx / (z * z))[..., None] * m_cam[..., 2, :]
+    row1 = (fy / z)[..., None] * m_cam[..., 1, :] - (fy * ty / (z * z))[..., None] * m_cam[..., 2, :]
+    a = (row0 * row0).sum(-1) + eps2d  # dilated 2-D covariance [[a, b], [b, c]]
+    c = (row1 * row1).sum(-1) + eps2d
+    b = (row0 * row1).sum(-1)
     det = a * c - b * b
     ok_det = det > 0
     det = torch.where(ok_det, det, torch.ones_like(det))
@@ -269,6 +269,46 @@ def _composite_step_inplace(basis: Tensor, coef: Tensor, feats: Tensor, trans: T
     return torch.bmm(weights, feats), t_after[..., -1] == 0
 
 
+class _CompositeStep(torch.autograd.Function):
+    """:func:`_composite_step` with a hand-written backward that recomputes the step.
+
+    Saves only the step's inputs (K-sized), so memory stays bounded without checkpointing.
+    With g_k = ∂L/∂out · f_k, kept Gaussians k (those before the stop) and T_k the
+    transmittance before k:  ∂L/∂α_k = T_k g_k − (Σ_{m>k} w_m g_m) / (1 − α_k),
+    ∂L/∂T0 = Σ_k α_k (T_k / T0) g_k, ∂L/∂f_k = Σ_p w_k ∂L/∂out, and ∂α/∂E = α where
+    1/255 < α < 0.999 (0 where clamped or skipped, as in gsplat).
+    """
+
+    @staticmethod
+    def forward(ctx, basis: Tensor, coef: Tensor, feats: Tensor, trans: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(basis, coef, feats, trans)
+        out, done = _composite_step_inplace(basis, coef, feats, trans)
+        ctx.mark_non_differentiable(done)
+        return out, done
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor, _grad_done: Tensor | None):
+        basis, coef, feats, trans = ctx.saved_tensors
+        alpha = torch.matmul(basis, coef).exp_()  # (L, P, K)
+        clamped = alpha >= ALPHA_MAX  # no gradient through the clamp (skipped ones get α = 0)
+        F.threshold_(alpha.clamp_max_(ALPHA_MAX), ALPHA_MIN, 0.0)
+        keep_t = torch.rsub(alpha, 1.0)
+        prod = torch.cumprod(keep_t, dim=-1)
+        stopped = prod * trans[..., None] <= T_MIN  # as in forward: the pixel stopped before k
+        u = prod.div_(keep_t).mul_(alpha).masked_fill_(stopped, 0.0)  # α_k T_k / T0 = w_k / T0
+        g = torch.bmm(grad_out, feats.transpose(1, 2))  # (L, P, K)
+        wg = u * g
+        grad_trans = wg.sum(-1)
+        t0 = trans[..., None]
+        wg.mul_(t0)  # w_k g_k
+        after = torch.cumsum(wg, dim=-1).neg_().add_(grad_trans[..., None] * t0)  # Σ_{m>k} w_m g_m
+        # ∂L/∂E_k = α_k ∂L/∂α_k = w_k g_k − α_k after_k / (1 − α_k) for kept, unclamped k
+        grad_e = wg.sub_(after.div_(keep_t).mul_(alpha).masked_fill_(stopped, 0.0)).masked_fill_(clamped, 0.0)
+        grad_coef = torch.matmul(basis.t(), grad_e)
+        grad_feats = torch.bmm(u.mul_(t0).transpose(1, 2), grad_out)
+        return None, grad_coef, grad_feats, grad_trans
+
+
 def composite(
     proj: Projection,
     opacities: Tensor,
@@ -295,10 +335,12 @@ def composite(
     feats = feats.reshape(-1, n_feats)
     basis = _pixel_basis(ts, dtype, device)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (means2d, conics, log_opac, feats))
-    use_ckpt = config.checkpoint and needs_grad
+    use_ckpt = needs_grad and not config.analytic_backward
 
     feats = torch.cat([feats, torch.ones_like(feats[:, :1])], dim=-1)  # last column sums the weights
-    step = _composite_step if needs_grad else _composite_step_inplace
+    step = _composite_step_inplace
+    if needs_grad:
+        step = _CompositeStep.apply if config.analytic_backward else _composite_step
     active = torch.nonzero(bins.counts > 0).squeeze(1)
     tiles_per_batch = max(1, config.max_pairs // (n_pix * k))
     blended, transmittance = [], []

@@ -10,7 +10,8 @@ import torch
 
 from ilrm_ros.model.gaussians import Gaussians
 from ilrm_ros.render import RasterConfig, normalized_depth, render, render_gaussians
-from ilrm_ros.render.torch_rasterizer import ALPHA_MIN, project, rasterize
+from ilrm_ros.render.torch_rasterizer import (ALPHA_MIN, _composite_step, _CompositeStep, _pixel_basis, project,
+                                              rasterize)
 
 
 def intrinsics(f: float, cx: float, cy: float, dtype=torch.float32) -> torch.Tensor:
@@ -203,16 +204,16 @@ def _tiny_differentiable_scene(dtype=torch.float64):
     return dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors)
 
 
-@pytest.mark.parametrize("checkpointed", [True, False], ids=["checkpointed", "stored-graph"])
+@pytest.mark.parametrize("analytic", [True, False], ids=["hand-written-backward", "autograd-reference"])
 @pytest.mark.parametrize("name", ["means", "quats", "scales", "opacities", "colors"])
-def test_gradients_match_finite_differences(name, checkpointed):
+def test_gradients_match_finite_differences(name, analytic):
     """d/dx of a random projection of (rgb, depth, alpha), central differences in float64."""
     dtype = torch.float64
     scene = _tiny_differentiable_scene(dtype)
     viewmats = torch.eye(4, dtype=dtype)[None]
     Ks = intrinsics(14.0, 6.1, 5.9, dtype)[None]
     bg = torch.tensor([0.2, 0.3, 0.4], dtype=dtype)
-    cfg = RasterConfig(tile_size=4, chunk=2, checkpoint=checkpointed)  # several tiles and steps
+    cfg = RasterConfig(tile_size=4, chunk=2, analytic_backward=analytic)  # several tiles and steps
     gen = torch.Generator().manual_seed(7)
     probes = [torch.randn(1, 12, 12, 3, generator=gen, dtype=dtype),
               torch.randn(1, 12, 12, generator=gen, dtype=dtype),
@@ -235,6 +236,34 @@ def test_gradients_match_finite_differences(name, checkpointed):
             numeric.view(-1)[i] = (loss(x + step) - loss(x - step)) / (2 * eps)
     assert numeric.abs().max() > 1e-3  # the probe actually depends on this input
     torch.testing.assert_close(x.grad, numeric, atol=1e-6, rtol=1e-4)
+
+
+def test_hand_written_step_backward_matches_autograd_of_the_reference_step():
+    """Random compositing steps, including saturating pixels, clamped and skipped alphas, done pixels."""
+    gen = torch.Generator().manual_seed(11)
+    dtype = torch.float64
+    basis = _pixel_basis(4, dtype, torch.device("cpu"))
+    coef = torch.randn(5, 6, 24, generator=gen, dtype=dtype) * 0.05
+    coef[:, 5] = torch.rand(5, 24, generator=gen, dtype=dtype) * 5 - 6.0  # log-alphas e^-6 (skipped) .. e^-1
+    coef[1, 5, ::3] = 1.0  # alpha clamped to 0.999: these pixels saturate
+    feats = torch.cat([torch.rand(5, 24, 3, generator=gen, dtype=dtype), torch.ones(5, 24, 1, dtype=dtype)], -1)
+    trans = torch.rand(5, 16, generator=gen, dtype=dtype)
+    trans[0, :4] = 0.0  # pixels already done
+    grad_out = torch.randn(5, 16, 4, generator=gen, dtype=dtype)
+
+    def grads(fn):
+        inputs = [t.clone().requires_grad_(True) for t in (coef, feats, trans)]
+        out, done = fn(basis, *inputs)
+        (out * grad_out).sum().backward()
+        return out.detach(), done, [t.grad for t in inputs]
+
+    out_ref, done_ref, grads_ref = grads(_composite_step)
+    out, done, grads_fast = grads(_CompositeStep.apply)
+    assert done_ref.any() and not done_ref.all()  # some pixels saturate within the step
+    torch.testing.assert_close(out, out_ref)
+    assert torch.equal(done, done_ref)
+    for fast, ref in zip(grads_fast, grads_ref):
+        torch.testing.assert_close(fast, ref)
 
 
 def test_gradients_reach_every_gaussian_input_in_float32():
