@@ -29,8 +29,7 @@ def test_launch_file_overrides_only_declared_parameters_and_ships_its_files():
 
 
 def test_launch_description_builds_where_ros2_launch_is_installed(monkeypatch):
-    pytest.importorskip("launch", reason="ROS 2 `launch` is not on PyPI; only a ROS install has it")
-    pytest.importorskip("launch_ros")
+    pytest.importorskip("launch_ros", reason="ROS 2 `launch`/`launch_ros` are not on PyPI; only a ROS install has them")
     ns = runpy.run_path(str(LAUNCH))
     ld = ns["generate_launch_description"]()
     assert len(ld.entities) > 5

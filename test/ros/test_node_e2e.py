@@ -256,3 +256,29 @@ def test_save_reset_load_round_trip_through_services(harness, mapped, tmp_path):
         replica.apply(msg_to_update(msg))
     assert sum(len(a) for a in replica.chunk_arrays().values()) == n
     assert any(msg_to_update(m).action == UpdateAction.CLEAR for m in harness.chunks[k:])
+
+
+def test_parameters_are_declared_with_descriptions_and_validated_at_runtime(harness):
+    from rcl_interfaces.srv import DescribeParameters, SetParameters
+
+    from ilrm_ros.config import parameter_specs
+
+    names = [s.name for s in parameter_specs()]
+    desc = harness.call(DescribeParameters, "/ilrm_mapping/describe_parameters",
+                        DescribeParameters.Request(names=names))
+    by_name = {d.name: d for d in desc.descriptors}
+    assert set(by_name) == set(names)
+    assert all(d.description for d in by_name.values())
+    assert by_name["window.size"].read_only and by_name["window.size"].integer_range[0].from_value == 2
+    assert not by_name["keyframes.min_translation_m"].read_only
+
+    def set_param(name, value):
+        p = Parameter(name, value=value).to_parameter_msg()
+        return harness.call(SetParameters, "/ilrm_mapping/set_parameters", SetParameters.Request(parameters=[p]))
+
+    ok = set_param("keyframes.min_translation_m", 0.0)
+    assert ok.results[0].successful
+    assert not set_param("keyframes.min_rotation_deg", 500.0).results[0].successful  # outside [0, 180]
+    assert not set_param("render.source", "somewhere").results[0].successful  # not a choice
+    assert not set_param("window.size", 6).results[0].successful  # fixed at start-up
+    assert harness.node.cfg.window.size == 4
