@@ -10,7 +10,9 @@ its frustum between 2 and 6 m, so every Gaussian is on screen; per-axis scales u
 (default 0.05–1); random colours.
 
 Each case runs in a fresh subprocess (unless ``--in-process``), timed as the median (and
-minimum) wall time of ``--repeats`` runs after one warm-up run. Memory:
+minimum) wall time of ``--repeats`` runs after one warm-up run; ``cpu s`` is the median
+process CPU time of a run (all threads) and ``load`` the machine's 1-minute load average,
+since on a shared machine wall times depend on what else runs. Memory:
 
 - CPU: the kernel's peak-RSS mark (VmHWM) is reset after the scene is built
   (``/proc/self/clear_refs``), so ``peak_mb`` is the process's highest resident memory during
@@ -53,6 +55,8 @@ class Case:
     """median wall time of one run."""
     seconds_min: float | None = None
     seconds_all: list[float] = field(default_factory=list)
+    cpu_seconds: float | None = None
+    """median process CPU time of one run (all threads): the work, less sensitive to other load."""
     peak_mb: float | None = None
     """highest process RSS (CPU) / allocated CUDA memory during the runs, MiB."""
     extra_mb: float | None = None
@@ -60,6 +64,8 @@ class Case:
     mem_note: str = ""
     alpha_mean: float | None = None
     threads: int | None = None
+    load_avg: float | None = None
+    """1-minute load average of the machine when the case finished."""
     error: str = ""
 
 
@@ -108,10 +114,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_case(case: Case, repeats: int, opacity, scale_cm) -> Case:
+def run_case(case: Case, repeats: int, opacity, scale_cm, threads: int | None = None) -> Case:
     """Measure one case in this process (fills the result fields of ``case``)."""
     from ilrm_ros.render.render import render
 
+    if threads:
+        torch.set_num_threads(threads)
     device = torch.device(case.device)
     fields, viewmats, Ks = make_scene(case.gaussians, case.resolution, device, opacity, scale_cm)
     backward = case.mode == "forward+backward"
@@ -138,15 +146,18 @@ def run_case(case: Case, repeats: int, opacity, scale_cm) -> Case:
         exact = _reset_peak_rss()
         base_kb = _proc_status_kb("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     case.alpha_mean = once()  # warm-up (counts towards the peak, not the time)
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         once()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     case.seconds_all = times
     case.seconds, case.seconds_min = statistics.median(times), min(times)
+    case.cpu_seconds = statistics.median(cpu_times)
+    case.load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
         case.peak_mb, case.extra_mb = peak / 2**20, (peak - base) / 2**20
@@ -162,10 +173,11 @@ def run_case(case: Case, repeats: int, opacity, scale_cm) -> Case:
     return case
 
 
-def run_case_subprocess(case: Case, repeats: int, opacity, scale_cm, timeout: float) -> Case:
+def run_case_subprocess(case: Case, repeats: int, opacity, scale_cm, timeout: float,
+                        threads: int | None = None) -> Case:
     """Run one case in a fresh interpreter, so its memory peak is its own."""
     spec = json.dumps({"case": asdict(case), "repeats": repeats, "opacity": list(opacity),
-                       "scale_cm": list(scale_cm)})
+                       "scale_cm": list(scale_cm), "threads": threads})
     cmd = [sys.executable, "-m", "ilrm_ros.bench.render", "--case", spec]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -181,7 +193,7 @@ def run_case_subprocess(case: Case, repeats: int, opacity, scale_cm, timeout: fl
 
 def format_table(cases: list[Case]) -> str:
     header = (f"{'device':<6} {'backend':<7} {'N':>7} {'res':>5} {'mode':<16} {'median s':>9} {'min s':>8} "
-              f"{'peak MiB':>9} {'extra MiB':>9} {'alpha':>6}")
+              f"{'cpu s':>7} {'peak MiB':>9} {'extra MiB':>9} {'alpha':>6} {'load':>5}")
     rows = [header, "-" * len(header)]
     for c in cases:
         if c.error:
@@ -189,8 +201,8 @@ def format_table(cases: list[Case]) -> str:
                         f"error: {c.error}")
             continue
         rows.append(f"{c.device:<6} {c.backend:<7} {c.gaussians:>7} {c.resolution:>5} {c.mode:<16} "
-                    f"{c.seconds:>9.3f} {c.seconds_min:>8.3f} {c.peak_mb:>9.0f} {c.extra_mb:>9.0f} "
-                    f"{c.alpha_mean:>6.2f}")
+                    f"{c.seconds:>9.3f} {c.seconds_min:>8.3f} {c.cpu_seconds:>7.3f} {c.peak_mb:>9.0f} "
+                    f"{c.extra_mb:>9.0f} {c.alpha_mean:>6.2f} {c.load_avg if c.load_avg is not None else -1:>5.1f}")
     return "\n".join(rows)
 
 
@@ -205,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per case (after one warm-up)")
     p.add_argument("--opacity", type=float, nargs=2, default=[0.05, 1.0], metavar=("LO", "HI"))
     p.add_argument("--scale-cm", type=float, nargs=2, default=[1.0, 5.0], metavar=("LO", "HI"))
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
     p.add_argument("--in-process", action="store_true", help="run cases here (peaks then accumulate)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -216,7 +229,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.case is not None:
         spec = json.loads(args.case)
-        case = run_case(Case(**spec["case"]), spec["repeats"], spec["opacity"], spec["scale_cm"])
+        case = run_case(Case(**spec["case"]), spec["repeats"], spec["opacity"], spec["scale_cm"], spec["threads"])
         print(json.dumps(asdict(case)))
         return 0
 
@@ -232,9 +245,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     results = []
     for case in combos:
         if args.in_process:
-            result = run_case(case, args.repeats, args.opacity, args.scale_cm)
+            result = run_case(case, args.repeats, args.opacity, args.scale_cm, args.threads)
         else:
-            result = run_case_subprocess(case, args.repeats, args.opacity, args.scale_cm, args.timeout)
+            result = run_case_subprocess(case, args.repeats, args.opacity, args.scale_cm, args.timeout, args.threads)
         results.append(result)
         print(format_table([result]).splitlines()[-1], flush=True)
 
