@@ -294,7 +294,7 @@ def draw_panel(draw, box: tuple[int, int, int, int], series: list[tuple[str, Seq
     pl, pt, pr, pb = left + 70, top + 28, right - 15, bottom - 40
     xs_all = [x for _, xs, _, _ in series for x in xs] or [0.0, 1.0]
     ys_all = [y for _, _, ys, _ in series for y in ys] + ([hline[1]] if hline else []) or [0.0, 1.0]
-    x0, x1 = min(xs_all), max(xs_all)
+    x0, x1 = min(0.0, min(xs_all)), max(xs_all)
     y0, y1 = 0.0, max(ys_all) * 1.08 or 1.0
     x1 = x1 if x1 > x0 else x0 + 1.0
 
@@ -317,11 +317,16 @@ def draw_panel(draw, box: tuple[int, int, int, int], series: list[tuple[str, Seq
         for xa in range(int(pl), int(pr), 12):
             draw.line([(xa, yy), (min(xa + 6, pr), yy)], fill=(200, 0, 0))
         draw.text((pl + 5, yy - 14), hline[0], fill=(200, 0, 0))
-    for i, (label, xs, ys, color) in enumerate(series):
+    for label, xs, ys, color in series:
         pts = [px(x, y) for x, y in zip(xs, ys)]
         if len(pts) > 1:
             draw.line(pts, fill=color, width=2)
-        lx, ly = pr - 230, pt + 8 + 16 * i
+    # Legend at mid height on the right, on a white box so lines do not run through it.
+    lx, ly0 = pr - 240, int(pt + 0.45 * (pb - pt))
+    draw.rectangle([lx - 6, ly0 - 4, pr - 6, ly0 + 16 * len(series) + 2], fill=(255, 255, 255),
+                   outline=(160, 160, 160))
+    for i, (label, _, _, color) in enumerate(series):
+        ly = ly0 + 16 * i
         draw.line([(lx, ly + 6), (lx + 20, ly + 6)], fill=color, width=3)
         draw.text((lx + 26, ly), label, fill=(0, 0, 0))
 
