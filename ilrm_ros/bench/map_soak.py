@@ -176,6 +176,8 @@ class SoakConfig:
     max_gaussians: int = 1_000_000
     max_gaussians_per_chunk: int = 200_000
     eviction: str = "global"
+    replace_distance_ratio: float = 1.1
+    dedup_voxel: float = 0.0
     sample_every: int = 1
     """Record a sample every this many windows."""
     seed: int = 0
@@ -188,7 +190,8 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
     progress(window, num_windows, stats) is called every 100 windows.
     """
     cfg = FusionConfig(chunk_size=soak.chunk_size, fusion=fusion, max_gaussians_total=soak.max_gaussians,
-                       max_gaussians_per_chunk=soak.max_gaussians_per_chunk, eviction=soak.eviction)
+                       max_gaussians_per_chunk=soak.max_gaussians_per_chunk, eviction=soak.eviction,
+                       replace_distance_ratio=soak.replace_distance_ratio, dedup_voxel=soak.dedup_voxel)
     gmap = GaussianMap(cfg, model_id="map-soak-stub")
     gen = torch.Generator().manual_seed(soak.seed)
     image = 2 * stub.grid
@@ -259,6 +262,7 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
         "integrate_ms_max": round(float(lat.max()), 2),
         "messages_total": total_msgs,
         "message_mb_total": round(total_bytes / 2**20, 1),
+        "message_mb_per_window": round(total_bytes / 2**20 / max(n_windows, 1), 3),
         "wall_s": round(wall, 1),
     }
     return {"summary": summary, "fusion_config": asdict(cfg), "series": series}
@@ -375,6 +379,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-gaussians", type=int, default=1_000_000, help="total cap of both maps (0 = none)")
     p.add_argument("--max-per-chunk", type=int, default=200_000)
     p.add_argument("--eviction", choices=("global", "local"), default="global")
+    p.add_argument("--replace-ratio", type=float, default=1.1,
+                   help="FusionConfig.replace_distance_ratio (< 1: keep old Gaussians unless clearly closer)")
+    p.add_argument("--dedup-voxel", type=float, default=0.0, help="FusionConfig.dedup_voxel (0 = off)")
     p.add_argument("--modes", default="fusion,append", help="comma list of fusion,append")
     p.add_argument("--sample-every", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -394,6 +401,7 @@ def _run_cli(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     soak = SoakConfig(duration_s=args.duration_s, period_s=args.period_s, views=args.views,
                       chunk_size=args.chunk_size, max_gaussians=args.max_gaussians,
                       max_gaussians_per_chunk=args.max_per_chunk, eviction=args.eviction,
+                      replace_distance_ratio=args.replace_ratio, dedup_voxel=args.dedup_voxel,
                       sample_every=args.sample_every, seed=args.seed)
     stub = StubConfig(grid=args.grid)
     room = Room()
