@@ -309,6 +309,67 @@ class _CompositeStep(torch.autograd.Function):
         return None, grad_coef, grad_feats, grad_trans
 
 
+@dataclass
+class _Instances:
+    """Flat per-(camera, Gaussian) tables the compositing steps gather from (M = C·N rows).
+
+    means2d (M, 2), conics (M, 3), log_opac (M,), feats (M, F) whose last column is all ones.
+    """
+
+    means2d: Tensor
+    conics: Tensor
+    log_opac: Tensor
+    feats: Tensor
+
+
+def _composite_tiles(tiles: Tensor, bins: TileBins, inst: _Instances, basis: Tensor, step, use_ckpt: bool,
+                     config: RasterConfig) -> tuple[Tensor, Tensor]:
+    """Blend the front-to-back lists of a batch of tiles, ``config.chunk`` Gaussians per step.
+
+    tiles (B,) tile ids -> (Σ w f (B, P, F − 1), transmittance (B, P)). Tiles leave the
+    loop when their list ends or all their pixels are done.
+    """
+    ts, dtype, device = config.tile_size, basis.dtype, basis.device
+    n_tiles, n_pix, n_feats = tiles.numel(), basis.shape[0], inst.feats.shape[1]
+    starts, counts = bins.starts[tiles], bins.counts[tiles]
+    rem = tiles % (bins.tiles_x * bins.tiles_y)
+    centres = torch.stack([rem % bins.tiles_x, rem // bins.tiles_x], -1).to(dtype) * ts + ts / 2
+    acc = torch.zeros(n_tiles, n_pix, n_feats - 1, dtype=dtype, device=device)  # Σ w f
+    trans = torch.ones(n_tiles, n_pix, dtype=dtype, device=device)  # T = 1 − Σ w
+    done = torch.zeros(n_tiles, n_pix, dtype=torch.bool, device=device)
+    first = 0
+    while True:
+        live = torch.nonzero((counts > first) & ~done.all(1)).squeeze(1)
+        if live.numel() == 0:
+            return acc, trans
+        everyone = live.numel() == n_tiles
+
+        def pick(t: Tensor) -> Tensor:
+            return t if everyone else t.index_select(0, live)
+
+        live_counts = pick(counts)
+        slots = first + torch.arange(min(config.chunk, int(live_counts.max()) - first), device=device)
+        real = slots[None, :] < live_counts[:, None]  # (L, K), False = padding
+        ids = _gather(bins.ids, (pick(starts)[:, None] + slots).clamp_max(bins.ids.numel() - 1))
+        coef = _exponent_coefficients(_gather(inst.means2d, ids), _gather(inst.conics, ids),
+                                      _gather(inst.log_opac, ids), pick(centres), real)
+        step_feats = _gather(inst.feats, ids) * real[..., None].to(dtype)
+        live_trans, live_done = pick(trans), pick(done)
+        step_trans = live_trans.masked_fill(live_done, 0.0)
+        if use_ckpt:
+            contrib, new_done = checkpoint(step, basis, coef, step_feats, step_trans, use_reentrant=False)
+        else:
+            contrib, new_done = step(basis, coef, step_feats, step_trans)
+        new_trans = live_trans - contrib[..., -1]
+        if everyone:
+            acc, trans, done = acc + contrib[..., :-1], new_trans, done | new_done
+        else:
+            acc = acc.index_add(0, live, contrib[..., :-1])
+            trans = trans.index_copy(0, live, new_trans)
+            done = done.index_copy(0, live, live_done | new_done)
+        first = int(slots[-1]) + 1
+
+
 def composite(
     proj: Projection,
     opacities: Tensor,
@@ -324,75 +385,39 @@ def composite(
     """
     n_cams, n = proj.depths.shape
     n_feats = feats.shape[-1]
-    ts, k = config.tile_size, config.chunk
+    ts = config.tile_size
     n_pix = ts * ts
     dtype, device = feats.dtype, feats.device
     n_tiles = n_cams * bins.tiles_x * bins.tiles_y
 
-    means2d = proj.means2d.reshape(-1, 2)
-    conics = proj.conics.reshape(-1, 3)
-    log_opac = torch.log(opacities.clamp_min(ALPHA_MIN)).expand(n_cams, n).reshape(-1)
     feats = feats.reshape(-1, n_feats)
+    inst = _Instances(
+        means2d=proj.means2d.reshape(-1, 2),
+        conics=proj.conics.reshape(-1, 3),
+        log_opac=torch.log(opacities.clamp_min(ALPHA_MIN)).expand(n_cams, n).reshape(-1),
+        feats=torch.cat([feats, torch.ones_like(feats[:, :1])], dim=-1),  # last column sums the weights
+    )
     basis = _pixel_basis(ts, dtype, device)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (means2d, conics, log_opac, feats))
-    use_ckpt = needs_grad and not config.analytic_backward
-
-    feats = torch.cat([feats, torch.ones_like(feats[:, :1])], dim=-1)  # last column sums the weights
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (inst.means2d, inst.conics, inst.log_opac, inst.feats))
     step = _composite_step_inplace
     if needs_grad:
         step = _CompositeStep.apply if config.analytic_backward else _composite_step
+    use_ckpt = needs_grad and not config.analytic_backward
+
     active = torch.nonzero(bins.counts > 0).squeeze(1)
-    tiles_per_batch = max(1, config.max_pairs // (n_pix * k))
-    blended, transmittance = [], []
-    for b0 in range(0, active.numel(), tiles_per_batch):
-        tiles = active[b0:b0 + tiles_per_batch]
-        starts, counts = bins.starts[tiles], bins.counts[tiles]
-        rem = tiles % (bins.tiles_x * bins.tiles_y)
-        centres = torch.stack([rem % bins.tiles_x, rem // bins.tiles_x], -1).to(dtype) * ts + ts / 2
-        acc = torch.zeros(tiles.numel(), n_pix, n_feats, dtype=dtype, device=device)  # Σ w f
-        trans = torch.ones(tiles.numel(), n_pix, dtype=dtype, device=device)  # T = 1 − Σ w
-        done = torch.zeros(tiles.numel(), n_pix, dtype=torch.bool, device=device)
-        first = 0
-        while True:
-            live = torch.nonzero((counts > first) & ~done.all(1)).squeeze(1)
-            if live.numel() == 0:
-                break
-            everyone = live.numel() == tiles.numel()
-            live_counts = counts if everyone else counts.index_select(0, live)
-            slots = first + torch.arange(min(k, int(live_counts.max()) - first), device=device)
-            real = slots[None, :] < live_counts[:, None]  # (L, K) False = padding
-            live_starts = starts if everyone else starts.index_select(0, live)
-            ids = _gather(bins.ids, (live_starts[:, None] + slots).clamp_max(bins.ids.numel() - 1))
-            live_centres = centres if everyone else centres.index_select(0, live)
-            coef = _exponent_coefficients(_gather(means2d, ids), _gather(conics, ids), _gather(log_opac, ids),
-                                          live_centres, real)
-            step_feats = _gather(feats, ids) * real[..., None].to(dtype)
-            live_trans = trans if everyone else trans.index_select(0, live)
-            live_done = done if everyone else done.index_select(0, live)
-            step_trans = live_trans.masked_fill(live_done, 0.0)
-            if use_ckpt:
-                contrib, new_done = checkpoint(step, basis, coef, step_feats, step_trans, use_reentrant=False)
-            else:
-                contrib, new_done = step(basis, coef, step_feats, step_trans)
-            new_trans = live_trans - contrib[..., -1]
-            if everyone:
-                acc, trans, done = acc + contrib[..., :-1], new_trans, done | new_done
-            else:
-                acc = acc.index_add(0, live, contrib[..., :-1])
-                trans = trans.index_copy(0, live, new_trans)
-                done = done.index_copy(0, live, live_done | new_done)
-            first = int(slots[-1]) + 1
-        blended.append(acc)
-        transmittance.append(trans)
+    tiles_per_batch = max(1, config.max_pairs // (n_pix * config.chunk))
+    parts = [_composite_tiles(active[b0:b0 + tiles_per_batch], bins, inst, basis, step, use_ckpt, config)
+             for b0 in range(0, active.numel(), tiles_per_batch)]
 
     acc_all = torch.zeros(n_tiles, n_pix, n_feats, dtype=dtype, device=device)
     trans_all = torch.ones(n_tiles, n_pix, dtype=dtype, device=device)
-    if blended:
-        acc_all = acc_all.index_copy(0, active, torch.cat(blended))
-        trans_all = trans_all.index_copy(0, active, torch.cat(transmittance))
+    if parts:
+        acc_all = acc_all.index_copy(0, active, torch.cat([acc for acc, _ in parts]))
+        trans_all = trans_all.index_copy(0, active, torch.cat([trans for _, trans in parts]))
     elif needs_grad:
         # Nothing visible: keep the outputs attached to the inputs (all-zero gradients).
-        link = sum((t.sum() * 0 for t in (means2d, conics, log_opac, feats) if t.requires_grad),
+        link = sum((t.sum() * 0 for t in (inst.means2d, inst.conics, inst.log_opac, inst.feats) if t.requires_grad),
                    torch.zeros((), dtype=dtype, device=device))
         acc_all = acc_all + link
 
@@ -434,5 +459,6 @@ def rasterize(
     rgb = blended[..., :-1]
     if background is not None:
         rgb = rgb + trans[..., None] * background.to(rgb)
-    logger.debug("rasterized %d instances into %d tile slots", int(proj.visible.sum()), bins.ids.numel())
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("rasterized %d instances into %d tile slots", int(proj.visible.sum()), bins.ids.numel())
     return rgb, blended[..., -1], 1.0 - trans

@@ -10,8 +10,8 @@ import torch
 
 from ilrm_ros.model.gaussians import Gaussians
 from ilrm_ros.render import RasterConfig, normalized_depth, render, render_gaussians
-from ilrm_ros.render.torch_rasterizer import (ALPHA_MIN, _composite_step, _CompositeStep, _pixel_basis, project,
-                                              rasterize)
+from ilrm_ros.render.torch_rasterizer import (ALPHA_MIN, _composite_step, _CompositeStep, _pixel_basis,
+                                              covariance_3d, project, rasterize)
 
 
 def intrinsics(f: float, cx: float, cy: float, dtype=torch.float32) -> torch.Tensor:
@@ -183,6 +183,7 @@ def test_projection_matches_gsplat_pure_torch_projection():
     Ks = intrinsics(40.0, 30.0, 20.0)[None]
     ours = project(scene["means"], scene["quats"], scene["scales"], scene["opacities"], viewmats, Ks, 60, 40)
     covars, _ = _quat_scale_to_covar_preci(scene["quats"], scene["scales"], compute_preci=False)
+    torch.testing.assert_close(covariance_3d(scene["quats"], scene["scales"]), covars)
     radii, means2d, depths, conics, _ = _fully_fused_projection(scene["means"], covars, viewmats, Ks, 60, 40)
     vis = ours.visible
     assert 50 < int(vis.sum()) <= 180
