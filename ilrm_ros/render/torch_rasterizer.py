@@ -88,7 +88,7 @@ class Projection:
 class TileBins:
     """Per-tile front-to-back lists of projected Gaussians.
 
-    ids:    (M,) flat instance ids ``c * N + n``, grouped by tile, sorted by depth in a tile.
+    ids:    (M,) int32 flat instance ids ``c * N + n``, grouped by tile, by depth within a tile.
     starts: (C * tiles_y * tiles_x,) offset of each tile's list in ``ids``.
     counts: (C * tiles_y * tiles_x,) length of each tile's list.
     """
@@ -179,35 +179,54 @@ def project(
 
 
 def bin_to_tiles(proj: Projection, width: int, height: int, tile_size: int) -> TileBins:
-    """List every visible Gaussian in each tile its box touches, front to back per tile."""
+    """List every visible Gaussian in each tile its box touches, front to back per tile.
+
+    Works one camera at a time with int32 entries, so the transient memory is about
+    36 bytes per (Gaussian, tile) entry of the largest camera.
+    """
     n_cams, n = proj.depths.shape
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
-    device = proj.depths.device
+    ids, counts = [], []
     with torch.no_grad():
-        inst = torch.nonzero(proj.visible.reshape(-1)).squeeze(1)
-        depth = proj.depths.detach().reshape(-1)[inst]
-        inst = inst[torch.argsort(depth, stable=True)]  # depth order survives the stable tile sort
-        centre = proj.means2d.detach().reshape(-1, 2)[inst] / tile_size
-        half = proj.radii.reshape(-1, 2)[inst].to(centre.dtype) / tile_size
-        x0 = torch.floor(centre[:, 0] - half[:, 0]).clamp(0, tiles_x).long()
-        x1 = torch.ceil(centre[:, 0] + half[:, 0]).clamp(0, tiles_x).long()
-        y0 = torch.floor(centre[:, 1] - half[:, 1]).clamp(0, tiles_y).long()
-        y1 = torch.ceil(centre[:, 1] + half[:, 1]).clamp(0, tiles_y).long()
-        span_x = x1 - x0
-        per_inst = span_x * (y1 - y0)  # tiles touched by each instance
-        total = int(per_inst.sum())
-        # entry e of instance i covers tile base_i + row·tiles_x + col, local = row·span_x + col
-        local = torch.arange(total, device=device) - torch.repeat_interleave(torch.cumsum(per_inst, 0) - per_inst,
-                                                                            per_inst, output_size=total)
-        span = torch.repeat_interleave(span_x, per_inst, output_size=total)
-        row = torch.div(local, span, rounding_mode="floor")
-        base = ((inst // n) * tiles_y + y0) * tiles_x + x0
-        tile = torch.repeat_interleave(base, per_inst, output_size=total) + row * (tiles_x - span) + local
-        tile, order = torch.sort(tile.int(), stable=True)
-        ids = torch.repeat_interleave(inst, per_inst, output_size=total).index_select(0, order)
-        counts = torch.bincount(tile, minlength=n_cams * tiles_x * tiles_y)
+        for cam in range(n_cams):
+            cam_ids, cam_tiles = _bin_camera(proj.means2d[cam].detach(), proj.radii[cam], proj.depths[cam].detach(),
+                                             proj.visible[cam], tiles_x, tiles_y, tile_size)
+            ids.append(cam_ids + cam * n)
+            counts.append(torch.bincount(cam_tiles, minlength=tiles_x * tiles_y))
+        ids, counts = torch.cat(ids), torch.cat(counts)
         starts = torch.cumsum(counts, 0) - counts
     return TileBins(ids=ids, starts=starts, counts=counts, tiles_x=tiles_x, tiles_y=tiles_y)
+
+
+def _bin_camera(means2d: Tensor, radii: Tensor, depths: Tensor, visible: Tensor, tiles_x: int, tiles_y: int,
+                tile_size: int) -> tuple[Tensor, Tensor]:
+    """One camera's (Gaussian id, tile id) entries sorted by (tile, depth): (M,) int32 each.
+
+    means2d (N, 2), radii (N, 2), depths (N,), visible (N,).
+    """
+    inst = torch.nonzero(visible).squeeze(1)
+    inst = inst[torch.argsort(depths[inst], stable=True)]  # depth order survives the stable tile sort
+    centre = means2d[inst] / tile_size
+    half = radii[inst].to(centre.dtype) / tile_size
+    x0 = torch.floor(centre[:, 0] - half[:, 0]).clamp(0, tiles_x).int()
+    x1 = torch.ceil(centre[:, 0] + half[:, 0]).clamp(0, tiles_x).int()
+    y0 = torch.floor(centre[:, 1] - half[:, 1]).clamp(0, tiles_y).int()
+    y1 = torch.ceil(centre[:, 1] + half[:, 1]).clamp(0, tiles_y).int()
+    span_x = x1 - x0
+    per_inst = span_x * (y1 - y0)  # tiles touched by each Gaussian
+    total = int(per_inst.sum())
+    # entry e of Gaussian i covers tile y0·tiles_x + x0 + row·tiles_x + col, with local = row·span_x + col
+    first = (torch.cumsum(per_inst, 0) - per_inst).int()
+    local = torch.arange(total, dtype=torch.int32, device=inst.device)
+    local -= torch.repeat_interleave(first, per_inst, output_size=total)
+    span = torch.repeat_interleave(span_x, per_inst, output_size=total)
+    row = torch.div(local, span, rounding_mode="floor")
+    tile = torch.repeat_interleave(y0 * tiles_x + x0, per_inst, output_size=total)
+    tile += row * (tiles_x - span) + local
+    del local, span, row
+    tile, order = torch.sort(tile, stable=True)
+    ids = torch.repeat_interleave(inst.int(), per_inst, output_size=total).index_select(0, order)
+    return ids, tile
 
 
 def _gather(table: Tensor, ids: Tensor) -> Tensor:
