@@ -86,6 +86,11 @@ class ILRMConfig:
     """opacity = sigmoid(raw + opacity_bias)."""
     init_std: float = 0.02
     """Std of the N(0, std) initialisation of all linear weights."""
+    color_residual: bool = False
+    """Not in the paper (off for re10k/dl3dv): colour = the input pixel colour (mean over the
+    Gaussian's viewpoint-grid cell) + SH_C0 * raw, instead of 0.5 + SH_C0 * raw. The head then
+    only corrects colours and training spends its steps on geometry -- what lets a small
+    model learn in a CPU-hour. No parameters are added."""
     attention: str = "sdpa"
     """Attention backend: "sdpa" (torch scaled_dot_product_attention) or "reference"."""
 
@@ -154,12 +159,14 @@ def activate_gaussians(
     origins: torch.Tensor,
     directions: torch.Tensor,
     cfg: ILRMConfig,
+    base_rgb: torch.Tensor | None = None,
 ) -> tuple[Gaussians, torch.Tensor | None]:
     """Raw head outputs -> activated Gaussians placed along their pixel rays.
 
     raw: (..., C) per viewpoint-grid pixel, in the order [offset(2)] xyz(3) colour(3)
     scale(3) rotation(4) opacity(1). origins, directions: (..., 3) ray of each Gaussian
     (unit directions; already through the offset pixel when offsets are predicted).
+    base_rgb: (..., 3) input colour of each Gaussian's cell, used when ``cfg.color_residual``.
     Returns the Gaussians (fields shaped like ``raw[..., :k]``) and, if predicted, the
     activated offsets (..., 2) in grid pixels (else None).
     """
@@ -174,7 +181,12 @@ def activate_gaussians(
     scales = torch.exp(torch.clamp(scale + cfg.scale_bias, max=cfg.scale_max_log))
     opacities = torch.sigmoid(opa + cfg.opacity_bias)
     quats = rot / rot.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    colors = torch.clamp(0.5 + SH_C0 * rgb, 0.0, 1.0)
+    if cfg.color_residual:
+        if base_rgb is None:
+            raise ValueError("color_residual needs the input colours (base_rgb)")
+        colors = torch.clamp(base_rgb.to(rgb.dtype) + SH_C0 * rgb, 0.0, 1.0)
+    else:
+        colors = torch.clamp(0.5 + SH_C0 * rgb, 0.0, 1.0)
     return Gaussians(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors), offset
 
 
@@ -303,7 +315,11 @@ class ILRM(nn.Module):
                 offset = torch.sigmoid(raw[..., 0:2]) - 0.5  # (B, V, h, w, 2) grid pixels
                 uv = pixel_centers(H, W, f, device=raw.device, dtype=gdtype) + offset * f  # full-res pixels
                 directions = rays_through_pixels(c2w, K, uv.reshape(b, v, h * w, 2)).reshape(b, v, h, w, 3)
-            g, offsets = activate_gaussians(raw, o_vp, directions, cfg)
+            base_rgb = None
+        if cfg.color_residual:  # (B, V, h, w, 3) mean input colour of each viewpoint-grid cell
+            cells = images.flatten(0, 1) if f == 1 else torch.nn.functional.avg_pool2d(images.flatten(0, 1), f)
+            base_rgb = cells.reshape(b, v, 3, h, w).permute(0, 1, 3, 4, 2)
+        g, offsets = activate_gaussians(raw, o_vp, directions, cfg, base_rgb)
         g = Gaussians(
             means=g.means.reshape(b, -1, 3),
             quats=g.quats.reshape(b, -1, 4),

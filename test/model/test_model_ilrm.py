@@ -272,3 +272,27 @@ def test_bf16_autocast_keeps_gaussian_geometry_in_float32():
     X = (g.means.reshape(b, v, -1, 3) - t[..., None, :]) @ R @ K.mT
     uv = (X[..., :2] / X[..., 2:]).reshape(b, v, H // 2, W // 2, 2)
     torch.testing.assert_close(uv, pixel_centers(H, W, 2) + 2 * offsets, atol=1e-3, rtol=0)
+
+
+def test_color_residual_starts_every_gaussian_at_its_input_colour():
+    """With color_residual and a zero head, colours equal the input image averaged over each
+    viewpoint-grid cell; without it they are the constant 0.5."""
+    from ilrm_ros.model.ilrm import ILRM, load_model_config
+
+    cfg = load_model_config("tiny")
+    cfg.color_residual = True
+    model = ILRM(cfg)
+    torch.nn.init.zeros_(model._decoder()[1].weight)
+    images = torch.rand(1, 2, 3, 32, 32)
+    c2w = torch.eye(4).expand(1, 2, 4, 4).clone()
+    c2w[0, 1, 0, 3] = 0.5
+    K = torch.tensor([[30.0, 0, 16], [0, 30.0, 16], [0, 0, 1]]).expand(1, 2, 3, 3)
+    g = model(images, c2w, K)
+    f = cfg.viewpoint_factor
+    cells = torch.nn.functional.avg_pool2d(images[0], f) if f > 1 else images[0]
+    expected = cells.permute(0, 2, 3, 1).reshape(-1, 3)
+    torch.testing.assert_close(g.colors[0], expected)
+    cfg.color_residual = False
+    plain = ILRM(cfg)
+    torch.nn.init.zeros_(plain._decoder()[1].weight)
+    assert torch.equal(plain(images, c2w, K).colors, torch.full_like(g.colors, 0.5))
