@@ -147,7 +147,9 @@ class MappingNode(Node):
 
         self.worker = WindowWorker(self.mapper.process_window, self._on_window_result, self.cfg.window.max_queue)
         self.create_timer(0.02, self._resolve_pending, callback_group=timer_group)
-        self.create_timer(self.cfg.diagnostics.period_s, self._publish_diagnostics, callback_group=timer_group)
+        # diagnostics wait for the map lock while a window is fused: keep them off the TF resolver's group
+        self.create_timer(self.cfg.diagnostics.period_s, self._publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_info()
         log.info("ready: waiting for images on '%s' and camera_info on '%s' (map frame '%s')" % (
             self.resolve_topic_name(self.cfg.input.compressed_topic if self.cfg.input.use_compressed
@@ -486,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     try:
         node = MappingNode()
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
