@@ -467,6 +467,8 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--data", help="scene folder (overrides the config)")
     ap.add_argument("--out", help="run directory (overrides the config)")
     ap.add_argument("--steps", type=int, help="total number of steps (overrides the config)")
+    ap.add_argument("--until", type=int, help="stop (with a checkpoint) after this step; the schedule stays "
+                    "laid out for --steps (reproduces snapshots of a longer run)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run directory")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
     ap.add_argument("--export", metavar="PATH", help="afterwards, write the final weights as an fp16 checkpoint "
@@ -479,7 +481,7 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
         if getattr(args, k) is not None:
             overrides[k] = getattr(args, k)
     cfg = resume_config(args.config, overrides) if args.resume else load_train_config(args.config, overrides)
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, until=args.until)
     print(f"done: {summary['run_dir']} step {summary['step']} ({summary['wall_s']:.1f} s)")
     if args.export:
         info = export_model(Path(cfg.out) / "model_latest.pt", args.export,
