@@ -12,7 +12,9 @@ its frustum between 2 and 6 m, so every Gaussian is on screen; per-axis scales u
 Each case runs in a fresh subprocess (unless ``--in-process``), timed as the median (and
 minimum) wall time of ``--repeats`` runs after one warm-up run; ``cpu s`` is the median
 process CPU time of a run (all threads) and ``load`` the machine's 1-minute load average,
-since on a shared machine wall times depend on what else runs. Memory:
+since on a shared machine wall times depend on what else runs. With other processes busy,
+torch's OpenMP threads wait for each other at every operation and 2 threads can be several
+times slower than 1: compare ``--threads 1``, or run with ``OMP_WAIT_POLICY=PASSIVE``. Memory:
 
 - CPU: the kernel's peak-RSS mark (VmHWM) is reset after the scene is built
   (``/proc/self/clear_refs``), so ``peak_mb`` is the process's highest resident memory during
