@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from geometry_msgs.msg import Point
-from sensor_msgs.msg import PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from ilrm_ros.msg import GaussianChunk, MapInfo
@@ -135,3 +135,15 @@ def msg_to_update(msg: GaussianChunk):
                        float(msg.chunk_size), int(msg.revision), rows=rows, part=int(msg.part),
                        num_parts=int(msg.num_parts), bounds_min=(b0.x, b0.y, b0.z), bounds_max=(b1.x, b1.y, b1.z),
                        window_id=int(msg.window_id), keyframe_ids=tuple(int(k) for k in msg.keyframe_ids))
+
+
+def camera_info_msg(K: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
+    """Pinhole CameraInfo (no distortion, P = [K | 0]) for a rendered or generated image."""
+    info = CameraInfo(header=header, width=int(width), height=int(height), distortion_model="plumb_bob")
+    info.k = [float(v) for v in np.asarray(K, dtype=np.float64).reshape(-1)]
+    info.d = [0.0] * 5
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    info.p = [float(v) for v in P.reshape(-1)]
+    return info

@@ -42,7 +42,7 @@ from ilrm_ros.mapping.mapper import Mapper, RenderedView, WindowResult
 from ilrm_ros.mapping.pose_buffer import PendingQueue
 from ilrm_ros.mapping.scheduler import WindowWorker
 from ilrm_ros.msg import GaussianChunk, MapInfo
-from ilrm_ros.ros.conversions import array_to_cloud, make_chunk_msg, make_map_info, update_to_msg
+from ilrm_ros.ros.conversions import array_to_cloud, camera_info_msg, make_map_info, update_to_msg
 from ilrm_ros.mapping.pose_buffer import make_transform
 from ilrm_ros.ros.tf_source import TF_STATIC_QOS, make_tf_source
 from ilrm_ros.srv import LoadMap, RenderView, SaveMap
@@ -284,7 +284,7 @@ class MappingNode(Node):
         pub_img, pub_depth, pub_info = self.pub_render[view.name]
         pub_img.publish(encode_image(view.rgb, "rgb8", header=header, msg=Image()))
         pub_depth.publish(encode_image(view.depth, "32FC1", header=header, msg=Image()))
-        pub_info.publish(_camera_info(view.K, view.rgb.shape[1], view.rgb.shape[0], header))
+        pub_info.publish(camera_info_msg(view.K, view.rgb.shape[1], view.rgb.shape[0], header))
 
     def _send_novel_tf(self, camera_frame: str) -> None:
         """The novel view is a fixed offset of the camera: announce it once on /tf_static."""
@@ -383,21 +383,14 @@ class MappingNode(Node):
         except Exception as exc:  # noqa: BLE001
             resp.success, resp.message = False, f"load failed (map unchanged): {exc}"
             return resp
-        header = Header(frame_id=self.map_frame)
-        header.stamp = self.get_clock().now().to_msg()
-        for part in update.transport_parts():
-            self.pub_chunks.publish(update_to_msg(part, header))
-        self._map_dirty = True
-        self._maybe_publish_map(force=True)
-        self._publish_info()
+        self._publish_whole_update(update)
         resp.success = True
         resp.num_gaussians = int(self.mapper.stats().get("num_gaussians", 0))
         resp.message = f"loaded {resp.num_gaussians} Gaussians from {req.path}"
         return resp
 
-    def _srv_reset(self, req, resp):
-        self.worker.wait_idle(30.0)
-        update = self.mapper.reset()
+    def _publish_whole_update(self, update) -> None:
+        """After reset/load: the chunk delta, then the latched map and info, right away."""
         header = Header(frame_id=self.map_frame)
         header.stamp = self.get_clock().now().to_msg()
         for part in update.transport_parts():
@@ -405,6 +398,10 @@ class MappingNode(Node):
         self._map_dirty = True
         self._maybe_publish_map(force=True)
         self._publish_info()
+
+    def _srv_reset(self, req, resp):
+        self.worker.wait_idle(30.0)
+        self._publish_whole_update(self.mapper.reset())
         resp.success, resp.message = True, "map and keyframes cleared"
         return resp
 
@@ -452,17 +449,6 @@ def _status(name: str, level, message: str, values: dict) -> DiagnosticStatus:
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id="ilrm_mapping",
                             values=[KeyValue(key=str(k), value=f"{v:.4g}" if isinstance(v, float) else str(v))
                                     for k, v in values.items()])
-
-
-def _camera_info(K: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
-    info = CameraInfo(header=header, width=int(width), height=int(height), distortion_model="plumb_bob")
-    info.k = [float(v) for v in np.asarray(K, dtype=np.float64).reshape(-1)]
-    info.d = [0.0] * 5
-    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    P = np.zeros((3, 4))
-    P[:, :3] = K
-    info.p = [float(v) for v in P.reshape(-1)]
-    return info
 
 
 def main(argv: list[str] | None = None) -> int:

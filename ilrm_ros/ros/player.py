@@ -19,6 +19,7 @@ from tf2_msgs.msg import TFMessage
 
 from ilrm_ros.mapping.frames import ns_to_stamp
 from ilrm_ros.mapping.pose_buffer import matrix_to_quat
+from ilrm_ros.ros.conversions import camera_info_msg
 from ilrm_ros.ros.tf_source import TF_QOS, TF_STATIC_QOS
 
 # base_link -> camera_link: 10 cm forward, 30 cm up; camera_link -> optical: the REP 103 rotation.
@@ -42,17 +43,6 @@ def matrix_to_transform(T: np.ndarray, parent: str, child: str, stamp_ns: int) -
 def base_pose_from_camera(c2w: np.ndarray) -> np.ndarray:
     """Robot base pose in map from the optical frame's pose (inverse of the fixed mounting)."""
     return c2w @ np.linalg.inv(BASE_TO_CAMERA_LINK @ CAMERA_LINK_TO_OPTICAL)
-
-
-def camera_info_msg(K: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
-    info = CameraInfo(header=header, width=int(width), height=int(height), distortion_model="plumb_bob")
-    info.k = [float(v) for v in np.asarray(K, np.float64).reshape(-1)]
-    info.d = [0.0] * 5
-    info.r = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]
-    P = np.zeros((3, 4))
-    P[:, :3] = K
-    info.p = [float(v) for v in P.reshape(-1)]
-    return info
 
 
 def rgb_image_msg(rgb: np.ndarray, header: Header) -> Image:

@@ -30,7 +30,8 @@ from ilrm_ros.model.ilrm import ILRM, load_model_config  # noqa: E402
 from ilrm_ros.msg import GaussianChunk, MapInfo  # noqa: E402
 from ilrm_ros.ros.conversions import cloud_to_array, msg_to_update  # noqa: E402
 from ilrm_ros.ros.node import MappingNode  # noqa: E402
-from ilrm_ros.ros.player import CAMERA_FRAME, SequencePlayer, camera_info_msg, matrix_to_transform  # noqa: E402
+from ilrm_ros.ros.conversions import camera_info_msg  # noqa: E402
+from ilrm_ros.ros.player import CAMERA_FRAME, SequencePlayer, matrix_to_transform  # noqa: E402
 from ilrm_ros.srv import LoadMap, RenderView, SaveMap  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
