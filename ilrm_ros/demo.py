@@ -114,8 +114,9 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
         if not player.wait_for_subscribers(timeout_s=120.0) or proc.poll() is not None:
             raise RuntimeError(f"the node did not come up; see {log_path}")
         player.publish_static()
-        player.publish_camera_info(seq.K[0], res, res)
-        spin(0.5)
+        for _ in range(3):  # like a camera driver: camera_info keeps coming, the first may race discovery
+            player.publish_camera_info(seq.K[0], res, res)
+            spin(0.2)
         print(f"[demo] playing {len(published)} frames at {rate_hz:g} Hz (holding out {len(held_out)})")
         period = 0.5  # seconds of sequence time between frames
         for i in published:
