@@ -66,6 +66,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     from ilrm_ros.msg import GaussianChunk, MapInfo
     from ilrm_ros.ros.conversions import cloud_to_array, msg_to_update
     from ilrm_ros.ros.conversions import camera_info_msg
+    from ilrm_ros.ros.node import CHUNK_QOS
     from ilrm_ros.ros.player import SequencePlayer, matrix_to_transform
     from ilrm_ros.srv import RenderView, SaveMap
 
@@ -100,7 +101,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
         got["chunks"] += 1
         replica.apply(msg_to_update(msg))
 
-    node.create_subscription(GaussianChunk, "/ilrm_mapping/chunks", on_chunk, QoSProfile(depth=100))
+    node.create_subscription(GaussianChunk, "/ilrm_mapping/chunks", on_chunk, CHUNK_QOS)
     node.create_subscription(PointCloud2, "/ilrm_mapping/map", lambda m: got.__setitem__("map", m), latched)
     node.create_subscription(MapInfo, "/ilrm_mapping/map_info", lambda m: got.__setitem__("info", m), latched)
     node.create_subscription(Image, "/ilrm_mapping/rendered/image", lambda m: got.__setitem__("rendered", m), 5)

@@ -52,6 +52,9 @@ RUNTIME_PARAMETERS = ("keyframes.", "window.min_period_s", "map.publish_period_s
                       "map.save_on_shutdown", "render.", "diagnostics.stale_after_s", "frames.tf_timeout_s")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# A window can change hundreds of chunks at once; a subscriber rebuilding the map must not
+# lose any, so the chunk stream keeps a deep reliable history (subscribers should match it).
+CHUNK_QOS = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class Counters:
@@ -127,8 +130,7 @@ class MappingNode(Node):
         self.create_subscription(CameraInfo, self.cfg.input.camera_info_topic, self._on_camera_info, info_qos,
                                  callback_group=input_group)
 
-        self.pub_chunks = self.create_publisher(GaussianChunk, "~/chunks",
-                                                QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        self.pub_chunks = self.create_publisher(GaussianChunk, "~/chunks", CHUNK_QOS)
         self.pub_map = self.create_publisher(PointCloud2, "~/map", LATCHED)
         self.pub_info = self.create_publisher(MapInfo, "~/map_info", LATCHED)
         self.pub_render = {

@@ -29,7 +29,7 @@ from ilrm_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from ilrm_ros.model.ilrm import ILRM, load_model_config  # noqa: E402
 from ilrm_ros.msg import GaussianChunk, MapInfo  # noqa: E402
 from ilrm_ros.ros.conversions import cloud_to_array, msg_to_update  # noqa: E402
-from ilrm_ros.ros.node import MappingNode  # noqa: E402
+from ilrm_ros.ros.node import CHUNK_QOS, MappingNode  # noqa: E402
 from ilrm_ros.ros.conversions import camera_info_msg  # noqa: E402
 from ilrm_ros.ros.player import CAMERA_FRAME, SequencePlayer, matrix_to_transform  # noqa: E402
 from ilrm_ros.srv import LoadMap, RenderView, SaveMap  # noqa: E402
@@ -68,7 +68,7 @@ class Harness:
         self.rendered: list[Image] = []
         self.rendered_info: list[CameraInfo] = []
         self.diagnostics: list[DiagnosticArray] = []
-        self.user.create_subscription(GaussianChunk, "/ilrm_mapping/chunks", self.chunks.append, QoSProfile(depth=1000))
+        self.user.create_subscription(GaussianChunk, "/ilrm_mapping/chunks", self.chunks.append, CHUNK_QOS)
         self.user.create_subscription(Image, "/ilrm_mapping/rendered/image", self.rendered.append, 10)
         self.user.create_subscription(CameraInfo, "/ilrm_mapping/rendered/camera_info", self.rendered_info.append, 10)
         self.user.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
