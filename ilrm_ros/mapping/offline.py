@@ -230,8 +230,17 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--holdout", type=int, default=5, help="hold out every N-th frame for evaluation (0 = none)")
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--no-output-bag", action="store_true", help="skip writing outputs_bag/")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a node parameter, e.g. --set map.fusion=false (YAML value syntax)")
     args = parser.parse_args(argv)
+    import yaml
+
     overrides = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = yaml.safe_load(value)
     if args.checkpoint:
         overrides["model.checkpoint"] = args.checkpoint
     if args.device:
