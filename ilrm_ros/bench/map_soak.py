@@ -31,6 +31,7 @@ import torch
 from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.plot import draw_panel
 
 logger = logging.getLogger(__name__)
 
@@ -271,68 +272,6 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
 # ---------------------------------------------------------------------------------------
 # Output: a PNG line chart drawn with Pillow, a table
 # ---------------------------------------------------------------------------------------
-
-
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = min((s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw), default=10 * mag)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def _fmt(v: float) -> str:
-    if abs(v) >= 1e6:
-        return f"{v / 1e6:g}M"
-    if abs(v) >= 1e3:
-        return f"{v / 1e3:g}k"
-    return f"{v:g}"
-
-
-def draw_panel(draw, box: tuple[int, int, int, int], series: list[tuple[str, Sequence[float], Sequence[float], tuple]],
-               title: str, xlabel: str, hline: tuple[str, float] | None = None) -> None:
-    """One line chart in ``box`` (left, top, right, bottom) of a Pillow ImageDraw."""
-    left, top, right, bottom = box
-    pl, pt, pr, pb = left + 70, top + 28, right - 15, bottom - 40
-    xs_all = [x for _, xs, _, _ in series for x in xs] or [0.0, 1.0]
-    ys_all = [y for _, _, ys, _ in series for y in ys] + ([hline[1]] if hline else []) or [0.0, 1.0]
-    x0, x1 = min(0.0, min(xs_all)), max(xs_all)
-    y0, y1 = 0.0, max(ys_all) * 1.08 or 1.0
-    x1 = x1 if x1 > x0 else x0 + 1.0
-
-    def px(x: float, y: float) -> tuple[float, float]:
-        return pl + (x - x0) / (x1 - x0) * (pr - pl), pb - (y - y0) / (y1 - y0) * (pb - pt)
-
-    draw.text((pl, top + 6), title, fill=(0, 0, 0))
-    for ty in _nice_ticks(y0, y1):
-        _, yy = px(x0, ty)
-        draw.line([(pl, yy), (pr, yy)], fill=(225, 225, 225))
-        draw.text((left + 5, yy - 6), _fmt(ty), fill=(60, 60, 60))
-    for tx in _nice_ticks(x0, x1):
-        xx, _ = px(tx, y0)
-        draw.line([(xx, pb), (xx, pb + 4)], fill=(0, 0, 0))
-        draw.text((xx - 8, pb + 7), _fmt(tx), fill=(60, 60, 60))
-    draw.rectangle([pl, pt, pr, pb], outline=(0, 0, 0))
-    draw.text(((pl + pr) // 2 - 30, bottom - 18), xlabel, fill=(0, 0, 0))
-    if hline:
-        _, yy = px(x0, hline[1])
-        for xa in range(int(pl), int(pr), 12):
-            draw.line([(xa, yy), (min(xa + 6, pr), yy)], fill=(200, 0, 0))
-        draw.text((pl + 5, yy - 14), hline[0], fill=(200, 0, 0))
-    for label, xs, ys, color in series:
-        pts = [px(x, y) for x, y in zip(xs, ys)]
-        if len(pts) > 1:
-            draw.line(pts, fill=color, width=2)
-    # Legend at mid height on the right, on a white box so lines do not run through it.
-    lx, ly0 = pr - 240, int(pt + 0.45 * (pb - pt))
-    draw.rectangle([lx - 6, ly0 - 4, pr - 6, ly0 + 16 * len(series) + 2], fill=(255, 255, 255),
-                   outline=(160, 160, 160))
-    for i, (label, _, _, color) in enumerate(series):
-        ly = ly0 + 16 * i
-        draw.line([(lx, ly + 6), (lx + 20, ly + 6)], fill=color, width=3)
-        draw.text((lx + 26, ly), label, fill=(0, 0, 0))
 
 
 def write_plot(path: Path, results: dict, soak: SoakConfig) -> None:

@@ -129,7 +129,7 @@ def write_growth_plot(path: Path, windows: list[dict], title: str) -> None:
     """PNG: Gaussians in the map and in each window, over windows."""
     from PIL import Image, ImageDraw
 
-    from ilrm_ros.bench.map_soak import draw_panel
+    from ilrm_ros.plot import draw_panel
 
     xs = [float(w["window_id"]) for w in windows]
     img = Image.new("RGB", (960, 380), (255, 255, 255))
