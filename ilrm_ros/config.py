@@ -76,6 +76,8 @@ class ModelConfig:
 class MapConfig:
     chunk_size_m: float = _p(2.0, "Edge length of a map chunk (voxel block)", 0.1, 100.0)
     fusion: bool = _p(True, "Fuse overlapping windows (False = append)")
+    max_integration_distance_m: float = _p(8.0, "Drop window Gaussians farther than this from every window camera "
+                                                "(0 = keep all)", 0.0, 1000.0)
     max_gaussians: int = _p(2_000_000, "Cap on Gaussians in the whole map (0 = unlimited)", 0, 100_000_000)
     max_gaussians_per_chunk: int = _p(200_000, "Cap on Gaussians per chunk (0 = unlimited)", 0, 100_000_000)
     eviction: str = _p("global", "Which Gaussians go first when a cap is hit", choices=("global", "local"))

@@ -151,7 +151,8 @@ class Mapper:
         m = self.cfg.map
         return FusionConfig(chunk_size=m.chunk_size_m, fusion=m.fusion, max_gaussians_total=m.max_gaussians,
                             max_gaussians_per_chunk=m.max_gaussians_per_chunk, eviction=m.eviction,
-                            min_opacity=self.cfg.model.min_opacity)
+                            min_opacity=self.cfg.model.min_opacity,
+                            max_camera_distance=m.max_integration_distance_m)
 
     def _new_map(self) -> GaussianMap:
         return GaussianMap(self.fusion_config(), map_frame=self.cfg.frames.map_frame, model_id=self.model_id)

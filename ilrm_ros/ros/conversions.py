@@ -8,6 +8,7 @@ rviz shows such a cloud with the "RGBF32" colour transformer (float r, g, b fiel
 from __future__ import annotations
 
 import array
+import functools
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -33,9 +34,11 @@ def max_gaussians_per_message(max_bytes: int = MAX_MESSAGE_BYTES, overhead: int 
     return (max_bytes - overhead) // POINT_STEP
 
 
-def _fields() -> list[PointField]:
-    return [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-            for i, n in enumerate(GAUSSIAN_FIELDS)]
+@functools.lru_cache(maxsize=1)
+def _fields() -> tuple[PointField, ...]:
+    """The 14 PointFields, built once and shared by every cloud (messages only read them)."""
+    return tuple(PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+                 for i, n in enumerate(GAUSSIAN_FIELDS))
 
 
 def array_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
@@ -47,7 +50,7 @@ def array_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
     msg.header = header
     msg.height = 1
     msg.width = int(points.shape[0])
-    msg.fields = _fields()
+    msg.fields = list(_fields())
     msg.is_bigendian = False
     msg.point_step = POINT_STEP
     msg.row_step = POINT_STEP * msg.width

@@ -105,6 +105,7 @@ class MappingNode(Node):
         self._camera_info: CameraInfo | None = None
         self._last = {"image": None, "camera_info": None, "tf_ok": None}
         self._pending = PendingQueue(capacity=self.cfg.input.max_pending, timeout_s=self.cfg.frames.tf_timeout_s)
+        self._resolve_lock = threading.Lock()  # one resolver at a time: the mapper's input side is single-threaded
         self._latency = collections.deque(maxlen=50)
         self.window_timings: collections.deque[dict] = collections.deque(maxlen=1000)
         self._last_result: WindowResult | None = None
@@ -216,12 +217,26 @@ class MappingNode(Node):
         if self._pending.push((frame, now), frame.stamp_ns, self._now_ns()) is not None:
             self.counters.add("dropped_queue_full")
             log.warning("TF wait queue full: dropped the oldest frame(s)", throttle_duration_sec=5.0)
+        self._resolve_pending()  # usually TF is already there: no need to wait for the timer
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    # ------------------------------------------------------------------ TF resolution (timer)
+    # ------------------------------------------------------------------ TF resolution
     def _resolve_pending(self) -> None:
+        """Place queued frames whose TF is available (timer, and right after a frame arrives).
+
+        Never waits: when another thread is resolving, this call returns and the next tick
+        (or that thread) picks the frames up.
+        """
+        if not self._resolve_lock.acquire(blocking=False):
+            return
+        try:
+            self._resolve_pending_locked()
+        finally:
+            self._resolve_lock.release()
+
+    def _resolve_pending_locked(self) -> None:
         self._pending.timeout_ns = int(self.cfg.frames.tf_timeout_s * 1e9)
         ready, expired = self._pending.pop_ready(
             lambda item, stamp: self.tf.lookup(self.map_frame, item[0].frame_id, stamp), self._now_ns())
