@@ -13,8 +13,9 @@ reports coalescing). For each window:
                  resize, scheduling, fusion, serialisation, publishing
   render_s       the two window renders (after the chunks went out; not in end_to_end_s)
 
-Resident memory (VmRSS) is sampled after every window and compared with the map's own
-size. Writes JSON and prints a table.
+Resident memory (VmRSS) is sampled after every frame (``--pace idle``) and compared with
+the map's own size; ``--repeat N`` replays the sequence so later passes revisit mapped
+places (with fusion the map stays flat there, so any growth would be the node's own). Writes JSON and prints a table.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def rss_bytes() -> int:
     return 0
 
 
-def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: int, threads: int | None) -> dict:
+def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: int, threads: int | None,
+        repeat: int = 1) -> dict:
     import rclpy
     import torch
     from rclpy.executors import MultiThreadedExecutor
@@ -76,15 +78,16 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
         player.publish_camera_info(seq.K[0], res, res)
         time.sleep(0.3)
         t_play = time.monotonic()
-        for i in range(frames):
-            player.publish_frame(seq.images, seq.c2w, seq.K, i, period_s=0.25)
+        for k in range(frames * repeat):
+            i = k % frames
+            player.publish_frame(seq.images, seq.c2w, seq.K, i, period_s=0.25, stamp_index=k)
             if pace == "idle":
                 time.sleep(0.06)  # let the TF resolver pick the frame up
                 while not (len(node._pending) == 0 and node.worker.idle()):
                     time.sleep(0.005)
-                samples.append({"frame": i, "rss": rss_bytes(), "map_bytes": node.mapper.stats()["memory_bytes"]})
+                samples.append({"frame": k, "rss": rss_bytes(), "map_bytes": node.mapper.stats()["memory_bytes"]})
             else:
-                time.sleep(max(0.0, t_play + (i + 1) / rate - time.monotonic()))
+                time.sleep(max(0.0, t_play + (k + 1) / rate - time.monotonic()))
         deadline = time.monotonic() + 600
         while not (len(node._pending) == 0 and node.worker.idle()) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -93,7 +96,7 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
         stats = node.mapper.stats()
         worker = node.worker.stats
         result = {
-            "frames": frames, "resolution": res, "pace": pace, "rate_hz": rate if pace == "realtime" else None,
+            "frames": frames, "repeat": repeat, "resolution": res, "pace": pace, "rate_hz": rate if pace == "realtime" else None,
             "device": str(node.mapper.device), "model_id": node.mapper.model_id,
             "torch_threads": torch.get_num_threads(), "machine": f"{platform.processor() or platform.machine()}, "
                                                                   f"{__import__('os').cpu_count()} cores",
@@ -142,10 +145,12 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--pace", choices=("idle", "realtime"), default="idle")
     parser.add_argument("--rate", type=float, default=4.0, help="frames/s with --pace realtime")
     parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="play the sequence N times (later passes revisit mapped places: the map stays flat)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", default="outputs/bench/node.json")
     args = parser.parse_args(argv)
-    result = run(args.frames, args.res, args.checkpoint, args.pace, args.rate, args.seed, args.threads)
+    result = run(args.frames, args.res, args.checkpoint, args.pace, args.rate, args.seed, args.threads, args.repeat)
     result["summary"] = summarise(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

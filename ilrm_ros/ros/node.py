@@ -52,9 +52,11 @@ RUNTIME_PARAMETERS = ("keyframes.", "window.min_period_s", "map.publish_period_s
                       "map.save_on_shutdown", "render.", "diagnostics.stale_after_s", "frames.tf_timeout_s")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# A window can change hundreds of chunks at once; a subscriber rebuilding the map must not
-# lose any, so the chunk stream keeps a deep reliable history (subscribers should match it).
-CHUNK_QOS = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
+# A window can change a hundred chunks or more at once; a subscriber rebuilding the map must
+# not lose any, so the chunk stream keeps a deep reliable history (subscribers should match
+# it). The writer holds up to `depth` messages (typically ~50 kB each, at most 1 MiB), so the
+# depth bounds that memory too.
+CHUNK_QOS = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class Counters:

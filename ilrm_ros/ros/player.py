@@ -90,10 +90,11 @@ class SequencePlayer:
     def stamp_of(self, i: int, period_s: float) -> int:
         return self.start_ns + int(round(i * period_s * 1e9))
 
-    def publish_frame(self, images, c2w, K, i: int, period_s: float = 0.5) -> int:
+    def publish_frame(self, images, c2w, K, i: int, period_s: float = 0.5, stamp_index: int | None = None) -> int:
         """TF for frame i (slightly before and after its stamp, so lookups can interpolate),
-        then camera_info and the image. Returns the image stamp (ns)."""
-        stamp = self.stamp_of(i, period_s)
+        then camera_info and the image. The stamp is that of ``stamp_index`` (default i), so a
+        sequence can be replayed with increasing time. Returns the image stamp (ns)."""
+        stamp = self.stamp_of(i if stamp_index is None else stamp_index, period_s)
         base = base_pose_from_camera(np.asarray(c2w[i], np.float64))
         for dt in (-1_000_000, 1_000_000):  # ±1 ms around the image time
             self.pub_tf.publish(TFMessage(transforms=[
