@@ -38,7 +38,7 @@ def rss_bytes() -> int:
 
 
 def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: int, threads: int | None,
-        repeat: int = 1) -> dict:
+        repeat: int = 1, extra_params: list[str] | None = None) -> dict:
     import rclpy
     import torch
     from rclpy.executors import MultiThreadedExecutor
@@ -59,6 +59,11 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
                  Parameter("keyframes.min_rotation_deg", value=0.0)]
     if checkpoint:
         overrides.append(Parameter("model.checkpoint", value=checkpoint))
+    for item in extra_params or []:
+        import yaml
+
+        name, _, value = item.partition("=")
+        overrides.append(Parameter(name.strip(), value=yaml.safe_load(value)))
     rclpy.init()
     node = MappingNode(parameter_overrides=overrides)
     user = Node("bench_player")
@@ -148,9 +153,11 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="play the sequence N times (later passes revisit mapped places: the map stays flat)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a node parameter (YAML value syntax)")
     parser.add_argument("--out", default="outputs/bench/node.json")
     args = parser.parse_args(argv)
-    result = run(args.frames, args.res, args.checkpoint, args.pace, args.rate, args.seed, args.threads, args.repeat)
+    result = run(args.frames, args.res, args.checkpoint, args.pace, args.rate, args.seed, args.threads, args.repeat, args.set)
     result["summary"] = summarise(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
