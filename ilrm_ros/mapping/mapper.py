@@ -11,6 +11,7 @@ map access is guarded by a lock so services can render/save while a window runs.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -191,7 +192,8 @@ class Mapper:
         """Run iLRM on keyframes; returns (Gaussians (N, k) in the window frame, Similarity to map)."""
         images, c2w, K = _stack_window(keyframes, self.device)
         c2w_n, sim = normalize_window(c2w)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else _null()
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
             g = self.model(images, c2w_n.float()[None], K[None])
         g = g.flatten().map(lambda t: t.float())
@@ -289,14 +291,6 @@ class Mapper:
         s["num_keyframes_total"] = self.keyframes.total_added
         s["num_windows"] = self.num_windows
         return s
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def policy_kwargs(cfg: MappingConfig) -> dict:

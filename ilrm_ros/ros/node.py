@@ -33,6 +33,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
 
 from ilrm_ros.config import MappingConfig, apply_flat, config_from_flat, parameter_specs
 from ilrm_ros.mapping.frames import CameraInfoError, Frame, PoseError, camera_info_to_K, ns_to_stamp, \
@@ -143,8 +144,7 @@ class MappingNode(Node):
                    self.create_publisher(CameraInfo, f"~/rendered/{sub}camera_info", RELIABLE))
             for name, sub in (("keyframe", ""), ("novel", "novel/"))}
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
-        self.pub_tf_static = self.create_publisher(__import__("tf2_msgs.msg", fromlist=["TFMessage"]).TFMessage,
-                                                   "/tf_static", TF_STATIC_QOS)
+        self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
 
         self.create_service(SaveMap, "~/save_map", self._srv_save, callback_group=service_group)
         self.create_service(LoadMap, "~/load_map", self._srv_load, callback_group=service_group)
@@ -310,8 +310,6 @@ class MappingNode(Node):
         """The novel view is a fixed offset of the camera: announce it once on /tf_static."""
         if self._novel_tf_sent == camera_frame:
             return
-        from tf2_msgs.msg import TFMessage
-
         ts = TransformStamped()
         ts.header.frame_id = camera_frame
         ts.header.stamp = self.get_clock().now().to_msg()

@@ -5,6 +5,8 @@ Both sources answer the same non-blocking question — "the pose of ``source`` i
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -38,8 +40,6 @@ class OwnTfSource:
         node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS)
 
     def _on_tf(self, msg, static: bool) -> None:
-        import time
-
         self.last_message_time = time.monotonic()
         for ts in msg.transforms:
             t, r = ts.transform.translation, ts.transform.rotation
@@ -77,7 +77,7 @@ class Tf2RosSource:
             ts = self.buffer.lookup_transform(target, source, Time(seconds=sec, nanoseconds=nsec))
         except (self._tf2.LookupException, self._tf2.ConnectivityException, self._tf2.ExtrapolationException):
             return None
-        self.last_message_time = __import__("time").monotonic()
+        self.last_message_time = time.monotonic()
         return transform_to_matrix(ts.transform)
 
 
