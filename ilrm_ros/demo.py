@@ -57,7 +57,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     from rclpy.node import Node
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from sensor_msgs.msg import Image, PointCloud2
 
     from ilrm_ros.config import default_params_file
     from ilrm_ros.mapping.chunks import MapReplica

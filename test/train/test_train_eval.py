@@ -3,7 +3,6 @@
 Data come from `ilrm-ros data synth` (3 short sequences at 32x32, generated once per module).
 """
 import csv
-import dataclasses
 import json
 
 import pytest
@@ -107,7 +106,7 @@ def test_export_writes_a_loadable_fp16_checkpoint_with_metadata(tmp_path):
 
     model = ILRM(load_model_config("tiny"))
     src = save_checkpoint(tmp_path / "src.pt", model, {"step": 7, "data_seed": 3})
-    info = export_model(src, tmp_path / "out.pt", {"reproduce": "ilrm-ros train --config tiny_test"})
+    export_model(src, tmp_path / "out.pt", {"reproduce": "ilrm-ros train --config tiny_test"})
     loaded, meta = load_checkpoint(tmp_path / "out.pt")
     assert meta["step"] == 7 and meta["reproduce"].startswith("ilrm-ros train")
     meta_json = json.loads((tmp_path / "out.json").read_text())
