@@ -9,8 +9,10 @@ reports coalescing). For each window:
   end_to_end_s   arrival of the window's last keyframe -> its last chunk published
   model_s        iLRM forward
   integrate_s    fusion into the global map
-  rest_s         end_to_end_s - model_s: decode, TF wait (20 Hz resolver), keyframe policy,
-                 resize, scheduling, fusion, serialisation, publishing
+  rest_s         end_to_end_s - model_s: decode, TF wait, keyframe policy, resize,
+                 scheduling, fusion, serialisation, publishing
+  queued_s       arrival of the last keyframe -> the worker starts the window
+                 (handoff_s: from the worker queue to the start)
   render_s       the two window renders (after the chunks went out; not in end_to_end_s)
 
 Resident memory (VmRSS) is sampled after every frame (``--pace idle``) and compared with
@@ -130,6 +132,7 @@ def summarise(result: dict) -> dict:
     s = {"windows": len(w), "end_to_end_s_median": float(np.median(e2e)), "end_to_end_s_max": float(e2e.max()),
          "model_s_median": float(np.median(model)), "integrate_s_median": float(np.median(col("integrate_s"))),
          "publish_chunks_s_median": float(np.median(col("publish_chunks_s"))),
+         "queued_s_median": float(np.median(col("queued_s"))), "handoff_s_median": float(np.median(col("handoff_s"))),
          "render_s_median": float(np.median(col("render_s"))),
          "rest_s_median": float(np.median(rest)), "rest_fraction_median": float(np.median(rest / e2e)),
          "rest_without_fusion_fraction_median": float(np.median((rest - col("integrate_s")) / e2e))}
@@ -171,7 +174,9 @@ def cli_main(argv: list[str]) -> int:
           f"{s['integrate_s_median']:>7.3f} {s['publish_chunks_s_median']:>9.4f} {s['rest_s_median']:>7.3f} "
           f"{100 * s['rest_fraction_median']:>6.1f}% {s['render_s_median']:>9.3f}")
     print(f"(medians over windows after the first; e2e = last keyframe in -> chunks out; max e2e "
-          f"{s['end_to_end_s_max']:.3f} s; rest without fusion {100 * s['rest_without_fusion_fraction_median']:.1f}%)")
+          f"{s['end_to_end_s_max']:.3f} s; rest without fusion {100 * s['rest_without_fusion_fraction_median']:.1f}%;"
+          f" keyframe in -> worker start {1e3 * s['queued_s_median']:.1f} ms, of which hand-off to the worker "
+          f"{1e3 * s['handoff_s_median']:.1f} ms)")
     if "rss_max_mb" in s:
         print(f"RSS max {s['rss_max_mb']:.0f} MB; RSS minus map: first half {s['rss_minus_map_first_half_mb']:.0f} MB,"
               f" second half {s['rss_minus_map_second_half_mb']:.0f} MB; map {result['map_memory_bytes'] / 1e6:.1f} MB"

@@ -197,7 +197,8 @@ class ChunkUpdate:
 
     rows: (M, 14) float32 read-only numpy array for UPSERT (the full current content of
     the chunk, or of one part of it), (0, 14) for DELETE and CLEAR.
-    bounds_min/bounds_max: AABB of the means in ``rows`` (zeros when empty).
+    bounds_min/bounds_max: AABB of the means in ``rows`` (zeros when empty; all zeros
+    for non-empty rows means "not computed": :func:`split_for_transport` computes them).
     """
 
     action: UpdateAction
@@ -212,6 +213,10 @@ class ChunkUpdate:
     bounds_max: tuple[float, float, float] = (0.0, 0.0, 0.0)
     window_id: int = 0
     keyframe_ids: tuple[int, ...] = ()
+
+    def has_bounds(self) -> bool:
+        """False while the bounds are the unset default (all zeros) for non-empty rows."""
+        return len(self.rows) == 0 or any(self.bounds_min) or any(self.bounds_max)
 
     def nbytes(self) -> int:
         """Bytes of the point rows plus the fixed message budget."""
@@ -286,6 +291,8 @@ def split_for_transport(chunk: ChunkUpdate, max_bytes: int = MAX_MESSAGE_BYTES,
         raise ValueError(f"max_bytes={max_bytes} leaves no room for a Gaussian (overhead {overhead_bytes})")
     m = int(chunk.rows.shape[0])
     num_parts = max(1, -(-m // per_part))
+    if num_parts == 1 and chunk.has_bounds():
+        return [chunk]  # already one message with the bounds of all its rows
     parts = []
     for p in range(num_parts):
         rows = chunk.rows[p * per_part:(p + 1) * per_part]

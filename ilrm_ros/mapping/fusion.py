@@ -174,20 +174,25 @@ def grid_shape(height: int, width: int, downsample: int) -> tuple[int, int]:
 
 
 def project(means: torch.Tensor, cams: WindowCameras, downsample: int, near: float) -> Projection:
-    """Project means (N, 3) into every camera; cells of ``downsample``-pixel blocks."""
-    rot = cams.c2w[:, :3, :3]                                    # (V, 3, 3) cam -> world
-    pc = (means[None, :, :] - cams.centers[:, None, :]) @ rot    # (V, N, 3) = R^T (x - t)
-    z = pc[..., 2]
-    zs = z.clamp_min(1e-9)
+    """Project means (N, 3) into every camera; cells of ``downsample``-pixel blocks.
+
+    Works on a (V, 3, N) layout (one batched matmul, contiguous rows) so the cost is a
+    few passes over V * N floats.
+    """
+    rot_t = cams.c2w[:, :3, :3].transpose(1, 2)                             # (V, 3, 3) world -> cam
+    shift = -(rot_t @ cams.centers[:, :, None])                              # (V, 3, 1) = -R^T t
+    pc = torch.baddbmm(shift, rot_t, means.to(torch.float32).T.contiguous().expand(len(cams), 3, -1))
+    x, y, z = pc.unbind(1)                                                   # (V, N) each
+    inv_z = z.clamp_min(1e-9).reciprocal()
     k = cams.K
-    u = k[:, 0, 0, None] * pc[..., 0] / zs + k[:, 0, 1, None] * pc[..., 1] / zs + k[:, 0, 2, None]
-    v = k[:, 1, 1, None] * pc[..., 1] / zs + k[:, 1, 2, None]
+    u = (k[:, 0, 0, None] * x + k[:, 0, 1, None] * y) * inv_z + k[:, 0, 2, None]
+    v = k[:, 1, 1, None] * y * inv_z + k[:, 1, 2, None]
     visible = (z > near) & (u >= 0) & (u < cams.width) & (v >= 0) & (v < cams.height)
-    h, w = grid_shape(cams.height, cams.width, downsample)
-    cu = torch.div(u.clamp(0, cams.width - 1e-3), downsample, rounding_mode="floor").long().clamp(0, w - 1)
-    cv = torch.div(v.clamp(0, cams.height - 1e-3), downsample, rounding_mode="floor").long().clamp(0, h - 1)
-    cell = torch.where(visible, cv * w + cu, torch.zeros_like(cu))
-    return Projection(z=z, cell=cell, visible=visible, dist=torch.linalg.vector_norm(pc, dim=-1))
+    w = grid_shape(cams.height, cams.width, downsample)[1]
+    # Inside the image u, v >= 0, so truncation is the floor; outside, the cell is 0.
+    cell = torch.where(visible, (v / downsample).long() * w + (u / downsample).long(), 0)
+    # (x*x + y*y + z*z).sqrt(): torch's vector_norm over the middle dimension is ~50x slower.
+    return Projection(z=z, cell=cell, visible=visible, dist=(x * x + y * y + z * z).sqrt())
 
 
 def zbuffer(proj: Projection, num_cells: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,13 +201,13 @@ def zbuffer(proj: Projection, num_cells: int) -> tuple[torch.Tensor, torch.Tenso
     Returns dmin (V, num_cells) (+inf where empty) and dmax (V, num_cells) (-inf where empty).
     """
     n_cams = proj.z.shape[0]
-    flat = (torch.arange(n_cams)[:, None] * num_cells + proj.cell)[proj.visible]
-    zs = proj.z[proj.visible]
-    dmin = torch.full((n_cams * num_cells,), float("inf"))
-    dmax = torch.full((n_cams * num_cells,), float("-inf"))
-    dmin.scatter_reduce_(0, flat, zs, reduce="amin")
-    dmax.scatter_reduce_(0, flat, zs, reduce="amax")
-    return dmin.view(n_cams, num_cells), dmax.view(n_cams, num_cells)
+    # Invisible points go to one spare cell past the end (no boolean compaction needed).
+    spare = n_cams * num_cells
+    flat = torch.where(proj.visible, torch.arange(n_cams)[:, None] * num_cells + proj.cell, spare).reshape(-1)
+    zs = proj.z.reshape(-1)
+    dmin = torch.full((spare + 1,), float("inf")).scatter_reduce_(0, flat, zs, reduce="amin")
+    dmax = torch.full((spare + 1,), float("-inf")).scatter_reduce_(0, flat, zs, reduce="amax")
+    return dmin[:spare].view(n_cams, num_cells), dmax[:spare].view(n_cams, num_cells)
 
 
 def depth_image_bounds(depths: torch.Tensor, cams: WindowCameras, downsample: int) -> tuple[torch.Tensor, torch.Tensor]:

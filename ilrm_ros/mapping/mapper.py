@@ -223,7 +223,9 @@ class Mapper:
         t_map = time.monotonic()
         return WindowResult(window=window, update=update, num_gaussians_window=len(g_map), gaussians=g_map,
                             stamp_ns=kfs[-1].stamp_ns,
-                            timings={"queued_s": t0 - window.trigger_time, "model_s": t_model - t0,
+                            timings={"queued_s": t0 - window.trigger_time,
+                                     "handoff_s": t0 - window.submit_time if window.submit_time else 0.0,
+                                     "model_s": t_model - t0,
                                      "integrate_s": t_map - t_model, "process_s": t_map - t0})
 
     def window_renders(self, result: WindowResult) -> list[RenderedView]:

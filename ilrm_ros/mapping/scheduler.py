@@ -24,12 +24,14 @@ class Window:
     """V keyframes to reconstruct together.
 
     window_id: increasing index; keyframes: oldest first; trigger_time: monotonic clock
-    value when the window's newest keyframe arrived (for end-to-end latency).
+    value when the window's newest keyframe arrived (for end-to-end latency);
+    submit_time: when it was handed to the worker (0 = not yet).
     """
 
     window_id: int
     keyframes: list[Any]
     trigger_time: float
+    submit_time: float = 0.0
 
     @property
     def keyframe_ids(self) -> list[int]:
@@ -122,6 +124,7 @@ class WindowWorker:
                 self._queue.popleft()
                 self.stats.coalesced += 1
                 coalesced = True
+            window.submit_time = time.monotonic()
             self._queue.append(window)
             self.stats.submitted += 1
             self.stats.queue_depth = len(self._queue)

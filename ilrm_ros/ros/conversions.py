@@ -12,7 +12,6 @@ import functools
 from typing import Iterable, Sequence
 
 import numpy as np
-from geometry_msgs.msg import Point
 from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
 from std_msgs.msg import Header
 
@@ -41,12 +40,11 @@ def _fields() -> tuple[PointField, ...]:
                  for i, n in enumerate(GAUSSIAN_FIELDS))
 
 
-def array_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
-    """(M, 14) float32 Gaussian rows -> PointCloud2 (height 1, dense, little-endian)."""
+def _fill_cloud(msg: PointCloud2, points: np.ndarray, header: Header) -> PointCloud2:
+    """Fill ``msg`` with (M, 14) Gaussian rows (height 1, dense, little-endian); one copy."""
     points = np.ascontiguousarray(points, dtype="<f4")
     if points.ndim != 2 or points.shape[1] != len(GAUSSIAN_FIELDS):
         raise ValueError(f"expected (M, {len(GAUSSIAN_FIELDS)}) Gaussian rows, got {points.shape}")
-    msg = PointCloud2()
     msg.header = header
     msg.height = 1
     msg.width = int(points.shape[0])
@@ -55,8 +53,16 @@ def array_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
     msg.point_step = POINT_STEP
     msg.row_step = POINT_STEP * msg.width
     msg.is_dense = True
-    msg.data = array.array("B", points.tobytes())  # the fast path of the generated setter
+    data = array.array("B")
+    if points.size:
+        data.frombytes(memoryview(points).cast("B"))  # array.array is the fast path of the generated setter
+    msg.data = data
     return msg
+
+
+def array_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
+    """(M, 14) float32 Gaussian rows -> PointCloud2 (height 1, dense, little-endian)."""
+    return _fill_cloud(PointCloud2(), points, header)
 
 
 def cloud_to_array(cloud: PointCloud2) -> np.ndarray:
@@ -80,8 +86,13 @@ def cloud_to_array(cloud: PointCloud2) -> np.ndarray:
 
 def make_chunk_msg(*, header: Header, map_id: str, chunk_key: Sequence[int], chunk_size: float, action: int,
                    revision: int, points: np.ndarray | None, part: int = 0, num_parts: int = 1,
-                   window_id: int = 0, keyframe_ids: Iterable[int] = ()) -> GaussianChunk:
-    """One GaussianChunk. ``points`` (M, 14) float32 for UPSERT; None/empty for DELETE and CLEAR."""
+                   window_id: int = 0, keyframe_ids: Iterable[int] = (),
+                   bounds: tuple[Sequence[float], Sequence[float]] | None = None) -> GaussianChunk:
+    """One GaussianChunk. ``points`` (M, 14) float32 for UPSERT; None/empty for DELETE and CLEAR.
+
+    bounds: (min xyz, max xyz) of the points' means when the caller has them already;
+    computed from ``points`` otherwise.
+    """
     msg = GaussianChunk()
     msg.header = header
     msg.map_id = map_id
@@ -95,10 +106,11 @@ def make_chunk_msg(*, header: Header, map_id: str, chunk_key: Sequence[int], chu
     msg.keyframe_ids = [int(k) for k in keyframe_ids]
     pts = np.zeros((0, len(GAUSSIAN_FIELDS)), np.float32) if points is None else points
     if len(pts):
-        lo, hi = pts[:, :3].min(axis=0), pts[:, :3].max(axis=0)
-        msg.bounds_min = Point(x=float(lo[0]), y=float(lo[1]), z=float(lo[2]))
-        msg.bounds_max = Point(x=float(hi[0]), y=float(hi[1]), z=float(hi[2]))
-    msg.gaussians = array_to_cloud(pts, header)
+        lo, hi = bounds if bounds is not None else (pts[:, :3].min(axis=0), pts[:, :3].max(axis=0))
+        b0, b1 = msg.bounds_min, msg.bounds_max
+        b0.x, b0.y, b0.z = float(lo[0]), float(lo[1]), float(lo[2])
+        b1.x, b1.y, b1.z = float(hi[0]), float(hi[1]), float(hi[2])
+    _fill_cloud(msg.gaussians, pts, header)
     return msg
 
 
@@ -125,7 +137,8 @@ def update_to_msg(u, header: Header) -> GaussianChunk:
     """mapping.chunks.ChunkUpdate (one transport part) -> GaussianChunk."""
     return make_chunk_msg(header=header, map_id=u.map_id, chunk_key=u.key, chunk_size=u.chunk_size,
                           action=int(u.action), revision=u.revision, points=u.rows if len(u.rows) else None,
-                          part=u.part, num_parts=u.num_parts, window_id=u.window_id, keyframe_ids=u.keyframe_ids)
+                          part=u.part, num_parts=u.num_parts, window_id=u.window_id, keyframe_ids=u.keyframe_ids,
+                          bounds=(u.bounds_min, u.bounds_max) if u.has_bounds() else None)
 
 
 def msg_to_update(msg: GaussianChunk):

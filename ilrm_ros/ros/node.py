@@ -110,6 +110,7 @@ class MappingNode(Node):
         self._last = {"image": None, "camera_info": None, "tf_ok": None}
         self._pending = PendingQueue(capacity=self.cfg.input.max_pending, timeout_s=self.cfg.frames.tf_timeout_s)
         self._resolve_lock = threading.Lock()  # one resolver at a time: the mapper's input side is single-threaded
+        self._resolve_again = False
         self._latency = collections.deque(maxlen=50)
         self.window_timings: collections.deque[dict] = collections.deque(maxlen=1000)
         self._last_result: WindowResult | None = None
@@ -121,6 +122,7 @@ class MappingNode(Node):
         service_group = MutuallyExclusiveCallbackGroup()
         timer_group = MutuallyExclusiveCallbackGroup()
         self.tf = make_tf_source(self)
+        self.tf.on_update = self._on_tf_update  # place waiting frames as soon as their TF arrives
         log.info(f"poses from {self.tf.name}")
 
         qos = qos_profile_sensor_data if self.cfg.input.qos == "sensor_data" else RELIABLE
@@ -226,18 +228,27 @@ class MappingNode(Node):
         return self.get_clock().now().nanoseconds
 
     # ------------------------------------------------------------------ TF resolution
+    def _on_tf_update(self) -> None:
+        """A TF message arrived: place the frames that waited for it (cheap when none wait)."""
+        if len(self._pending):
+            self._resolve_pending()
+
     def _resolve_pending(self) -> None:
         """Place queued frames whose TF is available (timer, and right after a frame arrives).
 
-        Never waits: when another thread is resolving, this call returns and the next tick
-        (or that thread) picks the frames up.
+        Never waits: when another thread is resolving, this call returns and that thread
+        makes one more pass (``_resolve_again``), so a TF message that arrives meanwhile is
+        not left to the next timer tick.
         """
-        if not self._resolve_lock.acquire(blocking=False):
-            return
-        try:
-            self._resolve_pending_locked()
-        finally:
-            self._resolve_lock.release()
+        self._resolve_again = True
+        while self._resolve_again:
+            if not self._resolve_lock.acquire(blocking=False):
+                return
+            try:
+                self._resolve_again = False
+                self._resolve_pending_locked()
+            finally:
+                self._resolve_lock.release()
 
     def _resolve_pending_locked(self) -> None:
         self._pending.timeout_ns = int(self.cfg.frames.tf_timeout_s * 1e9)

@@ -6,6 +6,7 @@ Both sources answer the same non-blocking question — "the pose of ``source`` i
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 from rclpy.node import Node
@@ -26,7 +27,12 @@ def transform_to_matrix(t) -> np.ndarray:
 
 
 class OwnTfSource:
-    """Subscribes /tf and /tf_static and feeds a ROS-free PoseBuffer (the pip route)."""
+    """Subscribes /tf and /tf_static and feeds a ROS-free PoseBuffer (the pip route).
+
+    ``on_update`` (optional, no arguments) is called after every TF message, so frames
+    waiting for their pose are placed as soon as it arrives rather than at the next
+    tick of the node's resolver timer.
+    """
 
     name = "ilrm_ros.PoseBuffer"
 
@@ -35,6 +41,7 @@ class OwnTfSource:
 
         self.buffer = PoseBuffer(cache_time_s=cache_time_s)
         self.last_message_time: float | None = None
+        self.on_update: Callable[[], None] | None = None
         self._node = node
         node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS)
         node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS)
@@ -49,6 +56,8 @@ class OwnTfSource:
             except ValueError as exc:  # NaN or malformed transform: skip it, keep the rest
                 self._node.get_logger().warning(f"ignoring bad transform {ts.header.frame_id}->{ts.child_frame_id}:"
                                                 f" {exc}", throttle_duration_sec=5.0)
+        if self.on_update is not None:
+            self.on_update()
 
     def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray | None:
         """T_target_source (4, 4) at stamp, or None while TF cannot answer yet."""
@@ -56,9 +65,14 @@ class OwnTfSource:
 
 
 class Tf2RosSource:
-    """tf2_ros.Buffer + TransformListener (a ROS install)."""
+    """tf2_ros.Buffer + TransformListener (a ROS install).
+
+    The listener owns the /tf subscription, so there is no per-message hook: waiting
+    frames are placed by the node's resolver timer (``on_update`` is never called).
+    """
 
     name = "tf2_ros.Buffer"
+    on_update = None
 
     def __init__(self, node: Node, cache_time_s: float = 10.0) -> None:
         import tf2_ros
