@@ -270,8 +270,8 @@ def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, nea
 def prune_mask(rows: torch.Tensor, cfg: FusionConfig) -> torch.Tensor:
     """(N,) bool: rows (N, 14) that survive pruning (opacity, scale, finite values)."""
     assert rows.shape[1] == ROW_FLOATS
-    smax = rows[:, COL_SCALES].max(dim=1).values
-    keep = torch.isfinite(rows).all(dim=1)
+    smax = rows[:, COL_SCALES].amax(dim=1)
+    keep = ~torch.isfinite(rows).logical_not_().amax(dim=1)   # all finite (amax: a fast reduction)
     keep &= rows[:, COL_OPACITY] >= cfg.min_opacity
     keep &= smax >= cfg.min_scale
     if cfg.max_scale > 0:

@@ -1,7 +1,8 @@
 """The bounded global Gaussian map (ROS-free core).
 
-The map is a dict of :class:`~ilrm_ros.mapping.chunks.Chunk` keyed by the integer
-voxel-block index ``floor(mean / chunk_size)`` in the map frame. Each iLRM window is
+The map is a set of chunks keyed by the integer voxel-block index
+``floor(mean / chunk_size)`` in the map frame (numpy storage per chunk; read through
+:class:`~ilrm_ros.mapping.chunks.Chunk` views). Each iLRM window is
 fused into it with :meth:`GaussianMap.integrate` (policy and parameters:
 :mod:`ilrm_ros.mapping.fusion`), which returns the :class:`MapUpdate` (whole-chunk
 UPSERTs / DELETEs) a subscriber needs to follow; :meth:`GaussianMap.reset` returns a
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -53,7 +53,7 @@ from ilrm_ros.model.gaussians import Gaussians
 logger = logging.getLogger(__name__)
 
 __all__ = ["FusionConfig", "GaussianMap", "MapUpdate", "WindowCameras", "ChunkUpdate", "UpdateAction",
-           "smallest_first", "segment_indices"]
+           "smallest_first", "BOOK_DTYPE"]
 
 
 _KEY_BITS = 21
@@ -100,44 +100,57 @@ def smallest_first(priority: torch.Tensor, born: torch.Tensor, gid: torch.Tensor
     return np.concatenate([below, ties])
 
 
-def segment_indices(starts: np.ndarray, which: np.ndarray) -> np.ndarray:
-    """Row indices of the segments ``which`` (ascending) of a segmented array, ascending.
-
-    starts: (C + 1,) segment offsets (starts[-1] = total rows); which: (K,) segment numbers.
-    """
-    if len(which) == 0:
-        return np.zeros(0, dtype=np.int64)
-    first, lengths = starts[which], starts[which + 1] - starts[which]
-    offsets = np.cumsum(lengths) - lengths                       # where each segment begins in the output
-    return np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(first - offsets, lengths)
+BOOK_DTYPE = np.dtype([("src_dist", "<f4"), ("born", "<i4"), ("last_seen", "<i4"), ("obs_count", "<i4"),
+                       ("gid", "<i8")])
+"""Per-Gaussian bookkeeping (24 bytes): distance to the closest camera of the producing
+window, producing window (-1 = loaded), last window that observed it, number of windows
+that observed its surface, map-wide insertion counter (a stable total order)."""
 
 
-def _row_max_scale(rows: np.ndarray) -> np.ndarray:
-    """(N,) largest of the three scales of rows (N, 14) (faster than max over a 3-wide axis)."""
-    return np.maximum(np.maximum(rows[:, COL_SCALES.start], rows[:, COL_SCALES.start + 1]), rows[:, COL_SCALES.start + 2])
+def _cat_books(books: list[np.ndarray]) -> np.ndarray:
+    """np.concatenate for BOOK_DTYPE arrays via an opaque 24-byte view (structured dtypes
+    take numpy's slow field-promotion path, ~30x slower)."""
+    return np.concatenate([b.view(f"V{BOOK_DTYPE.itemsize}") for b in books]).view(BOOK_DTYPE)
 
 
-@dataclass
-class _ChunkMeta:
-    """Per-chunk bookkeeping that is not per Gaussian."""
+class _Block:
+    """Storage of one chunk: rows (M, 14) float32 (never modified in place: every change
+    assigns a new array, so rows handed out in updates stay valid) and book (M,) BOOK_DTYPE."""
 
-    revision: int = 0            # map revision of the last change (0 = never sent)
-    last_window_id: int = -1
-    keyframe_ids: tuple[int, ...] = ()
+    __slots__ = ("rows", "book", "revision", "last_window_id", "keyframe_ids", "_bounds")
 
+    def __init__(self) -> None:
+        self.rows = np.zeros((0, ROW_FLOATS), np.float32)
+        self.book = np.zeros(0, BOOK_DTYPE)
+        self.revision = 0             # map revision of the last change (0 = never sent)
+        self.last_window_id = -1
+        self.keyframe_ids: tuple[int, ...] = ()
+        self._bounds: tuple[np.ndarray, np.ndarray, float] | None = None
 
-_BOOK_DTYPES = {"src_dist": np.float32, "born": np.int32, "last_seen": np.int32, "obs_count": np.int32,
-                "gid": np.int64}
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def set(self, rows: np.ndarray, book: np.ndarray) -> None:
+        self.rows, self.book, self._bounds = rows, book, None
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """AABB of the means lo, hi (3,) float64 and the largest scale (cached per content)."""
+        if self._bounds is None:
+            if len(self) == 0:
+                self._bounds = (np.zeros(3), np.zeros(3), 0.0)
+            else:
+                m, sc = self.rows[:, COL_MEANS], self.rows[:, COL_SCALES]
+                self._bounds = (m.min(axis=0).astype(np.float64), m.max(axis=0).astype(np.float64), float(sc.max()))
+        return self._bounds
 
 
 class GaussianMap:
     """A bounded, chunked, fused map of Gaussians in one map frame (CPU arrays).
 
-    Storage: one flat structure of arrays sorted by (chunk code, insertion id), so each
-    chunk is a contiguous row range (zero-copy chunk messages) and every fusion step is a
-    vectorised operation over the map rather than a Python loop over chunks. The rows
-    array is never modified in place (each change builds a new one), so rows already
-    handed out (updates, query results) stay valid.
+    Storage is per chunk (numpy rows + a structured bookkeeping array), so the cost of a
+    window grows with the chunks it touches, not with the size of the map; everything
+    done per Gaussian (projection, classification, grouping) is vectorised over the
+    window and the chunks in its frusta.
 
     Not thread-safe: one owner (the mapping worker) calls the mutating methods; other
     threads must hold the owner's lock for queries.
@@ -153,57 +166,10 @@ class GaussianMap:
         self.revision = 0
         self.num_windows = 0
         self._keyframes: set[int] = set()
+        self._blocks: dict[int, _Block] = {}     # chunk code -> storage
+        self._sorted: list[int] | None = None    # cached sorted codes
         self._next_gid = 0
         self.robot_position: torch.Tensor | None = None
-        self._meta: dict[int, _ChunkMeta] = {}
-        self._clear_rows()
-
-    # ------------------------------------------------------------------ storage
-
-    def _clear_rows(self) -> None:
-        self._set(np.zeros((0, ROW_FLOATS), np.float32), np.zeros(0, np.int64),
-                  {n: np.zeros(0, dt) for n, dt in _BOOK_DTYPES.items()})
-
-    def _set(self, rows: np.ndarray, code: np.ndarray, book: dict[str, np.ndarray]) -> None:
-        """Install new storage arrays (sorted by (code, gid)) and drop derived caches."""
-        self._rows, self._code, self._book = rows, code, book
-        self._segments_cache: tuple[np.ndarray, np.ndarray] | None = None
-        self._bounds_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-    def _take(self, idx: np.ndarray) -> None:
-        """Keep only the rows ``idx`` (bool mask or ascending indices): order is preserved."""
-        if idx.dtype == bool:
-            idx = np.flatnonzero(idx)
-        self._set(self._rows.take(idx, axis=0), self._code.take(idx), {n: a.take(idx) for n, a in self._book.items()})
-
-    def _segments(self) -> tuple[np.ndarray, np.ndarray]:
-        """(codes (C,) ascending, starts (C + 1,)): the chunks and their row ranges."""
-        if self._segments_cache is None:
-            code = self._code
-            if len(code) == 0:
-                self._segments_cache = (np.zeros(0, np.int64), np.zeros(1, np.int64))
-            else:
-                brk = np.flatnonzero(code[1:] != code[:-1]) + 1
-                starts = np.concatenate([[0], brk, [len(code)]]).astype(np.int64)
-                self._segments_cache = (code[starts[:-1]], starts)
-        return self._segments_cache
-
-    def _chunk_bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per chunk: AABB of the means lo, hi (C, 3) float64 and the largest scale (C,)."""
-        if self._bounds_cache is None:
-            codes, starts = self._segments()
-            if len(codes) == 0:
-                z = np.zeros((0, 3))
-                self._bounds_cache = (z, z, np.zeros(0))
-            else:
-                means, first = self._rows[:, COL_MEANS], starts[:-1]
-                self._bounds_cache = (np.minimum.reduceat(means, first, axis=0).astype(np.float64),
-                                      np.maximum.reduceat(means, first, axis=0).astype(np.float64),
-                                      np.maximum.reduceat(_row_max_scale(self._rows), first).astype(np.float64))
-        return self._bounds_cache
-
-    def _codes_of(self, means: np.ndarray) -> np.ndarray:
-        return encode_keys(chunk_keys(torch.from_numpy(means), self.chunk_size))
 
     # ------------------------------------------------------------------ queries
 
@@ -211,34 +177,38 @@ class GaussianMap:
     def chunk_size(self) -> float:
         return self.config.chunk_size
 
+    def _codes(self) -> list[int]:
+        """Chunk codes in key order (cached until a chunk is created or deleted)."""
+        if self._sorted is None:
+            self._sorted = sorted(self._blocks)
+        return self._sorted
+
     @property
     def chunks(self) -> dict[ChunkKey, Chunk]:
-        """The chunks as :class:`Chunk` views (keys sorted). Read-only use: a copy of the
-        bookkeeping; mutate the map only through its methods."""
-        codes, starts = self._segments()
+        """The chunks as :class:`Chunk` views, keys sorted (read-only use; rows are shared,
+        bookkeeping is copied). Mutate the map only through its methods."""
         out: dict[ChunkKey, Chunk] = {}
-        for i, code in enumerate(codes.tolist()):
-            sl = slice(int(starts[i]), int(starts[i + 1]))
-            meta = self._meta[code]
-            book = {n: torch.from_numpy(a[sl]) for n, a in self._book.items()}
+        for code in self._codes():
+            b = self._blocks[code]
             key = decode_key(code)
-            out[key] = Chunk(key=key, rows=torch.from_numpy(self._rows[sl]), revision=meta.revision,
-                             last_window_id=meta.last_window_id, keyframe_ids=meta.keyframe_ids, **book)
+            book = {name: torch.from_numpy(np.ascontiguousarray(b.book[name])) for name in BOOK_DTYPE.names}
+            out[key] = Chunk(key=key, rows=torch.from_numpy(b.rows), revision=b.revision,
+                             last_window_id=b.last_window_id, keyframe_ids=b.keyframe_ids, **book)
         return out
 
     def __len__(self) -> int:
-        return int(self._rows.shape[0])
+        return sum(len(b) for b in self._blocks.values())
 
     def memory_bytes(self) -> int:
-        """Bytes held by the Gaussian rows and their per-Gaussian bookkeeping arrays."""
-        return int(self._rows.nbytes + self._code.nbytes + sum(a.nbytes for a in self._book.values()))
+        """Bytes held by the Gaussian rows and their bookkeeping."""
+        return sum(b.rows.nbytes + b.book.nbytes for b in self._blocks.values())
 
     def stats(self) -> dict:
         """Counts for logs and ``MapInfo``."""
         return {
             "map_id": self.map_id,
             "num_gaussians": len(self),
-            "num_chunks": int(len(self._segments()[0])),
+            "num_chunks": len(self._blocks),
             "memory_bytes": self.memory_bytes(),
             "revision": self.revision,
             "num_windows": self.num_windows,
@@ -249,9 +219,9 @@ class GaussianMap:
 
     def all_gaussians(self) -> Gaussians:
         """Every Gaussian, ordered by chunk key then insertion: (N, ...) fields."""
-        if len(self) == 0:
+        if not self._blocks:
             return Gaussians.empty()
-        return array_to_gaussians(torch.from_numpy(self._rows))
+        return array_to_gaussians(torch.from_numpy(np.concatenate([self._blocks[c].rows for c in self._codes()])))
 
     def gaussians_in_frustum(self, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
                              near: float = 0.01, far: float = 1e4, sigmas: float = 3.0) -> Gaussians:
@@ -262,13 +232,13 @@ class GaussianMap:
         """
         cams = WindowCameras(c2w=c2w, K=K, height=height, width=width)
         hit = self._chunks_in_frusta(cams, near, far, sigmas)
-        if len(hit) == 0:
+        if not hit:
             return Gaussians.empty()
-        rows = torch.from_numpy(self._rows.take(segment_indices(self._segments()[1], hit), axis=0))
+        rows = torch.from_numpy(np.concatenate([self._blocks[c].rows for c in hit]))
         rot = cams.c2w[0, :3, :3]
         pc = (rows[:, COL_MEANS] - cams.centers[0]) @ rot
         z = pc[:, 2]
-        pad = sigmas * rows[:, COL_SCALES].max(dim=1).values
+        pad = sigmas * rows[:, COL_SCALES].amax(dim=1)
         k = cams.K[0]
         zs = z.clamp_min(1e-6)
         u = k[0, 0] * pc[:, 0] / zs + k[0, 2]
@@ -280,15 +250,34 @@ class GaussianMap:
         keep |= (z.abs() <= pad)
         return array_to_gaussians(rows[keep])
 
-    def _chunks_in_frusta(self, cams: WindowCameras, near: float, far: float, sigmas: float = 3.0) -> np.ndarray:
-        """(K,) ascending chunk numbers whose padded bounds may touch a camera frustum."""
-        lo, hi, smax = self._chunk_bounds()
-        if len(lo) == 0:
-            return np.zeros(0, dtype=np.int64)
-        pad = (sigmas * smax)[:, None]
-        hit = boxes_in_frusta(torch.tensor(lo - pad, dtype=torch.float32),
-                              torch.tensor(hi + pad, dtype=torch.float32), cams, near, far)
-        return np.flatnonzero(hit.numpy())
+    def _refresh_bounds(self, blocks: list[_Block]) -> None:
+        """Compute the bounds of the blocks whose cache is stale, in one vectorised pass."""
+        stale = [b for b in blocks if b._bounds is None and len(b)]
+        if not stale:
+            return
+        starts = np.cumsum([0] + [len(b) for b in stale[:-1]])
+        rows = np.concatenate([b.rows for b in stale])
+        means = rows[:, COL_MEANS]
+        lo = np.minimum.reduceat(means, starts, axis=0).astype(np.float64)
+        hi = np.maximum.reduceat(means, starts, axis=0).astype(np.float64)
+        smax = np.maximum.reduceat(np.maximum(np.maximum(rows[:, COL_SCALES.start], rows[:, COL_SCALES.start + 1]),
+                                              rows[:, COL_SCALES.start + 2]), starts).astype(np.float64)
+        for i, b in enumerate(stale):
+            b._bounds = (lo[i], hi[i], float(smax[i]))
+
+    def _chunks_in_frusta(self, cams: WindowCameras, near: float, far: float, sigmas: float = 3.0) -> list[int]:
+        """Codes (key order) of the chunks whose padded bounds may touch a camera frustum."""
+        codes = self._codes()
+        if not codes:
+            return []
+        self._refresh_bounds([self._blocks[c] for c in codes])
+        bounds = [self._blocks[c].bounds() for c in codes]
+        lo = np.stack([b[0] for b in bounds])
+        hi = np.stack([b[1] for b in bounds])
+        pad = sigmas * np.array([b[2] for b in bounds])[:, None]
+        hit = boxes_in_frusta(torch.tensor(lo - pad, dtype=torch.float32), torch.tensor(hi + pad, dtype=torch.float32),
+                              cams, near, far)
+        return [c for c, h in zip(codes, hit.tolist()) if h]
 
     # ------------------------------------------------------------------ updates
 
@@ -314,24 +303,23 @@ class GaussianMap:
         proj_new = project(rows[:, COL_MEANS], cameras, cfg.depth_downsample, cfg.near)
         dist = proj_new.dist                                                     # (V, N)
         if cfg.max_camera_distance > 0 and rows.shape[0]:
-            near_enough = dist.min(0).values <= cfg.max_camera_distance
+            near_enough = dist.amin(0) <= cfg.max_camera_distance
             rows, dist = rows[near_enough], dist[:, near_enough]
             proj_new = Projection(z=proj_new.z[:, near_enough], cell=proj_new.cell[:, near_enough],
                                   visible=proj_new.visible[:, near_enough], dist=dist)
-        src_dist = torch.where(proj_new.visible, dist, torch.inf).min(0).values if rows.shape[0] else torch.zeros(0)
+        src_dist = torch.where(proj_new.visible, dist, torch.inf).amin(0) if rows.shape[0] else torch.zeros(0)
         if rows.shape[0]:
-            src_dist = torch.where(torch.isfinite(src_dist), src_dist, dist.min(0).values)
+            src_dist = torch.where(torch.isfinite(src_dist), src_dist, dist.amin(0))
         new_obs = torch.ones(rows.shape[0], dtype=torch.int32)
 
         update = MapUpdate(map_id=self.map_id, revision=self.revision, window_id=int(window_id))
         changed: set[int] = set()
-        keep_old = None
         if cfg.fusion:
-            drop_new, new_obs, keep_old = self._fuse(rows, proj_new, cameras, int(window_id), changed, update)
+            drop_new, new_obs = self._fuse(rows, proj_new, cameras, int(window_id), changed, update)
             keep = ~drop_new
             rows, src_dist, new_obs = rows[keep], src_dist[keep], new_obs[keep]
         update.num_added = int(rows.shape[0])
-        self._insert(rows.numpy(), src_dist.numpy(), new_obs.numpy(), int(window_id), changed, keep_old)
+        self._insert(rows.numpy(), src_dist.numpy(), new_obs.numpy(), int(window_id), changed)
         if cfg.fusion and cfg.dedup_voxel > 0:
             update.num_removed += self._dedup(changed)
         update.num_evicted = self._enforce_caps(changed)
@@ -356,8 +344,8 @@ class GaussianMap:
 
     def reset(self) -> MapUpdate:
         """Drop everything; a new map id; returns the CLEAR (revision still increases)."""
-        self._clear_rows()
-        self._meta.clear()
+        self._blocks.clear()
+        self._sorted = None
         self._keyframes.clear()
         self.num_windows = 0
         self.map_id = _new_map_id()
@@ -371,19 +359,14 @@ class GaussianMap:
         Applying it to an up-to-date replica changes nothing (all stale/duplicate).
         """
         clear = ChunkUpdate(UpdateAction.CLEAR, self.map_id, (0, 0, 0), self.chunk_size, self.revision)
-        codes, _ = self._segments()
-        ups = [self._upsert(i, code) for i, code in enumerate(codes.tolist())]
+        ups = [self._chunk_update(code) for code in self._codes()]
         return MapUpdate(map_id=self.map_id, revision=self.revision, updates=[clear] + ups)
 
     # ------------------------------------------------------------------ internals
 
     def _fuse(self, rows: torch.Tensor, proj_new: Projection, cams: WindowCameras, window_id: int,
-              changed: set[int], update: MapUpdate) -> tuple[torch.Tensor, torch.Tensor, np.ndarray | None]:
-        """Carve/replace/confirm old Gaussians seen by the window.
-
-        Updates the bookkeeping of confirmed Gaussians; returns (drop_new (N,) bool,
-        new_obs (N,) int32, keep_old (M,) bool mask of the map's rows or None = keep all).
-        """
+              changed: set[int], update: MapUpdate) -> tuple[torch.Tensor, torch.Tensor]:
+        """Carve/replace/confirm old Gaussians seen by the window; returns (drop_new (N,), new_obs (N,))."""
         cfg = self.config
         n_new = rows.shape[0]
         drop_new = torch.zeros(n_new, dtype=torch.bool)
@@ -395,16 +378,18 @@ class GaussianMap:
             dmin, dmax = zbuffer(proj_new, h * w)
         observed = torch.isfinite(dmax)
         if not observed.any():
-            return drop_new, new_obs, None
+            return drop_new, new_obs
         far = float(dmax[observed].max())
         far += cfg.depth_tol_abs + cfg.depth_tol_rel * far
         hit = self._chunks_in_frusta(cams, cfg.near, far, sigmas=0.0)
-        if len(hit) == 0:
-            return drop_new, new_obs, None
-        idx = segment_indices(self._segments()[1], hit)                          # (M,) rows tested
-        means_old = torch.from_numpy(self._rows[idx, COL_MEANS])
-        src_old = torch.from_numpy(self._book["src_dist"][idx])
-        obs_old = torch.from_numpy(self._book["obs_count"][idx])
+        if not hit:
+            return drop_new, new_obs
+        blocks = [self._blocks[c] for c in hit]
+        starts = np.cumsum([0] + [len(b) for b in blocks])
+        means_old = torch.from_numpy(np.concatenate([b.rows[:, COL_MEANS] for b in blocks]))
+        book_old = _cat_books([b.book for b in blocks])
+        src_old = torch.from_numpy(np.ascontiguousarray(book_old["src_dist"]))
+        obs_old = torch.from_numpy(np.ascontiguousarray(book_old["obs_count"]))
 
         po = project(means_old, cams, cfg.depth_downsample, cfg.near)
         d_lo, d_hi = gather_cells(dmin, po), gather_cells(dmax, po)
@@ -412,10 +397,10 @@ class GaussianMap:
         tol = cfg.depth_tol_abs + cfg.depth_tol_rel * torch.where(known, d_lo, torch.zeros_like(d_lo))
         free_v = known & (po.z < d_lo - tol)
         near_v = known & ~free_v & (po.z <= d_hi + tol)
-        any_near = near_v.any(0)
-        carved = free_v.any(0) & ~any_near if cfg.carve else torch.zeros_like(any_near)
+        any_near = near_v.amax(0)
+        carved = free_v.amax(0) & ~any_near if cfg.carve else torch.zeros_like(any_near)
         if cfg.replace:
-            closest = torch.where(near_v, po.dist, torch.inf).min(0).values
+            closest = torch.where(near_v, po.dist, torch.inf).amin(0)
             replaced = any_near & (closest <= cfg.replace_distance_ratio * src_old)
         else:
             replaced = torch.zeros_like(any_near)
@@ -428,7 +413,7 @@ class GaussianMap:
         if n_new and bool(torch.isfinite(kmin).any()):
             tol_new = cfg.depth_tol_abs + cfg.depth_tol_rel * gather_cells(dmin, proj_new).clamp_min(0)
             lo, hi = gather_cells(kmin, proj_new), gather_cells(kmax, proj_new)
-            drop_new = (proj_new.visible & (proj_new.z >= lo - tol_new) & (proj_new.z <= hi + tol_new)).any(0)
+            drop_new = (proj_new.visible & (proj_new.z >= lo - tol_new) & (proj_new.z <= hi + tol_new)).amax(0)
         # Window Gaussians inherit the observation count of what they replace in their cell.
         rep_v = near_v & replaced[None]
         if n_new and bool(rep_v.any()):
@@ -437,67 +422,59 @@ class GaussianMap:
             vals = obs_old.to(torch.int64)[None].expand(n_cams, -1)[rep_v]
             best = torch.zeros(n_cams * n_cells, dtype=torch.int64).scatter_reduce_(0, flat, vals, reduce="amax")
             inherited = torch.where(proj_new.visible, gather_cells(best.view(n_cams, n_cells), proj_new), 0)
-            new_obs = (1 + inherited.max(0).values).to(torch.int32)
+            new_obs = (1 + inherited.amax(0)).to(torch.int32)
 
-        remove = (carved | replaced).numpy()
-        n_carved, n_replaced, n_remove = int(carved.sum()), int(replaced.sum()), int(remove.sum())
-        update.num_carved += n_carved
-        update.num_replaced += n_replaced
-        update.num_removed += n_remove
-        seen = idx[kept_seen.numpy()]
-        if len(seen):
-            book = dict(self._book)
-            book["obs_count"] = book["obs_count"].copy()
-            book["obs_count"][seen] += 1
-            book["last_seen"] = book["last_seen"].copy()
-            book["last_seen"][seen] = window_id
-            self._book = book
-        if n_remove == 0:
-            return drop_new, new_obs, None
-        gone = idx[remove]
-        changed.update(np.unique(self._code[gone]).tolist())
-        keep_old = np.ones(len(self), dtype=bool)
-        keep_old[gone] = False
-        return drop_new, new_obs, keep_old
+        remove, seen = (carved | replaced).numpy(), kept_seen.numpy()
+        update.num_carved += int(carved.sum())
+        update.num_replaced += int(replaced.sum())
+        update.num_removed += int(remove.sum())
+        if seen.any():
+            book_old["obs_count"][seen] += 1
+            book_old["last_seen"][seen] = window_id
+        # Only the chunks with something removed or seen again are written back.
+        n_rm = np.add.reduceat(remove, starts[:-1])
+        n_seen = np.add.reduceat(seen, starts[:-1])
+        for j in np.flatnonzero(n_rm + n_seen).tolist():
+            b, a, e = blocks[j], int(starts[j]), int(starts[j + 1])
+            if n_rm[j]:
+                keep = np.flatnonzero(~remove[a:e])
+                b.set(b.rows.take(keep, axis=0), book_old[a:e].take(keep))
+                changed.add(hit[j])
+            else:
+                b.book = book_old[a:e].copy()   # same rows (bounds stay valid), new bookkeeping
+        return drop_new, new_obs
+
+    def _block(self, code: int) -> _Block:
+        b = self._blocks.get(code)
+        if b is None:
+            b = self._blocks[code] = _Block()
+            self._sorted = None
+        return b
 
     def _insert(self, rows: np.ndarray, src_dist: np.ndarray, obs: np.ndarray, window_id: int,
-                changed: set[int], keep_old: np.ndarray | None = None) -> None:
-        """Drop the old rows not in ``keep_old`` (bool (M,), None = keep all) and merge new
-        rows (N, 14) into their chunks, after the chunk's existing rows (original order)."""
+                changed: set[int]) -> None:
+        """Append rows (N, 14) to their chunks (grouped by key, original order within)."""
         n = rows.shape[0]
         if n == 0:
-            if keep_old is not None:
-                self._take(keep_old)
             return
-        gid = np.arange(self._next_gid, self._next_gid + n, dtype=np.int64)
+        book = np.empty(n, BOOK_DTYPE)
+        book["src_dist"], book["born"], book["last_seen"] = src_dist, window_id, window_id
+        book["obs_count"], book["gid"] = obs, np.arange(self._next_gid, self._next_gid + n, dtype=np.int64)
         self._next_gid += n
-        codes = self._codes_of(np.ascontiguousarray(rows[:, COL_MEANS]))
+        codes = encode_keys(chunk_keys(torch.from_numpy(np.ascontiguousarray(rows[:, COL_MEANS])), self.chunk_size))
         order = np.argsort(codes, kind="stable")
-        codes_new = codes[order]
-        new_book = {"src_dist": src_dist, "born": np.full(n, window_id), "last_seen": np.full(n, window_id),
-                    "obs_count": obs, "gid": gid}
-        fresh = np.unique(codes_new)
-        changed.update(fresh.tolist())
-        for code in fresh.tolist():
-            if code not in self._meta:
-                self._meta[code] = _ChunkMeta()
-
-        # Merge: new rows go after the existing rows of their chunk (their ids are larger).
-        # src indexes the concatenation [old rows, new rows] in the merged order.
-        old_idx = np.flatnonzero(keep_old) if keep_old is not None else np.arange(len(self))
-        n_old = len(old_idx)
-        dest_new = np.searchsorted(self._code.take(old_idx), codes_new, side="right") + np.arange(n)
-        is_new = np.zeros(n_old + n, dtype=bool)
-        is_new[dest_new] = True
-        src = np.empty(n_old + n, dtype=np.int64)
-        src[~is_new] = old_idx
-        src[dest_new] = len(self) + order
-
-        def merged(old: np.ndarray, new: np.ndarray) -> np.ndarray:
-            return np.concatenate([old, new.astype(old.dtype, copy=False)]).take(src, axis=0)
-
-        self._set(merged(self._rows, rows), merged(self._code, codes),
-                  {name: merged(a, new_book[name]) for name, a in self._book.items()})
+        codes = codes[order]
+        rows, book = rows.take(order, axis=0), book.take(order)
+        bounds = np.flatnonzero(np.diff(codes)) + 1
+        starts = np.concatenate([[0], bounds, [n]])
+        for i, code in enumerate(codes[starts[:-1]].tolist()):
+            a, e = int(starts[i]), int(starts[i + 1])
+            b = self._block(code)
+            if len(b):
+                b.set(np.concatenate([b.rows, rows[a:e]]), _cat_books([b.book, book[a:e]]))
+            else:
+                b.set(rows[a:e].copy(), book[a:e].copy())
+            changed.add(code)
 
     def _dedup(self, changed: set[int]) -> int:
         """At most one Gaussian per dedup voxel in changed chunks; returns how many went.
@@ -505,28 +482,27 @@ class GaussianMap:
         Per chunk and voxel cell the kept one is the closest source camera, then the newest
         window, then the oldest insertion.
         """
-        codes, starts = self._segments()
-        which = np.flatnonzero(np.isin(codes, np.fromiter(changed, np.int64, len(changed))))
-        idx = segment_indices(starts, which)
-        if len(idx) < 2:
-            return 0
-        b = self._book
-        cell_id = encode_keys(chunk_keys(torch.from_numpy(self._rows[idx, COL_MEANS]), self.config.dedup_voxel))
-        code = self._code[idx]
-        order = np.lexsort((b["gid"][idx], -b["born"][idx].astype(np.int64), b["src_dist"][idx], cell_id, code))
-        sc, sk = cell_id[order], code[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = (sc[1:] != sc[:-1]) | (sk[1:] != sk[:-1])
-        gone = idx[order[~first]]
-        if len(gone):
-            keep = np.ones(len(self), dtype=bool)
-            keep[gone] = False
-            self._take(keep)
-        return int(len(gone))
+        vox = self.config.dedup_voxel
+        removed = 0
+        for code in sorted(changed):
+            b = self._blocks[code]
+            if len(b) < 2:
+                continue
+            cell_id = encode_keys(chunk_keys(torch.from_numpy(np.ascontiguousarray(b.rows[:, COL_MEANS])), vox))
+            bk = b.book
+            order = np.lexsort((bk["gid"], -bk["born"].astype(np.int64), bk["src_dist"], cell_id))
+            sorted_cells = cell_id[order]
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = sorted_cells[1:] != sorted_cells[:-1]
+            keep = np.sort(order[first])
+            if len(keep) < len(b):
+                removed += len(b) - len(keep)
+                b.set(b.rows.take(keep, axis=0), bk.take(keep))
+        return removed
 
-    def _priority(self, sl: slice | np.ndarray = slice(None)) -> torch.Tensor:
+    def _priority(self, b: _Block) -> torch.Tensor:
         robot = self.robot_position if self.robot_position is not None else torch.zeros(3)
-        return eviction_priority(torch.from_numpy(self._rows[sl]), torch.from_numpy(self._book["obs_count"][sl]),
+        return eviction_priority(torch.from_numpy(b.rows), torch.from_numpy(np.ascontiguousarray(b.book["obs_count"])),
                                  self.config, robot)
 
     def _enforce_caps(self, changed: set[int]) -> int:
@@ -537,45 +513,56 @@ class GaussianMap:
         """
         cfg = self.config
         evicted = 0
-        born, gid = self._book["born"], self._book["gid"]
-        if cfg.max_gaussians_per_chunk > 0 and len(self):
+        if cfg.max_gaussians_per_chunk > 0:
             target = max(1, int(cfg.max_gaussians_per_chunk * cfg.evict_to_fraction))
-            codes, starts = self._segments()
-            counts = np.diff(starts)
-            over = np.flatnonzero(counts > cfg.max_gaussians_per_chunk)
-            over = over[np.isin(codes[over], np.fromiter(changed, np.int64, len(changed)))]
-            if len(over):
-                keep = np.ones(len(self), dtype=bool)
-                for i in over.tolist():
-                    a, b = int(starts[i]), int(starts[i + 1])
-                    excess = (b - a) - target
-                    gone = smallest_first(self._priority(slice(a, b)), torch.from_numpy(born[a:b]),
-                                          torch.from_numpy(gid[a:b]), excess)
-                    keep[a + gone] = False
+            for code in sorted(changed):
+                b = self._blocks[code]
+                if len(b) > cfg.max_gaussians_per_chunk:
+                    excess = len(b) - target
+                    gone = smallest_first(self._priority(b), torch.from_numpy(np.ascontiguousarray(b.book["born"])),
+                                          torch.from_numpy(np.ascontiguousarray(b.book["gid"])), excess)
+                    keep = np.ones(len(b), dtype=bool)
+                    keep[gone] = False
+                    keep = np.flatnonzero(keep)
+                    b.set(b.rows.take(keep, axis=0), b.book.take(keep))
                     evicted += excess
-                self._take(keep)
         total = len(self)
         if 0 < cfg.max_gaussians_total < total:
             excess = total - max(1, int(cfg.max_gaussians_total * cfg.evict_to_fraction))
-            gone = smallest_first(self._priority(), torch.from_numpy(self._book["born"]),
-                                  torch.from_numpy(self._book["gid"]), excess)
-            changed.update(np.unique(self._code[gone]).tolist())
+            codes = self._codes()
+            blocks = [self._blocks[c] for c in codes]
+            robot = self.robot_position if self.robot_position is not None else torch.zeros(3)
+            book = _cat_books([b.book for b in blocks])
+            # one vectorised pass (means, colours, opacity, scales: the first 10 columns)
+            prio = eviction_priority(torch.from_numpy(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in blocks])),
+                                     torch.from_numpy(np.ascontiguousarray(book["obs_count"])), cfg, robot)
+            gone = smallest_first(prio, torch.from_numpy(np.ascontiguousarray(book["born"])),
+                                  torch.from_numpy(np.ascontiguousarray(book["gid"])), excess)
             keep = np.ones(total, dtype=bool)
             keep[gone] = False
-            self._take(keep)
+            start = 0
+            for code, b in zip(codes, blocks):
+                k = keep[start:start + len(b)]
+                start += len(b)
+                if not k.all():
+                    idx = np.flatnonzero(k)
+                    b.set(b.rows.take(idx, axis=0), b.book.take(idx))
+                    changed.add(code)
             evicted += excess
         return evicted
 
-    def _upsert(self, i: int, code: int) -> ChunkUpdate:
-        """UPSERT of chunk number ``i`` (code ``code``): its rows as a read-only view."""
-        _, starts = self._segments()
-        lo, hi, _ = self._chunk_bounds()
-        rows = self._rows[int(starts[i]):int(starts[i + 1])]
+    def _chunk_update(self, code: int) -> ChunkUpdate:
+        """UPSERT of a chunk's current content (rows as a read-only view), or DELETE when empty."""
+        b = self._blocks[code]
+        if len(b) == 0:
+            return ChunkUpdate(UpdateAction.DELETE, self.map_id, decode_key(code), self.chunk_size, b.revision,
+                               window_id=max(b.last_window_id, 0), keyframe_ids=b.keyframe_ids)
+        rows = b.rows.view()
         rows.flags.writeable = False
-        meta = self._meta[code]
-        return ChunkUpdate(UpdateAction.UPSERT, self.map_id, decode_key(code), self.chunk_size, meta.revision,
-                           rows=rows, bounds_min=tuple(lo[i].tolist()), bounds_max=tuple(hi[i].tolist()),
-                           window_id=max(meta.last_window_id, 0), keyframe_ids=meta.keyframe_ids)
+        lo, hi, _ = b.bounds()
+        return ChunkUpdate(UpdateAction.UPSERT, self.map_id, decode_key(code), self.chunk_size, b.revision,
+                           rows=rows, bounds_min=tuple(lo.tolist()), bounds_max=tuple(hi.tolist()),
+                           window_id=max(b.last_window_id, 0), keyframe_ids=b.keyframe_ids)
 
     def _emit(self, changed: set[int], update: MapUpdate, window_id: int, keyframe_ids: tuple[int, ...]) -> None:
         """Bump the revision once and list the changed chunks (emptied ones as DELETE)."""
@@ -584,25 +571,17 @@ class GaussianMap:
             return
         self.revision += 1
         update.revision = self.revision
-        codes, _ = self._segments()
-        todo = np.array(sorted(changed), dtype=np.int64)
-        pos = np.searchsorted(codes, todo)
-        present = (pos < len(codes)) & (codes[np.minimum(pos, max(len(codes) - 1, 0))] == todo) if len(codes) \
-            else np.zeros(len(todo), dtype=bool)
-        for code, i, here in zip(todo.tolist(), pos.tolist(), present.tolist()):
-            meta = self._meta.get(code)
-            if meta is None:
+        self._refresh_bounds([self._blocks[c] for c in changed])
+        for code in sorted(changed):
+            b = self._blocks[code]
+            if len(b) == 0 and b.revision == 0:
+                del self._blocks[code]   # created and emptied by this operation: never sent
+                self._sorted = None
                 continue
-            if not here and meta.revision == 0:
-                del self._meta[code]     # created and emptied by this operation: never sent
-                continue
-            meta.revision = self.revision
-            meta.last_window_id = window_id
-            meta.keyframe_ids = keyframe_ids
-            if here:
-                update.updates.append(self._upsert(i, code))
-            else:
-                update.updates.append(ChunkUpdate(UpdateAction.DELETE, self.map_id, decode_key(code),
-                                                  self.chunk_size, self.revision, window_id=max(window_id, 0),
-                                                  keyframe_ids=keyframe_ids))
-                del self._meta[code]
+            b.revision = self.revision
+            b.last_window_id = window_id
+            b.keyframe_ids = keyframe_ids
+            update.updates.append(self._chunk_update(code))
+            if len(b) == 0:
+                del self._blocks[code]
+                self._sorted = None

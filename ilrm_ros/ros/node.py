@@ -154,7 +154,7 @@ class MappingNode(Node):
         self.create_service(RenderView, "~/render_view", self._srv_render, callback_group=service_group)
 
         self.worker = WindowWorker(self.mapper.process_window, self._on_window_result, self.cfg.window.max_queue)
-        self.create_timer(0.02, self._resolve_pending, callback_group=timer_group)
+        self.create_timer(self.tf.poll_period_s, self._resolve_pending, callback_group=timer_group)
         # diagnostics wait for the map lock while a window is fused: keep them off the TF resolver's group
         self.create_timer(self.cfg.diagnostics.period_s, self._publish_diagnostics,
                           callback_group=MutuallyExclusiveCallbackGroup())

@@ -35,6 +35,8 @@ class OwnTfSource:
     """
 
     name = "ilrm_ros.PoseBuffer"
+    poll_period_s = 0.1
+    """Period of the node's resolver timer: only expires frames whose TF never came."""
 
     def __init__(self, node: Node, cache_time_s: float = 10.0) -> None:
         from tf2_msgs.msg import TFMessage
@@ -73,6 +75,8 @@ class Tf2RosSource:
 
     name = "tf2_ros.Buffer"
     on_update = None
+    poll_period_s = 0.05
+    """Period of the node's resolver timer: it places frames whose TF came after them."""
 
     def __init__(self, node: Node, cache_time_s: float = 10.0) -> None:
         import tf2_ros

@@ -25,7 +25,7 @@ from ilrm_ros.mapping.chunks import (
     split_for_transport,
 )
 from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras, contribution_score
-from ilrm_ros.mapping.gaussian_map import GaussianMap, segment_indices, smallest_first
+from ilrm_ros.mapping.gaussian_map import GaussianMap, smallest_first
 from ilrm_ros.model.gaussians import Gaussians
 
 IMG = 64          # image size (pixels)
@@ -517,13 +517,6 @@ def test_replica_follows_a_new_session_with_a_lower_revision_count_and_ignores_t
     rep.apply_all(old_stream[-3:])                               # late messages of the old session
     np.testing.assert_array_equal(_replica_rows(rep), _map_rows(new))
     assert rep.map_id == new.map_id
-
-
-def test_segment_indices_lists_the_rows_of_the_chosen_chunks_in_order():
-    starts = np.array([0, 3, 3, 7, 8])  # chunk sizes 3, 0, 4, 1
-    np.testing.assert_array_equal(segment_indices(starts, np.array([0, 2])), [0, 1, 2, 3, 4, 5, 6])
-    np.testing.assert_array_equal(segment_indices(starts, np.array([1, 3])), [7])
-    assert len(segment_indices(starts, np.array([], dtype=np.int64))) == 0
 
 
 def test_rows_handed_out_in_updates_are_never_changed_by_later_windows():
