@@ -15,5 +15,8 @@ def test_held_out_views_from_the_map_beat_the_nearest_keyframe(tmp_path):
     report = run_demo(tmp_path / "demo", frames=24, res=128, holdout=4, rate_hz=2.0)
     assert report["node_exit_code"] == 0 and report["saved_on_shutdown"]
     assert report["windows"] >= 3 and report["frames_dropped"] == 0
+    # one latency per processed window, each covering at least that window's model run
+    assert len(report["window_latency_s"]) == len(report["window_model_s"]) == report["windows"]
+    assert all(e >= m > 0 for e, m in zip(report["window_latency_s"], report["window_model_s"]))
     assert report["gaussians_rebuilt_from_chunks"] == report["gaussians"] == report["latched_map_points"]
     assert report["mean_psnr_map"] > report["mean_psnr_nearest_keyframe"], report["held_out"]
