@@ -101,11 +101,10 @@ def array_to_gaussians(arr: np.ndarray | torch.Tensor) -> Gaussians:
 
 @dataclass
 class Chunk:
-    """One spatial block of the map.
+    """A read-only view of one spatial block of the map (what ``GaussianMap.chunks`` returns).
 
-    rows:       (M, 14) float32 Gaussians in the transport layout. Never modified in
-                place: every change assigns a new tensor, so snapshots handed out in
-                updates stay valid.
+    rows:       (M, 14) float32 Gaussians in the transport layout (shared with the map,
+                which never modifies them in place).
     src_dist:   (M,) float32 distance from the Gaussian to the closest camera of the
                 window that produced it (inf when unknown, e.g. loaded from a PLY).
     born:       (M,) int32 window id that produced the Gaussian (-1 = loaded).
@@ -126,21 +125,6 @@ class Chunk:
     revision: int = 0
     last_window_id: int = -1
     keyframe_ids: tuple[int, ...] = ()
-    _cache: tuple | None = field(default=None, repr=False, compare=False)
-
-    BOOKKEEPING = ("src_dist", "born", "last_seen", "obs_count", "gid")
-
-    @staticmethod
-    def empty(key: ChunkKey) -> "Chunk":
-        return Chunk(
-            key=key,
-            rows=torch.zeros(0, ROW_FLOATS),
-            src_dist=torch.zeros(0),
-            born=torch.zeros(0, dtype=torch.int32),
-            last_seen=torch.zeros(0, dtype=torch.int32),
-            obs_count=torch.zeros(0, dtype=torch.int32),
-            gid=torch.zeros(0, dtype=torch.int64),
-        )
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -149,41 +133,6 @@ class Chunk:
     def window_ids(self) -> list[int]:
         """Sorted ids of the windows whose Gaussians are in the chunk now (-1 = loaded)."""
         return sorted(int(w) for w in torch.unique(self.born).tolist())
-
-    def select(self, idx: torch.Tensor) -> None:
-        """Keep only the Gaussians ``idx`` (bool mask (M,) or indices), in that order."""
-        self.rows = self.rows[idx]
-        self._cache = None
-        for name in self.BOOKKEEPING:
-            setattr(self, name, getattr(self, name)[idx])
-
-    def append(self, rows: torch.Tensor, **book: torch.Tensor) -> None:
-        """Append Gaussians (K, 14) with their bookkeeping arrays (each (K,))."""
-        self.rows = torch.cat([self.rows, rows], dim=0)
-        self._cache = None
-        for name in self.BOOKKEEPING:
-            setattr(self, name, torch.cat([getattr(self, name), book[name].to(getattr(self, name).dtype)]))
-
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """AABB of the means: ((3,), (3,)) float64; zeros when empty (cached per content)."""
-        if self._cache is None:
-            if len(self) == 0:
-                self._cache = (np.zeros(3), np.zeros(3), 0.0)
-            else:
-                r = self.rows.numpy()
-                self._cache = (r[:, COL_MEANS].min(0).astype(np.float64), r[:, COL_MEANS].max(0).astype(np.float64),
-                               float(r[:, COL_SCALES].max()))
-        return self._cache[0], self._cache[1]
-
-    def extent(self, sigmas: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-        """AABB of the means padded by ``sigmas`` times the largest scale in the chunk."""
-        lo, hi = self.bounds()
-        pad = sigmas * self._cache[2]
-        return lo - pad, hi + pad
-
-    def memory_bytes(self) -> int:
-        tensors = [self.rows] + [getattr(self, n) for n in self.BOOKKEEPING]
-        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,19 +208,6 @@ class MapUpdate:
         for u in self.updates:
             out.extend(split_for_transport(u, max_bytes=max_bytes))
         return out
-
-
-def chunk_update(chunk: Chunk, map_id: str, chunk_size: float) -> ChunkUpdate:
-    """Whole-chunk UPSERT (or DELETE when empty) reflecting the chunk's current content."""
-    if len(chunk) == 0:
-        return ChunkUpdate(UpdateAction.DELETE, map_id, chunk.key, chunk_size, chunk.revision,
-                           window_id=max(chunk.last_window_id, 0), keyframe_ids=chunk.keyframe_ids)
-    rows = chunk.rows.numpy()
-    rows.flags.writeable = False
-    lo, hi = chunk.bounds()
-    return ChunkUpdate(UpdateAction.UPSERT, map_id, chunk.key, chunk_size, chunk.revision, rows=rows,
-                       bounds_min=tuple(float(x) for x in lo), bounds_max=tuple(float(x) for x in hi),
-                       window_id=max(chunk.last_window_id, 0), keyframe_ids=chunk.keyframe_ids)
 
 
 def split_for_transport(chunk: ChunkUpdate, max_bytes: int = MAX_MESSAGE_BYTES,

@@ -133,15 +133,31 @@ class _Block:
     def set(self, rows: np.ndarray, book: np.ndarray) -> None:
         self.rows, self.book, self._bounds = rows, book, None
 
+    def take(self, idx: np.ndarray) -> None:
+        """Keep only the Gaussians ``idx`` (ascending indices), in that order."""
+        self.set(self.rows.take(idx, axis=0), self.book.take(idx))
+
     def bounds(self) -> tuple[np.ndarray, np.ndarray, float]:
         """AABB of the means lo, hi (3,) float64 and the largest scale (cached per content)."""
         if self._bounds is None:
-            if len(self) == 0:
-                self._bounds = (np.zeros(3), np.zeros(3), 0.0)
-            else:
-                m, sc = self.rows[:, COL_MEANS], self.rows[:, COL_SCALES]
-                self._bounds = (m.min(axis=0).astype(np.float64), m.max(axis=0).astype(np.float64), float(sc.max()))
-        return self._bounds
+            _refresh_bounds([self])
+        return self._bounds if self._bounds is not None else (np.zeros(3), np.zeros(3), 0.0)
+
+
+def _refresh_bounds(blocks: list[_Block]) -> None:
+    """Compute the bounds of the non-empty blocks whose cache is stale, in one vectorised pass."""
+    stale = [b for b in blocks if b._bounds is None and len(b)]
+    if not stale:
+        return
+    starts = np.cumsum([0] + [len(b) for b in stale[:-1]])
+    rows = np.concatenate([b.rows for b in stale])
+    means = rows[:, COL_MEANS]
+    lo = np.minimum.reduceat(means, starts, axis=0).astype(np.float64)
+    hi = np.maximum.reduceat(means, starts, axis=0).astype(np.float64)
+    c = COL_SCALES.start  # the largest of three scales; faster than max over a 3-wide axis
+    smax = np.maximum.reduceat(np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2]), starts)
+    for i, b in enumerate(stale):
+        b._bounds = (lo[i], hi[i], float(smax[i]))
 
 
 class GaussianMap:
@@ -250,27 +266,12 @@ class GaussianMap:
         keep |= (z.abs() <= pad)
         return array_to_gaussians(rows[keep])
 
-    def _refresh_bounds(self, blocks: list[_Block]) -> None:
-        """Compute the bounds of the blocks whose cache is stale, in one vectorised pass."""
-        stale = [b for b in blocks if b._bounds is None and len(b)]
-        if not stale:
-            return
-        starts = np.cumsum([0] + [len(b) for b in stale[:-1]])
-        rows = np.concatenate([b.rows for b in stale])
-        means = rows[:, COL_MEANS]
-        lo = np.minimum.reduceat(means, starts, axis=0).astype(np.float64)
-        hi = np.maximum.reduceat(means, starts, axis=0).astype(np.float64)
-        smax = np.maximum.reduceat(np.maximum(np.maximum(rows[:, COL_SCALES.start], rows[:, COL_SCALES.start + 1]),
-                                              rows[:, COL_SCALES.start + 2]), starts).astype(np.float64)
-        for i, b in enumerate(stale):
-            b._bounds = (lo[i], hi[i], float(smax[i]))
-
     def _chunks_in_frusta(self, cams: WindowCameras, near: float, far: float, sigmas: float = 3.0) -> list[int]:
         """Codes (key order) of the chunks whose padded bounds may touch a camera frustum."""
         codes = self._codes()
         if not codes:
             return []
-        self._refresh_bounds([self._blocks[c] for c in codes])
+        _refresh_bounds([self._blocks[c] for c in codes])
         bounds = [self._blocks[c].bounds() for c in codes]
         lo = np.stack([b[0] for b in bounds])
         hi = np.stack([b[1] for b in bounds])
@@ -438,7 +439,7 @@ class GaussianMap:
             b, a, e = blocks[j], int(starts[j]), int(starts[j + 1])
             if n_rm[j]:
                 keep = np.flatnonzero(~remove[a:e])
-                b.set(b.rows.take(keep, axis=0), book_old[a:e].take(keep))
+                b.set(b.rows.take(keep, axis=0), book_old[a:e].take(keep))   # with the updated bookkeeping
                 changed.add(hit[j])
             else:
                 b.book = book_old[a:e].copy()   # same rows (bounds stay valid), new bookkeeping
@@ -465,8 +466,8 @@ class GaussianMap:
         order = np.argsort(codes, kind="stable")
         codes = codes[order]
         rows, book = rows.take(order, axis=0), book.take(order)
-        bounds = np.flatnonzero(np.diff(codes)) + 1
-        starts = np.concatenate([[0], bounds, [n]])
+        breaks = np.flatnonzero(np.diff(codes)) + 1
+        starts = np.concatenate([[0], breaks, [n]])
         for i, code in enumerate(codes[starts[:-1]].tolist()):
             a, e = int(starts[i]), int(starts[i + 1])
             b = self._block(code)
@@ -497,12 +498,13 @@ class GaussianMap:
             keep = np.sort(order[first])
             if len(keep) < len(b):
                 removed += len(b) - len(keep)
-                b.set(b.rows.take(keep, axis=0), bk.take(keep))
+                b.take(keep)
         return removed
 
-    def _priority(self, b: _Block) -> torch.Tensor:
+    def _priority(self, rows: np.ndarray, book: np.ndarray) -> torch.Tensor:
+        """Eviction priority (N,) of rows (N, >= 10) with their bookkeeping (N,)."""
         robot = self.robot_position if self.robot_position is not None else torch.zeros(3)
-        return eviction_priority(torch.from_numpy(b.rows), torch.from_numpy(np.ascontiguousarray(b.book["obs_count"])),
+        return eviction_priority(torch.from_numpy(rows), torch.from_numpy(np.ascontiguousarray(book["obs_count"])),
                                  self.config, robot)
 
     def _enforce_caps(self, changed: set[int]) -> int:
@@ -519,23 +521,21 @@ class GaussianMap:
                 b = self._blocks[code]
                 if len(b) > cfg.max_gaussians_per_chunk:
                     excess = len(b) - target
-                    gone = smallest_first(self._priority(b), torch.from_numpy(np.ascontiguousarray(b.book["born"])),
+                    gone = smallest_first(self._priority(b.rows, b.book),
+                                          torch.from_numpy(np.ascontiguousarray(b.book["born"])),
                                           torch.from_numpy(np.ascontiguousarray(b.book["gid"])), excess)
                     keep = np.ones(len(b), dtype=bool)
                     keep[gone] = False
-                    keep = np.flatnonzero(keep)
-                    b.set(b.rows.take(keep, axis=0), b.book.take(keep))
+                    b.take(np.flatnonzero(keep))
                     evicted += excess
         total = len(self)
         if 0 < cfg.max_gaussians_total < total:
             excess = total - max(1, int(cfg.max_gaussians_total * cfg.evict_to_fraction))
             codes = self._codes()
             blocks = [self._blocks[c] for c in codes]
-            robot = self.robot_position if self.robot_position is not None else torch.zeros(3)
             book = _cat_books([b.book for b in blocks])
             # one vectorised pass (means, colours, opacity, scales: the first 10 columns)
-            prio = eviction_priority(torch.from_numpy(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in blocks])),
-                                     torch.from_numpy(np.ascontiguousarray(book["obs_count"])), cfg, robot)
+            prio = self._priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in blocks]), book)
             gone = smallest_first(prio, torch.from_numpy(np.ascontiguousarray(book["born"])),
                                   torch.from_numpy(np.ascontiguousarray(book["gid"])), excess)
             keep = np.ones(total, dtype=bool)
@@ -545,8 +545,7 @@ class GaussianMap:
                 k = keep[start:start + len(b)]
                 start += len(b)
                 if not k.all():
-                    idx = np.flatnonzero(k)
-                    b.set(b.rows.take(idx, axis=0), b.book.take(idx))
+                    b.take(np.flatnonzero(k))
                     changed.add(code)
             evicted += excess
         return evicted
@@ -571,7 +570,7 @@ class GaussianMap:
             return
         self.revision += 1
         update.revision = self.revision
-        self._refresh_bounds([self._blocks[c] for c in changed])
+        _refresh_bounds([self._blocks[c] for c in changed])
         for code in sorted(changed):
             b = self._blocks[code]
             if len(b) == 0 and b.revision == 0:
