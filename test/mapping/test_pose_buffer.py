@@ -16,6 +16,7 @@ from ilrm_ros.mapping.pose_buffer import (
     PendingQueue,
     PoseBuffer,
     TransformError,
+    TransformRejected,
     matrix_to_quat,
     quat_to_matrix,
 )
@@ -226,13 +227,83 @@ def test_inserts_older_than_the_cache_and_repeated_stamps_are_ignored():
     np.testing.assert_allclose(buf.lookup("map", "base", 10 * S)[:3, 3], [1, 0, 0])
 
 
-def test_reparenting_a_frame_replaces_its_history():
+def test_reparenting_is_per_sample_as_in_tf2():
     buf = PoseBuffer()
     buf.set_transform("odom", "base", S, [1, 0, 0], [0, 0, 0, 1])
     buf.set_transform("map", "base", 2 * S, [5, 0, 0], [0, 0, 0, 1])
-    assert buf.parent_of("base") == "map"
-    assert buf.num_samples("base") == 1
+    assert buf.parent_of("base") == "map" and buf.num_samples("base") == 2
     np.testing.assert_allclose(buf.lookup("map", "base", 2 * S)[:3, 3], [5, 0, 0])
+    np.testing.assert_allclose(buf.lookup("odom", "base", S)[:3, 3], [1, 0, 0])
+    # between samples of different parents the earlier one holds (no interpolation across parents)
+    np.testing.assert_allclose(buf.lookup("odom", "base", 3 * S // 2)[:3, 3], [1, 0, 0])
+
+
+def test_a_one_off_reparenting_sample_only_governs_until_the_next_sample():
+    buf = PoseBuffer()
+    buf.set_transform("map", "odom", 0, [0, 0, 0], [0, 0, 0, 1], static=True)
+    for i in range(5):
+        parent = "map" if i == 2 else "odom"  # a glitch at t = 2 s re-parents base to map
+        buf.set_transform(parent, "base", i * S, [i, 0, 0], [0, 0, 0, 1])
+    assert buf.lookup("map", "base", 2 * S)[0, 3] == 2
+    np.testing.assert_allclose(buf.lookup("map", "base", 7 * S // 2)[:3, 3], [3.5, 0, 0])
+    assert buf.parent_of("base") == "odom"
+
+
+def test_a_dynamic_sample_for_a_static_frame_does_not_replace_the_static_transform():
+    buf = PoseBuffer()
+    buf.set_transform("base", "camera", 0, [0, 0, 0.3], [0, 0, 0, 1], static=True)
+    buf.set_transform("map", "base", S, [1, 0, 0], [0, 0, 0, 1])
+    buf.set_transform("map", "base", 3 * S, [3, 0, 0], [0, 0, 0, 1])
+    buf.set_transform("odom", "camera", 2 * S, [9, 9, 9], [0, 0, 0, 1])  # hostile re-parenting
+    np.testing.assert_allclose(buf.lookup("map", "camera", 5 * S // 2)[:3, 3], [2.5, 0, 0.3])
+    np.testing.assert_allclose(buf.lookup("odom", "camera", 2 * S)[:3, 3], [9, 9, 9])
+
+
+def test_a_transform_that_would_close_a_loop_is_rejected_and_the_tree_is_unchanged():
+    buf = PoseBuffer()
+    buf.set_transform("map", "odom", S, [0, 0, 0], [0, 0, 0, 1])
+    buf.set_transform("odom", "base", S, [1, 0, 0], [0, 0, 0, 1])
+    with pytest.raises(TransformRejected, match="loop") as info:
+        buf.set_transform("base", "map", S, [0, 0, 0], [0, 0, 0, 1])
+    assert info.value.reason == "loop" and buf.rejections["loop"] == 1
+    assert buf.parent_of("map") is None
+    np.testing.assert_allclose(buf.lookup("map", "base", S)[:3, 3], [1, 0, 0])
+
+
+def test_samples_far_ahead_of_the_clock_are_rejected_by_name():
+    buf = PoseBuffer(max_future_s=10.0)
+    now = 100 * S
+    assert buf.set_transform("map", "base", now, [0, 0, 0], [0, 0, 0, 1], now_ns=now)
+    with pytest.raises(TransformRejected, match="ahead of the clock") as info:
+        buf.set_transform("map", "base", now + 10**6 * S, [0, 0, 0], [0, 0, 0, 1], now_ns=now)
+    assert info.value.reason == "future"
+    assert buf.set_transform("map", "base", now + S, [1, 0, 0], [0, 0, 0, 1], now_ns=now)
+    np.testing.assert_allclose(buf.lookup("map", "base", now + S // 2)[:3, 3], [0.5, 0, 0])
+
+
+def test_without_a_clock_a_far_future_outlier_is_dropped_once_the_stream_goes_on():
+    buf = PoseBuffer(cache_time_s=10.0, recover_after=3)
+    buf.set_transform("map", "base", 100 * S, [0, 0, 0], [0, 0, 0, 1])
+    buf.set_transform("map", "base", 10**6 * S, [7, 7, 7], [0, 0, 0, 1])  # poison: everything older is pruned
+    assert not buf.set_transform("map", "base", 101 * S, [1, 0, 0], [0, 0, 0, 1])
+    assert not buf.set_transform("map", "base", 102 * S, [2, 0, 0], [0, 0, 0, 1])
+    assert buf.set_transform("map", "base", 103 * S, [3, 0, 0], [0, 0, 0, 1])  # third in a row: recovered
+    assert buf.set_transform("map", "base", 104 * S, [4, 0, 0], [0, 0, 0, 1])
+    np.testing.assert_allclose(buf.lookup("map", "base", 207 * S // 2)[:3, 3], [3.5, 0, 0])
+
+
+@pytest.mark.parametrize("frame_id", ["", " ", "/", "//", " / "])
+def test_blank_frame_ids_are_rejected_as_invalid_not_crashes(frame_id):
+    buf = PoseBuffer()
+    with pytest.raises(TransformRejected) as info:
+        buf.set_transform("map", frame_id, S, [0, 0, 0], [0, 0, 0, 1])
+    assert info.value.reason == "invalid"
+    assert buf.try_lookup("map", frame_id, S) is None
+
+
+def test_a_zero_quaternion_is_rejected_not_taken_for_the_identity():
+    with pytest.raises(TransformRejected, match="not unit"):
+        PoseBuffer().set_transform("map", "base", S, [0, 0, 0], [0, 0, 0, 0])
 
 
 @pytest.mark.parametrize(
