@@ -15,14 +15,19 @@ import yaml
 
 
 def _p(default: Any, description: str, lo: float | None = None, hi: float | None = None,
-       choices: tuple[str, ...] | None = None):
-    """A dataclass field carrying its ROS parameter description and range."""
-    return field(default=default, metadata={"description": description, "range": (lo, hi), "choices": choices})
+       choices: tuple[str, ...] | None = None, special: tuple = ()):
+    """A dataclass field carrying its ROS parameter description and range.
+
+    ``special``: values outside [lo, hi] that mean something (e.g. 0 = "the model's own");
+    the ROS descriptor's range is widened to include them, ``validate_value`` allows them.
+    """
+    return field(default=default, metadata={"description": description, "range": (lo, hi), "choices": choices,
+                                            "special": tuple(special)})
 
 
 def _pl(default: list, description: str):
     return field(default_factory=lambda: list(default), metadata={"description": description, "range": (None, None),
-                                                                  "choices": None})
+                                                                  "choices": None, "special": ()})
 
 
 @dataclass
@@ -54,18 +59,25 @@ class KeyframeConfig:
 
 @dataclass
 class WindowConfig:
-    size: int = _p(4, "Keyframes per iLRM window (V)", 2, 32)
-    stride: int = _p(2, "New keyframes needed before the next window", 1, 32)
+    size: int = _p(0, "Keyframes per iLRM window (V); 0 = what the model was trained on (re10k 2, dl3dv 16, ours 4)",
+                   2, 64, special=(0,))
+    stride: int = _p(0, "New keyframes needed before the next window; 0 = the model's default (re10k 1, dl3dv 8, "
+                        "ours 2)", 1, 64, special=(0,))
     min_period_s: float = _p(0.0, "Minimum wall time between two windows", 0.0, 3600.0)
     max_queue: int = _p(1, "Windows waiting for the model; older ones are coalesced away", 1, 16)
 
 
 @dataclass
 class ModelConfig:
-    checkpoint: str = _p("", "Checkpoint path; empty = the checkpoint shipped with the package")
+    checkpoint: str = _p("", "Checkpoint path: ours, the authors' re10k .ckpt / dl3dv .pt, a state dict or "
+                             ".safetensors; empty = the checkpoint shipped with the package")
+    architecture: str = _p("auto", "Model architecture: auto (from the tensors), re10k, dl3dv or a config name / YAML")
+    trust_pickle: bool = _p(False, "Allow checkpoints holding Python objects besides tensors (only for files you trust)")
     device: str = _p("auto", "Where the model runs", choices=("auto", "cuda", "cpu"))
-    height: int = _p(128, "Model input height (multiple of 8)", 16, 2048)
-    width: int = _p(128, "Model input width (multiple of 8)", 16, 4096)
+    height: int = _p(0, "Model input height; 0 = the architecture's (re10k 256, dl3dv 544, ours 128)", 16, 4096,
+                     special=(0,))
+    width: int = _p(0, "Model input width; 0 = the architecture's (re10k 256, dl3dv 960, ours 128)", 16, 4096,
+                    special=(0,))
     resize_mode: str = _p("crop", "How images are fitted to the model size", choices=("crop", "pad", "stretch"))
     max_gaussians_per_window: int = _p(0, "Keep at most this many Gaussians per window, highest opacity first (0 = all)",
                                         0, 10_000_000)
@@ -125,6 +137,17 @@ class ParameterSpec:
     description: str
     range: tuple[float | None, float | None]
     choices: tuple[str, ...] | None
+    special: tuple = ()
+    """Values outside ``range`` with a documented meaning (e.g. 0 = the model's own)."""
+
+    def declared_range(self) -> tuple[float | None, float | None]:
+        """The range to declare to ROS: ``range`` widened to include the special values."""
+        lo, hi = self.range
+        if self.special and lo is not None:
+            lo = min(lo, *self.special)
+        if self.special and hi is not None:
+            hi = max(hi, *self.special)
+        return lo, hi
 
 
 def parameter_specs(cfg_type: type = MappingConfig, prefix: str = "") -> list[ParameterSpec]:
@@ -138,7 +161,7 @@ def parameter_specs(cfg_type: type = MappingConfig, prefix: str = "") -> list[Pa
             specs.extend(parameter_specs(type(value), name + "."))
         else:
             specs.append(ParameterSpec(name, value, f.metadata["description"], f.metadata["range"],
-                                       f.metadata["choices"]))
+                                       f.metadata["choices"], f.metadata.get("special", ())))
     return specs
 
 
@@ -186,9 +209,10 @@ def validate_value(spec: ParameterSpec, value: Any) -> None:
     if not ok:
         raise ValueError(f"parameter '{spec.name}': expected {type(d).__name__} like {d!r}, got {value!r}")
     lo, hi = spec.range
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in spec.special:
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ValueError(f"parameter '{spec.name}'={value} outside [{lo}, {hi}]")
+            extra = f" (or {', '.join(map(str, spec.special))})" if spec.special else ""
+            raise ValueError(f"parameter '{spec.name}'={value} outside [{lo}, {hi}]{extra}")
     if spec.choices is not None and value not in spec.choices:
         raise ValueError(f"parameter '{spec.name}'={value!r} not one of {list(spec.choices)}")
 

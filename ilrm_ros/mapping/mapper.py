@@ -1,7 +1,7 @@
 """The ROS-free mapping core: posed frames in, map updates and renders out.
 
     Frame ──fit_to_model──▶ KeyframePolicy.admit ──▶ KeyframeBuffer ──WindowScheduler──▶ Window
-    Window ──normalize_window──▶ ILRM ──▶ Gaussians (window frame) ──Similarity──▶ map frame
+    Window ──normalize_cameras──▶ ILRM ──▶ Gaussians (window frame) ──Similarity──▶ map frame
     ──GaussianMap.integrate──▶ MapUpdate (changed chunks)         + renders of the window
 
 The ROS node and the offline bag tool both drive this class; only the source of frames
@@ -11,7 +11,6 @@ map access is guarded by a lock so services can render/save while a window runs.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from ilrm_ros.config import MappingConfig
-from ilrm_ros.geometry.poses import normalize_window, transform_gaussians
+from ilrm_ros.geometry.poses import transform_gaussians
 from ilrm_ros.mapping.frames import Frame, Keyframe, fit_to_model
 from ilrm_ros.mapping.chunks import MapUpdate, gaussians_to_array
 from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
@@ -30,7 +29,14 @@ from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.mapping.map_io import load_map, save_map
 from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy, KeyframePolicyConfig
 from ilrm_ros.mapping.scheduler import Window, WindowScheduler
-from ilrm_ros.model.checkpoint import default_checkpoint_path, load_checkpoint
+from ilrm_ros.mapping.inference import (
+    KeepUpMonitor,
+    fill_model_defaults,
+    load_model,
+    predict_window,
+    resolve_device,
+    views_warning,
+)
 from ilrm_ros.model.gaussians import Gaussians
 from ilrm_ros.model.ilrm import ILRM
 from ilrm_ros.render.render import render_gaussians
@@ -61,39 +67,8 @@ class WindowResult:
     gaussians: Gaussians | None = None  # the window's Gaussians in the map frame (N, k)
     timings: dict[str, float] = field(default_factory=dict)
     stamp_ns: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA falls back with a warning."""
-    if name == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if name == "cuda":
-        log.warning("device 'cuda' requested but CUDA is not available: running on CPU")
-    return torch.device("cpu")
-
-
-def load_model(checkpoint: str | Path | None, device: torch.device) -> tuple[ILRM, dict, str]:
-    """Our checkpoint (default: the shipped one) -> (model in eval mode on device, meta, id)."""
-    path = Path(checkpoint) if checkpoint else default_checkpoint_path()
-    if not path.exists():
-        raise FileNotFoundError(f"iLRM checkpoint not found: {path}")
-    model, meta = load_checkpoint(path, device=device)
-    model.eval()
-    import hashlib
-
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return model, meta, f"{path.name}@{digest}"
-
-
-def _stack_window(keyframes: list[Keyframe], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Keyframes -> images (1, V, 3, H, W) in [0, 1], c2w (V, 4, 4) float64, K (V, 3, 3) float32."""
-    images = torch.from_numpy(np.stack([k.rgb for k in keyframes])).to(device)
-    images = images.permute(0, 3, 1, 2).unsqueeze(0).float().div_(255.0)
-    c2w = torch.from_numpy(np.stack([k.c2w for k in keyframes])).to(device, torch.float64)
-    K = torch.from_numpy(np.stack([k.K for k in keyframes])).to(device, torch.float32)
-    return images, c2w, K
+    warning: str | None = None
+    """Set (once per mapper) when this window outlasted keyframe interval x stride."""
 
 
 def select_window_gaussians(g: Gaussians, min_opacity: float, max_count: int) -> Gaussians:
@@ -135,10 +110,19 @@ class Mapper:
                  model_id: str = "") -> None:
         self.cfg = cfg
         self.device = device or resolve_device(cfg.model.device)
+        self.model_source = None
         if model is None:
-            model, meta, model_id = load_model(cfg.model.checkpoint or None, self.device)
+            model, self.model_source = load_model(cfg, self.device)
+            model_id = self.model_source.model_id
         self.model = model.to(self.device).eval()
         self.model_id = model_id or type(model).__name__
+        filled = fill_model_defaults(cfg, self.model.cfg)
+        if filled:
+            log.info("from the architecture (%s): %s", self.model.cfg.name,
+                     ", ".join(f"{k}={v}" for k, v in filled.items()))
+        if (msg := views_warning(cfg.window.size, self.model.cfg)) is not None:
+            log.warning(msg)
+        self.keep_up = KeepUpMonitor(cfg.window.stride)
         self.policy = KeyframePolicy(KeyframePolicyConfig(**policy_kwargs(cfg)))
         self.keyframes = KeyframeBuffer(cfg.keyframes.capacity)
         self.scheduler = WindowScheduler(cfg.window)
@@ -181,6 +165,7 @@ class Mapper:
         if not self.policy.admit(frame):
             return None
         self.keyframes.add(self.prepare(frame))
+        self.keep_up.on_keyframe(frame.stamp_ns)
         self.scheduler.on_keyframe()
         if not self.scheduler.due():
             return None
@@ -190,14 +175,7 @@ class Mapper:
     # ------------------------------------------------------------------ the model
     def predict(self, keyframes: list[Keyframe]) -> tuple[Gaussians, object]:
         """Run iLRM on keyframes; returns (Gaussians (N, k) in the window frame, Similarity to map)."""
-        images, c2w, K = _stack_window(keyframes, self.device)
-        c2w_n, sim = normalize_window(c2w)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                    else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
-            g = self.model(images, c2w_n.float()[None], K[None])
-        g = g.flatten().map(lambda t: t.float())
-        return g, sim
+        return predict_window(self.model, keyframes, self.device)
 
     def process_window(self, window: Window) -> WindowResult:
         """Model -> map frame -> fuse into the map. Safe to call from a worker thread.
@@ -222,7 +200,7 @@ class Mapper:
             self.num_windows += 1
         t_map = time.monotonic()
         return WindowResult(window=window, update=update, num_gaussians_window=len(g_map), gaussians=g_map,
-                            stamp_ns=kfs[-1].stamp_ns,
+                            stamp_ns=kfs[-1].stamp_ns, warning=self.keep_up.check(t_map - t0),
                             timings={"queued_s": t0 - window.trigger_time,
                                      "handoff_s": t0 - window.submit_time if window.submit_time else 0.0,
                                      "model_s": t_model - t0,
@@ -269,6 +247,7 @@ class Mapper:
             self.keyframes.clear()
             self.scheduler.reset()
             self.policy.reset()
+            self.keep_up.reset()
         return update
 
     def save(self, path: str | Path) -> Path:

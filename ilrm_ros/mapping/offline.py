@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ilrm_ros.config import MappingConfig, load_mapping_config
+from ilrm_ros.model.loading import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +248,12 @@ def cli_main(argv: list[str]) -> int:
     if args.device:
         overrides["model.device"] = args.device
     cfg = load_mapping_config(args.params_file, overrides)
-    report = run_bag(Path(args.bag), Path(args.out), cfg, args.holdout, args.image_topic, args.max_frames,
-                     not args.no_output_bag)
+    try:
+        report = run_bag(Path(args.bag), Path(args.out), cfg, args.holdout, args.image_topic, args.max_frames,
+                         not args.no_output_bag)
+    except CheckpointError as exc:  # one clear line naming the file and what was found
+        print(f"ilrm-ros bag: cannot load the model: {exc}", file=sys.stderr)
+        return 2
     print(f"frames {report['frames']} ({report['frames_mapped']} mapped), keyframes {report['keyframes']}, "
           f"windows {len(report['windows'])}, map {report['map']['num_gaussians']} Gaussians "
           f"({report['map']['memory_bytes'] / 1e6:.1f} MB)")

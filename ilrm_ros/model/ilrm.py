@@ -16,10 +16,11 @@ Two parameter-name layouts match the authors' two checkpoints (``layout``):
   (Patchify, Linear, LayerNorm) sequences, ``viewpoint_token_decoder``; image token
   channels are (rays, rgb).
 
-Assumed where the public record is silent (documented so they can be revisited): the
-head's p*p*C outputs are laid out (ph pw c) like the tokenizer input; uplifted
-sub-queries are consecutive d-sized chunks of the query projection; quaternions are
-(w, x, y, z); the pixel offset is in units of viewpoint-grid pixels, (dx, dy) order.
+Conventions checked against the authors' public code with identical weights (float32,
+every output field within 1e-5 relative): the head's p*p*C outputs are laid out
+(ph pw c) like the tokenizer input; uplifted sub-queries are interleaved channel by
+channel (see layers.ReadCrossAttention); quaternions are (w, x, y, z); the pixel offset
+is in units of viewpoint-grid pixels, (dx, dy) order; q/k RMSNorm eps 1e-5.
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ from ilrm_ros.geometry.cameras import (
     rays_through_pixels,
 )
 from ilrm_ros.model.gaussians import Gaussians
-from ilrm_ros.model.layers import ATTENTION_BACKENDS, Patchify, Processor, patchify
+from ilrm_ros.geometry.normalization import POSE_NORMALIZATIONS
+from ilrm_ros.model.layers import ATTENTION_BACKENDS, QK_NORM_EPS, Patchify, Processor, patchify
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,23 @@ class ILRMConfig:
     model learn in a CPU-hour. No parameters are added."""
     attention: str = "sdpa"
     """Attention backend: "sdpa" (torch scaled_dot_product_attention) or "reference"."""
+    qk_norm_eps: float = QK_NORM_EPS
+    """eps of the per-head q/k RMSNorm (the authors' 1e-5; checkpoints of our format 1 used 1e-6)."""
+    # ---- how the model was trained: what the mapper feeds it by default
+    pose_normalization: str = "ilrm_ros"
+    """Frame and scale of the window cameras (geometry/normalization.py): "ilrm_ros" (first camera
+    at the origin, largest camera distance 1), "re10k" or "wide" (the authors' mean-camera frame
+    with their pipelines' translation scaling)."""
+    input_height: int = 128
+    """Image height the model was trained at (the node's default input size)."""
+    input_width: int = 128
+    """Image width the model was trained at."""
+    window_views: int = 4
+    """Default keyframes per window."""
+    window_stride: int = 2
+    """Default new keyframes between windows."""
+    trained_views: tuple = (2, 8)
+    """(min, max) views per window seen in training; far outside it the mapper warns."""
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -108,6 +127,14 @@ class ILRMConfig:
                 raise ValueError(f"{f} must be >= 1")
         if self.max_depth <= 0:
             raise ValueError("max_depth must be > 0")
+        if self.pose_normalization not in POSE_NORMALIZATIONS:
+            raise ValueError(f"pose_normalization must be one of {POSE_NORMALIZATIONS}, got {self.pose_normalization!r}")
+        self.trained_views = tuple(int(v) for v in self.trained_views)
+        if len(self.trained_views) != 2 or not 1 <= self.trained_views[0] <= self.trained_views[1]:
+            raise ValueError(f"trained_views must be (min, max) with 1 <= min <= max, got {self.trained_views}")
+        step = self.patch_size * self.viewpoint_factor
+        if self.input_height % step or self.input_width % step:
+            raise ValueError(f"input size {self.input_height}x{self.input_width} must be a multiple of {step}")
 
     @property
     def gaussian_channels(self) -> int:
@@ -122,7 +149,9 @@ class ILRMConfig:
         return (height // self.viewpoint_factor) * (width // self.viewpoint_factor)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["trained_views"] = list(self.trained_views)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ILRMConfig":
@@ -186,6 +215,8 @@ def activate_gaussians(
             raise ValueError("color_residual needs the input colours (base_rgb)")
         colors = torch.clamp(base_rgb.to(rgb.dtype) + SH_C0 * rgb, 0.0, 1.0)
     else:
+        # Degree-0 SH as the authors activate it, but also clamped at 1 (they clamp at 0 only and let
+        # the renderer saturate): Gaussians carry colours in [0, 1] everywhere in this package.
         colors = torch.clamp(0.5 + SH_C0 * rgb, 0.0, 1.0)
     return Gaussians(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors), offset
 
@@ -220,7 +251,7 @@ class ILRM(nn.Module):
 
     def _make_processor(self) -> Processor:
         c = self.cfg
-        return Processor(c.dim, c.iterations, c.head_dim, c.mlp_ratio, c.uplift, c.attention)
+        return Processor(c.dim, c.iterations, c.head_dim, c.mlp_ratio, c.uplift, c.attention, c.qk_norm_eps)
 
     def reset_parameters(self) -> None:
         """Linear weights ~ N(0, init_std); norm weights = 1 (no-op for meta-device models)."""

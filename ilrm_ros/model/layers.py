@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 ATTENTION_BACKENDS = ("sdpa", "reference")
+#: eps of the per-head q/k RMSNorm in the authors' models (their RMSNorm default).
+QK_NORM_EPS = 1e-5
 
 
 # --------------------------------------------------------------------------- patches
@@ -98,8 +100,10 @@ def _split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
 
 
 def _qk_norm(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
-    """Per-head RMSNorm in the activations' dtype (keeps the fused kernel under autocast)."""
-    return F.rms_norm(x, norm.normalized_shape, norm.weight.to(x.dtype), norm.eps)
+    """Per-head RMSNorm as the authors compute it: normalised in float32 (also under autocast),
+    cast back to the activations' dtype, then scaled by the weight in that dtype."""
+    y = F.rms_norm(x.float(), norm.normalized_shape, None, norm.eps).to(x.dtype)
+    return y * norm.weight.to(x.dtype)
 
 
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
@@ -129,12 +133,18 @@ class ReadCrossAttention(nn.Module):
     """Viewpoint tokens (queries, pre-normed) read image tokens (keys/values) of the same view.
 
     With ``uplift = k > 1`` the query projection maps d -> k*d: each viewpoint token becomes
-    k sub-queries (consecutive d-sized chunks) that attend separately; their outputs are
-    concatenated back to k*d and projected to d. Returns the residual update.
+    k sub-queries that attend separately; their outputs are merged back to k*d and
+    projected to d. Returns the residual update.
+
+    Token-uplifting layout (the authors' convention, pinned by tests): the k*d query
+    channels are ordered (heads, head_dim, sub), sub fastest — sub-query ``s`` is made
+    of channels ``s, s + k, s + 2k, ...`` (rows ``q.weight[s::k]``) — and the merged
+    attention output is laid out the same way before ``proj`` (columns
+    ``proj.weight[:, s::k]`` read sub-query ``s``).
     """
 
     def __init__(
-        self, dim: int, head_dim: int = 64, uplift: int = 1, eps: float = 1e-5, qk_eps: float = 1e-6,
+        self, dim: int, head_dim: int = 64, uplift: int = 1, eps: float = 1e-5, qk_eps: float = QK_NORM_EPS,
         backend: str = "sdpa",
     ) -> None:
         super().__init__()
@@ -155,19 +165,24 @@ class ReadCrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x: (N, Nq, d) viewpoint tokens; context: (N, Nk, d) image tokens -> (N, Nq, d)."""
         n, nq, d = x.shape
-        q = self.q(self.norm(x)).reshape(n, nq * self.uplift, d)  # sub-queries
-        q = _qk_norm(self.q_norm, _split_heads(q, self.head_dim))
+        u = self.uplift
+        q = self.q(self.norm(x))  # (N, Nq, d*u), channels (d, u) with the sub-query fastest
+        if u > 1:
+            q = q.view(n, nq, d, u).transpose(-1, -2)  # (N, Nq, u, d)
+        q = _qk_norm(self.q_norm, _split_heads(q.reshape(n, nq * u, d), self.head_dim))
         k = _qk_norm(self.k_norm, _split_heads(self.k(context), self.head_dim))
         v = _split_heads(self.v(context), self.head_dim)
-        out = _merge_heads(attention(q, k, v, self.backend))  # (N, Nq*k, d)
-        return self.proj(out.reshape(n, nq, self.uplift * d))
+        out = _merge_heads(attention(q, k, v, self.backend))  # (N, Nq*u, d), sub-queries of a token adjacent
+        if u > 1:
+            out = out.view(n, nq, u, d).transpose(-1, -2)  # (N, Nq, d, u): back to (d, u) channel order
+        return self.proj(out.reshape(n, nq, d * u))
 
 
 class SelfAttention(nn.Module):
     """Pre-norm global self-attention (fused qkv, per-head RMSNorm on q, k). Returns the update."""
 
     def __init__(
-        self, dim: int, head_dim: int = 64, eps: float = 1e-5, qk_eps: float = 1e-6, backend: str = "sdpa"
+        self, dim: int, head_dim: int = 64, eps: float = 1e-5, qk_eps: float = QK_NORM_EPS, backend: str = "sdpa"
     ) -> None:
         super().__init__()
         if dim % head_dim:
@@ -192,9 +207,11 @@ class SelfAttention(nn.Module):
 class ReadBlock(nn.Module):
     """Per-view read: ``x += read_cross(x, image tokens)``; ``x += read_ff(x)``."""
 
-    def __init__(self, dim: int, head_dim: int, mlp_ratio: int, uplift: int, backend: str = "sdpa") -> None:
+    def __init__(
+        self, dim: int, head_dim: int, mlp_ratio: int, uplift: int, backend: str = "sdpa", qk_eps: float = QK_NORM_EPS
+    ) -> None:
         super().__init__()
-        self.read_cross = ReadCrossAttention(dim, head_dim, uplift, backend=backend)
+        self.read_cross = ReadCrossAttention(dim, head_dim, uplift, qk_eps=qk_eps, backend=backend)
         self.read_ff = MLP(dim, mlp_ratio)
 
     def forward(self, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -213,9 +230,9 @@ class ReadBlock(nn.Module):
 class SelfBlock(nn.Module):
     """Global self-attention over all viewpoint tokens of all views, then MLP."""
 
-    def __init__(self, dim: int, head_dim: int, mlp_ratio: int, backend: str = "sdpa") -> None:
+    def __init__(self, dim: int, head_dim: int, mlp_ratio: int, backend: str = "sdpa", qk_eps: float = QK_NORM_EPS) -> None:
         super().__init__()
-        self.attn = SelfAttention(dim, head_dim, backend=backend)
+        self.attn = SelfAttention(dim, head_dim, qk_eps=qk_eps, backend=backend)
         self.mlp = MLP(dim, mlp_ratio)
 
     def forward(self, x: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
@@ -232,13 +249,13 @@ class Processor(nn.Module):
 
     def __init__(
         self, dim: int, iterations: int, head_dim: int = 64, mlp_ratio: int = 4, uplift: int = 1,
-        backend: str = "sdpa",
+        backend: str = "sdpa", qk_eps: float = QK_NORM_EPS,
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         for _ in range(iterations):
-            blocks.append(ReadBlock(dim, head_dim, mlp_ratio, uplift, backend))
-            blocks.append(SelfBlock(dim, head_dim, mlp_ratio, backend))
+            blocks.append(ReadBlock(dim, head_dim, mlp_ratio, uplift, backend, qk_eps))
+            blocks.append(SelfBlock(dim, head_dim, mlp_ratio, backend, qk_eps))
         self.blocks = nn.ModuleList(blocks)
         self.gradient_checkpointing = False
 

@@ -39,6 +39,7 @@ from ilrm_ros.config import MappingConfig, apply_flat, config_from_flat, paramet
 from ilrm_ros.mapping.frames import CameraInfoError, Frame, PoseError, camera_info_to_K, ns_to_stamp, \
     stamp_to_ns, validate_pose
 from ilrm_ros.mapping.image_codec import ImageDecodeError, decode_compressed, decode_image
+from ilrm_ros.model.loading import CheckpointError
 from ilrm_ros.mapping.mapper import Mapper, RenderedView, WindowResult
 from ilrm_ros.mapping.pose_buffer import PendingQueue
 from ilrm_ros.mapping.scheduler import WindowWorker
@@ -80,7 +81,9 @@ def _descriptor(spec) -> ParameterDescriptor:
     desc = ParameterDescriptor(description=spec.description)
     if spec.choices:
         desc.additional_constraints = "one of: " + ", ".join(spec.choices)
-    lo, hi = spec.range
+    if spec.special:
+        desc.additional_constraints = f"{spec.range[0]}..{spec.range[1]} or special value(s) {list(spec.special)}"
+    lo, hi = spec.declared_range()
     if lo is not None and hi is not None and not isinstance(spec.default, bool):
         if isinstance(spec.default, int):
             desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
@@ -293,6 +296,8 @@ class MappingNode(Node):
                 self._publish_render(view, header.stamp)
         self._maybe_publish_map()
         self._publish_info()
+        if result.warning:
+            self.get_logger().warning(result.warning)
         result.gaussians = None  # do not keep the window's tensors alive
         self.window_timings.append(dict(result.timings, window_id=result.window.window_id,
                                         gaussians=result.num_gaussians_window))
@@ -523,7 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=[argv[0], *unknown, *ros_args])
     node = None
     try:
-        node = MappingNode()
+        try:
+            node = MappingNode()
+        except CheckpointError as exc:  # one clear line naming the file and what was found, no traceback
+            rclpy.logging.get_logger("ilrm_mapping").fatal(f"cannot load the model: {exc}")
+            return 2
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()

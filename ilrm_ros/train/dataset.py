@@ -185,15 +185,15 @@ def eval_window_indices(n_frames: int, views: int, targets: int, span: int | Non
 
 # --------------------------------------------------------------------------- normalisation
 
-def normalize_context_and_targets(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor
+def normalize_context_and_targets(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor, method: str = "ilrm_ros"
                                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalise a window with ``normalize_window`` (context) and map targets alike.
+    """Normalise a window's context cameras by ``method`` (geometry.normalization) and map targets alike.
 
     ctx_c2w (V, 4, 4), tgt_c2w (T, 4, 4) -> same shapes in the normalised frame.
     """
-    from ilrm_ros.geometry.poses import normalize_window
+    from ilrm_ros.geometry.normalization import normalize_cameras
 
-    ctx_n, sim = normalize_window(ctx_c2w)
+    ctx_n, sim = normalize_cameras(ctx_c2w, method)
     return ctx_n, sim.inverse().apply_c2w(tgt_c2w)
 
 

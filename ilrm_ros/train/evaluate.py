@@ -95,7 +95,7 @@ def evaluate_scene(model, scene: SceneData, views: int, targets: int, span: Opti
     ctx_img, tgt_img = imgs[ci], imgs[ti]
     h, w = ctx_img.shape[-2:]
 
-    ctx_n, tgt_n = normalize_context_and_targets(scene.c2w[ci], scene.c2w[ti])
+    ctx_n, tgt_n = normalize_context_and_targets(scene.c2w[ci], scene.c2w[ti], model.cfg.pose_normalization)
     m_img, m_K = resize_views(ctx_img, scene.K[ci], model_size) if model_size else (ctx_img, scene.K[ci])
     g = model(m_img[None].to(device), ctx_n[None].to(device), m_K[None].to(device))
     pred = render_targets(g, tgt_n[None].to(device), scene.K[ti][None].to(device), w, h,
@@ -153,7 +153,10 @@ def format_table(report: dict) -> str:
 def cli_main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="ilrm-ros eval",
                                  description="Evaluate a checkpoint against nearest-view and mean-colour baselines.")
-    ap.add_argument("--checkpoint", required=True, help="checkpoint readable by model.checkpoint.load_checkpoint")
+    ap.add_argument("--checkpoint", required=True,
+                    help="any checkpoint model.checkpoint accepts (ours, the authors' .ckpt/.pt, state dict, .safetensors)")
+    ap.add_argument("--architecture", default="auto", help="auto (detected), re10k, dl3dv or a config name / YAML")
+    ap.add_argument("--trust-pickle", action="store_true", help="allow Python objects in the file (trusted files only)")
     ap.add_argument("--data", required=True, help="scene folder (compact scenes or transforms.json datasets)")
     ap.add_argument("--views", type=int, required=True, help="context views V")
     ap.add_argument("--targets", type=int, default=2, help="held-out target views per scene")
@@ -169,10 +172,14 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
-    from ilrm_ros.model.checkpoint import load_checkpoint
+    from ilrm_ros.model.loading import CheckpointError, load_model_file
 
     device = pick_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device=str(device))
+    try:
+        model, _ = load_model_file(args.checkpoint, args.architecture, device, args.trust_pickle)
+    except CheckpointError as exc:
+        print(f"ilrm-ros eval: {exc}", file=sys.stderr)
+        return 2
     model = model.float().to(device)
     scenes = load_scenes(args.data, size=tuple(args.size) if args.size else None, max_scenes=args.max_scenes)
     report = evaluate(model, scenes, args.views, args.targets, args.span or None, args.background, device,

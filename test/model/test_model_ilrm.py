@@ -19,7 +19,7 @@ from ilrm_ros.model.ilrm import (
     load_model_config,
 )
 
-REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(__file__).resolve().parent / "reference"  # the authors' checkpoint manifests
 OFFICIAL = {"re10k": ("official-re10k-state-dict.json", 171_336_960), "dl3dv": ("official-dl3dv-state-dict.json", 185_885_952)}
 
 

@@ -55,19 +55,45 @@ def test_patchify_orders_tokens_row_major_and_features_ph_pw_c():
 
 
 def _split_reference(block: ReadCrossAttention, x, ctx):
-    """Uplifted read attention written out per sub-query and per head."""
+    """Uplifted read attention written out per sub-query and per head, from the documented layout:
+    sub-query j is query channels j, j+k, j+2k, ... and proj column c*k + j reads channel c of sub-query j."""
     d, hd, k = x.shape[-1], block.head_dim, block.uplift
     xq = block.q(block.norm(x))  # (N, Nq, k*d)
     keys, vals = block.k(ctx), block.v(ctx)
     outs = []
     for j in range(k):
+        sub = xq[..., j::k]  # (N, Nq, d)
         heads = []
         for h in range(d // hd):
-            qh = block.q_norm(xq[..., j * d + h * hd : j * d + (h + 1) * hd])
+            qh = block.q_norm(sub[..., h * hd : (h + 1) * hd])
             kh = block.k_norm(keys[..., h * hd : (h + 1) * hd])
             heads.append(reference_attention(qh, kh, vals[..., h * hd : (h + 1) * hd]))
         outs.append(torch.cat(heads, dim=-1))
-    return block.proj(torch.cat(outs, dim=-1))
+    return block.proj(torch.stack(outs, dim=-1).flatten(-2))
+
+
+def test_uplifted_subqueries_are_interleaved_channel_by_channel_as_in_the_authors_layout():
+    """A hand-built case: q rows [1, 0; 1, 0; 0, 0; 0, 0] make BOTH sub-queries (rows 0::2 and
+    1::2) point at key 0, so both read value 0 = [1, 0]; the merged output is then
+    [1, 1, 0, 0] and proj row [1, 2, 3, 4] gives 1 + 2 = 3. Read as two consecutive
+    chunks instead, sub-query 1 would be zero (uniform attention) and the result 2.5."""
+    block = ReadCrossAttention(dim=2, head_dim=2, uplift=2).double()
+    with torch.no_grad():
+        block.q.weight.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+        block.k.weight.copy_(torch.eye(2))
+        block.v.weight.copy_(torch.eye(2))
+        block.q_norm.weight.fill_(10.0)  # sharp attention: logits 14.1 vs 0
+        block.proj.weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]]))
+    x = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)  # LayerNorm keeps it: q = [1, 1, 0, 0]
+    ctx = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    out = block(x, ctx)
+    torch.testing.assert_close(out, torch.tensor([[[3.0, 0.0]]], dtype=torch.float64), atol=1e-4, rtol=0)
+
+
+def test_qk_norm_eps_is_the_authors_by_default():
+    block = ReadCrossAttention(dim=32, head_dim=16, uplift=2)
+    assert block.q_norm.eps == block.k_norm.eps == 1e-5
+    assert SelfBlock(32, 16, 4).attn.q_norm.eps == 1e-5
 
 
 @pytest.mark.parametrize("uplift", [1, 2, 3])

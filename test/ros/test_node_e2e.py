@@ -270,7 +270,7 @@ def test_parameters_are_declared_with_descriptions_and_validated_at_runtime(harn
     by_name = {d.name: d for d in desc.descriptors}
     assert set(by_name) == set(names)
     assert all(d.description for d in by_name.values())
-    assert by_name["window.size"].read_only and by_name["window.size"].integer_range[0].from_value == 2
+    assert by_name["window.size"].read_only and by_name["window.size"].integer_range[0].from_value == 0  # 0 = the model's own
     assert not by_name["keyframes.min_translation_m"].read_only
 
     def set_param(name, value):

@@ -1,0 +1,138 @@
+"""The model inside the mapper: load it, feed it as it was trained, run a window, watch its pace.
+
+    checkpoint ──load_model_file──▶ ILRM + ModelSource (architecture, input size, pose rule)
+    MappingConfig ──fill_model_defaults──▶ 0-valued sizes/window replaced by the architecture's
+    keyframes ──stack──▶ images, c2w, K ──normalize_cameras──▶ model ──▶ Gaussians + Similarity
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ilrm_ros.config import MappingConfig
+from ilrm_ros.geometry.normalization import normalize_cameras
+from ilrm_ros.geometry.poses import Similarity
+from ilrm_ros.mapping.frames import Keyframe
+from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.model.ilrm import ILRM, ILRMConfig
+from ilrm_ros.model.loading import ModelSource, load_model_file
+
+log = logging.getLogger(__name__)
+
+__all__ = ["resolve_device", "load_model", "fill_model_defaults", "views_warning", "predict_window", "KeepUpMonitor"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; "cuda" without CUDA falls back with a warning."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        log.warning("device 'cuda' requested but CUDA is not available: running on CPU")
+    return torch.device("cpu")
+
+
+def load_model(cfg: MappingConfig, device: torch.device) -> tuple[ILRM, ModelSource]:
+    """The model ``model.checkpoint`` names (any layout; "" = the shipped one), on ``device``."""
+    m = cfg.model
+    return load_model_file(m.checkpoint or None, m.architecture, device, m.trust_pickle)
+
+
+def fill_model_defaults(cfg: MappingConfig, model_cfg: ILRMConfig) -> dict[str, int]:
+    """Replace 0-valued ``model.height/width`` and ``window.size/stride`` by the architecture's own.
+
+    Mutates ``cfg`` in place (the node and the mapper share it); returns what was filled.
+    The stride never exceeds the window size.
+    """
+    filled: dict[str, int] = {}
+    for section, name, value in (("model", "height", model_cfg.input_height), ("model", "width", model_cfg.input_width),
+                                 ("window", "size", model_cfg.window_views),
+                                 ("window", "stride", min(model_cfg.window_stride, cfg.window.size or 10**9))):
+        sec = getattr(cfg, section)
+        if getattr(sec, name) == 0:
+            setattr(sec, name, int(value))
+            filled[f"{section}.{name}"] = int(value)
+    step = model_cfg.patch_size * model_cfg.viewpoint_factor
+    if cfg.model.height % step or cfg.model.width % step:
+        raise ValueError(f"model input {cfg.model.height}x{cfg.model.width} must be a multiple of {step} "
+                         f"for this architecture ({model_cfg.name})")
+    return filled
+
+
+def views_warning(window_size: int, model_cfg: ILRMConfig) -> str | None:
+    """A warning when the window is far outside the views the model was trained on (< min/2 or > 2 max)."""
+    lo, hi = model_cfg.trained_views
+    if window_size * 2 < lo or window_size > 2 * hi:
+        return (f"window.size {window_size} is far outside the {lo}-{hi} views {model_cfg.name} was trained on; "
+                "expect poor maps")
+    return None
+
+
+def stack_window(keyframes: list[Keyframe], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keyframes -> images (1, V, 3, H, W) in [0, 1], c2w (V, 4, 4) float64, K (V, 3, 3) float32."""
+    images = torch.from_numpy(np.stack([k.rgb for k in keyframes])).to(device)
+    images = images.permute(0, 3, 1, 2).unsqueeze(0).float().div_(255.0)
+    c2w = torch.from_numpy(np.stack([k.c2w for k in keyframes])).to(device, torch.float64)
+    K = torch.from_numpy(np.stack([k.K for k in keyframes])).to(device, torch.float32)
+    return images, c2w, K
+
+
+def predict_window(model: ILRM, keyframes: list[Keyframe], device: torch.device) -> tuple[Gaussians, Similarity]:
+    """Run iLRM on keyframes; returns (Gaussians (N, k) float32 in the normalised frame, Similarity to the map).
+
+    Cameras are normalised by the rule the model was trained with
+    (``model.cfg.pose_normalization``); CUDA runs under bf16 autocast (SDPA picks flash
+    attention), geometry stays float32 inside the model.
+    """
+    images, c2w, K = stack_window(keyframes, device)
+    c2w_n, sim = normalize_cameras(c2w, model.cfg.pose_normalization)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        g = model(images, c2w_n.float()[None], K[None])
+    return g.flatten().map(lambda t: t.float()), sim
+
+
+@dataclass
+class KeepUpMonitor:
+    """Is the model fast enough for the keyframe rate? Window time vs keyframe interval x stride.
+
+    Keyframe intervals come from the keyframes' stamps (sensor time), smoothed; the
+    verdict is only given after ``min_keyframes`` keyframes. ``check`` returns a warning
+    message the first time a window is too slow, then None (warn once).
+    """
+
+    stride: int
+    min_keyframes: int = 4
+    smoothing: float = 0.2
+    interval_s: float = 0.0
+    _last_stamp_ns: int | None = None
+    _count: int = 0
+    warned: bool = False
+
+    def on_keyframe(self, stamp_ns: int) -> None:
+        if self._last_stamp_ns is not None and stamp_ns > self._last_stamp_ns:
+            dt = (stamp_ns - self._last_stamp_ns) * 1e-9
+            self.interval_s = dt if self._count <= 1 else (1 - self.smoothing) * self.interval_s + self.smoothing * dt
+        self._last_stamp_ns = stamp_ns
+        self._count += 1
+
+    def budget_s(self) -> float:
+        """Time a window may take before windows pile up: keyframe interval x stride (0 = unknown yet)."""
+        return self.interval_s * self.stride if self._count >= self.min_keyframes else 0.0
+
+    def check(self, window_s: float) -> str | None:
+        budget = self.budget_s()
+        if self.warned or budget <= 0.0 or window_s <= budget:
+            return None
+        self.warned = True
+        return (f"the model cannot keep up: a window took {window_s:.2f} s but keyframes arrive every "
+                f"{self.interval_s:.2f} s x stride {self.stride} = {budget:.2f} s; windows will be coalesced "
+                "(use a GPU, a smaller model.height/width or window.size, or a larger window.stride)")
+
+    def reset(self) -> None:
+        self._last_stamp_ns, self._count = None, 0
