@@ -7,6 +7,10 @@ mirrors them (a test checks the two agree), and the offline tools build the same
 """
 from __future__ import annotations
 
+import array
+import copy
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +29,9 @@ def _p(default: Any, description: str, lo: float | None = None, hi: float | None
                                             "special": tuple(special)})
 
 
-def _pl(default: list, description: str):
-    return field(default_factory=lambda: list(default), metadata={"description": description, "range": (None, None),
+def _pl(default: list, description: str, lo: float | None = None, hi: float | None = None):
+    """A list-of-floats field; ``lo``/``hi`` bound every element (all elements must be finite)."""
+    return field(default_factory=lambda: list(default), metadata={"description": description, "range": (lo, hi),
                                                                   "choices": None, "special": ()})
 
 
@@ -39,6 +44,13 @@ class InputConfig:
     qos: str = _p("sensor_data", "QoS of the camera subscriptions", choices=("sensor_data", "reliable"))
     queue_depth: int = _p(5, "Subscription history depth", 1, 100)
     max_pending: int = _p(30, "Frames kept while waiting for TF; the oldest is dropped beyond this", 1, 1000)
+    max_input_pixels: int = _p(33_554_432, "Drop images with more pixels than this, read from the message or image "
+                                           "header before decoding (0 = no limit)", 0, 1 << 40)
+    max_decoded_bytes: int = _p(268_435_456, "Drop images whose decoded pixels would take more bytes than this "
+                                             "(0 = no limit)", 0, 1 << 40)
+    rectified: str = _p("auto", "Whether the images are rectified: auto = the image topic's name contains 'rect'. "
+                                "Rectified: intrinsics from CameraInfo.p; raw: from k, and distortion is warned about",
+                        choices=("auto", "always", "never"))
 
 
 @dataclass
@@ -46,6 +58,8 @@ class FramesConfig:
     map_frame: str = _p("map", "Fixed frame of the map (REP 105)")
     camera_frame: str = _p("", "Camera optical frame; empty = frame_id of the image header")
     tf_timeout_s: float = _p(1.0, "How long a frame may wait for its TF before it is dropped", 0.0, 60.0)
+    tf_max_future_s: float = _p(10.0, "Reject /tf samples stamped more than this after the node's clock "
+                                      "(0 = no check)", 0.0, 1e9)
 
 
 @dataclass
@@ -105,7 +119,9 @@ class RenderConfig:
     source: str = _p("window", "Render the last window's Gaussians or the global map", choices=("window", "map"))
     novel_offset: list = _pl([0.0, 0.0, -0.3], "Novel view: offset of the camera in the newest keyframe's optical "
                                                "frame (metres, x right, y down, z forward)")
-    background: list = _pl([1.0, 1.0, 1.0], "Background colour of renders, RGB in [0, 1]")
+    background: list = _pl([1.0, 1.0, 1.0], "Background colour of renders, RGB in [0, 1]", 0.0, 1.0)
+    max_render_pixels: int = _p(4_194_304, "Largest width x height the render_view service renders (0 = no limit)",
+                                0, 1 << 40)
 
 
 @dataclass
@@ -171,16 +187,38 @@ def config_from_flat(values: dict[str, Any]) -> MappingConfig:
 
 
 def apply_flat(cfg: MappingConfig, values: dict[str, Any]) -> MappingConfig:
-    """Validate dotted values and set them on ``cfg`` (in place, all or nothing); returns ``cfg``."""
+    """Validate dotted values and set them on ``cfg`` (in place, all or nothing); returns ``cfg``.
+
+    Each value is checked against its spec, then the resulting configuration as a whole
+    (:func:`validate_config`); on any error ``cfg`` is left exactly as it was.
+    """
+    candidate = with_values(cfg, values)
+    for section in fields(MappingConfig):
+        setattr(cfg, section.name, getattr(candidate, section.name))
+    return cfg
+
+
+def with_values(cfg: MappingConfig, values: dict[str, Any]) -> MappingConfig:
+    """A validated copy of ``cfg`` with dotted ``values`` applied; ``cfg`` is not touched."""
     known = {s.name: s for s in parameter_specs()}
     for name, value in values.items():
         if name not in known:
             raise KeyError(f"unknown parameter '{name}'")
         validate_value(known[name], value)
+    candidate = copy.deepcopy(cfg)
     for name, value in values.items():
         section, _, leaf = name.partition(".")
-        setattr(getattr(cfg, section), leaf, _coerce(known[name].default, value))
-    return cfg
+        setattr(getattr(candidate, section), leaf, _coerce(known[name].default, value))
+    validate_config(candidate)
+    return candidate
+
+
+def validate_config(cfg: MappingConfig) -> None:
+    """Checks across parameters; raise ValueError naming the parameters involved."""
+    k = cfg.keyframes
+    if k.max_interval_s > 0 and k.min_interval_s > k.max_interval_s:
+        raise ValueError(f"keyframes.min_interval_s ({k.min_interval_s}) must not exceed keyframes.max_interval_s "
+                         f"({k.max_interval_s}) unless that is 0 (never)")
 
 
 def _coerce(default: Any, value: Any) -> Any:
@@ -189,7 +227,7 @@ def _coerce(default: Any, value: Any) -> Any:
     if isinstance(default, float) and isinstance(value, int):
         return float(value)
     if isinstance(default, list):
-        return [float(v) for v in value]
+        return [float(v) for v in list(value)]
     return value
 
 
@@ -203,7 +241,8 @@ def validate_value(spec: ParameterSpec, value: Any) -> None:
         if ok and isinstance(d, int) and not isinstance(d, bool):
             ok = isinstance(value, int)
     elif isinstance(d, list):
-        ok = isinstance(value, (list, tuple)) and len(value) == len(d)
+        _validate_list(spec, value)
+        return
     else:
         ok = isinstance(value, str)
     if not ok:
@@ -215,6 +254,22 @@ def validate_value(spec: ParameterSpec, value: Any) -> None:
             raise ValueError(f"parameter '{spec.name}'={value} outside [{lo}, {hi}]{extra}")
     if spec.choices is not None and value not in spec.choices:
         raise ValueError(f"parameter '{spec.name}'={value!r} not one of {list(spec.choices)}")
+
+
+def _validate_list(spec: ParameterSpec, value: Any) -> None:
+    """A list parameter: any sequence of real numbers (rclpy passes ``array('d')``) of the default's
+    length, every element finite and inside ``spec.range``."""
+    n = len(spec.default)
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, array.array, Sequence)):
+        raise ValueError(f"parameter '{spec.name}': expected a list of {n} numbers like {spec.default}, got {value!r}")
+    items = list(value)
+    if len(items) != n or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
+        raise ValueError(f"parameter '{spec.name}': expected a list of {n} numbers like {spec.default}, got {items}")
+    lo, hi = spec.range
+    for v in items:
+        if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise ValueError(f"parameter '{spec.name}'={items}: every element must be finite"
+                             + (f" and in [{lo}, {hi}]" if lo is not None or hi is not None else ""))
 
 
 def flatten_ros_yaml(doc: dict, node_name: str = "ilrm_mapping") -> dict[str, Any]:

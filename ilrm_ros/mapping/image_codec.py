@@ -41,6 +41,10 @@ class ImageDecodeError(ValueError):
     """An image message cannot be decoded (unsupported encoding, bad size, corrupt data)."""
 
 
+class ImageTooLarge(ImageDecodeError):
+    """An image whose declared size exceeds a limit; raised before any pixel is decoded."""
+
+
 # encoding -> (dtype, channels, indices of R, G, B in the source channels)
 _COLOR_ENCODINGS: dict[str, tuple[np.dtype, int, tuple[int, int, int]]] = {
     "rgb8": (np.dtype(np.uint8), 3, (0, 1, 2)),
@@ -215,17 +219,35 @@ def _pil_to_rgb(img: PILImage.Image) -> np.ndarray:
     raise ImageDecodeError(f"unsupported decoded pixel mode {img.mode!r}")
 
 
-def _open_pil(payload: bytes, what: str) -> PILImage.Image:
+def _open_pil(payload: bytes, what: str, max_pixels: int = 0) -> PILImage.Image:
+    """Open and decode a JPEG/PNG; the size in its header is checked against ``max_pixels``
+    (0 = no limit of ours; Pillow's decompression-bomb limit always applies) before decoding."""
     try:
         img = PILImage.open(io.BytesIO(payload))
+    except PILImage.DecompressionBombError as exc:
+        raise ImageTooLarge(f"{what}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
+        head = payload[:8].hex(" ")
+        raise ImageDecodeError(f"cannot decode {what}: {len(payload)} bytes starting {head} are not an image "
+                               "Pillow can read (JPEG/PNG expected)") from None
+    width, height = img.size
+    if max_pixels and width * height > max_pixels:
+        img.close()
+        raise ImageTooLarge(f"{what} declares {width}x{height} = {width * height} pixels, more than "
+                            f"the limit of {max_pixels}")
+    try:
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
-        raise ImageDecodeError(f"cannot decode {what}: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, struct.error, PILImage.DecompressionBombError) as exc:
+        img.close()
+        raise ImageDecodeError(f"cannot decode {what} ({width}x{height}, {len(payload)} bytes): {exc}") from None
     return img
 
 
-def decode_compressed(msg: Any) -> np.ndarray:
+def decode_compressed(msg: Any, max_pixels: int = 0) -> np.ndarray:
     """``sensor_msgs/CompressedImage``-like -> (H, W, 3) uint8 RGB.
+
+    ``max_pixels`` (0 = no limit): an image whose header declares more pixels raises
+    :class:`ImageTooLarge` before its pixels are decoded.
 
     ``.format`` may be a bare codec (``"jpeg"``, ``"png"``) or image_transport's
     ``"rgb8; jpeg compressed bgr8"``; the payload itself is decoded by Pillow from its
@@ -239,7 +261,7 @@ def decode_compressed(msg: Any) -> np.ndarray:
     payload = _as_bytes(msg.data).tobytes()
     if not payload:
         raise ImageDecodeError(f"empty compressed image (format {fmt!r})")
-    with _open_pil(payload, f"compressed image (format {fmt!r})") as img:
+    with _open_pil(payload, f"compressed image (format {fmt!r})", max_pixels) as img:
         return _pil_to_rgb(img)
 
 

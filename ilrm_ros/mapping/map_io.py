@@ -51,7 +51,7 @@ def _write_ply(path: Path, g: Gaussians) -> None:
 def _read_ply(path: Path) -> Gaussians:
     from ilrm_ros.render.ply import load_ply
 
-    return load_ply(path)
+    return load_ply(path, validate=True)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -169,8 +169,14 @@ def load_map(path: str | Path, config: FusionConfig | None = None, map_frame: st
 
     ``config`` defaults to the sidecar's fusion settings (else FusionConfig()); an
     explicit config wins. Caps and pruning of the config apply to the loaded Gaussians.
+    The file is validated first (``mapping.map_validation``: counts against the file size,
+    finite values, sane scales); a bad file raises ``MapFileError`` (a ValueError) naming
+    the problem, so callers keep their current map. A file whose Gaussians are all pruned
+    by the config raises too: loading it would silently empty the map.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such map file")
     side = load_sidecar(path)
     if config is None:
         config = FusionConfig()
@@ -183,6 +189,11 @@ def load_map(path: str | Path, config: FusionConfig | None = None, map_frame: st
     gmap = GaussianMap(config, map_frame=frame, model_id=(side or {}).get("model_id", ""))
     g = _read_ply(path).flatten()
     gmap.add(g, window_id=-1)
+    if len(g) and not len(gmap):
+        from ilrm_ros.mapping.map_validation import MapFileError
+
+        raise MapFileError(f"{path}: none of its {len(g)} Gaussians survives the map's pruning (opacity below "
+                           f"{config.min_opacity:g} or outside the map): refusing to replace the map with an empty one")
     if side and side.get("num_gaussians") not in (None, len(g)):
         logger.warning("%s: sidecar says %s Gaussians, PLY has %d (sidecar from another save?)",
                        path, side.get("num_gaussians"), len(g))

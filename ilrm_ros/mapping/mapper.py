@@ -275,6 +275,8 @@ class Mapper:
 
 
 def policy_kwargs(cfg: MappingConfig) -> dict:
+    """KeyframePolicyConfig arguments from the parameters (``max_interval_s`` 0 = never: infinity)."""
     k = cfg.keyframes
     return {"min_translation_m": k.min_translation_m, "min_rotation_deg": k.min_rotation_deg,
-            "max_interval_s": k.max_interval_s, "min_interval_s": k.min_interval_s}
+            "max_interval_s": k.max_interval_s if k.max_interval_s > 0 else float("inf"),
+            "min_interval_s": k.min_interval_s}

@@ -140,8 +140,16 @@ def save_ply(
         dst.write(payload)
 
 
-def read_ply(src: str | Path | BinaryIO) -> PlyGaussians:
-    """Read a 3DGS PLY file (ours or another tool's): see the module docstring."""
+def read_ply(src: str | Path | BinaryIO, validate: bool = False) -> PlyGaussians:
+    """Read a 3DGS PLY file (ours or another tool's): see the module docstring.
+
+    ``validate``: check a file path's header against its size before reading, and the raw
+    values after (``mapping.map_validation``); raises its ``MapFileError`` (a ValueError).
+    """
+    if validate and isinstance(src, (str, Path)):
+        from ilrm_ros.mapping.map_validation import check_ply_header
+
+        check_ply_header(src)
     ply = PlyData.read(str(src) if isinstance(src, Path) else src)
     if "vertex" not in ply:
         raise ValueError("not a Gaussian-splat PLY: it has no 'vertex' element")
@@ -150,6 +158,10 @@ def read_ply(src: str | Path | BinaryIO) -> PlyGaussians:
     missing = [name for name in _REQUIRED if name not in names]
     if missing:
         raise ValueError(f"not a 3DGS PLY: vertex properties {missing} are missing (found {names})")
+    if validate:
+        from ilrm_ros.mapping.map_validation import check_vertex_values
+
+        check_vertex_values({name: vertex[name] for name in _REQUIRED}, str(src))
 
     def cols(keys: list[str]) -> np.ndarray:
         return np.stack([np.asarray(vertex[k], dtype=np.float64).reshape(-1) for k in keys], axis=-1)
@@ -181,9 +193,11 @@ def read_ply(src: str | Path | BinaryIO) -> PlyGaussians:
     return PlyGaussians(gaussians=gaussians, sh_rest=sh_rest, extras=extras, comments=list(ply.comments))
 
 
-def load_ply(src: str | Path | BinaryIO) -> Gaussians:
-    """Read the Gaussians of a 3DGS PLY file (SH degree 0 colour only, extra fields ignored)."""
-    contents = read_ply(src)
+def load_ply(src: str | Path | BinaryIO, validate: bool = False) -> Gaussians:
+    """Read the Gaussians of a 3DGS PLY file (SH degree 0 colour only, extra fields ignored).
+
+    ``validate``: see :func:`read_ply`."""
+    contents = read_ply(src, validate=validate)
     if contents.sh_rest is not None:
         degree = int(round((contents.sh_rest.shape[1] + 1) ** 0.5)) - 1
         logger.info("%s: SH degree %d in the file; keeping only the DC colour", src, degree)

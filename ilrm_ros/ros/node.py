@@ -10,11 +10,17 @@ Services: ``~/save_map``, ``~/load_map``, ``~/reset`` (std_srvs/Trigger), ``~/re
 Threads: callbacks only decode and queue (they never wait for TF or the model); a
 timer resolves queued frames once TF can answer; the model runs on a WindowWorker
 thread, which also publishes its results.
+
+Input goes through the ROS-free input stage (``mapping.input_stage``); every drop is
+counted by reason and named once per cause and throttle window (``mapping.drop_report``);
+every callback runs under a last-resort guard (``ros.guard``) so no exception reaches the
+executor; parameter sets are validated as a whole and applied atomically (``ros.parameters``).
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import logging
 import math
 import sys
 import threading
@@ -23,58 +29,40 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from ilrm_ros.config import MappingConfig, apply_flat, config_from_flat, parameter_specs
-from ilrm_ros.mapping.frames import CameraInfoError, Frame, PoseError, camera_info_to_K, ns_to_stamp, \
-    stamp_to_ns, validate_pose
-from ilrm_ros.mapping.image_codec import ImageDecodeError, decode_compressed, decode_image
+from ilrm_ros.config import MappingConfig, config_from_flat, parameter_specs
+from ilrm_ros.mapping.delivery import DeliveryTracker
+from ilrm_ros.mapping.drop_report import Counters, DropReporter  # noqa: F401 - Counters re-exported
+from ilrm_ros.mapping.frames import ns_to_stamp, stamp_to_ns
+from ilrm_ros.mapping.input_stage import InputLimits, InputRejected, InputStage, Rejection, place
 from ilrm_ros.model.loading import CheckpointError
 from ilrm_ros.mapping.mapper import Mapper, RenderedView, WindowResult
-from ilrm_ros.mapping.pose_buffer import PendingQueue
+from ilrm_ros.mapping.pending_queue import PendingQueue
+from ilrm_ros.mapping.mapper import policy_kwargs
+from ilrm_ros.mapping.keyframes import KeyframePolicyConfig
+from ilrm_ros.mapping.rigid import transform_from_pose
 from ilrm_ros.mapping.scheduler import WindowWorker
 from ilrm_ros.msg import GaussianChunk, MapInfo
+from ilrm_ros.ros import diagnostics
 from ilrm_ros.ros.conversions import array_to_cloud, camera_info_msg, make_map_info, update_to_msg
-from ilrm_ros.mapping.pose_buffer import make_transform
+from ilrm_ros.ros.guard import CallbackGuard, failed_response
+from ilrm_ros.ros.log_bridge import bridge_python_logging
+from ilrm_ros.ros.parameters import RUNTIME_PARAMETERS, ParameterGate, parameter_values
+from ilrm_ros.ros.qos import CHUNK_QOS, LATCHED, RELIABLE, camera_info_qos, input_qos  # noqa: F401 - re-exported
 from ilrm_ros.ros.tf_source import TF_STATIC_QOS, make_tf_source
 from ilrm_ros.srv import LoadMap, RenderView, SaveMap
 
-# Parameters that may change while the node runs; everything else is fixed at start-up.
-RUNTIME_PARAMETERS = ("keyframes.", "window.min_period_s", "map.publish_period_s", "map.save_path",
-                      "map.save_on_shutdown", "render.", "diagnostics.stale_after_s", "frames.tf_timeout_s")
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# A window can change a hundred chunks or more at once; a subscriber rebuilding the map must
-# not lose any, so the chunk stream keeps a deep reliable history (subscribers should match
-# it). The writer holds up to `depth` messages (typically ~50 kB each, at most 1 MiB), so the
-# depth bounds that memory too.
-CHUNK_QOS = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
-
-
-class Counters:
-    """Thread-safe named counters (drops by reason, received messages)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._c: collections.Counter[str] = collections.Counter()
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._c[name] += n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._c)
+_LOG_METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -89,7 +77,7 @@ def _descriptor(spec) -> ParameterDescriptor:
             desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
         elif isinstance(spec.default, float):
             desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-    desc.read_only = not any(spec.name.startswith(p) for p in RUNTIME_PARAMETERS)
+    desc.read_only = spec.name not in RUNTIME_PARAMETERS
     return desc
 
 
@@ -100,16 +88,25 @@ class MappingNode(Node):
         self.specs = {s.name: s for s in parameter_specs()}
         for spec in self.specs.values():
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
-        self.cfg: MappingConfig = config_from_flat({n: self.get_parameter(n).value for n in self.specs})
+        self.cfg: MappingConfig = config_from_flat(parameter_values(self.get_parameter(n) for n in self.specs))
+        self._gate = ParameterGate(self.cfg, self._prepare_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         log = self.get_logger()
+        bridge_python_logging(log)  # the core's `logging` lines reach /rosout with their severity
 
-        self.counters = Counters()
+        self.reporter = DropReporter(self._emit, window_s=5.0)
+        self.counters = self.reporter.counters
+        self.guard = CallbackGuard(self.reporter, log.error)
+        self.delivery = DeliveryTracker()
         self.mapper = mapper or Mapper(self.cfg)
         log.info(f"iLRM model {self.mapper.model_id} on {self.mapper.device}; "
                  f"window {self.cfg.window.size} keyframes at {self.cfg.model.width}x{self.cfg.model.height}")
         self.map_frame = self.cfg.frames.map_frame
-        self._camera_info: CameraInfo | None = None
+        image_topic = self.resolve_topic_name(self.cfg.input.compressed_topic if self.cfg.input.use_compressed
+                                              else self.cfg.input.image_topic)
+        rectified = {"always": True, "never": False}.get(self.cfg.input.rectified, "rect" in image_topic)
+        self.stage = InputStage(InputLimits(self.cfg.input.max_input_pixels, self.cfg.input.max_decoded_bytes),
+                                camera_frame=self.cfg.frames.camera_frame, rectified=rectified)
         self._last = {"image": None, "camera_info": None, "tf_ok": None}
         self._pending = PendingQueue(capacity=self.cfg.input.max_pending, timeout_s=self.cfg.frames.tf_timeout_s)
         self._resolve_lock = threading.Lock()  # one resolver at a time: the mapper's input side is single-threaded
@@ -124,21 +121,22 @@ class MappingNode(Node):
         input_group = MutuallyExclusiveCallbackGroup()
         service_group = MutuallyExclusiveCallbackGroup()
         timer_group = MutuallyExclusiveCallbackGroup()
-        self.tf = make_tf_source(self)
+        self.tf = make_tf_source(self, reporter=self.reporter, max_future_s=self.cfg.frames.tf_max_future_s)
         self.tf.on_update = self._on_tf_update  # place waiting frames as soon as their TF arrives
         log.info(f"poses from {self.tf.name}")
 
-        qos = qos_profile_sensor_data if self.cfg.input.qos == "sensor_data" else RELIABLE
-        qos = QoSProfile(depth=self.cfg.input.queue_depth, reliability=qos.reliability, history=qos.history)
+        guard = self.guard
+        qos = input_qos(self.cfg.input.qos, self.cfg.input.queue_depth)
         if self.cfg.input.use_compressed:
-            self.create_subscription(CompressedImage, self.cfg.input.compressed_topic, self._on_compressed, qos,
+            self.create_subscription(CompressedImage, self.cfg.input.compressed_topic,
+                                     guard("the compressed image callback")(self._on_compressed), qos,
                                      callback_group=input_group)
         else:
-            self.create_subscription(Image, self.cfg.input.image_topic, self._on_image, qos,
-                                     callback_group=input_group)
-        info_qos = QoSProfile(depth=5, reliability=qos.reliability)
-        self.create_subscription(CameraInfo, self.cfg.input.camera_info_topic, self._on_camera_info, info_qos,
-                                 callback_group=input_group)
+            self.create_subscription(Image, self.cfg.input.image_topic, guard("the image callback")(self._on_image),
+                                     qos, callback_group=input_group)
+        self.create_subscription(CameraInfo, self.cfg.input.camera_info_topic,
+                                 guard("the camera_info callback")(self._on_camera_info),
+                                 camera_info_qos(self.cfg.input.qos), callback_group=input_group)
 
         self.pub_chunks = self.create_publisher(GaussianChunk, "~/chunks", CHUNK_QOS)
         self.pub_map = self.create_publisher(PointCloud2, "~/map", LATCHED)
@@ -151,80 +149,81 @@ class MappingNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
         self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
 
-        self.create_service(SaveMap, "~/save_map", self._srv_save, callback_group=service_group)
-        self.create_service(LoadMap, "~/load_map", self._srv_load, callback_group=service_group)
-        self.create_service(Trigger, "~/reset", self._srv_reset, callback_group=service_group)
-        self.create_service(RenderView, "~/render_view", self._srv_render, callback_group=service_group)
+        for srv_type, name, handler in ((SaveMap, "save_map", self._srv_save), (LoadMap, "load_map", self._srv_load),
+                                        (Trigger, "reset", self._srv_reset),
+                                        (RenderView, "render_view", self._srv_render)):
+            self.create_service(srv_type, f"~/{name}", guard(f"the {name} service", failed_response)(handler),
+                                callback_group=service_group)
 
-        self.worker = WindowWorker(self.mapper.process_window, self._on_window_result, self.cfg.window.max_queue)
-        self.create_timer(self.tf.poll_period_s, self._resolve_pending, callback_group=timer_group)
+        self.worker = WindowWorker(self.mapper.process_window, guard("publishing a window")(self._on_window_result),
+                                   self.cfg.window.max_queue)
+        self.create_timer(self.tf.poll_period_s, guard("the TF resolver")(self._resolve_pending),
+                          callback_group=timer_group)
         # diagnostics wait for the map lock while a window is fused: keep them off the TF resolver's group
-        self.create_timer(self.cfg.diagnostics.period_s, self._publish_diagnostics,
+        self.create_timer(self.cfg.diagnostics.period_s, guard("diagnostics")(self._publish_diagnostics),
                           callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_info()
-        log.info("ready: waiting for images on '%s' and camera_info on '%s' (map frame '%s')" % (
-            self.resolve_topic_name(self.cfg.input.compressed_topic if self.cfg.input.use_compressed
-                                    else self.cfg.input.image_topic),
-            self.resolve_topic_name(self.cfg.input.camera_info_topic), self.map_frame))
+        log.info(f"ready: waiting for images on '{image_topic}' ({'rectified' if rectified else 'raw'}, QoS "
+                 f"{self.cfg.input.qos} depth {self.cfg.input.queue_depth}) and camera_info on "
+                 f"'{self.resolve_topic_name(self.cfg.input.camera_info_topic)}' (map frame '{self.map_frame}')")
+
+    def _emit(self, level: int, message: str) -> None:
+        """The DropReporter's sink: the ROS logger at the given severity."""
+        getattr(self.get_logger(), _LOG_METHODS.get(level, "warning"))(message)
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """Validate changes against the parameter table; apply runtime-tunable ones live."""
-        values = {p.name: p.value for p in params if p.name != "use_sim_time"}
-        try:
-            if hasattr(self, "cfg"):
-                apply_flat(self.cfg, values)
-                self.mapper.update_keyframe_policy()
-            else:
-                config_from_flat(values)
-        except (KeyError, ValueError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
+        """Validate the whole resulting configuration; apply it atomically or not at all."""
+        reason = self._gate.check(parameter_values(params))
+        return SetParametersResult(successful=reason is None, reason=reason or "")
+
+    def _prepare_parameters(self, candidate: MappingConfig):
+        """Build what new runtime values need (raises ValueError to reject); returns the commit."""
+        import torch
+
+        KeyframePolicyConfig(**policy_kwargs(candidate))  # the policy must accept the thresholds
+        background = torch.tensor(candidate.render.background, dtype=torch.float32)
+
+        def commit() -> None:
+            self.mapper.update_keyframe_policy()
+            self.mapper.background = background
+            self.tf.set_max_future(self.cfg.frames.tf_max_future_s)
+        return commit
 
     # ------------------------------------------------------------------ input callbacks (never block)
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
+        self.stage.set_camera_info(msg)
         self._last["camera_info"] = time.monotonic()
 
-    def _on_image(self, msg: Image) -> None:
-        self._accept(msg.header, lambda: decode_image(msg))
+    def _on_image(self, msg: Image, info: dict) -> None:
+        self._accept(msg, False, info)
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._accept(msg.header, lambda: decode_compressed(msg))
+    def _on_compressed(self, msg: CompressedImage, info: dict) -> None:
+        self._accept(msg, True, info)
 
-    def _accept(self, header: Header, decode) -> None:
+    def _drop(self, rejection: Rejection, n: int = 1) -> None:
+        message = rejection.message
+        if rejection.reason == "no_camera_info":
+            message += f" on '{self.resolve_topic_name(self.cfg.input.camera_info_topic)}'"
+        self.reporter.drop(rejection.reason, rejection.cause, message, n)
+
+    def _accept(self, msg, compressed: bool, msg_info) -> None:
+        """Decode, check and queue one image for TF (never blocks; every drop is counted by reason)."""
         now = time.monotonic()
         self._last["image"] = now
         self.counters.add("images_received")
-        log = self.get_logger()
+        self.delivery.observe(stamp_to_ns(msg.header.stamp),
+                              int((msg_info or {}).get("publication_sequence_number", 0) or 0))
         try:
-            rgb = decode()
-        except ImageDecodeError as exc:
-            self.counters.add("dropped_decode_error")
-            log.warning(f"skipping image: {exc}", throttle_duration_sec=5.0)
+            frame, notes = self.stage.frame(msg, compressed)
+        except InputRejected as exc:
+            self._drop(exc.rejection)
             return
-        info = self._camera_info
-        if info is None:
-            self.counters.add("dropped_no_camera_info")
-            log.warning("skipping image: no camera_info received yet on "
-                        f"'{self.resolve_topic_name(self.cfg.input.camera_info_topic)}'", throttle_duration_sec=5.0)
-            return
-        try:
-            K = camera_info_to_K(info, rgb.shape[:2])
-        except CameraInfoError as exc:
-            self.counters.add("dropped_bad_camera_info")
-            log.warning(f"skipping image: {exc}", throttle_duration_sec=5.0)
-            return
-        frame_id = self.cfg.frames.camera_frame or header.frame_id
-        if not frame_id:
-            self.counters.add("dropped_no_frame_id")
-            log.warning("skipping image: empty header.frame_id and no frames.camera_frame set",
-                        throttle_duration_sec=5.0)
-            return
-        frame = Frame(rgb=rgb, K=K, stamp_ns=stamp_to_ns(header.stamp), frame_id=frame_id)
+        for note in notes:
+            self.reporter.warn(note.key, note.cause, note.message)
         if self._pending.push((frame, now), frame.stamp_ns, self._now_ns()) is not None:
-            self.counters.add("dropped_queue_full")
-            log.warning("TF wait queue full: dropped the oldest frame(s)", throttle_duration_sec=5.0)
+            self._drop(Rejection("queue_full", "TF wait queue full", f"{self.cfg.input.max_pending} frames wait for "
+                                 "TF (input.max_pending): dropped the oldest"))
         self._resolve_pending()  # usually TF is already there: no need to wait for the timer
 
     def _now_ns(self) -> int:
@@ -257,25 +256,24 @@ class MappingNode(Node):
         self._pending.timeout_ns = int(self.cfg.frames.tf_timeout_s * 1e9)
         ready, expired = self._pending.pop_ready(
             lambda item, stamp: self.tf.lookup(self.map_frame, item[0].frame_id, stamp), self._now_ns())
-        log = self.get_logger()
-        if expired:
-            self.counters.add("dropped_tf_timeout", len(expired))
-            f = expired[-1][0]
-            log.warning(f"no TF {self.map_frame} <- {f.frame_id} at t={f.stamp_ns / 1e9:.3f} within "
-                        f"{self.cfg.frames.tf_timeout_s:.1f} s: dropped {len(expired)} frame(s)",
-                        throttle_duration_sec=5.0)
+        by_frame: dict[str, list] = collections.defaultdict(list)
+        for frame, _ in expired:
+            by_frame[frame.frame_id].append(frame)
+        for frame_id, frames in by_frame.items():
+            self._drop(Rejection("tf_timeout", f"no TF {self.map_frame} <- {frame_id}",
+                                 f"no TF {self.map_frame} <- {frame_id} at t={frames[-1].stamp_ns / 1e9:.3f} within "
+                                 f"frames.tf_timeout_s = {self.cfg.frames.tf_timeout_s:g} s"), len(frames))
         for (frame, arrival), T in ready:
             self._last["tf_ok"] = time.monotonic()
             try:
-                frame.c2w = validate_pose(T)
-            except PoseError as exc:
-                self.counters.add("dropped_bad_pose")
-                log.warning(f"skipping frame with unusable pose: {exc}", throttle_duration_sec=5.0)
+                place(frame, T)
+            except InputRejected as exc:
+                self._drop(exc.rejection)
                 continue
             window = self.mapper.add_frame(frame, arrival_time=arrival)
             if window is not None and not self.worker.submit(window):
-                log.warning("model is behind: coalesced a waiting window into the newest one",
-                            throttle_duration_sec=10.0)
+                self.reporter.event("windows_coalesced", "model is behind", "model is behind: coalesced a waiting "
+                                    "window into the newest one", noun="windows coalesced", level=logging.INFO)
 
     # ------------------------------------------------------------------ results (worker thread)
     def _on_window_result(self, result: WindowResult) -> None:
@@ -351,7 +349,7 @@ class MappingNode(Node):
         header = Header(frame_id=self.map_frame)
         header.stamp = self.get_clock().now().to_msg()
         res = self._last_result
-        drops = sum(v for k, v in self.counters.snapshot().items() if k.startswith("dropped_"))
+        drops = self.counters.total("dropped_")
         self.pub_info.publish(make_map_info(
             header=header, map_id=self.mapper.map.map_id, stats=self.mapper.stats(), model_id=self.mapper.model_id,
             checkpoint_id=self.mapper.model_id, device=str(self.mapper.device),
@@ -361,39 +359,23 @@ class MappingNode(Node):
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         self._maybe_publish_map()
+        self.reporter.flush()  # summaries of throttle windows that ended
         now = time.monotonic()
-        stale = self.cfg.diagnostics.stale_after_s
+        ages = {what: math.inf if self._last[key] is None else now - self._last[key]
+                for key, what in (("image", "images"), ("camera_info", "camera_info"), ("tf_ok", "TF"))}
+        problems = diagnostics.input_problems(ages, self.cfg.diagnostics.stale_after_s)
         c = self.counters.snapshot()
-        w = self.worker.stats
-        statuses = []
-
-        def age(key):
-            t = self._last[key]
-            return math.inf if t is None else now - t
-
-        problems = [f"no {what} for {age(key):.0f} s" if age(key) != math.inf else f"no {what} received yet"
-                    for key, what in (("image", "images"), ("camera_info", "camera_info"), ("tf_ok", "TF"))
-                    if age(key) > stale]
         if problems and c.get("images_received", 0) > 0:
-            self.get_logger().warning("; ".join(problems), throttle_duration_sec=stale)
-        level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
-        statuses.append(_status("ilrm_mapping: input", level, "; ".join(problems) or "receiving", {
-            **{k: v for k, v in c.items()}, "tf_source": self.tf.name,
-            "pending_frames": len(self._pending), "seconds_since_image": age("image"),
-            "seconds_since_camera_info": age("camera_info"), "seconds_since_tf": age("tf_ok")}))
-        lat = list(self._latency)
-        level = DiagnosticStatus.ERROR if w.failed and w.last_error and not w.processed else \
-            DiagnosticStatus.WARN if w.failed or w.coalesced else DiagnosticStatus.OK
-        statuses.append(_status("ilrm_mapping: model", level, w.last_error or "ok", {
-            "device": str(self.mapper.device), "model_id": self.mapper.model_id, "windows_processed": w.processed,
-            "windows_coalesced": w.coalesced, "windows_failed": w.failed, "out_of_memory": w.out_of_memory,
-            "queue_depth": w.queue_depth, "busy": w.busy,
-            "window_latency_mean_s": float(np.mean(lat)) if lat else 0.0,
-            "window_latency_max_s": float(np.max(lat)) if lat else 0.0}))
-        statuses.append(_status("ilrm_mapping: map", DiagnosticStatus.OK, "ok", self.mapper.stats()))
-        arr = DiagnosticArray(status=statuses)
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.pub_diag.publish(arr)
+            self.get_logger().warning("; ".join(problems), throttle_duration_sec=self.cfg.diagnostics.stale_after_s)
+        statuses = [
+            diagnostics.input_status(problems, c, self.delivery.snapshot(), {
+                "tf_source": self.tf.name, "pending_frames": len(self._pending),
+                "seconds_since_image": ages["images"], "seconds_since_camera_info": ages["camera_info"],
+                "seconds_since_tf": ages["TF"]}),
+            diagnostics.model_status(self.worker.stats, str(self.mapper.device), self.mapper.model_id,
+                                     list(self._latency)),
+            diagnostics.status("ilrm_mapping: map", DiagnosticStatus.OK, "ok", self.mapper.stats())]
+        self.pub_diag.publish(diagnostics.diagnostic_array(statuses, self.get_clock().now().to_msg()))
 
     # ------------------------------------------------------------------ services
     def _srv_save(self, req, resp):
@@ -443,18 +425,24 @@ class MappingNode(Node):
         info = req.camera_info
         try:
             K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-            if not (info.width > 0 and info.height > 0 and K[0, 0] > 0 and K[1, 1] > 0):
-                raise ValueError("camera_info needs width, height and k with fx, fy > 0")
+            if not (info.width > 0 and info.height > 0 and np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0):
+                raise ValueError("camera_info needs width, height and a finite k with fx, fy > 0")
+            limit = self.cfg.render.max_render_pixels
+            if limit and info.width * info.height > limit:
+                raise ValueError(f"{info.width}x{info.height} is more than render.max_render_pixels = {limit}")
             p, q = req.pose.position, req.pose.orientation
-            c2w = make_transform((p.x, p.y, p.z), (q.x, q.y, q.z, q.w))
+            c2w = transform_from_pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w), "render_view pose")
             frame = req.header.frame_id or self.map_frame
             if frame != self.map_frame:
                 T = self.tf.lookup(self.map_frame, frame, 0)
                 if T is None:
                     raise ValueError(f"no TF {self.map_frame} <- {frame}")
                 c2w = T @ c2w
-            c2w = validate_pose(c2w)
+            c2w = place(_PoseHolder(), c2w).c2w
             view = self.mapper.render(c2w, K, int(info.width), int(info.height))
+        except InputRejected as exc:
+            resp.success, resp.message = False, f"render failed: {exc}"
+            return resp
         except Exception as exc:  # noqa: BLE001
             resp.success, resp.message = False, f"render failed: {exc}"
             return resp
@@ -500,10 +488,10 @@ def pin_malloc_thresholds(mmap_threshold: int = 4 << 20) -> bool:
         return False
 
 
-def _status(name: str, level, message: str, values: dict) -> DiagnosticStatus:
-    return DiagnosticStatus(level=level, name=name, message=message, hardware_id="ilrm_mapping",
-                            values=[KeyValue(key=str(k), value=f"{v:.4g}" if isinstance(v, float) else str(v))
-                                    for k, v in values.items()])
+class _PoseHolder:
+    """Lets the render service validate a pose with the input stage's ``place``."""
+
+    c2w = None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,10 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from ilrm_ros.mapping.frames import ns_to_stamp, stamp_to_ns
-from ilrm_ros.mapping.pose_buffer import PoseBuffer, make_transform
+from ilrm_ros.mapping.drop_report import DropReporter
+from ilrm_ros.mapping.frames import ns_to_stamp
+from ilrm_ros.mapping.pose_buffer import PoseBuffer, TransformRejected
+from ilrm_ros.mapping.rigid import make_transform
 
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
@@ -32,34 +34,53 @@ class OwnTfSource:
     ``on_update`` (optional, no arguments) is called after every TF message, so frames
     waiting for their pose are placed as soon as it arrives rather than at the next
     tick of the node's resolver timer.
+
+    Transforms the buffer refuses (invalid, a loop, far ahead of the node's clock) are
+    counted as ``tf_rejected_<reason>`` and named through ``reporter`` (else logged); the
+    rest of the message is kept.
     """
 
     name = "ilrm_ros.PoseBuffer"
     poll_period_s = 0.1
     """Period of the node's resolver timer: only expires frames whose TF never came."""
 
-    def __init__(self, node: Node, cache_time_s: float = 10.0) -> None:
+    def __init__(self, node: Node, cache_time_s: float = 10.0, reporter: DropReporter | None = None,
+                 max_future_s: float = 0.0) -> None:
         from tf2_msgs.msg import TFMessage
 
-        self.buffer = PoseBuffer(cache_time_s=cache_time_s)
+        self.buffer = PoseBuffer(cache_time_s=cache_time_s, max_future_s=max_future_s)
         self.last_message_time: float | None = None
         self.on_update: Callable[[], None] | None = None
+        self.reporter = reporter
         self._node = node
-        node.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), TF_QOS)
-        node.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), TF_STATIC_QOS)
+        guard = getattr(node, "guard", None)
+        wrap = (lambda name, fn: guard(name)(fn)) if guard is not None else (lambda name, fn: fn)
+        node.create_subscription(TFMessage, "/tf", wrap("the /tf callback", lambda m: self._on_tf(m, False)), TF_QOS)
+        node.create_subscription(TFMessage, "/tf_static", wrap("the /tf_static callback",
+                                                               lambda m: self._on_tf(m, True)), TF_STATIC_QOS)
+
+    def set_max_future(self, seconds: float) -> None:
+        """Change the future horizon (``frames.tf_max_future_s``) at runtime."""
+        self.buffer.max_future_ns = int(round(max(0.0, seconds) * 1e9))
 
     def _on_tf(self, msg, static: bool) -> None:
         self.last_message_time = time.monotonic()
+        now_ns = self._node.get_clock().now().nanoseconds
+        topic = "/tf_static" if static else "/tf"
         for ts in msg.transforms:
-            t, r = ts.transform.translation, ts.transform.rotation
             try:
-                self.buffer.set_transform(ts.header.frame_id, ts.child_frame_id, stamp_to_ns(ts.header.stamp),
-                                          (t.x, t.y, t.z), (r.x, r.y, r.z, r.w), static=static)
-            except ValueError as exc:  # NaN or malformed transform: skip it, keep the rest
-                self._node.get_logger().warning(f"ignoring bad transform {ts.header.frame_id}->{ts.child_frame_id}:"
-                                                f" {exc}", throttle_duration_sec=5.0)
+                self.buffer.set_transform_stamped(ts, static=static, now_ns=now_ns)
+            except TransformRejected as exc:  # keep the rest of the message
+                self._rejected(exc.reason, f"{exc.reason} on {topic}: {str(ts.child_frame_id)[:40]!r}",
+                               f"{topic}: {exc}")
         if self.on_update is not None:
             self.on_update()
+
+    def _rejected(self, reason: str, cause: str, message: str) -> None:
+        if self.reporter is not None:
+            self.reporter.tf_rejected(reason, cause, message)
+        else:
+            self._node.get_logger().warning(f"ignoring a transform: {message}", throttle_duration_sec=5.0)
 
     def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray | None:
         """T_target_source (4, 4) at stamp, or None while TF cannot answer yet."""
@@ -75,6 +96,9 @@ class Tf2RosSource:
 
     name = "tf2_ros.Buffer"
     on_update = None
+
+    def set_max_future(self, seconds: float) -> None:
+        """tf2_ros has no future horizon; the parameter only applies to our own buffer."""
     poll_period_s = 0.05
     """Period of the node's resolver timer: it places frames whose TF came after them."""
 
@@ -99,8 +123,9 @@ class Tf2RosSource:
         return transform_to_matrix(ts.transform)
 
 
-def make_tf_source(node: Node, prefer_tf2_ros: bool = True):
-    """tf2_ros where importable, else our own buffer."""
+def make_tf_source(node: Node, prefer_tf2_ros: bool = True, reporter: DropReporter | None = None,
+                   max_future_s: float = 0.0):
+    """tf2_ros where importable, else our own buffer (with ``reporter`` and the future horizon)."""
     if prefer_tf2_ros:
         try:
             import tf2_ros  # noqa: F401
@@ -108,4 +133,4 @@ def make_tf_source(node: Node, prefer_tf2_ros: bool = True):
             return Tf2RosSource(node)
         except ImportError:
             pass
-    return OwnTfSource(node)
+    return OwnTfSource(node, reporter=reporter, max_future_s=max_future_s)

@@ -1,0 +1,65 @@
+"""Runtime parameter changes: validated as a whole, applied atomically.
+
+rclpy calls the node's on-set callback with the parameters of one request (one per
+``set_parameters`` entry, all of them for ``set_parameters_atomically``). The
+:class:`ParameterGate` builds the configuration that *would* result, validates it as a
+whole (each value against its spec, then the checks across parameters, then everything
+derived from it, e.g. the keyframe policy), and only then commits it: a rejected set
+leaves every value and the node's behaviour exactly as they were.
+"""
+from __future__ import annotations
+
+import array
+from dataclasses import fields
+from typing import Any, Callable, Iterable
+
+from ilrm_ros.config import MappingConfig, config_from_flat, with_values
+
+RUNTIME_PARAMETERS = frozenset({
+    "keyframes.min_translation_m", "keyframes.min_rotation_deg", "keyframes.max_interval_s",
+    "keyframes.min_interval_s", "window.min_period_s", "map.publish_period_s", "map.save_path",
+    "map.save_on_shutdown", "render.publish", "render.source", "render.novel_offset", "render.background",
+    "render.max_render_pixels", "diagnostics.stale_after_s", "frames.tf_timeout_s", "frames.tf_max_future_s",
+})
+"""Parameters that may change while the node runs; everything else is fixed at start-up."""
+
+
+def plain_value(value: Any) -> Any:
+    """rclpy's parameter value as plain Python (``array('d', …)`` -> list)."""
+    if isinstance(value, array.array):
+        return value.tolist()
+    return value
+
+
+def parameter_values(params: Iterable[Any]) -> dict[str, Any]:
+    """``{name: plain value}`` of rclpy Parameters, without ROS's own ``use_sim_time``."""
+    return {p.name: plain_value(p.value) for p in params if p.name != "use_sim_time"}
+
+
+class ParameterGate:
+    """Validates parameter sets against the whole configuration and commits them atomically.
+
+    cfg:     the live configuration (mutated in place on commit, so holders of it see the change).
+    prepare: ``prepare(candidate) -> commit`` builds whatever the new values need (may raise
+             ValueError to reject the set) and returns a no-argument function applying it;
+             it runs after ``cfg`` has been updated.
+    """
+
+    def __init__(self, cfg: MappingConfig | None, prepare: Callable[[MappingConfig], Callable[[], None]]) -> None:
+        self.cfg = cfg
+        self.prepare = prepare
+
+    def check(self, values: dict[str, Any]) -> str | None:
+        """Apply ``values`` if the resulting configuration is valid; returns None or the reason it was not."""
+        try:
+            if self.cfg is None:  # while the node declares its parameters
+                config_from_flat(values)
+                return None
+            candidate = with_values(self.cfg, values)
+            commit = self.prepare(candidate)
+        except (KeyError, ValueError, TypeError) as exc:
+            return str(exc).strip("'\"")
+        for section in fields(MappingConfig):
+            setattr(self.cfg, section.name, getattr(candidate, section.name))
+        commit()
+        return None
