@@ -41,8 +41,9 @@ class InputConfig:
     use_compressed: bool = _p(False, "Subscribe to sensor_msgs/CompressedImage on compressed_topic instead")
     compressed_topic: str = _p("image/compressed", "sensor_msgs/CompressedImage topic")
     camera_info_topic: str = _p("camera_info", "sensor_msgs/CameraInfo topic")
-    qos: str = _p("sensor_data", "QoS of the camera subscriptions", choices=("sensor_data", "reliable"))
-    queue_depth: int = _p(5, "Subscription history depth", 1, 100)
+    qos: str = _p("auto", "QoS of the image subscription: auto = reliable while every camera publisher is reliable "
+                          "(large images need it), best effort otherwise", choices=("auto", "sensor_data", "reliable"))
+    queue_depth: int = _p(10, "Image subscription history depth (KEEP_LAST)", 1, 100)
     max_pending: int = _p(30, "Frames kept while waiting for TF; the oldest is dropped beyond this", 1, 1000)
     max_input_pixels: int = _p(33_554_432, "Drop images with more pixels than this, read from the message or image "
                                            "header before decoding (0 = no limit)", 0, 1 << 40)

@@ -25,13 +25,10 @@ import math
 import sys
 import threading
 import time
-from pathlib import Path
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import TransformStamped
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -46,39 +43,28 @@ from ilrm_ros.mapping.drop_report import Counters, DropReporter  # noqa: F401 - 
 from ilrm_ros.mapping.frames import ns_to_stamp, stamp_to_ns
 from ilrm_ros.mapping.input_stage import InputLimits, InputRejected, InputStage, Rejection, place
 from ilrm_ros.model.loading import CheckpointError
-from ilrm_ros.mapping.mapper import Mapper, RenderedView, WindowResult
+from ilrm_ros.mapping.mapper import Mapper, WindowResult
 from ilrm_ros.mapping.pending_queue import PendingQueue
 from ilrm_ros.mapping.mapper import policy_kwargs
 from ilrm_ros.mapping.keyframes import KeyframePolicyConfig
-from ilrm_ros.mapping.rigid import transform_from_pose
 from ilrm_ros.mapping.scheduler import WindowWorker
 from ilrm_ros.msg import GaussianChunk, MapInfo
 from ilrm_ros.ros import diagnostics
-from ilrm_ros.ros.conversions import array_to_cloud, camera_info_msg, make_map_info, update_to_msg
+from ilrm_ros.ros.conversions import array_to_cloud, make_map_info, update_to_msg
 from ilrm_ros.ros.guard import CallbackGuard, failed_response
 from ilrm_ros.ros.log_bridge import bridge_python_logging
-from ilrm_ros.ros.parameters import RUNTIME_PARAMETERS, ParameterGate, parameter_values
-from ilrm_ros.ros.qos import CHUNK_QOS, LATCHED, RELIABLE, camera_info_qos, input_qos  # noqa: F401 - re-exported
+from ilrm_ros.ros.parameters import RUNTIME_PARAMETERS, ParameterGate, descriptor, parameter_values  # noqa: F401
+from ilrm_ros.ros.camera_input import ImageSubscription
+from ilrm_ros.ros.qos import CHUNK_QOS, LATCHED, RELIABLE, camera_info_qos  # noqa: F401 - re-exported
+from ilrm_ros.ros.memory import pin_malloc_thresholds
+from ilrm_ros.ros.outputs import publish_render
+from ilrm_ros.ros.services import MapServices
 from ilrm_ros.ros.tf_source import TF_STATIC_QOS, make_tf_source
 from ilrm_ros.srv import LoadMap, RenderView, SaveMap
 
 _LOG_METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
 
 
-def _descriptor(spec) -> ParameterDescriptor:
-    desc = ParameterDescriptor(description=spec.description)
-    if spec.choices:
-        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
-    if spec.special:
-        desc.additional_constraints = f"{spec.range[0]}..{spec.range[1]} or special value(s) {list(spec.special)}"
-    lo, hi = spec.declared_range()
-    if lo is not None and hi is not None and not isinstance(spec.default, bool):
-        if isinstance(spec.default, int):
-            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
-        elif isinstance(spec.default, float):
-            desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-    desc.read_only = spec.name not in RUNTIME_PARAMETERS
-    return desc
 
 
 class MappingNode(Node):
@@ -87,7 +73,7 @@ class MappingNode(Node):
         pin_malloc_thresholds()
         self.specs = {s.name: s for s in parameter_specs()}
         for spec in self.specs.values():
-            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self.cfg: MappingConfig = config_from_flat(parameter_values(self.get_parameter(n) for n in self.specs))
         self._gate = ParameterGate(self.cfg, self._prepare_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -126,14 +112,9 @@ class MappingNode(Node):
         log.info(f"poses from {self.tf.name}")
 
         guard = self.guard
-        qos = input_qos(self.cfg.input.qos, self.cfg.input.queue_depth)
-        if self.cfg.input.use_compressed:
-            self.create_subscription(CompressedImage, self.cfg.input.compressed_topic,
-                                     guard("the compressed image callback")(self._on_compressed), qos,
-                                     callback_group=input_group)
-        else:
-            self.create_subscription(Image, self.cfg.input.image_topic, guard("the image callback")(self._on_image),
-                                     qos, callback_group=input_group)
+        callback = guard("the compressed image callback")(self._on_compressed) if self.cfg.input.use_compressed \
+            else guard("the image callback")(self._on_image)
+        self.images = ImageSubscription(self, image_topic, callback, input_group)
         self.create_subscription(CameraInfo, self.cfg.input.camera_info_topic,
                                  guard("the camera_info callback")(self._on_camera_info),
                                  camera_info_qos(self.cfg.input.qos), callback_group=input_group)
@@ -149,9 +130,10 @@ class MappingNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
         self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
 
-        for srv_type, name, handler in ((SaveMap, "save_map", self._srv_save), (LoadMap, "load_map", self._srv_load),
-                                        (Trigger, "reset", self._srv_reset),
-                                        (RenderView, "render_view", self._srv_render)):
+        services = MapServices(self)
+        for srv_type, name, handler in ((SaveMap, "save_map", services.save), (LoadMap, "load_map", services.load),
+                                        (Trigger, "reset", services.reset),
+                                        (RenderView, "render_view", services.render)):
             self.create_service(srv_type, f"~/{name}", guard(f"the {name} service", failed_response)(handler),
                                 callback_group=service_group)
 
@@ -290,8 +272,9 @@ class MappingNode(Node):
         self._last_result = result
         self._map_dirty = True
         if self.cfg.render.publish:
+            camera_frame = result.window.keyframes[-1].frame_id
             for view in self.mapper.window_renders(result):
-                self._publish_render(view, header.stamp)
+                self._novel_tf_sent = publish_render(self, view, header.stamp, camera_frame, self._novel_tf_sent)
         self._maybe_publish_map()
         self._publish_info()
         if result.warning:
@@ -307,32 +290,6 @@ class MappingNode(Node):
             f"render {t.get('render_s', 0.0):.2f} s; map {self.mapper.stats().get('num_gaussians', 0)} Gaussians",
             throttle_duration_sec=2.0)
 
-    def _publish_render(self, view: RenderedView, stamp) -> None:
-        from ilrm_ros.mapping.image_codec import encode_image
-
-        camera_frame = self._last_result.window.keyframes[-1].frame_id if self._last_result else "camera"
-        frame_id = camera_frame if view.name == "keyframe" else f"{camera_frame}_ilrm_novel"
-        if view.name == "novel":
-            self._send_novel_tf(camera_frame)
-        header = Header(frame_id=frame_id, stamp=stamp)
-        pub_img, pub_depth, pub_info = self.pub_render[view.name]
-        pub_img.publish(encode_image(view.rgb, "rgb8", header=header, msg=Image()))
-        pub_depth.publish(encode_image(view.depth, "32FC1", header=header, msg=Image()))
-        pub_info.publish(camera_info_msg(view.K, view.rgb.shape[1], view.rgb.shape[0], header))
-
-    def _send_novel_tf(self, camera_frame: str) -> None:
-        """The novel view is a fixed offset of the camera: announce it once on /tf_static."""
-        if self._novel_tf_sent == camera_frame:
-            return
-        ts = TransformStamped()
-        ts.header.frame_id = camera_frame
-        ts.header.stamp = self.get_clock().now().to_msg()
-        ts.child_frame_id = f"{camera_frame}_ilrm_novel"
-        ox, oy, oz = self.cfg.render.novel_offset
-        ts.transform.translation.x, ts.transform.translation.y, ts.transform.translation.z = ox, oy, oz
-        ts.transform.rotation.w = 1.0
-        self.pub_tf_static.publish(TFMessage(transforms=[ts]))
-        self._novel_tf_sent = camera_frame
 
     def _maybe_publish_map(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -358,6 +315,7 @@ class MappingNode(Node):
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
+        self.images.adapt()
         self._maybe_publish_map()
         self.reporter.flush()  # summaries of throttle windows that ended
         now = time.monotonic()
@@ -369,7 +327,7 @@ class MappingNode(Node):
             self.get_logger().warning("; ".join(problems), throttle_duration_sec=self.cfg.diagnostics.stale_after_s)
         statuses = [
             diagnostics.input_status(problems, c, self.delivery.snapshot(), {
-                "tf_source": self.tf.name, "pending_frames": len(self._pending),
+                "tf_source": self.tf.name, "pending_frames": len(self._pending), "input_qos": self.images.qos,
                 "seconds_since_image": ages["images"], "seconds_since_camera_info": ages["camera_info"],
                 "seconds_since_tf": ages["TF"]}),
             diagnostics.model_status(self.worker.stats, str(self.mapper.device), self.mapper.model_id,
@@ -377,35 +335,7 @@ class MappingNode(Node):
             diagnostics.status("ilrm_mapping: map", DiagnosticStatus.OK, "ok", self.mapper.stats())]
         self.pub_diag.publish(diagnostics.diagnostic_array(statuses, self.get_clock().now().to_msg()))
 
-    # ------------------------------------------------------------------ services
-    def _srv_save(self, req, resp):
-        path = req.path or self.cfg.map.save_path
-        if not path:
-            resp.success, resp.message = False, "no path given and map.save_path is empty"
-            return resp
-        try:
-            written = self.mapper.save(path)
-        except Exception as exc:  # noqa: BLE001 - report to the caller, keep running
-            resp.success, resp.message = False, f"save failed: {exc}"
-            return resp
-        resp.success, resp.path = True, str(Path(written).resolve())
-        resp.num_gaussians = int(self.mapper.stats().get("num_gaussians", 0))
-        resp.message = f"saved {resp.num_gaussians} Gaussians"
-        return resp
-
-    def _srv_load(self, req, resp):
-        try:
-            update = self.mapper.load(req.path)
-        except Exception as exc:  # noqa: BLE001
-            resp.success, resp.message = False, f"load failed (map unchanged): {exc}"
-            return resp
-        self._publish_whole_update(update)
-        resp.success = True
-        resp.num_gaussians = int(self.mapper.stats().get("num_gaussians", 0))
-        resp.message = f"loaded {resp.num_gaussians} Gaussians from {req.path}"
-        return resp
-
-    def _publish_whole_update(self, update) -> None:
+    def publish_whole_update(self, update) -> None:
         """After reset/load: the chunk delta, then the latched map and info, right away."""
         header = Header(frame_id=self.map_frame)
         header.stamp = self.get_clock().now().to_msg()
@@ -414,45 +344,6 @@ class MappingNode(Node):
         self._map_dirty = True
         self._maybe_publish_map(force=True)
         self._publish_info()
-
-    def _srv_reset(self, req, resp):
-        self.worker.wait_idle(30.0)
-        self._publish_whole_update(self.mapper.reset())
-        resp.success, resp.message = True, "map and keyframes cleared"
-        return resp
-
-    def _srv_render(self, req, resp):
-        info = req.camera_info
-        try:
-            K = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-            if not (info.width > 0 and info.height > 0 and np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0):
-                raise ValueError("camera_info needs width, height and a finite k with fx, fy > 0")
-            limit = self.cfg.render.max_render_pixels
-            if limit and info.width * info.height > limit:
-                raise ValueError(f"{info.width}x{info.height} is more than render.max_render_pixels = {limit}")
-            p, q = req.pose.position, req.pose.orientation
-            c2w = transform_from_pose((p.x, p.y, p.z), (q.x, q.y, q.z, q.w), "render_view pose")
-            frame = req.header.frame_id or self.map_frame
-            if frame != self.map_frame:
-                T = self.tf.lookup(self.map_frame, frame, 0)
-                if T is None:
-                    raise ValueError(f"no TF {self.map_frame} <- {frame}")
-                c2w = T @ c2w
-            c2w = place(_PoseHolder(), c2w).c2w
-            view = self.mapper.render(c2w, K, int(info.width), int(info.height))
-        except InputRejected as exc:
-            resp.success, resp.message = False, f"render failed: {exc}"
-            return resp
-        except Exception as exc:  # noqa: BLE001
-            resp.success, resp.message = False, f"render failed: {exc}"
-            return resp
-        from ilrm_ros.mapping.image_codec import encode_image
-
-        header = Header(frame_id=req.header.frame_id or self.map_frame, stamp=req.header.stamp)
-        resp.image = encode_image(view.rgb, "rgb8", header=header, msg=Image())
-        resp.depth = encode_image(view.depth, "32FC1", header=header, msg=Image())
-        resp.success, resp.message = True, "ok"
-        return resp
 
     # ------------------------------------------------------------------ shutdown
     def shutdown(self) -> None:
@@ -465,33 +356,6 @@ class MappingNode(Node):
                 self.get_logger().info(f"map saved to {path}")
             except Exception as exc:  # noqa: BLE001
                 self.get_logger().error(f"saving the map on shutdown failed: {exc}")
-
-
-def pin_malloc_thresholds(mmap_threshold: int = 4 << 20) -> bool:
-    """Keep glibc from growing the heap with big, short-lived buffers (maps, clouds).
-
-    glibc raises its mmap threshold each time a large mmapped block is freed, after which
-    multi-megabyte message buffers come from the heap and fragment it: the node's RSS then
-    crept up with every ~/map publish even with a flat map. Pinning the threshold (which
-    also disables the dynamic adjustment) makes those buffers go back to the OS when freed.
-    Returns False where this is not glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold))) and \
-            bool(libc.mallopt(m_trim_threshold, int(2 * mmap_threshold)))
-    except (OSError, AttributeError):
-        return False
-
-
-class _PoseHolder:
-    """Lets the render service validate a pose with the input stage's ``place``."""
-
-    c2w = None
 
 
 def main(argv: list[str] | None = None) -> int:

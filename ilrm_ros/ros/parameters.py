@@ -13,7 +13,9 @@ import array
 from dataclasses import fields
 from typing import Any, Callable, Iterable
 
-from ilrm_ros.config import MappingConfig, config_from_flat, with_values
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from ilrm_ros.config import MappingConfig, ParameterSpec, config_from_flat, with_values
 
 RUNTIME_PARAMETERS = frozenset({
     "keyframes.min_translation_m", "keyframes.min_rotation_deg", "keyframes.max_interval_s",
@@ -22,6 +24,23 @@ RUNTIME_PARAMETERS = frozenset({
     "render.max_render_pixels", "diagnostics.stale_after_s", "frames.tf_timeout_s", "frames.tf_max_future_s",
 })
 """Parameters that may change while the node runs; everything else is fixed at start-up."""
+
+
+def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
+    """The ROS descriptor of a parameter: description, choices, range (with special values), read-only."""
+    desc = ParameterDescriptor(description=spec.description)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.special:
+        desc.additional_constraints = f"{spec.range[0]}..{spec.range[1]} or special value(s) {list(spec.special)}"
+    lo, hi = spec.declared_range()
+    if lo is not None and hi is not None and not isinstance(spec.default, bool):
+        if isinstance(spec.default, int):
+            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+        elif isinstance(spec.default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    desc.read_only = spec.name not in RUNTIME_PARAMETERS
+    return desc
 
 
 def plain_value(value: Any) -> Any:

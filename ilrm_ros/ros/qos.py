@@ -21,6 +21,15 @@ CHUNK_QOS = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
 INPUT_RELIABILITY = {"sensor_data": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
+def resolve_input_qos(setting: str, publisher_reliabilities: list[ReliabilityPolicy]) -> str:
+    """``input.qos`` -> the concrete choice: ``auto`` is ``reliable`` when there are publishers and all
+    of them are reliable, else ``sensor_data`` (which matches any writer)."""
+    if setting != "auto":
+        return setting
+    reliable = [r == ReliabilityPolicy.RELIABLE for r in publisher_reliabilities]
+    return "reliable" if reliable and all(reliable) else "sensor_data"
+
+
 def input_qos(qos: str, depth: int) -> QoSProfile:
     """QoS of the image subscription: ``qos`` is ``"sensor_data"`` or ``"reliable"``; KEEP_LAST ``depth``."""
     if qos not in INPUT_RELIABILITY:
@@ -30,5 +39,5 @@ def input_qos(qos: str, depth: int) -> QoSProfile:
 
 
 def camera_info_qos(qos: str) -> QoSProfile:
-    """QoS of the camera_info subscription (same reliability as the images, a short history)."""
-    return input_qos(qos, 5)
+    """QoS of the camera_info subscription: small messages, best effort unless ``reliable`` is forced."""
+    return input_qos("reliable" if qos == "reliable" else "sensor_data", 5)
