@@ -40,16 +40,21 @@ class Setting:
 
 
 SETTINGS = {
+    # the node's defaults before issue 12: best effort, KEEP_LAST 5, Fast DDS's default transports
     "default": Setting("default", "sensor_data", 5, ""),
+    # after: input.qos auto resolves to reliable for a reliable camera; KEEP_LAST 10
+    "fixed": Setting("fixed", "reliable", 10, ""),
+    # after, with the documented transport profile for large images (both processes)
+    "fixed_xml": Setting("fixed_xml", "reliable", 10, "", "config/fastdds_large_images.xml"),
+    # a best-effort camera (auto keeps best effort) with the transport profile
+    "best_effort_xml": Setting("best_effort_xml", "sensor_data", 10, "", "config/fastdds_large_images.xml"),
+    # exploration of the causes
     "reliable": Setting("reliable", "reliable", 5, ""),
+    "reliable_depth30": Setting("reliable_depth30", "reliable", 30, ""),
     "best_effort_udp": Setting("best_effort_udp", "sensor_data", 5, "UDPv4"),
     "best_effort_shm": Setting("best_effort_shm", "sensor_data", 5, "SHM"),
     "best_effort_large_data": Setting("best_effort_large_data", "sensor_data", 5, "LARGE_DATA"),
     "reliable_large_data": Setting("reliable_large_data", "reliable", 5, "LARGE_DATA"),
-    "reliable_depth30": Setting("reliable_depth30", "reliable", 30, ""),
-    "best_effort_xml": Setting("best_effort_xml", "sensor_data", 5, "", "config/fastdds_large_images.xml"),
-    "reliable_xml": Setting("reliable_xml", "reliable", 5, "", "config/fastdds_large_images.xml"),
-    "fixed": Setting("fixed", "reliable", 10, "LARGE_DATA"),
 }
 
 
@@ -199,7 +204,8 @@ def cli_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m ilrm_ros.bench.qos", description=__doc__.split("\n")[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[5.0, 30.0, 200.0])
     parser.add_argument("--sizes", nargs="+", default=["128x128", "640x480", "1920x1080"])
-    parser.add_argument("--settings", nargs="+", default=["default", "fixed"], choices=sorted(SETTINGS))
+    parser.add_argument("--settings", nargs="+", default=["default", "fixed", "fixed_xml", "best_effort_xml"],
+                        choices=sorted(SETTINGS))
     parser.add_argument("--seconds", type=float, default=3.0, help="publishing time per cell")
     parser.add_argument("--out", default=None, help="JSON output path")
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)

@@ -26,6 +26,7 @@ import array
 import io
 import logging
 import struct
+import warnings
 from typing import Any
 
 import numpy as np
@@ -223,7 +224,9 @@ def _open_pil(payload: bytes, what: str, max_pixels: int = 0) -> PILImage.Image:
     """Open and decode a JPEG/PNG; the size in its header is checked against ``max_pixels``
     (0 = no limit of ours; Pillow's decompression-bomb limit always applies) before decoding."""
     try:
-        img = PILImage.open(io.BytesIO(payload))
+        with warnings.catch_warnings():  # sizes are checked below, by our limit, with a named error
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            img = PILImage.open(io.BytesIO(payload))
     except PILImage.DecompressionBombError as exc:
         raise ImageTooLarge(f"{what}: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
