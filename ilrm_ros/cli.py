@@ -1,6 +1,7 @@
 """`ilrm-ros` — the command-line tool.
 
-    ilrm-ros info                       versions, device, ROS distro, checkpoint
+    ilrm-ros info [--checkpoint PATH]   versions, device, ROS distro; what a checkpoint is
+    ilrm-ros convert SRC --out DST      any checkpoint layout -> our format
     ilrm-ros demo [--out DIR]           the mapping node on an embedded generated sequence
     ilrm-ros data synth ...             generate posed-image datasets (transforms.json / bags)
     ilrm-ros train --config ...         train a model
@@ -8,7 +9,8 @@
     ilrm-ros bag BAG --out DIR          run the mapping core over a rosbag2 bag
     ilrm-ros bench model|render|node|map-soak ...
 
-Each subcommand lives in the module that owns it, as ``cli_main(argv) -> int``; this
+Each subcommand lives in the module that owns it, as ``cli_main(argv) -> int`` (or the
+function named after ``module:``); this
 file only dispatches (imports stay lazy so `info` and `--help` are instant).
 """
 from __future__ import annotations
@@ -23,8 +25,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ilrm_ros.train.train", "train an iLRM model on generated or transforms.json data"),
     "eval": ("ilrm_ros.train.evaluate", "evaluate a checkpoint against nearest-view / mean-colour baselines"),
     "bag": ("ilrm_ros.mapping.offline", "map a rosbag2 bag offline (no DDS)"),
+    "convert": ("ilrm_ros.model.tools:convert_main", "convert any supported checkpoint to our format"),
 }
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
+    "checkpoint": {"random": ("ilrm_ros.model.tools:random_main",
+                              "write a random-weight checkpoint in the authors' layout (tests, GPU checks)")},
     "data": {"synth": ("ilrm_ros.data.synth", "generate procedural indoor scenes (transforms.json and bags)")},
     "bench": {
         "model": ("ilrm_ros.bench.model", "model latency/memory vs views and resolution"),
@@ -57,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"ilrm-ros: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    return int(importlib.import_module(target).cli_main(rest) or 0)
+    module, _, func = target.partition(":")
+    return int(getattr(importlib.import_module(module), func or "cli_main")(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -68,10 +68,24 @@ def collect() -> dict:
 
 
 def cli_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ilrm-ros info", description="Print versions, device and ROS distro.")
+    parser = argparse.ArgumentParser(prog="ilrm-ros info",
+                                     description="Print versions, device and ROS distro, or describe a checkpoint.")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--checkpoint", help="describe this checkpoint: layout, architecture, parameters, input size "
+                                             "and pose normalisation it implies")
+    parser.add_argument("--architecture", default="auto", help="with --checkpoint: override the detection")
+    parser.add_argument("--trust-pickle", action="store_true", help="with --checkpoint: allow Python objects")
     args = parser.parse_args(argv)
-    info = collect()
+    if args.checkpoint:
+        from ilrm_ros.model.loading import CheckpointError, inspect_checkpoint
+
+        try:
+            info = inspect_checkpoint(args.checkpoint, args.architecture, args.trust_pickle).summary()
+        except CheckpointError as exc:
+            print(f"ilrm-ros info: {exc}")
+            return 2
+    else:
+        info = collect()
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -27,3 +27,21 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def authors_checkpoints(tmp_path_factory):
+    """Random-weight checkpoints in both of the authors' release layouts, at full size.
+
+    Shapes come from our re10k/dl3dv configs (test_model_official.py pins them to the
+    authors' manifests): re10k_2view.ckpt (Lightning: ``state_dict``, ``encoder.scaler.``)
+    and ilrm_undistort_dl3dv.pt (weights under ``model``), fp16 on disk (~343 / 372 MB).
+    """
+    from ilrm_ros.model.loading import random_model
+    from ilrm_ros.model.official import save_authors_layout
+
+    folder = tmp_path_factory.mktemp("authors")
+    paths = {}
+    for arch, name in (("re10k", "re10k_2view.ckpt"), ("dl3dv", "ilrm_undistort_dl3dv.pt")):
+        paths[arch] = save_authors_layout(random_model(arch, seed=1), folder / name, arch, torch.float16)
+    return paths

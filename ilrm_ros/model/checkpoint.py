@@ -193,6 +193,9 @@ def read_checkpoint_file(path: Path, trust_pickle: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # not a pickle of Python objects: corrupt or foreign
+            detail = [ln.strip() for ln in str(e).split("WeightsUnpickler error:")[-1].splitlines() if ln.strip()]
+            raise ValueError(f"{path}: not a readable checkpoint ({detail[0] if detail else 'unpickling failed'})") from e
         raise PickledObjectsError(
             f"{path} holds Python objects besides tensors (common in Lightning checkpoints); "
             "if you trust its source, pass trust_pickle=True (node parameter model.trust_pickle) "

@@ -9,7 +9,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-_LEVELS = ((logging.ERROR, "error"), (logging.WARNING, "warning"), (logging.INFO, "info"), (logging.DEBUG, "debug"))
+
+def ros_log(ros_logger: Any, level: int, message: str) -> None:
+    """Log ``message`` at a ``logging`` level through an rclpy logger.
+
+    rclpy remembers the severity of each call site (file and line) and raises
+    ``ValueError: Logger severity cannot be changed between calls`` when one line logs
+    at two severities, so every severity has a call line of its own here.
+    """
+    if level >= logging.ERROR:
+        ros_logger.error(message)
+    elif level >= logging.WARNING:
+        ros_logger.warning(message)
+    elif level >= logging.INFO:
+        ros_logger.info(message)
+    else:
+        ros_logger.debug(message)
 
 
 class RosLogHandler(logging.Handler):
@@ -21,9 +36,7 @@ class RosLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = f"[{record.name}] {record.getMessage()}"
-            method = next(name for lvl, name in _LEVELS if record.levelno >= lvl) if record.levelno >= 10 else "debug"
-            getattr(self.ros_logger, method)(message)
+            ros_log(self.ros_logger, record.levelno, f"[{record.name}] {record.getMessage()}")
         except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)
 

@@ -52,7 +52,7 @@ from ilrm_ros.msg import GaussianChunk, MapInfo
 from ilrm_ros.ros import diagnostics
 from ilrm_ros.ros.conversions import array_to_cloud, make_map_info, update_to_msg
 from ilrm_ros.ros.guard import CallbackGuard, failed_response
-from ilrm_ros.ros.log_bridge import bridge_python_logging
+from ilrm_ros.ros.log_bridge import bridge_python_logging, ros_log
 from ilrm_ros.ros.parameters import RUNTIME_PARAMETERS, ParameterGate, descriptor, parameter_values  # noqa: F401
 from ilrm_ros.ros.camera_input import ImageSubscription
 from ilrm_ros.ros.qos import CHUNK_QOS, LATCHED, RELIABLE, camera_info_qos  # noqa: F401 - re-exported
@@ -61,9 +61,6 @@ from ilrm_ros.ros.outputs import publish_render
 from ilrm_ros.ros.services import MapServices
 from ilrm_ros.ros.tf_source import TF_STATIC_QOS, make_tf_source
 from ilrm_ros.srv import LoadMap, RenderView, SaveMap
-
-_LOG_METHODS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
-
 
 
 
@@ -151,7 +148,7 @@ class MappingNode(Node):
 
     def _emit(self, level: int, message: str) -> None:
         """The DropReporter's sink: the ROS logger at the given severity."""
-        getattr(self.get_logger(), _LOG_METHODS.get(level, "warning"))(message)
+        ros_log(self.get_logger(), level, message)
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, params) -> SetParametersResult:

@@ -69,3 +69,42 @@ def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_
                                       num_parts=m.num_parts))
     assert {"/ilrm_mapping/chunks", "/ilrm_mapping/map", "/ilrm_mapping/rendered/image"} <= topics
     assert sum(len(a) for a in replica.chunk_arrays().values()) == report["map"]["num_gaussians"]
+
+
+@pytest.mark.parametrize("arch", ["re10k", "dl3dv"])
+def test_the_authors_checkpoints_map_a_bag_through_the_cli(tmp_path, authors_checkpoints, arch, capsys, caplog):
+    """Full-size random weights in each of the authors' release layouts, named by model.checkpoint
+    alone: the architecture, its pose normalisation and window come from the file."""
+    from ilrm_ros.mapping.offline import cli_main
+
+    _, posed = synth_sequence(5, 0, SynthConfig(width=48, height=32, num_frames=4, trajectory="ground",
+                                                 shadows=False))
+    write_bag(tmp_path / "in", posed)
+    sets = [f"model.checkpoint={authors_checkpoints[arch]}", "model.height=32", "model.width=48",
+            "keyframes.min_translation_m=0.0", "keyframes.min_rotation_deg=0.0", "model.device=cpu",
+            "map.max_integration_distance_m=0.0"]  # random weights put Gaussians far away: keep them all
+    if arch == "dl3dv":
+        sets += ["window.size=2", "window.stride=2"]  # 16 views at 544x960 is a GPU's job
+    argv = [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--holdout", "0", "--no-output-bag"]
+    with caplog.at_level("INFO"):
+        assert cli_main(argv + [x for s in sets for x in ("--set", s)]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["map"]["num_gaussians"] > 0 and len(report["windows"]) >= 2
+    assert all(len(w["keyframe_ids"]) == 2 for w in report["windows"])
+    logged = caplog.text
+    assert f"{arch} (detected)" in logged and {"re10k": "poses re10k", "dl3dv": "poses wide"}[arch] in logged
+    if arch == "dl3dv":
+        assert "far outside the 16-32 views" in logged
+    else:  # re10k: 2 views, stride 1 -> a window per new keyframe
+        assert [w["keyframe_ids"] for w in report["windows"]][:2] == [[0, 1], [1, 2]]
+
+
+def test_a_wrong_architecture_stops_the_bag_tool_with_one_line(tmp_path, authors_checkpoints, capsys):
+    from ilrm_ros.mapping.offline import cli_main
+
+    _, posed = synth_sequence(5, 0, SynthConfig(width=64, height=64, num_frames=2, trajectory="ground", shadows=False))
+    write_bag(tmp_path / "in", posed)
+    rc = cli_main([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--set",
+                   f"model.checkpoint={authors_checkpoints['re10k']}", "--set", "model.architecture=dl3dv"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "re10k_2view.ckpt" in err[0] and "dl3dv" in err[0]
