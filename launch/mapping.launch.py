@@ -10,7 +10,7 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -22,7 +22,12 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "mapping.yaml"),
                               description="ROS 2 parameter file for ilrm_mapping"),
         DeclareLaunchArgument("checkpoint", default_value="",
-                              description="iLRM checkpoint; empty = the one shipped with the package"),
+                              description="iLRM checkpoint: ours, the authors' re10k_2view.ckpt / "
+                                          "ilrm_undistort_dl3dv*.pt, a state dict or .safetensors; "
+                                          "empty = model.checkpoint of the parameter file"),
+        DeclareLaunchArgument("architecture", default_value="",
+                              description="auto, re10k, dl3dv or a config name; empty = model.architecture "
+                                          "of the parameter file (auto: detected from the tensors)"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (bag playback)"),
         DeclareLaunchArgument("rviz", default_value="false", description="Start rviz2 with config/ilrm.rviz"),
@@ -31,18 +36,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("log_level", default_value="info", description="Logger level of the node"),
     ]
     use_sim_time = LaunchConfiguration("use_sim_time")
-    mapping = Node(
-        package="ilrm_ros",
-        executable="ilrm_mapping",
-        name="ilrm_mapping",
-        namespace=LaunchConfiguration("namespace"),
-        output="screen",
-        emulate_tty=True,
-        parameters=[LaunchConfiguration("config"),
-                    {"use_sim_time": use_sim_time, "model.checkpoint": LaunchConfiguration("checkpoint")}],
-        remappings=[("image", LaunchConfiguration("image")), ("camera_info", LaunchConfiguration("camera_info"))],
-        arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
-    )
+    mapping = OpaqueFunction(function=_mapping_node)
     rviz = Node(
         package="rviz2",
         executable="rviz2",
@@ -52,3 +46,23 @@ def generate_launch_description() -> LaunchDescription:
         condition=IfCondition(LaunchConfiguration("rviz")),
     )
     return LaunchDescription(args + [mapping, rviz])
+
+
+def _mapping_node(context, *_args, **_kwargs) -> list:
+    """The node, with model.checkpoint / model.architecture overridden only when the launch argument is given."""
+    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() in ("true", "1")}
+    for arg, param in (("checkpoint", "model.checkpoint"), ("architecture", "model.architecture")):
+        value = LaunchConfiguration(arg).perform(context)
+        if value:
+            overrides[param] = value
+    return [Node(
+        package="ilrm_ros",
+        executable="ilrm_mapping",
+        name="ilrm_mapping",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        emulate_tty=True,
+        parameters=[LaunchConfiguration("config"), overrides],
+        remappings=[("image", LaunchConfiguration("image")), ("camera_info", LaunchConfiguration("camera_info"))],
+        arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+    )]

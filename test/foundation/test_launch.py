@@ -15,13 +15,14 @@ def test_launch_file_is_valid_python_declaring_the_documented_arguments():
     tree = ast.parse(LAUNCH.read_text())
     declared = {node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"}
-    assert {"config", "checkpoint", "namespace", "use_sim_time", "rviz"} <= declared
+    assert {"config", "checkpoint", "architecture", "namespace", "use_sim_time", "rviz"} <= declared
 
 
 def test_launch_file_overrides_only_declared_parameters_and_ships_its_files():
     text = LAUNCH.read_text()
     names = {s.name for s in parameter_specs()}
     assert '"model.checkpoint"' in text and "model.checkpoint" in names
+    assert '"model.architecture"' in text and "model.architecture" in names
     for rel in ("config/mapping.yaml", "config/ilrm.rviz"):
         assert (ROOT / rel).exists()
     cmake = (ROOT / "CMakeLists.txt").read_text()

@@ -99,6 +99,24 @@ def test_eval_cli_writes_the_report_schema(tmp_path, tiny_data):
     assert rep["model"]["psnr"] == pytest.approx(sum(r["model"]["psnr"] for r in rep["per_scene"]) / 2)
 
 
+def test_eval_takes_the_authors_layouts_and_feeds_the_model_its_own_pose_normalisation(tmp_path, tiny_data,
+                                                                                     monkeypatch):
+    import torch
+
+    from ilrm_ros.model.ilrm import ILRM, load_model_config
+    from ilrm_ros.train import evaluate
+
+    path = tmp_path / "dl3dv_like.pt"
+    torch.save({"model": ILRM(load_model_config("tiny")).state_dict(), "step": 3}, path)  # DL3DV container
+    seen = []
+    real = evaluate.normalize_context_and_targets
+    monkeypatch.setattr(evaluate, "normalize_context_and_targets", lambda c, t, m: seen.append(m) or real(c, t, m))
+    rc = evaluate.cli_main(["--checkpoint", str(path), "--data", str(tiny_data), "--views", "2", "--targets", "1",
+                            "--max-scenes", "1", "--device", "cpu", "--architecture", "tiny"])
+    assert rc == 0 and seen == ["ilrm_ros"]
+    assert evaluate.cli_main(["--checkpoint", str(tmp_path / "none.pt"), "--data", str(tiny_data), "--views", "2"]) == 2
+
+
 def test_export_writes_a_loadable_fp16_checkpoint_with_metadata(tmp_path):
     from ilrm_ros.model.checkpoint import load_checkpoint, save_checkpoint
     from ilrm_ros.model.ilrm import ILRM, load_model_config
