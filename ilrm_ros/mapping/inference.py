@@ -101,7 +101,7 @@ def predict_window(model: ILRM, keyframes: list[Keyframe], device: torch.device)
 class KeepUpMonitor:
     """Is the model fast enough for the keyframe rate? Window time vs keyframe interval x stride.
 
-    Keyframe intervals come from the keyframes' stamps (sensor time), smoothed; the
+    Keyframe intervals (their arrival times in the node, their stamps offline) are smoothed; the
     verdict is only given after ``min_keyframes`` keyframes. ``check`` returns a warning
     message the first time a window is too slow, then None (warn once).
     """
@@ -115,6 +115,7 @@ class KeepUpMonitor:
     warned: bool = False
 
     def on_keyframe(self, stamp_ns: int) -> None:
+        """A keyframe was admitted at ``stamp_ns`` (any clock in ns, the same for every call)."""
         if self._last_stamp_ns is not None and stamp_ns > self._last_stamp_ns:
             dt = (stamp_ns - self._last_stamp_ns) * 1e-9
             self.interval_s = dt if self._count <= 1 else (1 - self.smoothing) * self.interval_s + self.smoothing * dt

@@ -165,7 +165,9 @@ class Mapper:
         if not self.policy.admit(frame):
             return None
         self.keyframes.add(self.prepare(frame))
-        self.keep_up.on_keyframe(frame.stamp_ns)
+        # keyframe pace: when frames arrived (the node: wall time, also for bags played at a rate),
+        # else their stamps (the offline tool, which runs as fast as it can)
+        self.keep_up.on_keyframe(int(arrival_time * 1e9) if arrival_time is not None else frame.stamp_ns)
         self.scheduler.on_keyframe()
         if not self.scheduler.due():
             return None
