@@ -35,7 +35,8 @@ import numpy as np
 from PIL import Image
 
 from ilrm_ros.mapping.frames import stamp_to_ns
-from ilrm_ros.mapping.image_codec import decode_compressed, decode_image
+from ilrm_ros.mapping.drop_report import DropReporter, logging_emit
+from ilrm_ros.mapping.input_stage import InputLimits, InputRejected, decode_packed, decode_raw, intrinsics
 from ilrm_ros.mapping.pose_buffer import (
     PoseBuffer,
     invert_transform,
@@ -287,8 +288,9 @@ def read_bag(
     from ``/tf`` and ``/tf_static`` with interpolation and without extrapolation. Images
     whose pose cannot be resolved (no TF around that time) are skipped with one warning;
     malformed transforms (e.g. non-unit quaternions) are skipped with a warning each.
-    Images are decoded by :mod:`ilrm_ros.mapping.image_codec` (an undecodable image raises
-    its ``ImageDecodeError``, a ``ValueError``). K comes from the
+    Images go through the node's input stage (:mod:`ilrm_ros.mapping.input_stage`: size
+    limits from the header, decoding, validated intrinsics): an image it rejects is skipped,
+    counted by reason and named in the log, as the node does. K comes from the
     latest camera info at or before the image (else the first one). The image topic is
     found automatically when the bag has exactly one; the camera-info topic likewise, or
     next to the image topic (``.../camera_info``).
@@ -307,7 +309,7 @@ def read_bag(
         elif info_topic not in topics:
             raise ValueError(f"camera info topic {info_topic!r} not in bag (topics: {sorted(topics)})")
         buffer = PoseBuffer(cache_time_s=_WHOLE_BAG_CACHE_S, max_samples_per_link=_WHOLE_BAG_MAX_SAMPLES)
-        infos_k: list[tuple[int, np.ndarray, int, int]] = []
+        infos_k: list[tuple[int, object]] = []
         frames: list[tuple[int, str, object, str]] = []
         wanted = [c for c in reader.connections if c.topic in (img_topic, info_topic, "/tf", "/tf_static")]
         for conn, _, raw in reader.messages(connections=wanted):
@@ -315,8 +317,7 @@ def read_bag(
                 buffer.set_tf_message(ts.deserialize_cdr(raw, conn.msgtype), static=conn.topic == "/tf_static")
             elif conn.topic == info_topic:
                 msg = ts.deserialize_cdr(raw, conn.msgtype)
-                infos_k.append((stamp_to_ns(msg.header.stamp), np.asarray(msg.k, dtype=np.float64).reshape(3, 3),
-                                int(msg.width), int(msg.height)))
+                infos_k.append((stamp_to_ns(msg.header.stamp), msg))
             else:
                 msg = ts.deserialize_cdr(raw, conn.msgtype)
                 frames.append((stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg, conn.msgtype))
@@ -329,6 +330,7 @@ def read_bag(
     frames.sort(key=lambda f: f[0])
 
     images, c2ws, ks, stamps, skipped = [], [], [], [], 0
+    reporter, limits, rectified = DropReporter(logging_emit(logger)), InputLimits(), "rect" in img_topic
     for stamp, frame_id, msg, msgtype in frames:
         if max_frames is not None and len(images) >= max_frames:
             break
@@ -339,17 +341,24 @@ def read_bag(
             if skipped == 1:
                 logger.warning("skipping images without a pose (first: stamp %d: %s)", stamp, err)
             continue
-        rgb = decode_compressed(msg) if msgtype == COMPRESSED_TYPE else decode_image(msg)
         j = max(int(np.searchsorted(info_stamps, stamp, side="right")) - 1, 0)
-        k = infos_k[j][1].copy()
-        iw, ih = infos_k[j][2], infos_k[j][3]
-        if iw and ih and (iw, ih) != (rgb.shape[1], rgb.shape[0]):
-            k[0] *= rgb.shape[1] / iw
-            k[1] *= rgb.shape[0] / ih
+        try:
+            rgb = decode_packed(msg, limits) if msgtype == COMPRESSED_TYPE else decode_raw(msg, limits)
+            k, notes = intrinsics(infos_k[j][1], rgb.shape[:2], rectified)
+        except InputRejected as exc:
+            reporter.drop(exc.rejection.reason, exc.rejection.cause, exc.rejection.message)
+            continue
+        for note in notes:
+            reporter.warn(note.key, note.cause, note.message)
         images.append(rgb)
         c2ws.append(pose)
         ks.append(k)
         stamps.append(stamp)
+    reporter.flush()
+    dropped = reporter.counters.total("dropped_")
+    if dropped:
+        logger.warning("%d of %d images dropped by the input stage: %s", dropped, len(frames),
+                       {k: v for k, v in reporter.counters.snapshot().items() if k.startswith("dropped_")})
     if skipped:
         logger.warning("%d of %d images skipped: no transform %s <- camera", skipped, len(frames), target_frame)
     if not images:
