@@ -424,6 +424,14 @@ def test_rejected_parameter_sets_leave_every_value_and_list_parameters_work(harn
     assert resp.results[0].successful, resp.results[0].reason
 
 
+def test_diagnostics_report_how_many_images_reached_the_node(harness):
+    """The camera's writer numbers its samples: the node knows its delivery ratio exactly."""
+    for ns in NODES:
+        assert harness.world.text(ns, "image_delivery_source") == "publication_sequence"
+        assert 0.9 <= harness.world.value(ns, "image_delivery_ratio") <= 1.0
+        assert harness.world.value(ns, "images_received") > 20
+
+
 def _plain(value_msg) -> object:
     from rclpy.parameter import parameter_value_to_python
 
