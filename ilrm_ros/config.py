@@ -126,6 +126,38 @@ class RenderConfig:
 
 
 @dataclass
+class OccupancyConfig:
+    enabled: bool = _p(True, "Build the 3-D occupancy grid from the Gaussian map and publish ~/occupancy/* and "
+                             "~/query_occupancy")
+    voxel_size_m: float = _p(0.05, "Edge of an occupancy voxel in the map frame", 0.01, 1.0)
+    max_blocks: int = _p(20_000, "Bound on allocated blocks of 16x16x16 voxels (20 KiB each); beyond it the blocks "
+                                 "farthest from the robot are dropped", 1, 10_000_000)
+    depth_source: str = _p("window", "Depth integrated after a window: rendered from the window's Gaussians or from "
+                                     "the fused map, at the window's keyframes", choices=("window", "map"))
+    render_scale: float = _p(0.5, "Keyframe depth for the grid is rendered at this fraction of the model input size",
+                             0.05, 1.0)
+    min_alpha: float = _p(0.9, "Integrate only pixels whose rendered opacity reaches this", 0.0, 1.0)
+    max_range_m: float = _p(5.0, "Rays longer than this carve free space up to it and mark no surface", 0.1, 100.0)
+    free_margin_m: float = _p(0.1, "Free space stops this far short of the rendered surface", 0.0, 5.0)
+    prob_hit: float = _p(0.7, "Occupancy probability a surface observation gives its voxel (> 0.5)", 0.5, 0.999)
+    prob_miss: float = _p(0.4, "Occupancy probability a ray passing through gives a voxel (< 0.5)", 0.001, 0.5)
+    clamp_min: float = _p(0.12, "Lower clamp of a voxel's occupancy probability", 0.001, 0.5)
+    clamp_max: float = _p(0.97, "Upper clamp of a voxel's occupancy probability", 0.5, 0.999)
+    occupied_threshold: float = _p(0.5, "A voxel above this probability is occupied", 0.001, 0.999)
+    free_threshold: float = _p(0.35, "A voxel below this probability is free (between the thresholds: unknown)",
+                               0.001, 0.999)
+    floor_z_m: float = _p(0.0, "Height of the floor in the map frame (the 2-D grid's band is measured from it)",
+                          -1000.0, 1000.0)
+    floor_clearance_m: float = _p(0.15, "2-D grid band starts this high above the floor (ignores the floor)",
+                                  0.0, 100.0)
+    robot_height_m: float = _p(1.0, "2-D grid band ends this high above the floor (the robot's height)", 0.0, 100.0)
+    esdf_max_distance_m: float = _p(2.0, "Distances (ESDF slice, query service) saturate at this", 0.05, 100.0)
+    esdf_unknown_value: float = _p(-1000.0, "ESDF slice value of unknown cells", -1e9, 1e9)
+    publish_period_s: float = _p(1.0, "Republish the grid, voxels and ESDF slice at most this often (after a window "
+                                      "changed them)", 0.0, 3600.0)
+
+
+@dataclass
 class DiagnosticsConfig:
     period_s: float = _p(1.0, "Diagnostics publishing period", 0.1, 60.0)
     stale_after_s: float = _p(5.0, "Warn when no images/camera_info/TF arrived for this long", 0.5, 3600.0)
@@ -143,6 +175,7 @@ class MappingConfig:
     map: MapConfig = field(default_factory=MapConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
 
 
 @dataclass(frozen=True)
@@ -220,6 +253,13 @@ def validate_config(cfg: MappingConfig) -> None:
     if k.max_interval_s > 0 and k.min_interval_s > k.max_interval_s:
         raise ValueError(f"keyframes.min_interval_s ({k.min_interval_s}) must not exceed keyframes.max_interval_s "
                          f"({k.max_interval_s}) unless that is 0 (never)")
+    o = cfg.occupancy
+    if not (o.prob_miss < 0.5 < o.prob_hit and o.clamp_min < o.free_threshold <= o.occupied_threshold < o.clamp_max):
+        raise ValueError("occupancy: need prob_miss < 0.5 < prob_hit and clamp_min < free_threshold <= "
+                         "occupied_threshold < clamp_max")
+    if o.floor_clearance_m >= o.robot_height_m:
+        raise ValueError(f"occupancy.floor_clearance_m ({o.floor_clearance_m}) must be below occupancy.robot_height_m "
+                         f"({o.robot_height_m})")
 
 
 def _coerce(default: Any, value: Any) -> Any:

@@ -26,7 +26,8 @@ from ilrm_ros.mapping.frames import Frame, Keyframe, fit_to_model
 from ilrm_ros.mapping.chunks import MapUpdate, gaussians_to_array
 from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
-from ilrm_ros.mapping.map_io import load_map, save_map
+from ilrm_ros.mapping.map_io import load_map, load_sidecar, save_map
+from ilrm_ros.mapping import occupancy_stage
 from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy, KeyframePolicyConfig
 from ilrm_ros.mapping.scheduler import Window, WindowScheduler
 from ilrm_ros.mapping.inference import (
@@ -130,6 +131,7 @@ class Mapper:
         self.map_lock = threading.RLock()
         self.background = torch.tensor(cfg.render.background, dtype=torch.float32)
         self.num_windows = 0
+        self.occupancy = occupancy_stage.OccupancyMap(cfg.occupancy)
 
     # ------------------------------------------------------------------ input side
     def fusion_config(self) -> FusionConfig:
@@ -229,6 +231,29 @@ class Mapper:
                 views.append(render_view(g_map, pose, newest.K, W, H, self.background, name))
         return views
 
+    def update_occupancy(self, result: WindowResult) -> None:
+        """Render depth at the window's keyframes (from its Gaussians or the map, per
+        ``occupancy.depth_source``) and integrate it into the occupancy grid; adds
+        occupancy_render_s and occupancy_update_s. Call after ``process_window``."""
+        if not self.cfg.occupancy.enabled:
+            return
+        t0 = time.monotonic()
+        views = occupancy_stage.window_depth_views(self.cfg.occupancy, result.window.keyframes, result.gaussians,
+                                                   self._depth_view)
+        t1 = time.monotonic()
+        with self.map_lock:
+            self.occupancy.integrate(views)
+        result.timings["occupancy_render_s"] = t1 - t0
+        result.timings["occupancy_update_s"] = time.monotonic() - t1
+
+    def _depth_view(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> occupancy_stage.DepthView:
+        """The global map rendered for the occupancy grid (depth + alpha) from one camera."""
+        with self.map_lock:
+            g = self.map.gaussians_in_frustum(torch.as_tensor(c2w, dtype=torch.float32),
+                                              torch.as_tensor(K, dtype=torch.float32), width, height)
+        return occupancy_stage.render_depth_views(g.to(self.device), np.asarray(c2w)[None], np.asarray(K)[None],
+                                                  width, height)[0]
+
     # ------------------------------------------------------------------ map access (thread-safe)
     def render(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int, name: str = "view") -> RenderedView:
         """Render the global map (only Gaussians in the frustum) from any camera."""
@@ -250,13 +275,16 @@ class Mapper:
             self.scheduler.reset()
             self.policy.reset()
             self.keep_up.reset()
+            self.occupancy.reset()
         return update
 
     def save(self, path: str | Path) -> Path:
         """Atomically write the map as 3DGS PLY + JSON sidecar (keyframe poses, model id)."""
         with self.map_lock:
-            poses = {k.id: k.c2w for k in self.keyframes.snapshot()}
-            return save_map(path, self.map, keyframe_poses=poses, extra={"model_id": self.model_id})
+            kfs = self.keyframes.snapshot()
+            poses = {k.id: k.c2w for k in kfs}
+            return save_map(path, self.map, keyframe_poses=poses,
+                            extra={"model_id": self.model_id, **occupancy_stage.keyframe_cameras(kfs)})
 
     def load(self, path: str | Path) -> MapUpdate:
         """Replace the map by a PLY; returns the updates that rebuild it (CLEAR + UPSERTs).
@@ -266,11 +294,15 @@ class Mapper:
         loaded = load_map(path, config=self.fusion_config(), map_frame=self.cfg.frames.map_frame)
         with self.map_lock:
             self.map = loaded
+            if self.cfg.occupancy.enabled:  # the grid follows the map it was built from
+                occupancy_stage.rebuild(self.occupancy, occupancy_stage.cameras_from_sidecar(load_sidecar(path)),
+                                        self._depth_view)
             return self.map.snapshot()
 
     def stats(self) -> dict:
         with self.map_lock:
             s = dict(self.map.stats())
+            s.update(self.occupancy.stats())
         s["num_keyframes_total"] = self.keyframes.total_added
         s["num_windows"] = self.num_windows
         return s

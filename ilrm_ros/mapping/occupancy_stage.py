@@ -1,0 +1,175 @@
+"""The Mapper's occupancy stage: depth rendered from the Gaussian map at each window's
+keyframes, integrated into the voxel grid (``occupancy.VoxelGrid``), and the 2-D products
+planners read (``occupancy_maps``). ROS-free.
+
+    window ──render (depth, alpha) at its V keyframes──▶ rays ──scan_voxels──▶ VoxelGrid
+    VoxelGrid ──project_band──▶ Grid2D ──signed_distance_slice──▶ ESDF slice
+
+The grid is rebuilt consistently with the Gaussian map: ``reset`` empties both, and a
+loaded map is re-rendered at the keyframe cameras stored in its sidecar (without them
+the grid starts empty, i.e. unknown, which is the safe side).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ilrm_ros.config import OccupancyConfig
+from ilrm_ros.mapping.occupancy import CellState, LogOdds, VoxelGrid, depth_to_rays, scan_voxels
+from ilrm_ros.mapping.occupancy_maps import Grid2D, project_band, signed_distance_slice
+from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.render.render import render_gaussians
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DepthView:
+    """One rendered keyframe for integration: depth (H, W) z-depth metres (NaN where nothing
+    was drawn), alpha (H, W), c2w (4, 4) map frame OpenCV, K (3, 3) pixels at this size."""
+
+    depth: np.ndarray
+    alpha: np.ndarray
+    c2w: np.ndarray
+    K: np.ndarray
+
+
+@dataclass
+class OccupancyProducts:
+    """What the ROS layer publishes: the 2-D grid, its ESDF slice (H, W) float32 and the
+    occupied voxel centres (M, 3) float32, all in the map frame."""
+
+    grid2d: Grid2D
+    esdf: np.ndarray
+    occupied_centres: np.ndarray
+    revision: int
+
+
+def log_odds(cfg: OccupancyConfig) -> LogOdds:
+    """The grid's sensor model from the parameters."""
+    return LogOdds.from_probabilities(cfg.prob_hit, cfg.prob_miss, cfg.clamp_min, cfg.clamp_max,
+                                      cfg.occupied_threshold, cfg.free_threshold)
+
+
+def scaled_camera(K: np.ndarray, width: int, height: int, scale: float) -> tuple[np.ndarray, int, int]:
+    """K (3, 3) and size of a camera resampled by ``scale`` (the same field of view)."""
+    w, h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+    Ks = np.asarray(K, np.float64).copy()
+    Ks[0] *= w / width
+    Ks[1] *= h / height
+    return Ks, w, h
+
+
+def render_depth_views(g: Gaussians, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> list[DepthView]:
+    """Render Gaussians (N, ...) at V cameras in one batch: c2w (V, 4, 4), K (V, 3, 3) for a
+    width x height image. Depth is the expected surface depth (accumulated depth / alpha)."""
+    dev = g.means.device
+    with torch.no_grad():
+        out = render_gaussians(g, torch.as_tensor(c2w, dtype=torch.float32, device=dev),
+                               torch.as_tensor(K, dtype=torch.float32, device=dev), width, height)
+    alpha = out.alpha.float().cpu().numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.where(alpha > 1e-3, out.depth.float().cpu().numpy() / np.maximum(alpha, 1e-6), np.nan)
+    return [DepthView(depth[v].astype(np.float32), alpha[v], np.asarray(c2w[v], np.float64), np.asarray(K[v]))
+            for v in range(len(c2w))]
+
+
+class OccupancyMap:
+    """The grid of one Mapper and what it is built from. Callers hold the Mapper's lock."""
+
+    def __init__(self, cfg: OccupancyConfig) -> None:
+        self.cfg = cfg
+        self.grid = VoxelGrid(cfg.voxel_size_m, log_odds(cfg), cfg.max_blocks)
+        self.num_scans = 0
+
+    @property
+    def band(self) -> tuple[float, float]:
+        """z range (map frame) of the 2-D grid: floor + clearance .. floor + robot height."""
+        c = self.cfg
+        return c.floor_z_m + c.floor_clearance_m, c.floor_z_m + c.robot_height_m
+
+    def reset(self) -> None:
+        self.grid.reset()
+        self.num_scans = 0
+
+    def integrate(self, views: Sequence[DepthView]) -> int:
+        """Integrate rendered views (one scan each); returns the number of rays used."""
+        rays = 0
+        c = self.cfg
+        for view in views:
+            origin, dirs, ranges = depth_to_rays(view.depth, view.alpha, view.c2w, view.K, c.min_alpha)
+            free, hit = scan_voxels(origin, dirs, ranges, self.grid.voxel_size, c.max_range_m, c.free_margin_m)
+            self.grid.integrate(free, hit, origin)
+            rays += len(ranges)
+            self.num_scans += 1
+        return rays
+
+    def products(self) -> OccupancyProducts:
+        """The 2-D grid of the band, its ESDF slice and the occupied voxel centres."""
+        c = self.cfg
+        grid2d = project_band(self.grid, *self.band)
+        esdf = signed_distance_slice(grid2d, c.esdf_max_distance_m, c.esdf_unknown_value)
+        centres = ((self.grid.voxels(CellState.OCCUPIED) + 0.5) * self.grid.voxel_size).astype(np.float32)
+        return OccupancyProducts(grid2d, esdf, centres, self.grid.revision)
+
+    def stats(self) -> dict:
+        """Cheap counters (no pass over the voxels): blocks, bytes, scans integrated."""
+        return {"occupancy_blocks": self.grid.num_blocks, "occupancy_memory_bytes": self.grid.memory_bytes(),
+                "occupancy_scans": self.num_scans}
+
+
+def window_depth_views(cfg: OccupancyConfig, keyframes: Sequence, window_gaussians: Gaussians | None,
+                       render_map: Callable[[np.ndarray, np.ndarray, int, int], DepthView]) -> list[DepthView]:
+    """Depth at a window's keyframes (objects with c2w, K, rgb), at ``render_scale`` of their size:
+    from the window's Gaussians (one batched render) or from the map (``render_map``, per camera)."""
+    h, w = keyframes[0].rgb.shape[:2]
+    cams = [scaled_camera(k.K, w, h, cfg.render_scale) for k in keyframes]
+    c2w = np.stack([k.c2w for k in keyframes])
+    Ks = np.stack([c[0] for c in cams])
+    sw, sh = cams[0][1], cams[0][2]
+    if cfg.depth_source == "window" and window_gaussians is not None:
+        return render_depth_views(window_gaussians, c2w, Ks, sw, sh)
+    return [render_map(c2w[v], Ks[v], sw, sh) for v in range(len(keyframes))]
+
+
+def keyframe_cameras(keyframes: Sequence) -> dict:
+    """Sidecar entry ``{"keyframe_cameras": {id: {K, width, height}}}``: with the keyframe poses
+    it lets a loaded map rebuild its occupancy grid."""
+    return {"keyframe_cameras": {str(int(k.id)): {"K": np.asarray(k.K, np.float64).tolist(),
+                                                  "width": int(k.rgb.shape[1]), "height": int(k.rgb.shape[0])}
+                                 for k in keyframes}}
+
+
+def cameras_from_sidecar(side: dict | None) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+    """(c2w (4, 4), K (3, 3), width, height) of every keyframe with a pose and a camera in a sidecar."""
+    if not side:
+        return []
+    poses, cams = side.get("keyframe_poses") or {}, side.get("keyframe_cameras") or {}
+    out = []
+    for key in sorted(set(poses) & set(cams), key=lambda k: int(k)):
+        cam = cams[key]
+        out.append((np.asarray(poses[key], np.float64).reshape(4, 4), np.asarray(cam["K"], np.float64).reshape(3, 3),
+                    int(cam["width"]), int(cam["height"])))
+    return out
+
+
+def rebuild(occ: OccupancyMap, cameras: Sequence[tuple[np.ndarray, np.ndarray, int, int]],
+            render_map: Callable[[np.ndarray, np.ndarray, int, int], DepthView]) -> float:
+    """Empty the grid and integrate the map rendered at ``cameras``; returns the seconds it took."""
+    t0 = time.monotonic()
+    occ.reset()
+    for c2w, K, w, h in cameras:
+        Ks, sw, sh = scaled_camera(K, w, h, occ.cfg.render_scale)
+        occ.integrate([render_map(c2w, Ks, sw, sh)])
+    if cameras:
+        logger.info("occupancy grid rebuilt from the loaded map at %d keyframe cameras in %.1f s",
+                    len(cameras), time.monotonic() - t0)
+    else:
+        logger.warning("the loaded map has no keyframe cameras in its sidecar: the occupancy grid starts empty "
+                       "(unknown) and fills as new windows arrive")
+    return time.monotonic() - t0
