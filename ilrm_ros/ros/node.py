@@ -59,6 +59,7 @@ from ilrm_ros.ros.qos import CHUNK_QOS, LATCHED, RELIABLE, camera_info_qos  # no
 from ilrm_ros.ros.memory import pin_malloc_thresholds
 from ilrm_ros.ros.outputs import publish_render
 from ilrm_ros.ros.services import MapServices
+from ilrm_ros.ros.occupancy_outputs import OccupancyOutputs
 from ilrm_ros.ros.tf_source import TF_STATIC_QOS, make_tf_source
 from ilrm_ros.srv import LoadMap, RenderView, SaveMap
 
@@ -128,6 +129,7 @@ class MappingNode(Node):
         self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
 
         services = MapServices(self)
+        self.occupancy_out = OccupancyOutputs(self)  # ~/occupancy/{grid,voxels,esdf}, ~/query_occupancy
         for srv_type, name, handler in ((SaveMap, "save_map", services.save), (LoadMap, "load_map", services.load),
                                         (Trigger, "reset", services.reset),
                                         (RenderView, "render_view", services.render)):
@@ -272,6 +274,7 @@ class MappingNode(Node):
             camera_frame = result.window.keyframes[-1].frame_id
             for view in self.mapper.window_renders(result):
                 self._novel_tf_sent = publish_render(self, view, header.stamp, camera_frame, self._novel_tf_sent)
+        self.occupancy_out.on_window(result)
         self._maybe_publish_map()
         self._publish_info()
         if result.warning:
@@ -340,6 +343,7 @@ class MappingNode(Node):
             self.pub_chunks.publish(update_to_msg(part, header))
         self._map_dirty = True
         self._maybe_publish_map(force=True)
+        self.occupancy_out.publish(force=True)
         self._publish_info()
 
     # ------------------------------------------------------------------ shutdown
