@@ -50,9 +50,17 @@ def band_voxel_range(z_min: float, z_max: float, voxel_size: float) -> tuple[int
     return int(np.ceil(z_min / voxel_size - 0.5)), int(np.floor(z_max / voxel_size - 0.5)) + 1
 
 
-def project_band(grid: VoxelGrid, z_min: float, z_max: float) -> Grid2D:
+def free_layers_needed(z_min: float, z_max: float, voxel_size: float, min_free_fraction: float) -> int:
+    """Free voxels a column's band needs to be free: ``min_free_fraction`` of its layers, at least 1."""
+    k0, k1 = band_voxel_range(z_min, z_max, voxel_size)
+    return max(1, int(np.ceil(min_free_fraction * (k1 - k0) - 1e-9)))
+
+
+def project_band(grid: VoxelGrid, z_min: float, z_max: float, min_free_fraction: float = 0.0) -> Grid2D:
     """Project the voxels whose centres lie in [z_min, z_max] (map frame) onto a 2-D grid
-    covering every allocated block of the band (at the voxel size)."""
+    covering every allocated block of the band (at the voxel size). A column is occupied when
+    any band voxel is, free when none is and at least ``min_free_fraction`` of its band layers
+    (at least one) are observed free, unknown otherwise."""
     vs = grid.voxel_size
     k0, k1 = band_voxel_range(z_min, z_max, vs)
     keys, states = grid.blocks()
@@ -64,29 +72,35 @@ def project_band(grid: VoxelGrid, z_min: float, z_max: float) -> Grid2D:
     keys, states, in_band = keys[keep], states[keep], in_band[keep]
     band = np.where(in_band[:, None, None, :], states, CellState.UNKNOWN)  # (B, 16, 16, 16) x, y, z
     occ = (band == CellState.OCCUPIED).any(axis=3)                          # (B, 16, 16) x, y
-    free = (band == CellState.FREE).any(axis=3)
+    free = (band == CellState.FREE).sum(axis=3)
     lo = keys[:, :2].min(axis=0)
     size = (keys[:, :2].max(axis=0) - lo + 1) * BLOCK                       # (x cells, y cells)
     occ_xy = np.zeros((int(size[0]), int(size[1])), bool)
-    free_xy = np.zeros_like(occ_xy)
+    free_xy = np.zeros(occ_xy.shape, np.int64)
     for (bx, by), o, f in zip((keys[:, :2] - lo) * BLOCK, occ, free):       # blocks stacked in z share columns
         occ_xy[bx:bx + BLOCK, by:by + BLOCK] |= o
-        free_xy[bx:bx + BLOCK, by:by + BLOCK] |= f
-    values = np.where(occ_xy, OCCUPIED, np.where(free_xy, FREE, UNKNOWN)).astype(np.int8).T  # rows = y
+        free_xy[bx:bx + BLOCK, by:by + BLOCK] += f
+    need = free_layers_needed(z_min, z_max, vs, min_free_fraction)
+    values = np.where(occ_xy, OCCUPIED, np.where(free_xy >= need, FREE, UNKNOWN)).astype(np.int8).T  # rows = y
     origin = (float(lo[0] * BLOCK * vs), float(lo[1] * BLOCK * vs))
     return Grid2D(np.ascontiguousarray(values), origin, vs, (z_min, z_max))
 
 
-def project_band_reference(grid: VoxelGrid, z_min: float, z_max: float) -> Grid2D:
+def project_band_reference(grid: VoxelGrid, z_min: float, z_max: float, min_free_fraction: float = 0.0) -> Grid2D:
     """:func:`project_band` from the list of voxels (same extent), for tests."""
-    fast = project_band(grid, z_min, z_max)
+    fast = project_band(grid, z_min, z_max, min_free_fraction)
     k0, k1 = band_voxel_range(z_min, z_max, grid.voxel_size)
+    need = free_layers_needed(z_min, z_max, grid.voxel_size, min_free_fraction)
     values = np.full(fast.values.shape, UNKNOWN, np.int8)
+    free_count = np.zeros(fast.values.shape, np.int64)
     ox, oy = (int(round(v / grid.voxel_size)) for v in fast.origin)
-    for state, value in ((CellState.FREE, FREE), (CellState.OCCUPIED, OCCUPIED)):   # occupied last: wins
-        for i, j, k in grid.voxels(state).tolist():
-            if k0 <= k < k1:
-                values[j - oy, i - ox] = value
+    for i, j, k in grid.voxels(CellState.FREE).tolist():
+        if k0 <= k < k1:
+            free_count[j - oy, i - ox] += 1
+    values[free_count >= need] = FREE
+    for i, j, k in grid.voxels(CellState.OCCUPIED).tolist():
+        if k0 <= k < k1:
+            values[j - oy, i - ox] = OCCUPIED
     return Grid2D(values, fast.origin, fast.resolution, fast.z_range)
 
 

@@ -112,7 +112,7 @@ class OccupancyMap:
     def products(self) -> OccupancyProducts:
         """The 2-D grid of the band, its ESDF slice and the occupied voxel centres."""
         c = self.cfg
-        grid2d = project_band(self.grid, *self.band)
+        grid2d = project_band(self.grid, *self.band, c.min_free_fraction)
         esdf = signed_distance_slice(grid2d, c.esdf_max_distance_m, c.esdf_unknown_value)
         centres = ((self.grid.voxels(CellState.OCCUPIED) + 0.5) * self.grid.voxel_size).astype(np.float32)
         return OccupancyProducts(grid2d, esdf, centres, self.grid.revision)

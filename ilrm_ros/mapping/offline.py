@@ -9,6 +9,8 @@ and writes:
     DIR/report.json                per-window latency and Gaussians, held-out PSNR of the map,
                                    of the last window alone and of the nearest mapped frame
     DIR/map_growth.png             map size over windows vs the sum of window outputs
+    DIR/occupancy.png              the 2-D occupancy grid next to the true floor plan (generated
+                                   sequences: scene.json next to the bag or --scene), scores in report.json
     DIR/outputs_bag/               an mcap bag of the node's outputs (chunks, map, renders)
                                    that rviz / Foxglove can replay
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ilrm_ros.config import MappingConfig, load_mapping_config
+from ilrm_ros.mapping.occupancy_score import find_scene_truth
 from ilrm_ros.model.loading import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -143,8 +146,29 @@ def write_growth_plot(path: Path, windows: list[dict], title: str) -> None:
     img.save(path)
 
 
+def _occupancy_report(mapper, out: Path, scene_json: Path | None, title: str) -> dict:
+    """occupancy.png and the grid's scores against the true geometry, with the update timings."""
+    from ilrm_ros.mapping.occupancy_score import occupancy_report
+
+    kfs = mapper.keyframes.snapshot()
+    cams = np.stack([k.c2w[:3, 3] for k in kfs])
+    with mapper.map_lock:
+        report = occupancy_report(mapper.occupancy, out, scene_json, cams, title)
+    if scene_json is not None:  # the same integration from exact depth: the grid without the model's errors
+        from ilrm_ros.data.synth import load_scene_description
+        from ilrm_ros.mapping.occupancy_score import exact_depth_grid
+
+        exact = exact_depth_grid(mapper.cfg.occupancy, load_scene_description(scene_json.parent).geometry, kfs)
+        report["exact_depth"] = occupancy_report(exact, out / "exact_depth", scene_json, cams, f"{title}, exact depth")
+    s = report.get("scores_3d")
+    if s:
+        log.info("occupancy: observed-voxel accuracy %.4f, false-free rate within 3 m %.4f (%d observed voxels)",
+                 s["accuracy"] or 0.0, s["false_free_rate_3m"] or 0.0, s["observed_voxels"])
+    return report
+
+
 def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_topic: str | None = None,
-            max_frames: int | None = None, write_bag: bool = True) -> dict:
+            max_frames: int | None = None, write_bag: bool = True, scene: Path | None = None) -> dict:
     """Map a bag; returns the report (also written to out/report.json)."""
     from PIL import Image as PILImage
 
@@ -173,6 +197,7 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
         if window is None:
             continue
         res = mapper.process_window(window)
+        mapper.update_occupancy(res)
         if outbag:
             outbag.write_update(res.update, res.stamp_ns)
             for view in mapper.window_renders(res):
@@ -201,6 +226,8 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
         PILImage.fromarray(np.concatenate([view.rgb, posed.images[i]], axis=1)).save(
             out / "rendered" / f"heldout_{i:04d}_render_vs_truth.png")
     write_growth_plot(out / "map_growth.png", windows, str(bag))
+    occupancy = _occupancy_report(mapper, out, scene or find_scene_truth(bag), str(bag)) if cfg.occupancy.enabled \
+        else None
     mapper.save(out / "map.ply")
     if outbag:
         outbag.write_map(mapper.all_rows(), int(stamps[-1]))
@@ -216,6 +243,7 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
         "mean_psnr_last_window": float(np.mean([r["psnr_last_window"] for r in rows])) if rows else None,
         "mean_psnr_nearest_frame": float(np.mean([r["psnr_nearest_frame"] for r in rows])) if rows else None,
         "model_id": mapper.model_id, "device": str(mapper.device), "wall_time_s": time.monotonic() - t0,
+        "occupancy": occupancy,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
@@ -232,6 +260,7 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--holdout", type=int, default=5, help="hold out every N-th frame for evaluation (0 = none)")
     parser.add_argument("--max-frames", type=int, default=None)
     parser.add_argument("--no-output-bag", action="store_true", help="skip writing outputs_bag/")
+    parser.add_argument("--scene", default=None, help="scene.json with the true geometry (default: next to the bag)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a node parameter, e.g. --set map.fusion=false (YAML value syntax)")
     args = parser.parse_args(argv)
@@ -250,7 +279,7 @@ def cli_main(argv: list[str]) -> int:
     cfg = load_mapping_config(args.params_file, overrides)
     try:
         report = run_bag(Path(args.bag), Path(args.out), cfg, args.holdout, args.image_topic, args.max_frames,
-                         not args.no_output_bag)
+                         not args.no_output_bag, Path(args.scene) if args.scene else None)
     except CheckpointError as exc:  # one clear line naming the file and what was found
         print(f"ilrm-ros bag: cannot load the model: {exc}", file=sys.stderr)
         return 2
@@ -262,5 +291,10 @@ def cli_main(argv: list[str]) -> int:
         print(f"held-out PSNR: map {report['mean_psnr_map']:.2f} dB, last window alone "
               f"{report['mean_psnr_last_window']:.2f} dB, nearest frame {report['mean_psnr_nearest_frame']:.2f} dB "
               f"({len(report['held_out'])} frames)")
+    occ = report.get("occupancy") or {}
+    if occ.get("scores_3d"):
+        s3 = occ["scores_3d"]
+        print(f"occupancy: observed-voxel accuracy {s3['accuracy'] or 0.0:.4f}, false-free rate within 3 m "
+              f"{s3['false_free_rate_3m'] or 0.0:.4f} ({s3['observed_voxels']} observed voxels); {occ['png']}")
     print(f"wrote {args.out}/map.ply, rendered/, report.json" + ("" if args.no_output_bag else ", outputs_bag/"))
     return 0

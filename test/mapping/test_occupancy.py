@@ -108,9 +108,10 @@ def _filled_grid(seed=0):
     return g
 
 
-def test_band_projection_equals_the_voxel_list_version():
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_band_projection_equals_the_voxel_list_version(fraction):
     g = _filled_grid()
-    fast, ref = project_band(g, -0.5, 0.5), project_band_reference(g, -0.5, 0.5)
+    fast, ref = project_band(g, -0.5, 0.5, fraction), project_band_reference(g, -0.5, 0.5, fraction)
     np.testing.assert_array_equal(fast.values, ref.values)
     assert {FREE, OCCUPIED, UNKNOWN} <= set(np.unique(fast.values).tolist())
 
@@ -126,6 +127,15 @@ def test_band_projection_marks_a_column_occupied_when_any_band_voxel_is():
     r, c = grid.cell_of(np.array([[0.375, 0.375]]))[0]
     assert grid.values[r, c] == UNKNOWN                   # its hit is far above the band
     assert grid.origin == (0.0, 0.0) and grid.values.shape == (16, 16)
+
+
+def test_a_column_is_free_only_with_enough_free_band_voxels():
+    g = VoxelGrid(V)
+    g.integrate(np.array([[1, 1, 4], [2, 2, 4], [2, 2, 5]]), np.zeros((0, 3), np.int64))   # band: layers 4..7
+    half = project_band(g, 0.2, 0.39, min_free_fraction=0.5)                               # needs 2 of 4
+    any_free = project_band(g, 0.2, 0.39, min_free_fraction=0.0)
+    assert half.values[1, 1] == UNKNOWN and any_free.values[1, 1] == FREE
+    assert half.values[2, 2] == FREE
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -192,6 +202,15 @@ def test_integration_on_a_known_scene_meets_the_targets_with_exact_depth():
     # and the same grid scored against a different scene is visibly wrong: the score can fail
     other, _ = synth_sequence(1000, 5, SynthConfig(width=8, height=8, num_frames=2, trajectory="ground"))
     assert score_grid(occ.grid, other.geometry, seq.c2w[:, :3, 3])["accuracy"] < 0.95
+
+
+def test_truth_counts_a_voxel_occupied_when_its_box_touches_a_wall():
+    from ilrm_ros.data.raycast import SceneGeometry
+    from ilrm_ros.mapping.occupancy_score import truly_occupied
+
+    room = SceneGeometry(room_lo=[0.0, 0.0, 0.0], room_hi=[4.0, 4.0, 3.0])
+    centres = np.array([[0.025, 2.0, 1.0], [0.075, 2.0, 1.0], [-0.025, 2.0, 1.0], [-0.8 + 16.5 * V, 2.0, 1.0]])
+    assert truly_occupied(room, centres, V).tolist() == [True, False, True, True]   # the last: 0.025 + 2e-17
 
 
 def test_reset_and_a_rebuild_without_cameras_leave_the_grid_unknown():

@@ -1,0 +1,103 @@
+"""The occupancy grid driven by the Mapper (windows, reset, save/load rebuild) and by the bag
+tool (occupancy.png next to the true floor plan, scores in report.json)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ilrm_ros.config import load_mapping_config
+from ilrm_ros.data.synth import SynthConfig, synth_sequence, write_sequence
+from ilrm_ros.mapping.frames import Frame
+from ilrm_ros.mapping.mapper import Mapper
+from ilrm_ros.mapping.occupancy import CellState
+from ilrm_ros.model.checkpoint import save_checkpoint
+from ilrm_ros.model.ilrm import ILRM, load_model_config
+
+RES = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, ILRM(load_model_config("tiny")), {"note": "untrained"})
+    return path
+
+
+def _cfg(ckpt, **extra):
+    return load_mapping_config(overrides={"model.checkpoint": str(ckpt), "model.height": RES, "model.width": RES,
+                                          "keyframes.min_translation_m": 0.0, "keyframes.min_rotation_deg": 0.0,
+                                          "occupancy.render_scale": 1.0, "occupancy.min_alpha": 0.0, **extra})
+
+
+def _states(mapper):
+    keys, states = mapper.occupancy.grid.blocks()
+    order = np.lexsort(keys.T[::-1])
+    return keys[order], states[order]
+
+
+def test_windows_fill_the_grid_reset_empties_it_and_load_map_rebuilds_it(tmp_path, tiny_checkpoint):
+    _, seq = synth_sequence(4, 0, SynthConfig(width=RES, height=RES, num_frames=8, trajectory="ground", shadows=False))
+    mapper = Mapper(_cfg(tiny_checkpoint))
+    for i in range(8):
+        window = mapper.add_frame(Frame(rgb=seq.images[i], K=seq.K[i].astype(np.float64), stamp_ns=i * 10**8,
+                                        frame_id="cam", c2w=seq.c2w[i].astype(np.float64)))
+        if window is not None:
+            result = mapper.process_window(window)
+            mapper.update_occupancy(result)
+            assert result.timings["occupancy_update_s"] >= 0 and result.timings["occupancy_render_s"] > 0
+    assert mapper.occupancy.num_scans == 3 * 4       # 3 windows of 4 keyframes
+    assert len(mapper.occupancy.grid.voxels(CellState.FREE)) > 0
+    path = mapper.save(tmp_path / "m.ply")
+    assert len(json.loads((tmp_path / "m.ply.json").read_text())["keyframe_cameras"]) == 8
+    mapper.reset()
+    assert mapper.occupancy.grid.num_blocks == 0
+    mapper.load(path)
+    first = _states(mapper)
+    assert mapper.occupancy.num_scans == 8 and len(first[0]) > 0   # one scan per saved keyframe camera
+    mapper.load(path)                                                 # the rebuild depends on the map only
+    second = _states(mapper)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    (tmp_path / "m.ply.json").unlink()                                # a PLY without cameras: unknown grid
+    mapper.load(path)
+    assert mapper.occupancy.grid.num_blocks == 0
+
+
+def test_disabled_occupancy_costs_nothing(tiny_checkpoint):
+    mapper = Mapper(_cfg(tiny_checkpoint, **{"occupancy.enabled": False}))
+    _, seq = synth_sequence(4, 0, SynthConfig(width=RES, height=RES, num_frames=4, trajectory="ground", shadows=False))
+    for i in range(4):
+        window = mapper.add_frame(Frame(rgb=seq.images[i], K=seq.K[i].astype(np.float64), stamp_ns=i * 10**8,
+                                        frame_id="cam", c2w=seq.c2w[i].astype(np.float64)))
+    result = mapper.process_window(window)
+    mapper.update_occupancy(result)
+    assert "occupancy_update_s" not in result.timings and mapper.occupancy.grid.num_blocks == 0
+
+
+@pytest.mark.slow
+def test_bag_tool_writes_occupancy_png_and_scores_against_the_true_scene(tmp_path, tiny_checkpoint):
+    from PIL import Image
+
+    from ilrm_ros.mapping.offline import run_bag
+
+    scene, posed = synth_sequence(1000, 3, SynthConfig(width=48, height=48, num_frames=10, trajectory="ground",
+                                                       shadows=False))
+    write_sequence(tmp_path / "scene_00003", scene, posed, fmt="bag")
+    cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
+                                         "model.width": 48, "keyframes.min_translation_m": 0.0,
+                                         "keyframes.min_rotation_deg": 0.0})
+    report = run_bag(tmp_path / "scene_00003" / "bag", tmp_path / "out", cfg, holdout=5, write_bag=False)
+    occ = report["occupancy"]
+    assert occ["truth"].endswith("scene.json")
+    for key in ("accuracy", "false_free_rate_3m", "observed_voxels", "missed_occupied_3m"):
+        assert key in occ["scores_3d"]
+    assert all("occupancy_update_s" in w for w in report["windows"])
+    # the same integration from exact depth scores what the grid itself can do (the targets)
+    exact = occ["exact_depth"]["scores_3d"]
+    assert exact["accuracy"] >= 0.95 and exact["false_free_rate_3m"] <= 0.01
+    png = Image.open(tmp_path / "out" / "occupancy.png")
+    w, h = occ["grid_cells"]
+    assert png.width >= 3 * w and png.height > h                    # grid | truth | errors
+    assert (tmp_path / "out" / "exact_depth" / "occupancy.png").exists()
