@@ -107,6 +107,8 @@ def map_sidecar(gmap: GaussianMap, keyframe_poses: Mapping[int, Any] | Sequence[
     if keyframe_poses is not None and not isinstance(keyframe_poses, Mapping):
         keyframe_poses = dict(enumerate(keyframe_poses))
     cfg = gmap.config
+    chunks = gmap.chunks  # a property that builds every chunk view: read it once
+    keys = sorted(chunks)
     doc = {
         "format": "ilrm_ros.gaussian_map",
         "version": SIDECAR_VERSION,
@@ -117,11 +119,11 @@ def map_sidecar(gmap: GaussianMap, keyframe_poses: Mapping[int, Any] | Sequence[
         "saved": time.time(),
         "chunk_size": cfg.chunk_size,
         "num_gaussians": len(gmap),
-        "num_chunks": len(gmap.chunks),
+        "num_chunks": len(chunks),
         "num_windows": gmap.num_windows,
         "revision": gmap.revision,
-        "chunk_keys": [list(k) for k in sorted(gmap.chunks)],
-        "chunk_counts": [len(gmap.chunks[k]) for k in sorted(gmap.chunks)],
+        "chunk_keys": [list(k) for k in keys],
+        "chunk_counts": [len(chunks[k]) for k in keys],
         "gaussian_layout": "3DGS PLY: opacity logit, log scales, rot wxyz, f_dc (SH degree 0)",
         "fusion": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "keyframe_poses": None if keyframe_poses is None else
