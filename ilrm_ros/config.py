@@ -132,13 +132,15 @@ class OccupancyConfig:
     voxel_size_m: float = _p(0.05, "Edge of an occupancy voxel in the map frame", 0.01, 1.0)
     max_blocks: int = _p(20_000, "Bound on allocated blocks of 16x16x16 voxels (20 KiB each); beyond it the blocks "
                                  "farthest from the robot are dropped", 1, 10_000_000)
-    depth_source: str = _p("window", "Depth integrated after a window: rendered from the window's Gaussians or from "
-                                     "the fused map, at the window's keyframes", choices=("window", "map"))
+    depth_source: str = _p("map", "Depth integrated after a window: rendered from the fused map or from the window's "
+                                  "Gaussians alone, at the window's keyframes", choices=("map", "window"))
     render_scale: float = _p(0.5, "Keyframe depth for the grid is rendered at this fraction of the model input size",
                              0.05, 1.0)
     min_alpha: float = _p(0.9, "Integrate only pixels whose rendered opacity reaches this", 0.0, 1.0)
     max_range_m: float = _p(5.0, "Rays longer than this carve free space up to it and mark no surface", 0.1, 100.0)
     free_margin_m: float = _p(0.1, "Free space stops this far short of the rendered surface", 0.0, 5.0)
+    free_margin_rel: float = _p(0.35, "Free space also stops this fraction of the range short of the surface "
+                                      "(for depth whose error grows with range)", 0.0, 0.95)
     prob_hit: float = _p(0.7, "Occupancy probability a surface observation gives its voxel (> 0.5)", 0.5, 0.999)
     prob_miss: float = _p(0.4, "Occupancy probability a ray passing through gives a voxel (< 0.5)", 0.001, 0.5)
     clamp_min: float = _p(0.12, "Lower clamp of a voxel's occupancy probability", 0.001, 0.5)

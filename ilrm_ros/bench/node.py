@@ -14,6 +14,8 @@ reports coalescing). For each window:
   queued_s       arrival of the last keyframe -> the worker starts the window
                  (handoff_s: from the worker queue to the start)
   render_s       the two window renders (after the chunks went out; not in end_to_end_s)
+  occupancy_*    the occupancy grid's stage, after the renders (see ilrm_ros.bench.occupancy:
+                 the grid is first filled to a 20 m x 20 m x 3 m observed area)
 
 Resident memory (VmRSS) is sampled after every frame (``--pace idle``) and compared with
 the map's own size; ``--repeat N`` replays the sequence so later passes revisit mapped
@@ -29,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ilrm_ros.bench import occupancy as bench_occupancy
 
 
 def rss_bytes() -> int:
@@ -53,7 +57,7 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
 
     if threads:
         torch.set_num_threads(threads)
-    _, seq = synth_sequence(seed, 0, SynthConfig(width=res, height=res, num_frames=frames, trajectory="loop"))
+    scene, seq = synth_sequence(seed, 0, SynthConfig(width=res, height=res, num_frames=frames, trajectory="loop"))
     overrides = [Parameter("model.height", value=res), Parameter("model.width", value=res),
                  Parameter("input.image_topic", value="/bench/image"),
                  Parameter("input.camera_info_topic", value="/bench/camera_info"),
@@ -74,6 +78,8 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
     executor.add_node(node)
     executor.add_node(user)
     spinner = threading.Thread(target=executor.spin, daemon=True)
+    occupancy = bench_occupancy.prefill(node.mapper.occupancy.grid, 0.5 * (scene.geometry.room_lo[:2] +
+                                                                          scene.geometry.room_hi[:2]))
     spinner.start()
     rss0 = rss_bytes()
     samples = []
@@ -111,6 +117,8 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
             "drops": {k: v for k, v in node.counters.snapshot().items() if k.startswith("dropped_")},
             "map_gaussians": stats["num_gaussians"], "map_memory_bytes": stats["memory_bytes"],
             "rss_start_bytes": rss0, "rss_samples": samples, "rss_end_bytes": rss_bytes(),
+            "occupancy": dict(occupancy, blocks_end=node.mapper.occupancy.grid.num_blocks,
+                              memory_bytes_end=node.mapper.occupancy.grid.memory_bytes()),
         }
     finally:
         node.shutdown()
@@ -135,7 +143,8 @@ def summarise(result: dict) -> dict:
          "queued_s_median": float(np.median(col("queued_s"))), "handoff_s_median": float(np.median(col("handoff_s"))),
          "render_s_median": float(np.median(col("render_s"))),
          "rest_s_median": float(np.median(rest)), "rest_fraction_median": float(np.median(rest / e2e)),
-         "rest_without_fusion_fraction_median": float(np.median((rest - col("integrate_s")) / e2e))}
+         "rest_without_fusion_fraction_median": float(np.median((rest - col("integrate_s")) / e2e)),
+         **bench_occupancy.summarise(steady)}
     if result["rss_samples"]:
         non_map = np.array([x["rss"] - x["map_bytes"] for x in result["rss_samples"]], dtype=np.float64)
         half = len(non_map) // 2
@@ -177,6 +186,7 @@ def cli_main(argv: list[str]) -> int:
           f"{s['end_to_end_s_max']:.3f} s; rest without fusion {100 * s['rest_without_fusion_fraction_median']:.1f}%;"
           f" keyframe in -> worker start {1e3 * s['queued_s_median']:.1f} ms, of which hand-off to the worker "
           f"{1e3 * s['handoff_s_median']:.1f} ms)")
+    print(bench_occupancy.table(s, result["occupancy"]))
     if "rss_max_mb" in s:
         print(f"RSS max {s['rss_max_mb']:.0f} MB; RSS minus map: first half {s['rss_minus_map_first_half_mb']:.0f} MB,"
               f" second half {s['rss_minus_map_second_half_mb']:.0f} MB; map {result['map_memory_bytes'] / 1e6:.1f} MB"

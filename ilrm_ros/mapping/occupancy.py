@@ -9,13 +9,13 @@ blocks farthest from the latest sensor origin are dropped (they become unknown a
 One *scan* is a set of rays from one origin, each with the range of the surface it saw
 (depth rendered from the Gaussian map, see ``occupancy_stage``). A scan updates each voxel at
 most once, as octomap does: the voxel holding a ray's end point gets the ``hit`` log-odds, the
-voxels the ray crossed before it (sampled every half voxel, stopping ``free_margin`` short of
-the surface) get ``miss``, and a voxel both hit and crossed in one scan counts as hit. Log-odds
+voxels the ray crossed before it (sampled every ``STEP`` voxel edges, stopping
+``max(free_margin, free_margin_rel * range)`` short of the surface) get ``miss``, and a voxel both hit and crossed in one scan counts as hit. Log-odds
 are clamped to ``[clamp_min, clamp_max]`` so the map can change its mind. A voxel is OCCUPIED
 above ``occupied`` log-odds, FREE below ``free``, UNKNOWN otherwise or when never observed.
 
-Rays longer than ``max_range`` carve free space up to ``max_range`` and mark no hit (octomap's
-max-range rule).
+Rays longer than ``max_range`` carve free space up to ``max_range`` at most and mark no hit
+(octomap's max-range rule).
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class LogOdds:
     clamp_min: float = logit(0.12)
     clamp_max: float = logit(0.97)
     occupied: float = logit(0.5)
-    free: float = logit(0.5)
+    free: float = logit(0.35)
 
     @staticmethod
     def from_probabilities(p_hit: float, p_miss: float, p_min: float, p_max: float, p_occupied: float,
@@ -102,14 +102,15 @@ def decode(codes: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- one scan
-def _free_lengths(ranges: np.ndarray, max_range: float, free_margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per ray (R,): the length carved free and whether the end point is a hit (range <= max_range)."""
-    hit = ranges <= max_range
-    return np.where(hit, ranges - free_margin, max_range), hit
+def _free_lengths(ranges: np.ndarray, max_range: float, free_margin: float,
+                  free_margin_rel: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per ray (R,): the length carved free, ``min(r - max(free_margin, free_margin_rel * r), max_range)``,
+    and whether the end point is a hit (``r <= max_range``)."""
+    return np.minimum(ranges - np.maximum(free_margin, free_margin_rel * ranges), max_range), ranges <= max_range
 
 
 def scan_voxels(origin: np.ndarray, dirs: np.ndarray, ranges: np.ndarray, voxel_size: float, max_range: float,
-                free_margin: float) -> tuple[np.ndarray, np.ndarray]:
+                free_margin: float, free_margin_rel: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The voxels one scan makes free and occupied (vectorised; :func:`scan_voxels_reference` is its twin).
 
     origin (3,) metres, dirs (R, 3) unit directions, ranges (R,) metres to the surface along
@@ -125,7 +126,7 @@ def scan_voxels(origin: np.ndarray, dirs: np.ndarray, ranges: np.ndarray, voxel_
     o = np.asarray(origin, np.float64).reshape(3) / voxel_size
     dirs = np.asarray(dirs, np.float64).reshape(-1, 3)
     ranges = np.asarray(ranges, np.float64).reshape(-1)
-    length, hit = _free_lengths(ranges, max_range, free_margin)
+    length, hit = _free_lengths(ranges, max_range, free_margin, free_margin_rel)
     n = _sample_counts(length, voxel_size)
     reach = np.maximum(np.maximum(length, 0.0), np.where(hit, ranges, 0.0)) / voxel_size
     ends = o + dirs * reach[:, None]
@@ -179,13 +180,14 @@ def _scan_voxels_sparse(o: np.ndarray, dirs: np.ndarray, ranges: np.ndarray, hit
 
 
 def scan_voxels_reference(origin: np.ndarray, dirs: np.ndarray, ranges: np.ndarray, voxel_size: float,
-                          max_range: float, free_margin: float) -> tuple[np.ndarray, np.ndarray]:
+                          max_range: float, free_margin: float, free_margin_rel: float = 0.0
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """Plain per-ray loop with the same definition as :func:`scan_voxels` (for tests)."""
     free: set[tuple[int, int, int]] = set()
     hits: set[tuple[int, int, int]] = set()
     o = np.asarray(origin, np.float64) / voxel_size
     for d, r in zip(np.asarray(dirs, np.float64), np.asarray(ranges, np.float64)):
-        length = r - free_margin if r <= max_range else max_range
+        length = min(r - max(free_margin, free_margin_rel * r), max_range)
         k = 0
         while (k + 0.5) * STEP * voxel_size < length:
             dist = np.float32((k + 0.5) * STEP)

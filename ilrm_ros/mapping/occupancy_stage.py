@@ -103,7 +103,8 @@ class OccupancyMap:
         c = self.cfg
         for view in views:
             origin, dirs, ranges = depth_to_rays(view.depth, view.alpha, view.c2w, view.K, c.min_alpha)
-            free, hit = scan_voxels(origin, dirs, ranges, self.grid.voxel_size, c.max_range_m, c.free_margin_m)
+            free, hit = scan_voxels(origin, dirs, ranges, self.grid.voxel_size, c.max_range_m, c.free_margin_m,
+                                    c.free_margin_rel)
             self.grid.integrate(free, hit, origin)
             rays += len(ranges)
             self.num_scans += 1

@@ -15,6 +15,7 @@ from ilrm_ros.mapping.occupancy_maps import (FREE, OCCUPIED, UNKNOWN, distance_t
 from ilrm_ros.mapping import occupancy_stage as stage
 
 V = 0.05
+OCTOMAP = LogOdds.from_probabilities(0.7, 0.4, 0.12, 0.97, 0.5, 0.5)   # one miss makes a voxel free
 
 
 def _rays(rng, n, lo=0.05, hi=3.0):
@@ -101,7 +102,7 @@ def test_grid_memory_grows_with_observed_blocks_and_is_bounded():
 
 def _filled_grid(seed=0):
     rng = np.random.default_rng(seed)
-    g = VoxelGrid(V)
+    g = VoxelGrid(V, OCTOMAP)
     for _ in range(3):
         dirs, ranges = _rays(rng, 300, 0.2, 2.0)
         g.integrate(*scan_voxels(rng.normal(size=3), dirs, ranges, V, 5.0, 0.05))
@@ -117,7 +118,7 @@ def test_band_projection_equals_the_voxel_list_version(fraction):
 
 
 def test_band_projection_marks_a_column_occupied_when_any_band_voxel_is():
-    g = VoxelGrid(V)
+    g = VoxelGrid(V, OCTOMAP)
     g.integrate(np.array([[2, 3, 4], [2, 3, 5], [5, 5, 4]]), np.array([[2, 3, 6], [7, 7, 40]]))
     grid = project_band(g, 0.2, 0.35)                     # layers 4..6
     r, c = grid.cell_of(np.array([[0.125, 0.175]]))[0]
@@ -130,7 +131,7 @@ def test_band_projection_marks_a_column_occupied_when_any_band_voxel_is():
 
 
 def test_a_column_is_free_only_with_enough_free_band_voxels():
-    g = VoxelGrid(V)
+    g = VoxelGrid(V, OCTOMAP)
     g.integrate(np.array([[1, 1, 4], [2, 2, 4], [2, 2, 5]]), np.zeros((0, 3), np.int64))   # band: layers 4..7
     half = project_band(g, 0.2, 0.39, min_free_fraction=0.5)                               # needs 2 of 4
     any_free = project_band(g, 0.2, 0.39, min_free_fraction=0.0)

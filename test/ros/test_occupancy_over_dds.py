@@ -155,3 +155,16 @@ def test_reset_republishes_an_empty_grid(harness):
     assert h.call(Trigger, "/ilrm_mapping/reset", Trigger.Request()).success
     assert h.wait(lambda: len(h.got["grid"]) > n, 10)
     assert len(h.got["grid"][-1].data) == 0 and h.node.mapper.occupancy.grid.num_blocks == 0
+
+
+def test_the_shipped_rviz_config_shows_the_grid_and_the_voxels_latched():
+    import yaml
+    from pathlib import Path
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "ilrm.rviz").read_text())
+    displays = {d["Topic"]["Value"]: d for d in doc["Visualization Manager"]["Displays"] if "Topic" in d}
+    grid, voxels = displays["/ilrm_mapping/occupancy/grid"], displays["/ilrm_mapping/occupancy/voxels"]
+    assert grid["Class"] == "rviz_default_plugins/Map" and voxels["Class"] == "rviz_default_plugins/PointCloud2"
+    assert voxels["Style"] == "Boxes" and voxels["Size (m)"] == pytest.approx(0.05)
+    for d in (grid, voxels):
+        assert d["Enabled"] and d["Topic"]["Durability Policy"] == "Transient Local"
