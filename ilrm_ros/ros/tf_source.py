@@ -117,7 +117,7 @@ class Tf2RosSource:
         sec, nsec = ns_to_stamp(stamp_ns)
         try:
             ts = self.buffer.lookup_transform(target, source, Time(seconds=sec, nanoseconds=nsec))
-        except (self._tf2.LookupException, self._tf2.ConnectivityException, self._tf2.ExtrapolationException):
+        except self._tf2.TransformException:  # lookup, connectivity, extrapolation, invalid argument …
             return None
         self.last_message_time = time.monotonic()
         return transform_to_matrix(ts.transform)
