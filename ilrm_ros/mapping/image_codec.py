@@ -220,9 +220,11 @@ def _pil_to_rgb(img: PILImage.Image) -> np.ndarray:
     raise ImageDecodeError(f"unsupported decoded pixel mode {img.mode!r}")
 
 
-def _open_pil(payload: bytes, what: str, max_pixels: int = 0) -> PILImage.Image:
+def _open_pil(payload: bytes, what: str, max_pixels: int = 0,
+              draft_wh: tuple[int, int] | None = None) -> PILImage.Image:
     """Open and decode a JPEG/PNG; the size in its header is checked against ``max_pixels``
-    (0 = no limit of ours; Pillow's decompression-bomb limit always applies) before decoding."""
+    (0 = no limit of ours; Pillow's decompression-bomb limit always applies) before decoding.
+    ``draft_wh``: a JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least this big."""
     try:
         with warnings.catch_warnings():  # sizes are checked below, by our limit, with a named error
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
@@ -239,6 +241,8 @@ def _open_pil(payload: bytes, what: str, max_pixels: int = 0) -> PILImage.Image:
         raise ImageTooLarge(f"{what} declares {width}x{height} = {width * height} pixels, more than "
                             f"the limit of {max_pixels}")
     try:
+        if draft_wh is not None and img.format == "JPEG":
+            img.draft("RGB", draft_wh)
         img.load()
     except (OSError, ValueError, SyntaxError, struct.error, PILImage.DecompressionBombError) as exc:
         img.close()
@@ -246,11 +250,13 @@ def _open_pil(payload: bytes, what: str, max_pixels: int = 0) -> PILImage.Image:
     return img
 
 
-def decode_compressed(msg: Any, max_pixels: int = 0) -> np.ndarray:
+def decode_compressed(msg: Any, max_pixels: int = 0, min_size: tuple[int, int] | None = None) -> np.ndarray:
     """``sensor_msgs/CompressedImage``-like -> (H, W, 3) uint8 RGB.
 
     ``max_pixels`` (0 = no limit): an image whose header declares more pixels raises
-    :class:`ImageTooLarge` before its pixels are decoded.
+    :class:`ImageTooLarge` before its pixels are decoded. ``min_size=(H, W)``: a JPEG is
+    decoded directly at a reduced scale (1/2 … 1/8, DCT scaling) as long as it stays at
+    least that big — a 1080p frame for a 128-px model decodes ~4x faster.
 
     ``.format`` may be a bare codec (``"jpeg"``, ``"png"``) or image_transport's
     ``"rgb8; jpeg compressed bgr8"``; the payload itself is decoded by Pillow from its
@@ -264,7 +270,8 @@ def decode_compressed(msg: Any, max_pixels: int = 0) -> np.ndarray:
     payload = _as_bytes(msg.data).tobytes()
     if not payload:
         raise ImageDecodeError(f"empty compressed image (format {fmt!r})")
-    with _open_pil(payload, f"compressed image (format {fmt!r})", max_pixels) as img:
+    draft = None if min_size is None else (int(min_size[1]), int(min_size[0]))
+    with _open_pil(payload, f"compressed image (format {fmt!r})", max_pixels, draft) as img:
         return _pil_to_rgb(img)
 
 

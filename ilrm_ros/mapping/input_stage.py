@@ -95,11 +95,14 @@ def decode_raw(msg: Any, limits: InputLimits) -> np.ndarray:
         raise InputRejected("decode_error", f"malformed {encoding} image", str(exc)) from None
 
 
-def decode_packed(msg: Any, limits: InputLimits) -> np.ndarray:
-    """``sensor_msgs/CompressedImage``-like -> (H, W, 3) uint8 RGB; the header's size is checked first."""
+def decode_packed(msg: Any, limits: InputLimits, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """``sensor_msgs/CompressedImage``-like -> (H, W, 3) uint8 RGB; the header's size is checked first.
+
+    ``min_size=(H, W)``: JPEGs are decoded at a reduced scale that stays at least this big (the
+    intrinsics follow, since K is rescaled to the decoded size)."""
     fmt = str(getattr(msg, "format", "") or "")[:40]
     try:
-        rgb = decode_compressed(msg, max_pixels=limits.max_pixels)
+        rgb = decode_compressed(msg, max_pixels=limits.max_pixels, min_size=min_size)
     except ImageTooLarge as exc:
         raise InputRejected("too_large", f"compressed image over the size limit (format {fmt!r})", str(exc)) from None
     except ImageDecodeError as exc:
@@ -195,12 +198,16 @@ class InputStage:
     limits:       :class:`InputLimits`.
     camera_frame: optical frame override ("" = each image's header.frame_id).
     rectified:    whether images are rectified (K from ``p``, distortion expected).
+    decode_size:  (H, W) the frames are used at (the model's input): JPEGs decode at a
+                  reduced scale no smaller than this (None: full size).
     """
 
-    def __init__(self, limits: InputLimits | None = None, camera_frame: str = "", rectified: bool = False) -> None:
+    def __init__(self, limits: InputLimits | None = None, camera_frame: str = "", rectified: bool = False,
+                 decode_size: tuple[int, int] | None = None) -> None:
         self.limits = limits or InputLimits()
         self.camera_frame = camera_frame
         self.rectified = rectified
+        self.decode_size = decode_size
         self.camera_info: Any = None
 
     def set_camera_info(self, info: Any) -> None:
@@ -209,7 +216,7 @@ class InputStage:
     def frame(self, msg: Any, compressed: bool) -> tuple[Frame, list[Note]]:
         """An unposed :class:`Frame` from an image message, and notes; raises :class:`InputRejected`."""
         frame_id = camera_frame_id(getattr(msg.header, "frame_id", ""), self.camera_frame)
-        rgb = decode_packed(msg, self.limits) if compressed else decode_raw(msg, self.limits)
+        rgb = decode_packed(msg, self.limits, self.decode_size) if compressed else decode_raw(msg, self.limits)
         info = self.camera_info
         if info is None:
             raise InputRejected("no_camera_info", "no camera_info yet", "no camera_info received yet")

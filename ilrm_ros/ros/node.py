@@ -90,7 +90,8 @@ class MappingNode(Node):
                                               else self.cfg.input.image_topic)
         rectified = {"always": True, "never": False}.get(self.cfg.input.rectified, "rect" in image_topic)
         self.stage = InputStage(InputLimits(self.cfg.input.max_input_pixels, self.cfg.input.max_decoded_bytes),
-                                camera_frame=self.cfg.frames.camera_frame, rectified=rectified)
+                                camera_frame=self.cfg.frames.camera_frame, rectified=rectified,
+                                decode_size=(m.height, m.width) if (m := self.cfg.model).height and m.width else None)
         self._last = {"image": None, "camera_info": None, "tf_ok": None}
         self._pending = PendingQueue(capacity=self.cfg.input.max_pending, timeout_s=self.cfg.frames.tf_timeout_s)
         self._resolve_lock = threading.Lock()  # one resolver at a time: the mapper's input side is single-threaded

@@ -108,3 +108,24 @@ def test_place_validates_the_pose_and_refuses_cameras_far_from_the_origin():
     T[0, 3] = 1e9
     assert rejected(lambda: place(frame, T)) == "bad_pose"
     assert rejected(lambda: place(frame, np.diag([1.0, 1.0, -1.0, 1.0]))) == "bad_pose"
+
+
+def test_a_jpeg_is_decoded_at_a_reduced_scale_for_a_small_model_with_matching_intrinsics():
+    import io
+
+    from PIL import Image as PILImage
+
+    out = io.BytesIO()
+    PILImage.fromarray(np.zeros((1080, 1920, 3), np.uint8)).save(out, format="JPEG")
+    msg = SimpleNamespace(header=image().header, format="jpeg", data=out.getvalue())
+    full_hd = SimpleNamespace(k=[1000.0, 0, 959.5, 0, 1000.0, 539.5, 0, 0, 1], width=1920, height=1080, d=[], p=[],
+                              binning_x=0, binning_y=0, roi=None)
+    small = InputStage(decode_size=(128, 128))
+    small.set_camera_info(full_hd)
+    frame, _ = small.frame(msg, compressed=True)
+    assert frame.rgb.shape == (135, 240, 3)  # 1/8 scale, still >= 128 in both directions
+    np.testing.assert_allclose(frame.K[0, 0], 1000.0 / 8)
+    np.testing.assert_allclose(frame.K[:2, 2], [(959.5 + 0.5) / 8 - 0.5, (539.5 + 0.5) / 8 - 0.5])
+    full = InputStage()
+    full.set_camera_info(full_hd)
+    assert full.frame(msg, compressed=True)[0].rgb.shape == (1080, 1920, 3)
