@@ -153,7 +153,7 @@ class OccupancyConfig:
     floor_clearance_m: float = _p(0.15, "2-D grid band starts this high above the floor (ignores the floor)",
                                   0.0, 100.0)
     robot_height_m: float = _p(1.0, "2-D grid band ends this high above the floor (the robot's height)", 0.0, 100.0)
-    min_free_fraction: float = _p(0.5, "A 2-D cell is free only when no band voxel is occupied and at least this "
+    min_free_fraction: float = _p(0.75, "A 2-D cell is free only when no band voxel is occupied and at least this "
                                        "fraction of its band's voxels are observed free", 0.0, 1.0)
     esdf_max_distance_m: float = _p(2.0, "Distances (ESDF slice, query service) saturate at this", 0.05, 100.0)
     esdf_unknown_value: float = _p(-1000.0, "ESDF slice value of unknown cells", -1e9, 1e9)

@@ -308,7 +308,7 @@ class VoxelGrid:
     def _allocate(self, code: int) -> int:
         if not self._free_slots:
             n = len(self._values)
-            grow = max(64, n)                     # amortised doubling
+            grow = max(64, n // 2)                # amortised growth by half: at most 1/3 of the pool idle
             self._values = np.concatenate([self._values, np.zeros((grow, BLOCK_VOXELS), np.float32)])
             self._seen = np.concatenate([self._seen, np.zeros((grow, BLOCK_VOXELS), bool)])
             self._keys = np.concatenate([self._keys, np.zeros((grow, 3), np.int64)])
@@ -360,17 +360,30 @@ class VoxelGrid:
         """CellState (N,) of the voxels holding points (N, 3) metres in the map frame."""
         return self.states(voxel_index(np.asarray(points).reshape(-1, 3), self.voxel_size))
 
-    def blocks(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every allocated block: block indices (B, 3) int64 and states (B, 16, 16, 16) uint8 (x, y, z)."""
+    def _slots(self, layers: tuple[int, int] | None) -> np.ndarray:
+        """Used slots in ascending order; with ``layers`` = [k0, k1) only blocks holding such z layers."""
         slots = np.sort(self._used_slots())
+        if layers is not None:
+            z0 = self._keys[slots, 2] * BLOCK
+            slots = slots[(z0 + BLOCK > layers[0]) & (z0 < layers[1])]
+        return slots
+
+    def blocks(self, layers: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Allocated blocks (those holding z layers [k0, k1) when ``layers`` is given): block indices
+        (B, 3) int64 and states (B, 16, 16, 16) uint8 (x, y, z)."""
+        slots = self._slots(layers)
         states = self._states_of(self._values[slots], self._seen[slots]).reshape(-1, BLOCK, BLOCK, BLOCK)
         return self._keys[slots], states
 
     def voxels(self, state: CellState) -> np.ndarray:
         """Indices (N, 3) int64 of every voxel in ``state`` (FREE or OCCUPIED), block by block."""
-        keys, states = self.blocks()
-        b, x, y, z = np.nonzero(states == state)
-        return keys[b] * BLOCK + np.stack([x, y, z], axis=1)
+        slots = self._slots(None)
+        values, seen = self._values[slots], self._seen[slots]
+        mask = seen & ((values > self.log_odds.occupied) if state == CellState.OCCUPIED
+                       else (values < self.log_odds.free))
+        b, local = np.nonzero(mask)
+        xyz = np.stack([local >> 8, (local >> 4) & 15, local & 15], axis=1)
+        return self._keys[slots][b] * BLOCK + xyz
 
     def counts(self) -> dict[str, int]:
         """Occupied / free / observed voxel counts and blocks (for logs and diagnostics)."""

@@ -63,7 +63,7 @@ def project_band(grid: VoxelGrid, z_min: float, z_max: float, min_free_fraction:
     (at least one) are observed free, unknown otherwise."""
     vs = grid.voxel_size
     k0, k1 = band_voxel_range(z_min, z_max, vs)
-    keys, states = grid.blocks()
+    keys, states = grid.blocks((k0, k1))
     z = keys[:, 2:3] * BLOCK + np.arange(BLOCK)[None]                    # (B, 16) voxel layer of each z slice
     in_band = (z >= k0) & (z < k1)
     keep = in_band.any(axis=1)
