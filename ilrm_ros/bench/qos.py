@@ -77,22 +77,43 @@ def _env(setting: Setting) -> dict[str, str]:
 # --------------------------------------------------------------------------- publisher process
 
 
-def publish(topic: str, rate: float, count: int, width: int, height: int, wait_s: float = 20.0) -> dict:
-    """Publish ``count`` rgb8 images at ``rate`` once a subscriber matched; returns counts and timing."""
+def _jpeg_frame(width: int, height: int) -> bytes:
+    """A camera-like JPEG (smooth gradients and some texture, quality 90)."""
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    y, x = np.mgrid[0:height, 0:width]
+    noise = np.random.default_rng(0).integers(0, 24, (height, width), dtype=np.uint8)
+    rgb = np.stack([(x * 255 // max(width, 1)), (y * 255 // max(height, 1)), (x + y) % 256], -1).astype(np.uint8)
+    rgb[..., 2] = rgb[..., 2] // 2 + noise
+    out = io.BytesIO()
+    PILImage.fromarray(rgb).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def publish(topic: str, rate: float, count: int, width: int, height: int, wait_s: float = 20.0,
+            compressed: bool = False) -> dict:
+    """Publish ``count`` rgb8 images (or JPEGs) at ``rate`` once a subscriber matched; returns counts and timing."""
     import numpy as np
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     rclpy.init()
     node = rclpy.create_node("qos_bench_camera")
-    pub = node.create_publisher(Image, topic, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    msg_type = CompressedImage if compressed else Image
+    pub = node.create_publisher(msg_type, topic, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
     deadline = time.monotonic() + wait_s
     while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.5)  # let both sides finish matching (reliable writers need the reader's locators)
-    data = np.random.default_rng(0).integers(0, 255, size=width * height * 3, dtype=np.uint8).tobytes()
-    msg = Image(height=height, width=width, encoding="rgb8", step=3 * width, data=data)
+    if compressed:
+        msg = CompressedImage(format="rgb8; jpeg compressed bgr8", data=_jpeg_frame(width, height))
+    else:
+        data = np.random.default_rng(0).integers(0, 255, size=width * height * 3, dtype=np.uint8).tobytes()
+        msg = Image(height=height, width=width, encoding="rgb8", step=3 * width, data=data)
     msg.header.frame_id = "camera_optical_frame"
     period = 1.0 / rate
     t0 = time.monotonic()
@@ -117,16 +138,16 @@ def publish(topic: str, rate: float, count: int, width: int, height: int, wait_s
 
 
 def _receiver_script(setting: Setting, topic: str, rate: float, count: int, width: int, height: int,
-                     timeout_s: float) -> dict:
+                     timeout_s: float, compressed: bool = False) -> dict:
     """One cell, in a subprocess of its own (the transport environment is per process)."""
     import rclpy
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
     from rclpy.executors import MultiThreadedExecutor
-    from sensor_msgs.msg import Image
+    from sensor_msgs.msg import CompressedImage, Image
 
     from ilrm_ros.mapping.delivery import DeliveryTracker
     from ilrm_ros.mapping.frames import stamp_to_ns
-    from ilrm_ros.mapping.image_codec import decode_image
+    from ilrm_ros.mapping.image_codec import decode_compressed, decode_image
     from ilrm_ros.ros.qos import input_qos
 
     rclpy.init()
@@ -136,21 +157,25 @@ def _receiver_script(setting: Setting, topic: str, rate: float, count: int, widt
     lock = threading.Lock()
     period_ns = 1e9 / rate
 
-    def on_image(msg: Image, info) -> None:
-        decode_image(msg)  # the node's per-image cost in the callback
+    def on_image(msg, info) -> None:
+        if compressed:  # the node's per-image cost in the callback (JPEG decoded for a 128-px model)
+            decode_compressed(msg, min_size=(128, 128))
+        else:
+            decode_image(msg)
         stamp = stamp_to_ns(msg.header.stamp)
         with lock:
             seqs.add(int(round((stamp - START_NS) / period_ns)))
             tracker.observe(stamp, int(info.get("publication_sequence_number", 0) or 0))
 
-    node.create_subscription(Image, topic, on_image, input_qos(setting.qos, setting.depth),
+    node.create_subscription(CompressedImage if compressed else Image, topic, on_image,
+                             input_qos(setting.qos, setting.depth),
                              callback_group=MutuallyExclusiveCallbackGroup())
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
     cmd = [sys.executable, "-m", "ilrm_ros.bench.qos", "--publisher", "--topic", topic, "--rates", str(rate),
-           "--count", str(count), "--sizes", f"{width}x{height}"]
+           "--count", str(count), "--sizes", f"{width}x{height}"] + (["--compressed"] if compressed else [])
     proc = subprocess.run(cmd, env=_env(setting), capture_output=True, text=True, timeout=timeout_s)
     pub = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"sent": 0}
     time.sleep(0.5)
@@ -161,21 +186,23 @@ def _receiver_script(setting: Setting, topic: str, rate: float, count: int, widt
     node.destroy_node()
     rclpy.shutdown()
     sent = int(pub.get("sent", 0))
-    return {"setting": asdict(setting), "rate_hz": rate, "width": width, "height": height,
+    return {"setting": asdict(setting), "rate_hz": rate, "width": width, "height": height, "compressed": compressed,
             "bytes_per_image": width * height * 3, "sent": sent, "received": received,
             "delivered": received / sent if sent else 0.0, "publisher": pub,
             "estimated_delivery": est.get("delivery_ratio"), "publisher_error": proc.stderr[-400:]
             if proc.returncode else ""}
 
 
-def run_cell(setting: Setting, rate: float, size: tuple[int, int], seconds: float, domain: int) -> dict:
+def run_cell(setting: Setting, rate: float, size: tuple[int, int], seconds: float, domain: int,
+             compressed: bool = False) -> dict:
     """Run one (setting, rate, size) cell in a fresh receiver process; returns its result."""
     count = max(15, int(round(rate * seconds)))
     env = _env(setting)
     env["ROS_DOMAIN_ID"] = str(domain)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     cmd = [sys.executable, "-m", "ilrm_ros.bench.qos", "--receiver", "--settings", setting.name,
-           "--rates", str(rate), "--sizes", f"{size[0]}x{size[1]}", "--count", str(count)]
+           "--rates", str(rate), "--sizes", f"{size[0]}x{size[1]}", "--count", str(count)] + \
+        (["--compressed"] if compressed else [])
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -208,24 +235,26 @@ def cli_main(argv: list[str]) -> int:
                         choices=sorted(SETTINGS))
     parser.add_argument("--seconds", type=float, default=3.0, help="publishing time per cell")
     parser.add_argument("--out", default=None, help="JSON output path")
+    parser.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw rgb8")
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--topic", default="/qos_bench/image", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.publisher:
-        print(json.dumps(publish(args.topic, args.rates[0], args.count, *_parse_size(args.sizes[0]))))
+        print(json.dumps(publish(args.topic, args.rates[0], args.count, *_parse_size(args.sizes[0]),
+                                 compressed=args.compressed)))
         return 0
     if args.receiver:
         print(json.dumps(_receiver_script(SETTINGS[args.settings[0]], args.topic, args.rates[0], args.count,
-                                          *_parse_size(args.sizes[0]), timeout_s=170)))
+                                          *_parse_size(args.sizes[0]), timeout_s=170, compressed=args.compressed)))
         return 0
     domain = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0) or 42
     results = []
     for size in args.sizes:
         for rate in args.rates:
             for name in args.settings:
-                r = run_cell(SETTINGS[name], rate, _parse_size(size), args.seconds, domain)
+                r = run_cell(SETTINGS[name], rate, _parse_size(size), args.seconds, domain, args.compressed)
                 results.append(r)
                 print(f"{size} {rate:.0f} Hz {name}: {r['received']}/{r['sent']}", flush=True)
     print(format_table(results))
