@@ -11,7 +11,7 @@ and writes:
     DIR/map_growth.png             map size over windows vs the sum of window outputs
     DIR/occupancy.png              the 2-D occupancy grid next to the true floor plan (generated
                                    sequences: scene.json next to the bag or --scene), scores in report.json
-    DIR/outputs_bag/               an mcap bag of the node's outputs (chunks, map, renders)
+    DIR/outputs_bag/               an mcap bag of the node's outputs (chunks, map, renders, occupancy grid)
                                    that rviz / Foxglove can replay
 """
 from __future__ import annotations
@@ -126,6 +126,19 @@ class OutputBag:
         self.write("/ilrm_mapping/map", "sensor_msgs/msg/PointCloud2",
                    self._cloud(rows, self._header(stamp_ns, self.map_frame)), stamp_ns)
 
+    def write_grid(self, grid2d, z: float, stamp_ns: int) -> None:
+        """The occupancy grid as the node publishes it on ~/occupancy/grid (nav_msgs/OccupancyGrid)."""
+        T = self.T
+        header = self._header(stamp_ns, self.map_frame)
+        origin = T["geometry_msgs/msg/Pose"](
+            position=T["geometry_msgs/msg/Point"](x=float(grid2d.origin[0]), y=float(grid2d.origin[1]), z=float(z)),
+            orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+        info = T["nav_msgs/msg/MapMetaData"](map_load_time=header.stamp, resolution=float(grid2d.resolution),
+                                            width=grid2d.width, height=grid2d.height, origin=origin)
+        msg = T["nav_msgs/msg/OccupancyGrid"](header=header, info=info,
+                                             data=np.ascontiguousarray(grid2d.values, np.int8).reshape(-1))
+        self.write("/ilrm_mapping/occupancy/grid", "nav_msgs/msg/OccupancyGrid", msg, stamp_ns)
+
     def close(self) -> None:
         self.writer.close()
 
@@ -231,6 +244,8 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
     mapper.save(out / "map.ply")
     if outbag:
         outbag.write_map(mapper.all_rows(), int(stamps[-1]))
+        if cfg.occupancy.enabled:
+            outbag.write_grid(mapper.occupancy.products().grid2d, cfg.occupancy.floor_z_m, int(stamps[-1]))
         outbag.close()
     stats = mapper.stats()
     lat = [w["process_s"] for w in windows]

@@ -88,7 +88,7 @@ def test_bag_tool_writes_occupancy_png_and_scores_against_the_true_scene(tmp_pat
     cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
                                          "model.width": 48, "keyframes.min_translation_m": 0.0,
                                          "keyframes.min_rotation_deg": 0.0})
-    report = run_bag(tmp_path / "scene_00003" / "bag", tmp_path / "out", cfg, holdout=5, write_bag=False)
+    report = run_bag(tmp_path / "scene_00003" / "bag", tmp_path / "out", cfg, holdout=5)
     occ = report["occupancy"]
     assert occ["truth"].endswith("scene.json")
     for key in ("accuracy", "false_free_rate_3m", "observed_voxels", "missed_occupied_3m"):
@@ -101,3 +101,13 @@ def test_bag_tool_writes_occupancy_png_and_scores_against_the_true_scene(tmp_pat
     w, h = occ["grid_cells"]
     assert png.width >= 3 * w and png.height > h                    # grid | truth | errors
     assert (tmp_path / "out" / "exact_depth" / "occupancy.png").exists()
+    # the output bag carries the grid as the node publishes it
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    with Reader(tmp_path / "out" / "outputs_bag") as reader:
+        grids = [ts.deserialize_cdr(raw, c.msgtype) for c, _, raw in reader.messages()
+                 if c.topic == "/ilrm_mapping/occupancy/grid"]
+    assert len(grids) == 1 and grids[0].header.frame_id == "map"
+    assert len(grids[0].data) == grids[0].info.width * grids[0].info.height

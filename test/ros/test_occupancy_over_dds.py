@@ -147,6 +147,10 @@ def test_query_service_answers_state_and_distance_in_any_tf_frame(harness):
     req.header.frame_id = "no_such_frame"
     bad = h.call(QueryOccupancy, "/ilrm_mapping/query_occupancy", req)
     assert not bad.success and "no_such_frame" in bad.message
+    req.header.frame_id = ""
+    req.points = [Point(x=float("nan"), y=0.0, z=0.0)]
+    bad = h.call(QueryOccupancy, "/ilrm_mapping/query_occupancy", req)
+    assert not bad.success and "finite" in bad.message and len(bad.states) == 0
 
 
 def test_reset_republishes_an_empty_grid(harness):
