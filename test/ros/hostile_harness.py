@@ -195,11 +195,17 @@ class Harness:
             self.settle(ns)
         return out
 
+    def idle(self, ns: str) -> bool:
+        """No frame waits for TF, no window waits for or runs in the model (as /diagnostics says)."""
+        w = self.world
+        return (w.text(ns, "pending_frames") == "0" and w.text(ns, "queue_depth") == "0"
+                and w.text(ns, "busy") == "False")
+
     def settle(self, ns: str, quiet_s: float = 0.8, timeout: float = 20.0) -> None:
-        """Wait until the node's map state has not changed for ``quiet_s`` (windows in flight are done)."""
+        """Wait until the node is idle and its map state has not changed for ``quiet_s``."""
         deadline = time.monotonic() + timeout
         last, since = self.map_state(ns), time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+        while time.monotonic() < deadline and (time.monotonic() - since < quiet_s or not self.idle(ns)):
             time.sleep(0.1)
             state = self.map_state(ns)
             if state != last:
