@@ -63,23 +63,26 @@ def project_band(grid: VoxelGrid, z_min: float, z_max: float, min_free_fraction:
     (at least one) are observed free, unknown otherwise."""
     vs = grid.voxel_size
     k0, k1 = band_voxel_range(z_min, z_max, vs)
-    keys, states = grid.blocks((k0, k1))
-    z = keys[:, 2:3] * BLOCK + np.arange(BLOCK)[None]                    # (B, 16) voxel layer of each z slice
-    in_band = (z >= k0) & (z < k1)
-    keep = in_band.any(axis=1)
-    if not keep.any():
+    keys, states = grid.blocks((k0, k1))                                    # only blocks holding band layers
+    if not len(keys):
         return Grid2D(np.zeros((0, 0), np.int8), (0.0, 0.0), vs, (z_min, z_max))
-    keys, states, in_band = keys[keep], states[keep], in_band[keep]
-    band = np.where(in_band[:, None, None, :], states, CellState.UNKNOWN)  # (B, 16, 16, 16) x, y, z
-    occ = (band == CellState.OCCUPIED).any(axis=3)                          # (B, 16, 16) x, y
-    free = (band == CellState.FREE).sum(axis=3)
+    occ = np.zeros((len(keys), BLOCK, BLOCK), bool)                         # (B, 16, 16) x, y
+    free = np.zeros((len(keys), BLOCK, BLOCK), np.int64)
+    for z0 in np.unique(keys[:, 2]).tolist():                              # one z slice per block level
+        rows = np.flatnonzero(keys[:, 2] == z0)
+        a, b = max(k0 - z0 * BLOCK, 0), min(k1 - z0 * BLOCK, BLOCK)
+        band = states[rows, :, :, a:b]
+        occ[rows] = (band == CellState.OCCUPIED).any(axis=3)
+        free[rows] = (band == CellState.FREE).sum(axis=3)
     lo = keys[:, :2].min(axis=0)
     size = (keys[:, :2].max(axis=0) - lo + 1) * BLOCK                       # (x cells, y cells)
-    occ_xy = np.zeros((int(size[0]), int(size[1])), bool)
-    free_xy = np.zeros(occ_xy.shape, np.int64)
-    for (bx, by), o, f in zip((keys[:, :2] - lo) * BLOCK, occ, free):       # blocks stacked in z share columns
-        occ_xy[bx:bx + BLOCK, by:by + BLOCK] |= o
-        free_xy[bx:bx + BLOCK, by:by + BLOCK] += f
+    base = (keys[:, :2] - lo) * BLOCK                                       # blocks stacked in z share columns
+    ix = base[:, 0, None, None] + np.arange(BLOCK)[None, :, None]
+    iy = base[:, 1, None, None] + np.arange(BLOCK)[None, None, :]
+    flat = (ix * int(size[1]) + iy).reshape(-1)
+    n = int(size[0] * size[1])
+    occ_xy = (np.bincount(flat, weights=occ.reshape(-1), minlength=n) > 0).reshape(int(size[0]), int(size[1]))
+    free_xy = np.bincount(flat, weights=free.reshape(-1), minlength=n).reshape(occ_xy.shape)
     need = free_layers_needed(z_min, z_max, vs, min_free_fraction)
     values = np.where(occ_xy, OCCUPIED, np.where(free_xy >= need, FREE, UNKNOWN)).astype(np.int8).T  # rows = y
     origin = (float(lo[0] * BLOCK * vs), float(lo[1] * BLOCK * vs))
