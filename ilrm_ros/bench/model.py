@@ -34,11 +34,13 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from ilrm_ros.bench.flops import count_flops, matmul_gflops, profile_top, representative_shape
+from ilrm_ros.bench.model_report import PAPER_REFERENCE, Case, format_table
 from ilrm_ros.model.ilrm import ILRM, count_parameters
 
 log = logging.getLogger(__name__)
@@ -47,37 +49,6 @@ log = logging.getLogger(__name__)
 DEFAULT_VIEWS = [2, 4, 8, 16]
 DEFAULT_RES = ["128"]
 
-#: Figures reported in the paper / NOTES §1 (not measured here).
-PAPER_REFERENCE = [
-    {"setting": "RE10K, 2 views, 256x256", "config": "re10k", "device": "RTX 4090", "seconds": 0.025},
-    {"setting": "DL3DV, 16 views, 540x960", "config": "dl3dv", "device": "H100", "seconds": 0.19},
-    {"setting": "DL3DV, 32 views, 540x960", "config": "dl3dv", "device": "H100", "seconds": 0.53},
-]
-
-
-@dataclass
-class Case:
-    """One measured setting."""
-
-    device: str
-    config: str
-    views: int
-    height: int
-    width: int
-    gaussians: int
-    model_ms: float
-    model_ms_all: list[float] = field(default_factory=list)
-    model_cpu_ms: float | None = None
-    """median process CPU time of the model runs (CPU device), ms."""
-    render_ms: float | None = None
-    """model + rendering one view, median ms (None when rendering was skipped)."""
-    peak_mem_mb: float | None = None
-    mem_note: str = ""
-    render_peak_mem_mb: float | None = None
-    """Peak memory of the forward + render runs over that before them (CUDA allocations; CPU
-    resident memory where VmHWM can be reset)."""
-    render_backend: str = ""
-    """rasterizer used for the render column: "gsplat" or "torch" ("" when skipped)."""
 
 
 def parse_resolution(text: str) -> tuple[int, int]:
@@ -167,13 +138,37 @@ def time_runs(fn, device: torch.device, runs: int, warmup: int) -> tuple[list[fl
     return wall, cpu
 
 
+@dataclass
+class RunOptions:
+    """How each case is measured."""
+
+    runs: int = 5
+    warmup: int = 2
+    render: bool = True
+    profile: bool = False
+
+
+def _efficiency(case: Case, forward, model: ILRM, device: torch.device, runs: int, profile: bool) -> None:
+    """Counted FLOPs, achieved rate, the reference matmul right after (same process), optional profile."""
+    c = model.cfg
+    case.gflop = count_flops(forward) / 1e9
+    case.gflops = case.gflop / (case.model_ms / 1e3)
+    shape = representative_shape(case.views, case.height, case.width, c.dim, c.mlp_ratio, c.patch_size,
+                                 c.viewpoint_factor)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    case.ref_gflops, case.ref_shape = matmul_gflops(shape, device, max(runs, 5), dtype), list(shape)
+    if profile:
+        case.profile = profile_top(forward)
+
+
 def bench_device(
     model: ILRM, cfg_name: str, device: torch.device, views: list[int], resolutions: list[tuple[int, int]],
-    runs: int, warmup: int, render: bool,
+    opts: RunOptions,
 ) -> tuple[list[Case], list[str]]:
     """Measure every (resolution, views) case on one device, smallest first."""
     notes: list[str] = []
-    render_fn, why = _renderer() if render else (None, "render column skipped (--no-render)")
+    runs, warmup = opts.runs, opts.warmup
+    render_fn, why = _renderer() if opts.render else (None, "render column skipped (--no-render)")
     if why:
         notes.append(why)
     autocast = (
@@ -211,6 +206,7 @@ def bench_device(
             model_cpu_ms=1e3 * statistics.median(cpu_times) if device.type == "cpu" else None,
             peak_mem_mb=round(peak, 1), mem_note=note,
         )
+        _efficiency(case, forward, model, device, runs, opts.profile)
         if render_fn is not None:
             def forward_render():
                 g = forward().map(lambda t: t.float()).flatten()  # scene 0, all views
@@ -239,32 +235,6 @@ def bench_device(
     return cases, notes
 
 
-def _mem_text(value: float | None, note: str = "") -> str:
-    if value is None:
-        return "-"
-    return f"<={value:.0f}" if note.startswith("<=") else f"{value:.0f}"
-
-
-def format_table(cases: list[Case], notes: list[str]) -> str:
-    """The printed table: one row per case, then the paper's reference rows and the notes."""
-    head = (f"{'device':<7}{'config':<8}{'views':>6}{'HxW':>11}{'gaussians':>11}{'model ms':>10}{'cpu ms':>9}"
-            f"{'+render ms':>12}{'rast':>7}{'peak MB':>9}{'+render MB':>11}")
-    lines = [head, "-" * len(head)]
-    for c in cases:
-        r = f"{c.render_ms:.1f}" if c.render_ms is not None else "-"
-        cpu = f"{c.model_cpu_ms:.1f}" if c.model_cpu_ms is not None else "-"
-        lines.append(
-            f"{c.device:<7}{c.config:<8}{c.views:>6}{f'{c.height}x{c.width}':>11}{c.gaussians:>11}"
-            f"{c.model_ms:>10.1f}{cpu:>9}{r:>12}{c.render_backend or '-':>7}{_mem_text(c.peak_mem_mb, c.mem_note):>9}"
-            f"{_mem_text(c.render_peak_mem_mb):>11}"
-        )
-    lines.append("paper reference (not measured here):")
-    for p in PAPER_REFERENCE:
-        lines.append(f"  {p['setting']:<28} {p['config']:<6} {p['device']:<9} {1e3 * p['seconds']:.0f} ms")
-    lines += [f"note: {n}" for n in notes]
-    return "\n".join(lines)
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="ilrm-ros bench model", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="small", help="model config name or YAML path, random weights (default: small)")
@@ -288,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--no-render", action="store_true", help="skip the model+render column")
+    ap.add_argument("--profile", action="store_true", help="also record the top-5 operators by self CPU time")
     ap.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     return ap
 
@@ -360,8 +331,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     for dev in devices:
         model.to(dev)
-        cases, dev_notes = bench_device(model, cfg_name, dev, views, resolutions, args.runs, args.warmup,
-                                        not args.no_render)
+        opts = RunOptions(args.runs, args.warmup, not args.no_render, args.profile)
+        cases, dev_notes = bench_device(model, cfg_name, dev, views, resolutions, opts)
         all_cases += cases
         notes += [f"{dev.type}: {n}" for n in dev_notes]
     notes.append("CPU memory = peak resident memory of the case's runs minus that before them (VmHWM reset; "
@@ -382,7 +353,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         }
         payload = {
             "config": cfg_name, "parameters": count_parameters(model), "runs": args.runs, "warmup": args.warmup,
-            "model": source, "env": env, "cases": [asdict(c) for c in all_cases], "paper_reference": PAPER_REFERENCE,
+            "model": source, "env": env, "cases": [dict(asdict(c), ratio=round(c.ratio, 4)) for c in all_cases], "paper_reference": PAPER_REFERENCE,
             "notes": notes,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,8 @@
 """`ilrm-ros bench model` runs end to end and writes what it prints."""
 import json
 
+import pytest
+
 from ilrm_ros.bench.model import PAPER_REFERENCE, cli_main, parse_resolution
 
 
@@ -25,3 +27,19 @@ def test_bench_writes_one_case_per_setting_with_paper_rows(tmp_path, capsys):
     assert data["paper_reference"] == PAPER_REFERENCE and data["parameters"] == 258752
     printed = capsys.readouterr().out
     assert "RE10K, 2 views, 256x256" in printed and "530 ms" in printed and "render column skipped" in printed
+
+
+def test_bench_reports_counted_flops_achieved_rate_and_the_same_process_matmul_ratio(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli_main(["--config", "tiny", "--views", "2", "--res", "32", "--runs", "2", "--warmup", "1",
+                     "--device", "cpu", "--no-render", "--profile", "--out", str(out)]) == 0
+    (case,) = json.loads(out.read_text())["cases"]
+    # tiny: d = 64, 1 iteration; the counted FLOPs are at least those of its MLP matmuls
+    tokens = 2 * (32 // 16) ** 2
+    assert case["gflop"] * 1e9 >= 2 * (2 * tokens * 64 * 256) * 2
+    assert case["gflops"] == pytest.approx(case["gflop"] / (case["model_ms"] / 1e3), rel=1e-6)
+    assert case["ref_shape"] == [tokens, 64, 256] and case["ref_gflops"] > 0
+    assert case["ratio"] == pytest.approx(case["gflops"] / case["ref_gflops"], rel=1e-3)
+    assert len(case["profile"]) == 5 and all(0 <= p["share"] <= 1 for p in case["profile"])
+    printed = capsys.readouterr().out
+    assert "ratio" in printed and "GFLOP/s" in printed

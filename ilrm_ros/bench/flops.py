@@ -1,0 +1,64 @@
+"""How close the model runs to the machine: counted FLOPs, achieved FLOP rate, a reference matmul.
+
+CPU speed on shared machines varies 2-3x from day to day, so ``bench model`` states its
+efficiency as a ratio measured in one process: the model's FLOP rate over that of a
+plain matmul of the model's dominant shape (the MLP's first projection over the case's
+viewpoint tokens), timed right after the model.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_flops", "matmul_gflops", "representative_shape", "profile_top"]
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of ``fn`` as torch's flop counter sees them (matmuls, attention, convs)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def representative_shape(views: int, height: int, width: int, dim: int, mlp_ratio: int, patch: int,
+                         viewpoint_factor: int) -> tuple[int, int, int]:
+    """(M, K, N) of the model's dominant matmul for a case: viewpoint tokens x d times d x (ratio d)."""
+    tokens = views * (height // (patch * viewpoint_factor)) * (width // (patch * viewpoint_factor))
+    return tokens, dim, mlp_ratio * dim
+
+
+def matmul_gflops(shape: tuple[int, int, int], device: torch.device, runs: int = 10,
+                  dtype: torch.dtype = torch.float32) -> float:
+    """Median GFLOP/s of ``(M, K) @ (K, N)`` on ``device`` (2 M K N FLOPs per product)."""
+    m, k, n = shape
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    out = torch.empty(m, n, device=device, dtype=dtype)
+    torch.matmul(a, b, out=out)  # warm-up
+    times = []
+    for _ in range(runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        torch.matmul(a, b, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return 2.0 * m * k * n / statistics.median(times) / 1e9
+
+
+def profile_top(fn: Callable[[], object], k: int = 5, runs: int = 2) -> list[dict]:
+    """The ``k`` operators with the most self CPU time over ``runs`` calls: name, ms per call, share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(runs):
+            fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [{"op": e.key, "ms_per_call": round(e.self_cpu_time_total / 1e3 / runs, 2),
+             "share": round(e.self_cpu_time_total / total, 3)} for e in events[:k]]
