@@ -97,7 +97,11 @@ def harness(tmp_path_factory):
 
 def test_grid_voxels_and_esdf_arrive_latched_in_the_map_frame(harness):
     h = harness
-    assert h.wait(lambda: all(h.got[k] for k in h.got), 20), {k: len(v) for k, v in h.got.items()}
+    with h.node.mapper.map_lock:
+        occupied = len(h.node.mapper.occupancy.grid.voxels(CellState.OCCUPIED))
+    # the node is idle: wait for the last publication (grid, ESDF and voxels go out together)
+    assert h.wait(lambda: all(h.got[k] for k in h.got) and len({len(v) for v in h.got.values()}) == 1
+                  and h.got["voxels"][-1].width == occupied, 20), {k: len(v) for k, v in h.got.items()}
     grid, esdf, vox = h.got["grid"][-1], h.got["esdf"][-1], h.got["voxels"][-1]
     assert grid.header.frame_id == esdf.header.frame_id == vox.header.frame_id == "map"
     n = grid.info.width * grid.info.height
@@ -107,8 +111,6 @@ def test_grid_voxels_and_esdf_arrive_latched_in_the_map_frame(harness):
     data = np.asarray(esdf.data, np.float32)
     assert np.all((data == esdf.unknown_value) == (np.asarray(grid.data) == -1))
     assert np.all(np.abs(data[data != esdf.unknown_value]) <= esdf.max_distance + 1e-6)
-    with h.node.mapper.map_lock:
-        occupied = len(h.node.mapper.occupancy.grid.voxels(CellState.OCCUPIED))
     assert vox.width == occupied and vox.point_step == 12 and [f.name for f in vox.fields] == ["x", "y", "z"]
     # a subscriber that comes late still gets the latest grid (what a Nav2 static layer needs)
     late: list = []
