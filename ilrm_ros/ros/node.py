@@ -4,7 +4,8 @@ Inputs: ``image`` (or ``image/compressed``), ``camera_info``, ``/tf``, ``/tf_sta
 Outputs: ``~/chunks`` (GaussianChunk deltas), ``~/map`` (PointCloud2, transient-local),
 ``~/map_info`` (MapInfo, transient-local), ``~/rendered/{image,depth,camera_info}`` (the
 window re-rendered at its newest keyframe), ``~/rendered/novel/{image,depth,camera_info}``
-(a pose offset from it, frame ``<camera>_ilrm_novel`` on /tf_static), ``/diagnostics``.
+(a pose offset from it, frame ``<camera>_ilrm_novel`` on /tf_static), ``/diagnostics``,
+``~/occupancy/{grid,voxels,esdf}`` and ``~/query_occupancy`` (``ros/occupancy_outputs.py``).
 Services: ``~/save_map``, ``~/load_map``, ``~/reset`` (std_srvs/Trigger), ``~/render_view``.
 
 Threads: callbacks only decode and queue (they never wait for TF or the model); a
