@@ -127,8 +127,8 @@ class RenderConfig:
 
 @dataclass
 class OccupancyConfig:
-    enabled: bool = _p(True, "Build the 3-D occupancy grid from the Gaussian map and publish ~/occupancy/* and "
-                             "~/query_occupancy")
+    enabled: bool = _p(False, "Build the 3-D occupancy grid from the Gaussian map and publish ~/occupancy/* and "
+                              "~/query_occupancy (off by default: see README, Occupancy)")
     voxel_size_m: float = _p(0.05, "Edge of an occupancy voxel in the map frame", 0.01, 1.0)
     max_blocks: int = _p(20_000, "Bound on allocated blocks of 16x16x16 voxels (20 KiB each); beyond it the blocks "
                                  "farthest from the robot are dropped", 1, 10_000_000)

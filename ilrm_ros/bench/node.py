@@ -62,7 +62,8 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
                  Parameter("input.image_topic", value="/bench/image"),
                  Parameter("input.camera_info_topic", value="/bench/camera_info"),
                  Parameter("input.qos", value="reliable"), Parameter("keyframes.min_translation_m", value=0.0),
-                 Parameter("keyframes.min_rotation_deg", value=0.0)]
+                 Parameter("keyframes.min_rotation_deg", value=0.0),
+                 Parameter("occupancy.enabled", value=True)]  # its own stage here; --set occupancy.enabled=false
     if checkpoint:
         overrides.append(Parameter("model.checkpoint", value=checkpoint))
     for item in extra_params or []:

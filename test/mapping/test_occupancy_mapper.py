@@ -28,7 +28,8 @@ def tiny_checkpoint(tmp_path_factory):
 def _cfg(ckpt, **extra):
     return load_mapping_config(overrides={"model.checkpoint": str(ckpt), "model.height": RES, "model.width": RES,
                                           "keyframes.min_translation_m": 0.0, "keyframes.min_rotation_deg": 0.0,
-                                          "occupancy.render_scale": 1.0, "occupancy.min_alpha": 0.0, **extra})
+                                          "occupancy.render_scale": 1.0, "occupancy.min_alpha": 0.0,
+                                          "occupancy.enabled": True, **extra})
 
 
 def _states(mapper):
@@ -87,7 +88,7 @@ def test_bag_tool_writes_occupancy_png_and_scores_against_the_true_scene(tmp_pat
     write_sequence(tmp_path / "scene_00003", scene, posed, fmt="bag")
     cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
                                          "model.width": 48, "keyframes.min_translation_m": 0.0,
-                                         "keyframes.min_rotation_deg": 0.0})
+                                         "keyframes.min_rotation_deg": 0.0, "occupancy.enabled": True})
     report = run_bag(tmp_path / "scene_00003" / "bag", tmp_path / "out", cfg, holdout=5)
     occ = report["occupancy"]
     assert occ["truth"].endswith("scene.json")

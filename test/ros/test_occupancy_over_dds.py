@@ -42,7 +42,8 @@ class Harness:
             Parameter("model.width", value=RES), Parameter("input.qos", value="reliable"),
             Parameter("input.image_topic", value="/occ/image"), Parameter("input.camera_info_topic", value="/occ/info"),
             Parameter("keyframes.min_translation_m", value=0.0), Parameter("keyframes.min_rotation_deg", value=0.0),
-            Parameter("render.publish", value=False), Parameter("occupancy.publish_period_s", value=0.0),
+            Parameter("render.publish", value=False), Parameter("occupancy.enabled", value=True),
+            Parameter("occupancy.publish_period_s", value=0.0),
             Parameter("occupancy.render_scale", value=1.0), Parameter("occupancy.min_alpha", value=0.0),
             Parameter("window.max_queue", value=8)])
         self.user = Node("occupancy_user")
