@@ -111,10 +111,9 @@ class Mapper:
                  model_id: str = "") -> None:
         self.cfg = cfg
         self.device = device or resolve_device(cfg.model.device)
-        self.model_source = None
         if model is None:
-            model, self.model_source = load_model(cfg, self.device)
-            model_id = self.model_source.model_id
+            model, source = load_model(cfg, self.device)
+            model_id = source.model_id
         self.model = model.to(self.device).eval()
         self.model_id = model_id or type(model).__name__
         filled = fill_model_defaults(cfg, self.model.cfg)
