@@ -46,6 +46,7 @@ __all__ = [
     "STORAGE_DTYPES",
     "PickledObjectsError",
     "save_checkpoint",
+    "atomic_save",
     "load_checkpoint",
     "is_own_checkpoint",
     "own_config_and_state",
@@ -81,7 +82,7 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-def _atomic_save(payload: Any, path: Path) -> None:
+def atomic_save(payload: Any, path: Path) -> None:
     """torch.save to a temp file in the same folder, then rename (never a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -117,7 +118,7 @@ def save_checkpoint(
         "dtype": str(store).removeprefix("torch."),
         "meta": _plain(meta or {}),
     }
-    _atomic_save(payload, path)
+    atomic_save(payload, path)
     log.info("saved checkpoint %s (%s, %d tensors)", path, payload["dtype"], len(state))
     return path
 

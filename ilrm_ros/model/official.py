@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ilrm_ros.model.checkpoint import FORMAT, is_own_checkpoint, own_config_and_state, read_checkpoint_file
+from ilrm_ros.model.checkpoint import FORMAT, atomic_save, is_own_checkpoint, own_config_and_state, read_checkpoint_file
 from ilrm_ros.model.ilrm import ILRM, ILRMConfig, config_dir, load_model_config
 
 log = logging.getLogger(__name__)
@@ -307,6 +307,5 @@ def save_authors_layout(model: ILRM, path: str | Path, architecture: str, dtype:
     else:
         payload = {"model": state, "step": 0}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
+    atomic_save(payload, path)
     return path
