@@ -20,7 +20,7 @@ import logging
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("ilrm_ros.info", "print versions, device, ROS distro and the default checkpoint"),
+    "info": ("ilrm_ros.info", "versions, device, ROS distro; --checkpoint PATH: what a checkpoint is"),
     "demo": ("ilrm_ros.demo", "run the mapping node on an embedded generated sequence over DDS"),
     "train": ("ilrm_ros.train.train", "train an iLRM model on generated or transforms.json data"),
     "eval": ("ilrm_ros.train.evaluate", "evaluate a checkpoint against nearest-view / mean-colour baselines"),
