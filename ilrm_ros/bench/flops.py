@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "matmul_gflops", "representative_shape", "profile_top"]
+__all__ = ["count_flops", "matmul_gflops", "paired_rates", "representative_shape", "profile_top"]
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -32,15 +32,17 @@ def representative_shape(views: int, height: int, width: int, dim: int, mlp_rati
 
 
 def matmul_gflops(shape: tuple[int, int, int], device: torch.device, runs: int = 10,
-                  dtype: torch.dtype = torch.float32) -> float:
-    """Median GFLOP/s of ``(M, K) @ (K, N)`` on ``device`` (2 M K N FLOPs per product)."""
+                  dtype: torch.dtype = torch.float32, min_seconds: float = 0.5) -> float:
+    """Median GFLOP/s of ``(M, K) @ (K, N)`` on ``device`` (2 M K N FLOPs per product), over at least
+    ``runs`` products and ``min_seconds`` (small shapes take ~1 ms: a few runs would be noise)."""
     m, k, n = shape
     a = torch.randn(m, k, device=device, dtype=dtype)
     b = torch.randn(k, n, device=device, dtype=dtype)
     out = torch.empty(m, n, device=device, dtype=dtype)
     torch.matmul(a, b, out=out)  # warm-up
-    times = []
-    for _ in range(runs):
+    times: list[float] = []
+    t_end = time.perf_counter() + min_seconds
+    while len(times) < runs or time.perf_counter() < t_end:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -49,6 +51,29 @@ def matmul_gflops(shape: tuple[int, int, int], device: torch.device, runs: int =
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
     return 2.0 * m * k * n / statistics.median(times) / 1e9
+
+
+def paired_rates(fn: Callable[[], object], flops: int, shape: tuple[int, int, int], device: torch.device,
+                 pairs: int = 5, dtype: torch.dtype = torch.float32) -> tuple[float, float, float]:
+    """Model and reference-matmul FLOP rates measured in alternation, so both see the same machine.
+
+    Each pair times one call of ``fn`` and then the matmul for about as long. Returns the
+    medians of (model GFLOP/s, matmul GFLOP/s, their ratio per pair): on a shared CPU whose
+    speed drifts over seconds the per-pair ratio is the stable figure.
+    """
+    model, ref, ratio = [], [], []
+    for _ in range(pairs):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.perf_counter() - t0
+        model.append(flops / dt / 1e9)
+        ref.append(matmul_gflops(shape, device, runs=3, dtype=dtype, min_seconds=min(dt, 1.0)))
+        ratio.append(model[-1] / ref[-1])
+    return statistics.median(model), statistics.median(ref), statistics.median(ratio)
 
 
 def profile_top(fn: Callable[[], object], k: int = 5, runs: int = 2) -> list[dict]:

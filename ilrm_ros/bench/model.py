@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from ilrm_ros.bench.flops import count_flops, matmul_gflops, profile_top, representative_shape
+from ilrm_ros.bench.flops import count_flops, paired_rates, profile_top, representative_shape
 from ilrm_ros.bench.model_report import PAPER_REFERENCE, Case, format_table
 from ilrm_ros.model.ilrm import ILRM, count_parameters
 
@@ -149,14 +149,15 @@ class RunOptions:
 
 
 def _efficiency(case: Case, forward, model: ILRM, device: torch.device, runs: int, profile: bool) -> None:
-    """Counted FLOPs, achieved rate, the reference matmul right after (same process), optional profile."""
+    """Counted FLOPs; model and dominant-shape matmul rates measured in alternation (same process,
+    same moments), their per-pair ratio; optionally the top-5 profile."""
     c = model.cfg
-    case.gflop = count_flops(forward) / 1e9
-    case.gflops = case.gflop / (case.model_ms / 1e3)
+    flops = count_flops(forward)
     shape = representative_shape(case.views, case.height, case.width, c.dim, c.mlp_ratio, c.patch_size,
                                  c.viewpoint_factor)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    case.ref_gflops, case.ref_shape = matmul_gflops(shape, device, max(runs, 5), dtype), list(shape)
+    case.gflop, case.ref_shape = flops / 1e9, list(shape)
+    case.gflops, case.ref_gflops, case.ratio = paired_rates(forward, flops, shape, device, max(runs, 3), dtype)
     if profile:
         case.profile = profile_top(forward)
 
@@ -353,7 +354,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         }
         payload = {
             "config": cfg_name, "parameters": count_parameters(model), "runs": args.runs, "warmup": args.warmup,
-            "model": source, "env": env, "cases": [dict(asdict(c), ratio=round(c.ratio, 4)) for c in all_cases], "paper_reference": PAPER_REFERENCE,
+            "model": source, "env": env, "cases": [asdict(c) for c in all_cases], "paper_reference": PAPER_REFERENCE,
             "notes": notes,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,18 +37,15 @@ class Case:
     gflop: float = 0.0
     """FLOPs of one forward (torch's flop counter), 1e9."""
     gflops: float = 0.0
-    """achieved FLOP rate of the forward (gflop / median wall time), GFLOP/s."""
+    """achieved FLOP rate of the forward, median over runs alternating with the reference, GFLOP/s."""
     ref_gflops: float = 0.0
-    """FLOP rate of a matmul of the model's dominant shape, timed right after, same process."""
+    """FLOP rate of a matmul of the model's dominant shape, timed between the model's runs."""
+    ratio: float = 0.0
+    """median over those pairs of model rate / reference rate (the machine-independent figure)."""
     ref_shape: list[int] = field(default_factory=list)
     """(M, K, N) of that matmul."""
     profile: list[dict] = field(default_factory=list)
     """--profile: the top-5 operators by self CPU time."""
-
-    @property
-    def ratio(self) -> float:
-        """Model FLOP rate / reference matmul FLOP rate (the machine-independent figure)."""
-        return self.gflops / self.ref_gflops if self.ref_gflops else 0.0
 
 
 def _mem_text(value: float | None, note: str = "") -> str:

@@ -37,9 +37,9 @@ def test_bench_reports_counted_flops_achieved_rate_and_the_same_process_matmul_r
     # tiny: d = 64, 1 iteration; the counted FLOPs are at least those of its MLP matmuls
     tokens = 2 * (32 // 16) ** 2
     assert case["gflop"] * 1e9 >= 2 * (2 * tokens * 64 * 256) * 2
-    assert case["gflops"] == pytest.approx(case["gflop"] / (case["model_ms"] / 1e3), rel=1e-6)
-    assert case["ref_shape"] == [tokens, 64, 256] and case["ref_gflops"] > 0
-    assert case["ratio"] == pytest.approx(case["gflops"] / case["ref_gflops"], rel=1e-3)
+    assert case["ref_shape"] == [tokens, 64, 256] and case["ref_gflops"] > 0 and case["gflops"] > 0
+    # the ratio is the median of per-pair ratios: near the ratio of the median rates, never a constant
+    assert case["ratio"] == pytest.approx(case["gflops"] / case["ref_gflops"], rel=0.5)
     assert len(case["profile"]) == 5 and all(0 <= p["share"] <= 1 for p in case["profile"])
     printed = capsys.readouterr().out
     assert "ratio" in printed and "GFLOP/s" in printed
