@@ -26,8 +26,8 @@ from ilrm_ros.model.checkpoint import (
     own_config_and_state,
     read_checkpoint_file,
 )
-from ilrm_ros.model.ilrm import ILRM, ILRMConfig, count_parameters, load_model_config
-from ilrm_ros.model.official import detect_architecture, extract_state_dict, match_state_dict, model_shapes
+from ilrm_ros.model.ilrm import ILRM, ILRMConfig, load_model_config
+from ilrm_ros.model.official import detect_architecture, extract_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,9 @@ def _resolve(obj: Any, path: Path, architecture: str) -> tuple[ILRMConfig, dict[
     if path.suffix == ".safetensors":
         layout = "safetensors"
     det = detect_architecture(state, architecture, source=src)
-    mapped, prefix, _, _, ignored = match_state_dict(state, model_shapes(det.config))
-    source = ModelSource(src, layout, det.name, det.how, det.config, 0, _stored_dtype(mapped), prefix=prefix,
-                         ignored=ignored_top + ignored)
-    return det.config, {k: v.float() for k, v in mapped.items()}, source
+    source = ModelSource(src, layout, det.name, det.how, det.config, 0, _stored_dtype(det.mapped), prefix=det.prefix,
+                         ignored=ignored_top + det.ignored)
+    return det.config, {k: v.float() for k, v in det.mapped.items()}, source
 
 
 def _read(path: Path, trust_pickle: bool) -> Any:
@@ -118,17 +117,29 @@ def _read(path: Path, trust_pickle: bool) -> Any:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
 
 
-def inspect_checkpoint(path: str | Path | None, architecture: str = "auto", trust_pickle: bool = False) -> ModelSource:
-    """Describe a checkpoint without building the model (``None`` = the shipped one)."""
+def _one_line(path: Path, exc: Exception) -> str:
+    """The first line of ``exc``, naming ``path`` when it does not already."""
+    line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return line if str(path) in line else f"{path}: {line}"
+
+
+def _open(path: str | Path | None, architecture: str,
+          trust_pickle: bool) -> tuple[Path, ILRMConfig, dict[str, torch.Tensor], ModelSource]:
+    """Read and resolve a checkpoint ("" / None = the shipped one); its source is complete."""
     p = Path(path) if path else default_checkpoint_path()
     obj = _read(p, trust_pickle)
     try:
         cfg, state, source = _resolve(obj, p, architecture)
     except (ValueError, KeyError) as e:
-        raise CheckpointError(str(e).splitlines()[0]) from e
+        raise CheckpointError(_one_line(p, e)) from e
     source.num_parameters = sum(v.numel() for v in state.values())
     source.model_id = f"{p.name}@{file_digest(p)}"
-    return source
+    return p, cfg, state, source
+
+
+def inspect_checkpoint(path: str | Path | None, architecture: str = "auto", trust_pickle: bool = False) -> ModelSource:
+    """Describe a checkpoint without building the model (``None`` = the shipped one)."""
+    return _open(path, architecture, trust_pickle)[3]
 
 
 def load_model_file(
@@ -139,16 +150,11 @@ def load_model_file(
     ``architecture``: "auto", "re10k", "dl3dv" or any config name / YAML path (overrides
     detection and our files' own config). Raises :class:`CheckpointError`.
     """
-    p = Path(path) if path else default_checkpoint_path()
-    obj = _read(p, trust_pickle)
+    p, cfg, state, source = _open(path, architecture, trust_pickle)
     try:
-        cfg, state, source = _resolve(obj, p, architecture)
         model = build_model(cfg, state, device)
     except (ValueError, KeyError, RuntimeError) as e:
-        raise CheckpointError(f"{p}: {str(e).splitlines()[0]}" if str(p) not in str(e) else
-                              str(e).splitlines()[0]) from e
-    source.num_parameters = count_parameters(model)
-    source.model_id = f"{p.name}@{file_digest(p)}"
+        raise CheckpointError(_one_line(p, e)) from e
     log.info("model %s: %s, %s (%s), %s parameters, input %dx%d, poses %s", source.model_id, source.layout,
              source.architecture, source.how, f"{source.num_parameters:,}", cfg.input_height, cfg.input_width,
              cfg.pose_normalization)

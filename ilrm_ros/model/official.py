@@ -233,6 +233,10 @@ class Detection:
     prefix: str
     how: str
     """"file config" (our format), "detected" (unique match) or "given" (model.architecture)."""
+    mapped: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The weights under the model's names (the fit that decided the architecture)."""
+    ignored: list[str] = field(default_factory=list)
+    """Checkpoint keys outside the prefix."""
 
 
 def _candidates() -> list[str]:
@@ -241,17 +245,17 @@ def _candidates() -> list[str]:
     return list(AUTHORS_ARCHITECTURES) + ours
 
 
-def _fit(state: Mapping[str, torch.Tensor], cfg: ILRMConfig) -> tuple[str | None, str]:
-    """(prefix if ``state`` holds exactly ``cfg``'s tensors else None, a short account of the fit)."""
+def _fit(state: Mapping[str, torch.Tensor], cfg: ILRMConfig, name: str, how: str) -> tuple[Detection | None, str]:
+    """(the Detection if ``state`` holds exactly ``cfg``'s tensors else None, a short account of the fit)."""
     try:
-        _, prefix, missing, unexpected, _ = match_state_dict(state, model_shapes(cfg))
+        mapped, prefix, missing, unexpected, ignored = match_state_dict(state, model_shapes(cfg))
     except CheckpointShapeError as e:
         return None, f"{len(e.mismatches)} shape mismatches"
     except ValueError:
         return None, "no name matches"
     if missing or unexpected:
         return None, f"{len(missing)} missing, {len(unexpected)} unexpected"
-    return prefix, "exact"
+    return Detection(cfg, name, prefix, how, mapped, ignored), "exact"
 
 
 def detect_architecture(
@@ -266,23 +270,21 @@ def detect_architecture(
     """
     if architecture != "auto":
         cfg = load_model_config(architecture)
-        prefix, how = _fit(state, cfg)
-        if prefix is None:
+        det, how = _fit(state, cfg, cfg.name, "given")
+        if det is None:
             raise ValueError(f"{source}: does not hold model.architecture={architecture!r} ({how}; "
                              f"{len(state)} tensors, e.g. {sorted(state)[:3]})")
-        return Detection(cfg, cfg.name, prefix, "given")
-    fits: dict[str, tuple[ILRMConfig, str]] = {}
+        return det
+    fits: dict[str, Detection] = {}
     accounts = []
     for name in _candidates():
-        cfg = load_model_config(name)
-        prefix, how = _fit(state, cfg)
+        det, how = _fit(state, load_model_config(name), name, "detected")
         accounts.append(f"{name}: {how}")
-        if prefix is not None:
-            fits[name] = (cfg, prefix)
+        if det is not None:
+            fits[name] = det
     authors = [n for n in fits if n in AUTHORS_ARCHITECTURES]
     if len(authors) == 1 or len(fits) == 1:
-        name = authors[0] if authors else next(iter(fits))
-        return Detection(fits[name][0], name, fits[name][1], "detected")
+        return fits[authors[0] if authors else next(iter(fits))]
     if fits:
         raise ValueError(f"{source}: its tensors fit several configs with identical tensors ({', '.join(fits)}); "
                          "set model.architecture to one of them")
