@@ -150,7 +150,7 @@ def save_map(path: str | Path, gmap: GaussianMap, keyframe_poses: Mapping[int, A
             json.dump(doc, f, indent=1, default=_json_default)
 
     atomic_write(sidecar_path(path), write_json, suffix=".json")
-    logger.info("saved %d Gaussians in %d chunks to %s", len(g), len(gmap.chunks), path)
+    logger.info("saved %d Gaussians in %d chunks to %s", len(g), doc["num_chunks"], path)
     return path
 
 
@@ -199,5 +199,6 @@ def load_map(path: str | Path, config: FusionConfig | None = None, map_frame: st
     if side and side.get("num_gaussians") not in (None, len(g)):
         logger.warning("%s: sidecar says %s Gaussians, PLY has %d (sidecar from another save?)",
                        path, side.get("num_gaussians"), len(g))
-    logger.info("loaded %d Gaussians (%d kept) into %d chunks from %s", len(g), len(gmap), len(gmap.chunks), path)
+    logger.info("loaded %d Gaussians (%d kept) into %d chunks from %s", len(g), len(gmap), gmap.stats()["num_chunks"],
+                path)
     return gmap
