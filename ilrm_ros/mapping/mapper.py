@@ -97,9 +97,7 @@ def render_view(g: Gaussians, c2w: np.ndarray, K: np.ndarray, width: int, height
     with torch.no_grad():
         out = render_gaussians(g, c2w_t, K_t, width, height, background=background.to(dev))
     alpha = out.alpha[0].float().cpu().numpy()
-    depth = out.depth[0].float().cpu().numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth = np.where(alpha > 0.5, depth / np.maximum(alpha, 1e-6), np.nan).astype(np.float32)
+    depth = out.surface_depth(0.5)[0].float().cpu().numpy()
     rgb = (out.rgb[0].float().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     return RenderedView(name, rgb, depth, alpha, np.asarray(c2w, np.float64), np.asarray(K, np.float64))
 

@@ -73,8 +73,7 @@ def render_depth_views(g: Gaussians, c2w: np.ndarray, K: np.ndarray, width: int,
         out = render_gaussians(g, torch.as_tensor(c2w, dtype=torch.float32, device=dev),
                                torch.as_tensor(K, dtype=torch.float32, device=dev), width, height)
     alpha = out.alpha.float().cpu().numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        depth = np.where(alpha > 1e-3, out.depth.float().cpu().numpy() / np.maximum(alpha, 1e-6), np.nan)
+    depth = out.surface_depth(1e-3).float().cpu().numpy()
     return [DepthView(depth[v].astype(np.float32), alpha[v], np.asarray(c2w[v], np.float64), np.asarray(K[v]))
             for v in range(len(c2w))]
 

@@ -43,6 +43,11 @@ class RenderOutput:
         """Depth of the visible surface ``depth / alpha`` (0 where alpha ≤ eps): (C, H, W)."""
         return normalized_depth(self.depth, self.alpha, eps)
 
+    def surface_depth(self, min_alpha: float) -> Tensor:
+        """``depth / alpha`` where alpha > min_alpha, NaN elsewhere (nothing hit; REP 118): (C, H, W)."""
+        return torch.where(self.alpha > min_alpha, self.expected_depth(min_alpha),
+                           torch.full_like(self.depth, float("nan")))
+
 
 def normalized_depth(depth: Tensor, alpha: Tensor, eps: float = 1e-6) -> Tensor:
     """``depth / alpha`` where alpha > eps, else 0: accumulated → expected depth, (C, H, W)."""

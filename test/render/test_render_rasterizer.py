@@ -372,3 +372,15 @@ def test_bad_shapes_are_rejected_with_the_field_name():
     scene["opacities"] = scene["opacities"][:, None]
     with pytest.raises(ValueError, match="opacities"):
         render(**scene, viewmats=torch.eye(4)[None], Ks=intrinsics(10, 5, 5)[None], width=10, height=10)
+
+
+def test_surface_depth_is_depth_over_alpha_where_something_was_hit_and_nan_elsewhere():
+    from ilrm_ros.render.render import RenderOutput
+
+    depth = torch.tensor([[[1.0, 0.3, 0.0]]])
+    alpha = torch.tensor([[[0.5, 0.2, 0.0]]])
+    out = RenderOutput(rgb=torch.zeros(1, 1, 3, 3), depth=depth, alpha=alpha)
+    d = out.surface_depth(0.25)
+    assert d[0, 0, 0] == pytest.approx(2.0)
+    assert torch.isnan(d[0, 0, 1:]).all()  # alpha 0.2 <= 0.25 and nothing hit
+    assert out.surface_depth(0.1)[0, 0, 1] == pytest.approx(1.5)
