@@ -9,7 +9,7 @@ Main entry points::
     WindowConfig, sample_window, eval_windows               (V context + T target views)
 """
 from .synth import SynthConfig, load_scene, save_npz, synth_sequence
-from .transforms_json import (
+from ilrm_ros.io.transforms_json import (
     PosedImages,
     load_transforms_json,
     opencv_to_opengl_c2w,
@@ -20,15 +20,15 @@ from .windows import Window, WindowConfig, eval_windows, sample_window
 
 
 def write_bag(*args, **kwargs):
-    """See :func:`ilrm_ros.data.bags.write_bag` (rosbags is imported on first use)."""
-    from .bags import write_bag as _write
+    """See :func:`ilrm_ros.io.bags.write_bag` (rosbags is imported on first use)."""
+    from ilrm_ros.io.bags import write_bag as _write
 
     return _write(*args, **kwargs)
 
 
 def read_bag(*args, **kwargs):
-    """See :func:`ilrm_ros.data.bags.read_bag` (rosbags is imported on first use)."""
-    from .bags import read_bag as _read
+    """See :func:`ilrm_ros.io.bags.read_bag` (rosbags is imported on first use)."""
+    from ilrm_ros.io.bags import read_bag as _read
 
     return _read(*args, **kwargs)
 

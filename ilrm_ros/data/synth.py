@@ -13,7 +13,7 @@ On disk, one folder per sequence (``scene_00000/``) holding any of:
 * ``scene.npz`` — the compact training format read by :func:`load_scene` (uint8
   images, float32 c2w/K, depth as float16 metres, int64 timestamps, names);
 * ``transforms.json`` + ``images/*.png`` + ``depth/*.png`` (16-bit mm);
-* ``bag/`` — a rosbag2 bag (see :mod:`ilrm_ros.data.bags`);
+* ``bag/`` — a rosbag2 bag (see :mod:`ilrm_ros.io.bags`);
 * ``scene.json`` — the scene description (always written; enough to re-render).
 
 and ``index.json`` at the top (the configuration and one line per sequence).
@@ -43,7 +43,7 @@ from .trajectories import (
     handheld_trajectory,
     loop_trajectory,
 )
-from .transforms_json import PosedImages, load_transforms_json, write_transforms_json
+from ilrm_ros.io.transforms_json import PosedImages, load_transforms_json, write_transforms_json
 
 logger = logging.getLogger(__name__)
 
@@ -491,7 +491,7 @@ def load_scene(path: str | Path) -> PosedImages:
         return load_npz(p / "scene.npz")
     if (p / "transforms.json").is_file():
         return load_transforms_json(p)
-    from .bags import read_bag  # rosbags only when a bag is read
+    from ilrm_ros.io.bags import read_bag  # rosbags only when a bag is read
 
     if (p / "metadata.yaml").is_file():
         return read_bag(p)
@@ -523,7 +523,7 @@ def write_sequence(out_dir: str | Path, scene: Scene, posed: PosedImages, fmt: s
     if "transforms" in kinds:
         write_transforms_json(out, posed)
     if "bag" in kinds:
-        from .bags import write_bag
+        from ilrm_ros.io.bags import write_bag
 
         bag = out / "bag"
         if bag.exists():

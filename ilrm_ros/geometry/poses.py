@@ -9,7 +9,7 @@ centres are scaled so that the largest distance from the origin is 1. A
 
 and :func:`transform_gaussians` applies it to the Gaussians the model predicts.
 
-Quaternions are (w, x, y, z) everywhere, as in :class:`~ilrm_ros.model.gaussians.Gaussians`.
+Quaternions are (w, x, y, z) everywhere, as in :class:`~ilrm_ros.core.gaussians.Gaussians`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 
 log = logging.getLogger(__name__)
 

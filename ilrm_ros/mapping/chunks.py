@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 
 logger = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from ilrm_ros.mapping.fusion import (
     prune_mask,
     zbuffer,
 )
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ilrm_ros.config import MappingConfig
+from ilrm_ros.mapping.config import MappingConfig
 from ilrm_ros.geometry.normalization import normalize_cameras
 from ilrm_ros.geometry.poses import Similarity
-from ilrm_ros.mapping.frames import Keyframe
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.io.frames import Keyframe
+from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.model.ilrm import ILRM, ILRMConfig
 from ilrm_ros.model.loading import ModelSource, load_model_file
 

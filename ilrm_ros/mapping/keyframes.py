@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ilrm_ros.mapping.frames import NS_PER_S, Frame, Keyframe, rotation_angle
+from ilrm_ros.io.frames import NS_PER_S, Frame, Keyframe, rotation_angle
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Saving and loading the global map: a standard 3DGS PLY plus a JSON sidecar.
 
-``save_map(path, map)`` writes ``path`` (PLY, via ``ilrm_ros.render.ply.save_ply``) and
+``save_map(path, map)`` writes ``path`` (PLY, via ``ilrm_ros.io.ply.save_ply``) and
 ``<path>.json`` (map frame, chunk size, chunk keys, keyframe poses, model id, times,
 counts). Each file is written atomically: to a temporary file in the same directory,
 flushed and fsync'ed, renamed over the target with ``os.replace``, then the directory is
@@ -28,7 +28,7 @@ import torch
 
 from ilrm_ros.mapping.fusion import FusionConfig
 from ilrm_ros.mapping.gaussian_map import GaussianMap
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +43,13 @@ def sidecar_path(path: str | Path) -> Path:
 
 def _write_ply(path: Path, g: Gaussians) -> None:
     """The PLY writer (indirection so tests can simulate a crash mid-write)."""
-    from ilrm_ros.render.ply import save_ply
+    from ilrm_ros.io.ply import save_ply
 
     save_ply(path, g)
 
 
 def _read_ply(path: Path) -> Gaussians:
-    from ilrm_ros.render.ply import load_ply
+    from ilrm_ros.io.ply import load_ply
 
     return load_ply(path, validate=True)
 
@@ -192,7 +192,7 @@ def load_map(path: str | Path, config: FusionConfig | None = None, map_frame: st
     g = _read_ply(path).flatten()
     gmap.add(g, window_id=-1)
     if len(g) and not len(gmap):
-        from ilrm_ros.mapping.map_validation import MapFileError
+        from ilrm_ros.io.map_validation import MapFileError
 
         raise MapFileError(f"{path}: none of its {len(g)} Gaussians survives the map's pruning (opacity below "
                            f"{config.min_opacity:g} or outside the map): refusing to replace the map with an empty one")

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ilrm_ros.config import MappingConfig
+from ilrm_ros.mapping.config import MappingConfig
 from ilrm_ros.geometry.poses import transform_gaussians
-from ilrm_ros.mapping.frames import Frame, Keyframe, fit_to_model
+from ilrm_ros.io.frames import Frame, Keyframe, fit_to_model
 from ilrm_ros.mapping.chunks import MapUpdate, gaussians_to_array
 from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
@@ -38,7 +38,7 @@ from ilrm_ros.mapping.inference import (
     resolve_device,
     views_warning,
 )
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.model.ilrm import ILRM
 from ilrm_ros.render.render import render_gaussians
 

@@ -19,10 +19,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ilrm_ros.config import OccupancyConfig
+from ilrm_ros.mapping.config import OccupancyConfig
 from ilrm_ros.mapping.occupancy import CellState, LogOdds, VoxelGrid, depth_to_rays, scan_voxels
 from ilrm_ros.mapping.occupancy_maps import Grid2D, project_band, signed_distance_slice
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.render.render import render_gaussians
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ilrm_ros.config import WindowConfig
+from ilrm_ros.mapping.config import WindowConfig
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from ilrm_ros.geometry.cameras import (
     ray_features,
     rays_through_pixels,
 )
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.geometry.normalization import POSE_NORMALIZATIONS
 from ilrm_ros.model.layers import ATTENTION_BACKENDS, QK_NORM_EPS, Patchify, Processor, patchify
 

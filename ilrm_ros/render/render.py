@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.render.torch_rasterizer import EPS2D, RasterConfig, rasterize
 
 logger = logging.getLogger(__name__)

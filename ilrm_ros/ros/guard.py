@@ -3,7 +3,7 @@
 An exception escaping a subscription, timer or service callback stops rclpy's executor and
 with it the node. :func:`guarded` wraps a callback so that an unexpected exception is
 counted under ``internal_error`` in diagnostics, its traceback logged once per context
-(later ones are counted and summarised by the :class:`~ilrm_ros.mapping.drop_report.DropReporter`),
+(later ones are counted and summarised by the :class:`~ilrm_ros.io.drop_report.DropReporter`),
 the frame or request dropped, and the node kept alive. Specific, expected problems are
 handled where they happen; this is the net under them.
 """
@@ -15,7 +15,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from ilrm_ros.mapping.drop_report import DropReporter
+from ilrm_ros.io.drop_report import DropReporter
 
 
 class CallbackGuard:

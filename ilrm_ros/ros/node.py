@@ -38,14 +38,14 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from ilrm_ros.config import MappingConfig, config_from_flat, parameter_specs
+from ilrm_ros.mapping.config import MappingConfig, config_from_flat, parameter_specs
 from ilrm_ros.mapping.delivery import DeliveryTracker
-from ilrm_ros.mapping.drop_report import Counters, DropReporter  # noqa: F401 - Counters re-exported
-from ilrm_ros.mapping.frames import ns_to_stamp, stamp_to_ns
-from ilrm_ros.mapping.input_stage import InputLimits, InputRejected, InputStage, Rejection, place
+from ilrm_ros.io.drop_report import Counters, DropReporter  # noqa: F401 - Counters re-exported
+from ilrm_ros.io.frames import ns_to_stamp, stamp_to_ns
+from ilrm_ros.io.input_stage import InputLimits, InputRejected, InputStage, Rejection, place
 from ilrm_ros.model.loading import CheckpointError
 from ilrm_ros.mapping.mapper import Mapper, WindowResult
-from ilrm_ros.mapping.pending_queue import PendingQueue
+from ilrm_ros.io.pending_queue import PendingQueue
 from ilrm_ros.mapping.mapper import policy_kwargs
 from ilrm_ros.mapping.keyframes import KeyframePolicyConfig
 from ilrm_ros.mapping.scheduler import WindowWorker
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-default-params", action="store_true", help="do not load config/mapping.yaml")
     args, unknown = parser.parse_known_args(argv[1:])
     if not ros_args and not args.no_default_params:
-        from ilrm_ros.config import default_params_file
+        from ilrm_ros.mapping.config import default_params_file
 
         params = args.params_file or str(default_params_file())
         ros_args = ["--ros-args", "--params-file", params]

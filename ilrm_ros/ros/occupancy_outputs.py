@@ -22,7 +22,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from ilrm_ros.mapping.input_stage import InputRejected
+from ilrm_ros.io.input_stage import InputRejected
 from ilrm_ros.mapping.occupancy_maps import Grid2D, distances_to_occupied
 from ilrm_ros.msg import DistanceMapSlice
 from ilrm_ros.ros.guard import failed_response

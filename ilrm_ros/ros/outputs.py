@@ -8,7 +8,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
-from ilrm_ros.mapping.image_codec import encode_image
+from ilrm_ros.io.image_codec import encode_image
 from ilrm_ros.mapping.mapper import RenderedView
 from ilrm_ros.ros.conversions import camera_info_msg
 

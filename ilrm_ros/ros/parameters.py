@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from ilrm_ros.config import MappingConfig, ParameterSpec, config_from_flat, with_values
+from ilrm_ros.mapping.config import MappingConfig, ParameterSpec, config_from_flat, with_values
 
 RUNTIME_PARAMETERS = frozenset({
     "keyframes.min_translation_m", "keyframes.min_rotation_deg", "keyframes.max_interval_s",

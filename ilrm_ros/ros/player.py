@@ -17,8 +17,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
-from ilrm_ros.mapping.frames import ns_to_stamp
-from ilrm_ros.mapping.pose_buffer import matrix_to_quat
+from ilrm_ros.io.frames import ns_to_stamp
+from ilrm_ros.io.pose_buffer import matrix_to_quat
 from ilrm_ros.ros.conversions import camera_info_msg
 from ilrm_ros.ros.tf_source import TF_QOS, TF_STATIC_QOS
 

@@ -15,10 +15,10 @@ import numpy as np
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from ilrm_ros.mapping.image_codec import encode_image
-from ilrm_ros.mapping.input_stage import InputRejected, MAX_TRANSLATION_M
-from ilrm_ros.mapping.frames import PoseError, validate_pose
-from ilrm_ros.mapping.rigid import transform_from_pose
+from ilrm_ros.io.image_codec import encode_image
+from ilrm_ros.io.input_stage import InputRejected, MAX_TRANSLATION_M
+from ilrm_ros.io.frames import PoseError, validate_pose
+from ilrm_ros.io.rigid import transform_from_pose
 
 
 def render_camera(width: int, height: int, k: Any, max_pixels: int) -> np.ndarray:

@@ -12,10 +12,10 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from ilrm_ros.mapping.drop_report import DropReporter
-from ilrm_ros.mapping.frames import ns_to_stamp
-from ilrm_ros.mapping.pose_buffer import PoseBuffer, TransformRejected
-from ilrm_ros.mapping.rigid import make_transform
+from ilrm_ros.io.drop_report import DropReporter
+from ilrm_ros.io.frames import ns_to_stamp
+from ilrm_ros.io.pose_buffer import PoseBuffer, TransformRejected
+from ilrm_ros.io.rigid import make_transform
 
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,

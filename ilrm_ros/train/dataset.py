@@ -88,7 +88,7 @@ def load_posed(path: str | Path):
     try:
         from ilrm_ros.data.synth import load_scene
     except ImportError:  # data module without the compact format: transforms.json only
-        from ilrm_ros.data.transforms_json import load_transforms_json as load_scene
+        from ilrm_ros.io.transforms_json import load_transforms_json as load_scene
     return load_scene(path)
 
 

@@ -29,7 +29,7 @@ import yaml
 from ilrm_ros.train.dataset import Batch, SceneData, load_scenes, make_batch, sample_window_indices
 from ilrm_ros.train.losses import LossConfig, reconstruction_loss
 from ilrm_ros.train.metrics import load_lpips, psnr
-from ilrm_ros.plot import line_chart
+from ilrm_ros.render.panels import line_chart
 
 log = logging.getLogger(__name__)
 

@@ -36,11 +36,11 @@ def test_colcon_build_installs_a_working_package(tmp_path: Path):
         assert (prefix / rel).exists(), rel
     probe = tmp_path / "probe.py"
     probe.write_text(
-        "import ilrm_ros.config, ilrm_ros.ros.node\n"
+        "import ilrm_ros.mapping.config, ilrm_ros.ros.node\n"
         "from ilrm_ros.msg import GaussianChunk, MapInfo\n"
         "from ilrm_ros.srv import SaveMap, LoadMap, RenderView\n"
-        "print(ilrm_ros.config.__file__)\n"
-        "print(ilrm_ros.config.default_params_file())\n")
+        "print(ilrm_ros.mapping.config.__file__)\n"
+        "print(ilrm_ros.mapping.config.default_params_file())\n")
     run = subprocess.run(["bash", "-c", f"source {tmp_path}/install/setup.bash && cd {tmp_path} && "
                                         f"{sys.executable} {probe}"],
                          env=env, capture_output=True, text=True, timeout=120)

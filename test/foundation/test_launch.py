@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ilrm_ros.config import parameter_specs
+from ilrm_ros.mapping.config import parameter_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "mapping.launch.py"

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from ilrm_ros.config import config_from_flat, parameter_specs
-from ilrm_ros.mapping.frames import Frame
+from ilrm_ros.mapping.config import config_from_flat, parameter_specs
+from ilrm_ros.io.frames import Frame
 from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
-from ilrm_ros.mapping.input_stage import InputLimits, camera_frame_id
+from ilrm_ros.io.input_stage import InputLimits, camera_frame_id
 from ilrm_ros.mapping.keyframes import KeyframePolicy, KeyframePolicyConfig
 from ilrm_ros.mapping.mapper import policy_kwargs, select_window_gaussians
-from ilrm_ros.mapping.pose_buffer import PoseBuffer
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.io.pose_buffer import PoseBuffer
+from ilrm_ros.core.gaussians import Gaussians
 
 S = 1_000_000_000
 SPECIAL = re.compile(r"(\b0 = |empty = )")

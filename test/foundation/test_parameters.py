@@ -1,10 +1,10 @@
-"""config/mapping.yaml mirrors the parameter table in ilrm_ros/config.py, and loads."""
+"""config/mapping.yaml mirrors the parameter table in ilrm_ros/mapping/config.py, and loads."""
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ilrm_ros.config import (MappingConfig, config_from_flat, default_params_file, flatten_ros_yaml,
+from ilrm_ros.mapping.config import (MappingConfig, config_from_flat, default_params_file, flatten_ros_yaml,
                              load_mapping_config, parameter_specs)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import torch
 
 from ilrm_ros.geometry.normalization import RE10K_SPREAD, mean_camera_frame, normalize_cameras
 from ilrm_ros.geometry.poses import quat_to_rotmat, transform_gaussians
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 
 
 def _pose(R: torch.Tensor, t) -> torch.Tensor:

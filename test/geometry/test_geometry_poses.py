@@ -10,7 +10,7 @@ from ilrm_ros.geometry.poses import (
     rotmat_to_quat,
     transform_gaussians,
 )
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 
 SEEDS = range(8)
 

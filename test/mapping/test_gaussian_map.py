@@ -26,7 +26,7 @@ from ilrm_ros.mapping.chunks import (
 )
 from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras, contribution_score
 from ilrm_ros.mapping.gaussian_map import GaussianMap, smallest_first
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 
 IMG = 64          # image size (pixels)
 FOCAL = 64.0      # ~53 degree field of view

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ilrm_ros.config import MappingConfig, load_mapping_config
+from ilrm_ros.mapping.config import MappingConfig, load_mapping_config
 from ilrm_ros.mapping.inference import KeepUpMonitor, fill_model_defaults, views_warning
 from ilrm_ros.model.ilrm import load_model_config
 

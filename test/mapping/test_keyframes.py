@@ -6,7 +6,7 @@ import weakref
 import numpy as np
 import pytest
 
-from ilrm_ros.mapping.frames import Frame
+from ilrm_ros.io.frames import Frame
 from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy, KeyframePolicyConfig
 
 S = 1_000_000_000

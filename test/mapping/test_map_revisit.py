@@ -3,11 +3,11 @@ re-rendered map of the revisited region is no worse than the last single window'
 import numpy as np
 import pytest
 
-from ilrm_ros.config import load_mapping_config
+from ilrm_ros.mapping.config import load_mapping_config
 from ilrm_ros.data.synth import SynthConfig, synth_sequence
-from ilrm_ros.mapping.frames import Frame
+from ilrm_ros.io.frames import Frame
 from ilrm_ros.mapping.mapper import Mapper, render_view
-from ilrm_ros.mapping.offline import psnr_u8
+from ilrm_ros.tools.bag import psnr_u8
 from ilrm_ros.model.checkpoint import default_checkpoint_path
 
 pytestmark = pytest.mark.slow

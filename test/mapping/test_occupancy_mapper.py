@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ilrm_ros.config import load_mapping_config
+from ilrm_ros.mapping.config import load_mapping_config
 from ilrm_ros.data.synth import SynthConfig, synth_sequence, write_sequence
-from ilrm_ros.mapping.frames import Frame
+from ilrm_ros.io.frames import Frame
 from ilrm_ros.mapping.mapper import Mapper
 from ilrm_ros.mapping.occupancy import CellState
 from ilrm_ros.model.checkpoint import save_checkpoint
@@ -81,7 +81,7 @@ def test_disabled_occupancy_costs_nothing(tiny_checkpoint):
 def test_bag_tool_writes_occupancy_png_and_scores_against_the_true_scene(tmp_path, tiny_checkpoint):
     from PIL import Image
 
-    from ilrm_ros.mapping.offline import run_bag
+    from ilrm_ros.tools.bag import run_bag
 
     scene, posed = synth_sequence(1000, 3, SynthConfig(width=48, height=48, num_frames=10, trajectory="ground",
                                                        shadows=False))

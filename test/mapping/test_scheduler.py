@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ilrm_ros.config import WindowConfig
+from ilrm_ros.mapping.config import WindowConfig
 from ilrm_ros.mapping.scheduler import Window, WindowScheduler, WindowWorker
 
 

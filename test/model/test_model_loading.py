@@ -9,7 +9,7 @@ from ilrm_ros.model.checkpoint import FORMAT, FORMAT_V1, default_checkpoint_path
 from ilrm_ros.model.ilrm import ILRM, load_model_config
 from ilrm_ros.model.loading import CheckpointError, inspect_checkpoint, load_model_file
 from ilrm_ros.model.official import detect_architecture
-from ilrm_ros.model.tools import convert_main, random_main
+from ilrm_ros.tools.checkpoints import convert_main, random_main
 
 from _models import REFERENCE, inputs, same_weights, tiny
 
@@ -149,7 +149,7 @@ def test_random_checkpoints_in_the_authors_layouts_are_what_detection_expects(tm
 @pytest.mark.parametrize("arch,layout", [("re10k", "lightning"), ("dl3dv", "model")])
 def test_full_size_random_checkpoints_in_the_authors_layouts_load_and_convert(authors_checkpoints, tmp_path, arch,
                                                                               layout, capsys):
-    from ilrm_ros.info import cli_main as info_main
+    from ilrm_ros.tools.info import cli_main as info_main
 
     assert info_main(["--checkpoint", str(authors_checkpoints[arch])]) == 0
     printed = capsys.readouterr().out

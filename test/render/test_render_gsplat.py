@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ilrm_ros.render import render, render_gaussians
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 
 pytestmark = pytest.mark.gpu
 

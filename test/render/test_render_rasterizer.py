@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ilrm_ros.model.gaussians import Gaussians
+from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.render import RasterConfig, normalized_depth, render, render_gaussians
 from ilrm_ros.render.torch_rasterizer import (ALPHA_MIN, _composite_step, _CompositeStep, _pixel_basis,
                                               covariance_3d, project, rasterize)

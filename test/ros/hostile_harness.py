@@ -26,7 +26,7 @@ from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 import hostile_cases as hc
-from ilrm_ros.mapping.frames import ns_to_stamp
+from ilrm_ros.io.frames import ns_to_stamp
 from ilrm_ros.model.checkpoint import save_checkpoint
 from ilrm_ros.model.ilrm import ILRM, load_model_config
 from ilrm_ros.ros.conversions import camera_info_msg

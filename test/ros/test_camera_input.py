@@ -17,7 +17,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from ilrm_ros.config import config_from_flat  # noqa: E402
+from ilrm_ros.mapping.config import config_from_flat  # noqa: E402
 from ilrm_ros.ros.camera_input import ImageSubscription  # noqa: E402
 
 pytestmark = [pytest.mark.ros]

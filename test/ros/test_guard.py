@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ilrm_ros.mapping.drop_report import DropReporter
+from ilrm_ros.io.drop_report import DropReporter
 from ilrm_ros.ros.guard import CallbackGuard, failed_response
 
 

@@ -19,7 +19,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from rclpy.node import Node  # noqa: E402
 
-from ilrm_ros.config import default_params_file  # noqa: E402
+from ilrm_ros.mapping.config import default_params_file  # noqa: E402
 from ilrm_ros.mapping.chunks import MapReplica  # noqa: E402
 from ilrm_ros.msg import GaussianChunk  # noqa: E402
 from ilrm_ros.ros.conversions import msg_to_update  # noqa: E402

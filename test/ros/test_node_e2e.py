@@ -24,7 +24,7 @@ from std_msgs.msg import Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from ilrm_ros.mapping.chunks import MapReplica, UpdateAction  # noqa: E402
-from ilrm_ros.mapping.frames import ns_to_stamp  # noqa: E402
+from ilrm_ros.io.frames import ns_to_stamp  # noqa: E402
 from ilrm_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from ilrm_ros.model.ilrm import ILRM, load_model_config  # noqa: E402
 from ilrm_ros.msg import GaussianChunk, MapInfo  # noqa: E402
@@ -262,7 +262,7 @@ def test_save_reset_load_round_trip_through_services(harness, mapped, tmp_path):
 def test_parameters_are_declared_with_descriptions_and_validated_at_runtime(harness):
     from rcl_interfaces.srv import DescribeParameters, SetParameters
 
-    from ilrm_ros.config import parameter_specs
+    from ilrm_ros.mapping.config import parameter_specs
 
     names = [s.name for s in parameter_specs()]
     desc = harness.call(DescribeParameters, "/ilrm_mapping/describe_parameters",

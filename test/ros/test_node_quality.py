@@ -4,7 +4,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ilrm_ros.demo import run_demo  # noqa: E402
+from ilrm_ros.tools.demo import run_demo  # noqa: E402
 from ilrm_ros.model.checkpoint import default_checkpoint_path  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

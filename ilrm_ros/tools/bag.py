@@ -1,0 +1,315 @@
+"""`ilrm-ros bag BAG --out DIR`: the mapping core over a rosbag2 bag, without DDS.
+
+Reads images + camera_info + /tf + /tf_static from the bag (mcap or sqlite3), feeds
+every frame but the held-out ones to the same Mapper the node uses (synchronously),
+and writes:
+
+    DIR/map.ply (+ map.ply.json)   the global map, standard 3DGS PLY
+    DIR/rendered/*.png             held-out frames rendered from the map, next to the truth
+    DIR/report.json                per-window latency and Gaussians, held-out PSNR of the map,
+                                   of the last window alone and of the nearest mapped frame
+    DIR/map_growth.png             map size over windows vs the sum of window outputs
+    DIR/occupancy.png              the 2-D occupancy grid next to the true floor plan (generated
+                                   sequences: scene.json next to the bag or --scene), scores in report.json
+    DIR/outputs_bag/               an mcap bag of the node's outputs (chunks, map, renders, occupancy grid)
+                                   that rviz / Foxglove can replay
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ilrm_ros.mapping.config import MappingConfig, load_mapping_config
+from ilrm_ros.mapping.occupancy_score import find_scene_truth
+from ilrm_ros.model.loading import CheckpointError
+
+log = logging.getLogger(__name__)
+
+_MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
+
+
+def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR (dB) of two uint8 images of the same shape."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0 ** 2
+    return float("inf") if mse == 0 else float(-10.0 * np.log10(mse))
+
+
+def nearest_camera(c2w: np.ndarray, candidates: np.ndarray, pose: np.ndarray) -> int:
+    """Index into ``c2w`` (one of ``candidates``) of the camera nearest to ``pose``
+    (camera-centre distance, ties broken by viewing direction)."""
+    d = np.linalg.norm(c2w[candidates, :3, 3] - pose[:3, 3], axis=1)
+    cos = c2w[candidates, :3, 2] @ pose[:3, 2]
+    return int(candidates[np.lexsort((-cos, np.round(d, 3)))[0]])
+
+
+def _msg_definition(name: str) -> str:
+    """Text of one of our .msg files (source tree or installed share/)."""
+    path = _MSG_DIR / f"{name}.msg"
+    if not path.exists():
+        from ament_index_python.packages import get_package_share_directory
+
+        path = Path(get_package_share_directory("ilrm_ros")) / "msg" / f"{name}.msg"
+    return path.read_text()
+
+
+class OutputBag:
+    """An mcap bag of what the node would publish (rosbags writer, our types registered)."""
+
+    def __init__(self, path: Path, map_frame: str) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+        self.ts = get_typestore(Stores.ROS2_JAZZY)
+        types = {}
+        for name in ("GaussianChunk", "MapInfo"):
+            types.update(get_types_from_msg(_msg_definition(name), f"ilrm_ros/msg/{name}"))
+        self.ts.register(types)
+        self.T = self.ts.types
+        self.map_frame = map_frame
+        self.writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self.writer.open()
+        self.conns = {}
+
+    def _conn(self, topic: str, msgtype: str):
+        if topic not in self.conns:
+            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.ts)
+        return self.conns[topic]
+
+    def _header(self, stamp_ns: int, frame_id: str):
+        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+        return self.T["std_msgs/msg/Header"](stamp=self.T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec),
+                                             frame_id=frame_id)
+
+    def _cloud(self, rows: np.ndarray, header):
+        from ilrm_ros.mapping.chunks import ROW_FLOATS
+
+        names = ("x", "y", "z", "r", "g", "b", "opacity", "scale_0", "scale_1", "scale_2",
+                 "rot_0", "rot_1", "rot_2", "rot_3")
+        assert len(names) == ROW_FLOATS
+        PF = self.T["sensor_msgs/msg/PointField"]
+        fields = [PF(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate(names)]
+        data = np.ascontiguousarray(rows, dtype="<f4").view(np.uint8).reshape(-1)
+        return self.T["sensor_msgs/msg/PointCloud2"](header=header, height=1, width=len(rows), fields=fields,
+                                                     is_bigendian=False, point_step=56, row_step=56 * len(rows),
+                                                     data=data, is_dense=True)
+
+    def write(self, topic: str, msgtype: str, msg, stamp_ns: int) -> None:
+        self.writer.write(self._conn(topic, msgtype), int(stamp_ns), self.ts.serialize_cdr(msg, msgtype))
+
+    def write_update(self, update, stamp_ns: int) -> None:
+        Point = self.T["geometry_msgs/msg/Point"]
+        for u in update.transport_parts():
+            header = self._header(stamp_ns, self.map_frame)
+            msg = self.T["ilrm_ros/msg/GaussianChunk"](
+                header=header, map_id=u.map_id, chunk_key=np.asarray(u.key, np.int32), chunk_size=u.chunk_size,
+                action=int(u.action), revision=int(u.revision), part=int(u.part), num_parts=int(u.num_parts),
+                bounds_min=Point(x=u.bounds_min[0], y=u.bounds_min[1], z=u.bounds_min[2]),
+                bounds_max=Point(x=u.bounds_max[0], y=u.bounds_max[1], z=u.bounds_max[2]),
+                window_id=int(u.window_id), keyframe_ids=np.asarray(u.keyframe_ids, np.uint64),
+                gaussians=self._cloud(u.rows, header))
+            self.write("/ilrm_mapping/chunks", "ilrm_ros/msg/GaussianChunk", msg, stamp_ns)
+
+    def write_image(self, topic: str, rgb: np.ndarray, stamp_ns: int, frame_id: str) -> None:
+        h, w = rgb.shape[:2]
+        msg = self.T["sensor_msgs/msg/Image"](header=self._header(stamp_ns, frame_id), height=h, width=w,
+                                               encoding="rgb8", is_bigendian=0, step=3 * w,
+                                               data=np.ascontiguousarray(rgb, np.uint8).reshape(-1))
+        self.write(topic, "sensor_msgs/msg/Image", msg, stamp_ns)
+
+    def write_map(self, rows: np.ndarray, stamp_ns: int) -> None:
+        self.write("/ilrm_mapping/map", "sensor_msgs/msg/PointCloud2",
+                   self._cloud(rows, self._header(stamp_ns, self.map_frame)), stamp_ns)
+
+    def write_grid(self, grid2d, z: float, stamp_ns: int) -> None:
+        """The occupancy grid as the node publishes it on ~/occupancy/grid (nav_msgs/OccupancyGrid)."""
+        T = self.T
+        header = self._header(stamp_ns, self.map_frame)
+        origin = T["geometry_msgs/msg/Pose"](
+            position=T["geometry_msgs/msg/Point"](x=float(grid2d.origin[0]), y=float(grid2d.origin[1]), z=float(z)),
+            orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+        info = T["nav_msgs/msg/MapMetaData"](map_load_time=header.stamp, resolution=float(grid2d.resolution),
+                                            width=grid2d.width, height=grid2d.height, origin=origin)
+        msg = T["nav_msgs/msg/OccupancyGrid"](header=header, info=info,
+                                             data=np.ascontiguousarray(grid2d.values, np.int8).reshape(-1))
+        self.write("/ilrm_mapping/occupancy/grid", "nav_msgs/msg/OccupancyGrid", msg, stamp_ns)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def write_growth_plot(path: Path, windows: list[dict], title: str) -> None:
+    """PNG: Gaussians in the map and in each window, over windows."""
+    from PIL import Image, ImageDraw
+
+    from ilrm_ros.render.panels import draw_panel
+
+    xs = [float(w["window_id"]) for w in windows]
+    img = Image.new("RGB", (960, 380), (255, 255, 255))
+    draw_panel(ImageDraw.Draw(img), (0, 0, 960, 370),
+               [("map Gaussians", xs, [float(w["map_gaussians"]) for w in windows], (31, 119, 180)),
+                ("sum of window Gaussians", xs, np.cumsum([w["gaussians_window"] for w in windows]).tolist(),
+                 (255, 127, 14))],
+               f"Map size over windows: {title}", "window")
+    img.save(path)
+
+
+def _occupancy_report(mapper, out: Path, scene_json: Path | None, title: str) -> dict:
+    """occupancy.png and the grid's scores against the true geometry, with the update timings."""
+    from ilrm_ros.mapping.occupancy_score import occupancy_report
+
+    kfs = mapper.keyframes.snapshot()
+    cams = np.stack([k.c2w[:3, 3] for k in kfs])
+    with mapper.map_lock:
+        report = occupancy_report(mapper.occupancy, out, scene_json, cams, title)
+    if scene_json is not None:  # the same integration from exact depth: the grid without the model's errors
+        from ilrm_ros.data.synth import load_scene_description
+        from ilrm_ros.mapping.occupancy_score import exact_depth_grid
+
+        exact = exact_depth_grid(mapper.cfg.occupancy, load_scene_description(scene_json.parent).geometry, kfs)
+        report["exact_depth"] = occupancy_report(exact, out / "exact_depth", scene_json, cams, f"{title}, exact depth")
+    s = report.get("scores_3d")
+    if s:
+        log.info("occupancy: observed-voxel accuracy %.4f, false-free rate within 3 m %.4f (%d observed voxels)",
+                 s["accuracy"] or 0.0, s["false_free_rate_3m"] or 0.0, s["observed_voxels"])
+    return report
+
+
+def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_topic: str | None = None,
+            max_frames: int | None = None, write_bag: bool = True, scene: Path | None = None) -> dict:
+    """Map a bag; returns the report (also written to out/report.json)."""
+    from PIL import Image as PILImage
+
+    from ilrm_ros.io.bags import read_bag
+    from ilrm_ros.io.frames import Frame
+    from ilrm_ros.mapping.mapper import Mapper, render_view
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rendered").mkdir(exist_ok=True)
+    t0 = time.monotonic()
+    posed = read_bag(bag, image_topic=image_topic, target_frame=cfg.frames.map_frame, max_frames=max_frames)
+    n = len(posed.images)
+    stamps = np.asarray(posed.timestamps if posed.timestamps is not None else np.arange(n) * 10**8, np.int64)
+    c2w = np.asarray(posed.c2w, np.float64)
+    held = np.array([i for i in range(n) if holdout > 0 and i % holdout == holdout - 1], dtype=np.int64)
+    fed = np.array([i for i in range(n) if i not in set(held.tolist())], dtype=np.int64)
+    log.info("%s: %d frames (%d mapped, %d held out)", bag, n, len(fed), len(held))
+
+    mapper = Mapper(cfg)
+    camera_frame = cfg.frames.camera_frame or "camera"
+    outbag = OutputBag(out / "outputs_bag", cfg.frames.map_frame) if write_bag else None
+    windows = []
+    for i in fed:
+        frame = Frame(rgb=posed.images[i], K=posed.K[i], stamp_ns=int(stamps[i]), frame_id=camera_frame, c2w=c2w[i])
+        window = mapper.add_frame(frame)
+        if window is None:
+            continue
+        res = mapper.process_window(window)
+        mapper.update_occupancy(res)
+        if outbag:
+            outbag.write_update(res.update, res.stamp_ns)
+            for view in mapper.window_renders(res):
+                topic = "/ilrm_mapping/rendered/image" if view.name == "keyframe" else \
+                    "/ilrm_mapping/rendered/novel/image"
+                outbag.write_image(topic, view.rgb, res.stamp_ns, camera_frame)
+        last_window = res.gaussians
+        res.gaussians = None
+        windows.append({"window_id": window.window_id, "keyframe_ids": window.keyframe_ids,
+                        "gaussians_window": res.num_gaussians_window,
+                        "map_gaussians": mapper.stats()["num_gaussians"],
+                        "chunks_changed": len(res.update.updates), **{k: round(v, 4) for k, v in res.timings.items()}})
+    if not windows:
+        raise RuntimeError(f"no window was formed from {len(fed)} frames: need at least {cfg.window.size} keyframes")
+
+    rows = []
+    H, W = posed.images.shape[1:3]
+    for i in held:
+        K = np.asarray(posed.K[i], np.float64)
+        view = mapper.render(c2w[i], K, W, H, name=f"heldout_{i}")
+        last = render_view(last_window, c2w[i], K, W, H, mapper.background)
+        j = nearest_camera(c2w, fed, c2w[i])
+        rows.append({"frame": int(i), "psnr_map": psnr_u8(view.rgb, posed.images[i]),
+                     "psnr_last_window": psnr_u8(last.rgb, posed.images[i]),
+                     "psnr_nearest_frame": psnr_u8(posed.images[j], posed.images[i]), "nearest_frame": j})
+        PILImage.fromarray(np.concatenate([view.rgb, posed.images[i]], axis=1)).save(
+            out / "rendered" / f"heldout_{i:04d}_render_vs_truth.png")
+    write_growth_plot(out / "map_growth.png", windows, str(bag))
+    occupancy = _occupancy_report(mapper, out, scene or find_scene_truth(bag), str(bag)) if cfg.occupancy.enabled \
+        else None
+    mapper.save(out / "map.ply")
+    if outbag:
+        outbag.write_map(mapper.all_rows(), int(stamps[-1]))
+        if cfg.occupancy.enabled:
+            outbag.write_grid(mapper.occupancy.products().grid2d, cfg.occupancy.floor_z_m, int(stamps[-1]))
+        outbag.close()
+    stats = mapper.stats()
+    lat = [w["process_s"] for w in windows]
+    report = {
+        "bag": str(bag), "frames": n, "frames_mapped": int(len(fed)), "held_out": rows,
+        "keyframes": int(stats["num_keyframes_total"]), "windows": windows,
+        "map": {k: v for k, v in stats.items() if isinstance(v, (int, float, str))},
+        "mean_window_latency_s": float(np.mean(lat)), "max_window_latency_s": float(np.max(lat)),
+        "mean_psnr_map": float(np.mean([r["psnr_map"] for r in rows])) if rows else None,
+        "mean_psnr_last_window": float(np.mean([r["psnr_last_window"] for r in rows])) if rows else None,
+        "mean_psnr_nearest_frame": float(np.mean([r["psnr_nearest_frame"] for r in rows])) if rows else None,
+        "model_id": mapper.model_id, "device": str(mapper.device), "wall_time_s": time.monotonic() - t0,
+        "occupancy": occupancy,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def cli_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ilrm-ros bag", description=__doc__.split("\n")[0])
+    parser.add_argument("bag", help="rosbag2 folder (mcap or sqlite3)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--params-file", default=None, help="node parameter YAML (default config/mapping.yaml)")
+    parser.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped one)")
+    parser.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--image-topic", default=None, help="image topic (default: the only one in the bag)")
+    parser.add_argument("--holdout", type=int, default=5, help="hold out every N-th frame for evaluation (0 = none)")
+    parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--no-output-bag", action="store_true", help="skip writing outputs_bag/")
+    parser.add_argument("--scene", default=None, help="scene.json with the true geometry (default: next to the bag)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a node parameter, e.g. --set map.fusion=false (YAML value syntax)")
+    args = parser.parse_args(argv)
+    import yaml
+
+    overrides = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = yaml.safe_load(value)
+    if args.checkpoint:
+        overrides["model.checkpoint"] = args.checkpoint
+    if args.device:
+        overrides["model.device"] = args.device
+    cfg = load_mapping_config(args.params_file, overrides)
+    try:
+        report = run_bag(Path(args.bag), Path(args.out), cfg, args.holdout, args.image_topic, args.max_frames,
+                         not args.no_output_bag, Path(args.scene) if args.scene else None)
+    except CheckpointError as exc:  # one clear line naming the file and what was found
+        print(f"ilrm-ros bag: cannot load the model: {exc}", file=sys.stderr)
+        return 2
+    print(f"frames {report['frames']} ({report['frames_mapped']} mapped), keyframes {report['keyframes']}, "
+          f"windows {len(report['windows'])}, map {report['map']['num_gaussians']} Gaussians "
+          f"({report['map']['memory_bytes'] / 1e6:.1f} MB)")
+    print(f"window latency mean {report['mean_window_latency_s']:.2f} s, max {report['max_window_latency_s']:.2f} s")
+    if report["held_out"]:
+        print(f"held-out PSNR: map {report['mean_psnr_map']:.2f} dB, last window alone "
+              f"{report['mean_psnr_last_window']:.2f} dB, nearest frame {report['mean_psnr_nearest_frame']:.2f} dB "
+              f"({len(report['held_out'])} frames)")
+    occ = report.get("occupancy") or {}
+    if occ.get("scores_3d"):
+        s3 = occ["scores_3d"]
+        print(f"occupancy: observed-voxel accuracy {s3['accuracy'] or 0.0:.4f}, false-free rate within 3 m "
+              f"{s3['false_free_rate_3m'] or 0.0:.4f} ({s3['observed_voxels']} observed voxels); {occ['png']}")
+    print(f"wrote {args.out}/map.ply, rendered/, report.json" + ("" if args.no_output_bag else ", outputs_bag/"))
+    return 0

@@ -1,0 +1,69 @@
+"""Checkpoint commands: ``ilrm-ros convert`` and ``ilrm-ros checkpoint random``.
+
+    ilrm-ros convert SRC --out DST [--dtype fp16|bf16|fp32] [--architecture A] [--trust-pickle]
+        any layout model.checkpoint accepts -> our format, with the detected config
+    ilrm-ros checkpoint random ARCH --out PATH [--seed N] [--dtype ...] [--layout authors|ours]
+        N(0, 0.02) weights of a config, written in the authors' layout of re10k/dl3dv or ours
+        (tests, GPU checks and interoperability; never a model to map with)
+
+``ilrm-ros info --checkpoint PATH`` describes a file (ilrm_ros/tools/info.py).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ilrm_ros.model.checkpoint import STORAGE_DTYPES, save_checkpoint
+from ilrm_ros.model.loading import CheckpointError, load_model_file, random_model
+from ilrm_ros.model.official import AUTHORS_ARCHITECTURES, save_authors_layout
+
+
+def convert(src: Path, dst: Path, dtype: str = "fp32", architecture: str = "auto", trust_pickle: bool = False) -> dict:
+    """Rewrite ``src`` in our format at ``dst``; returns what was converted (layout, architecture, sizes)."""
+    model, source = load_model_file(src, architecture, "cpu", trust_pickle)
+    meta = {"converted_from": str(src), "source_layout": source.layout, "source_model_id": source.model_id,
+            **{k: v for k, v in source.meta.items() if k != "converted_from"}}
+    save_checkpoint(dst, model, meta, dtype=dtype)
+    return {"source": source.summary(), "written": str(dst), "bytes": dst.stat().st_size}
+
+
+def convert_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="ilrm-ros convert", description="Convert any supported checkpoint to our format.")
+    ap.add_argument("src", type=Path, help="ours, the authors' .ckpt / .pt, a state dict or .safetensors")
+    ap.add_argument("--out", type=Path, required=True, help="destination (.pt)")
+    ap.add_argument("--dtype", choices=sorted(STORAGE_DTYPES), default="fp32", help="storage dtype (loads as fp32)")
+    ap.add_argument("--architecture", default="auto", help="auto (detected), re10k, dl3dv or a config name / YAML")
+    ap.add_argument("--trust-pickle", action="store_true", help="allow Python objects in SRC (trusted files only)")
+    args = ap.parse_args(argv)
+    try:
+        done = convert(args.src, args.out, args.dtype, args.architecture, args.trust_pickle)
+    except CheckpointError as exc:
+        print(f"ilrm-ros convert: {exc}", file=sys.stderr)
+        return 2
+    for key, value in done["source"].items():
+        print(f"{key:<20} {value}")
+    print(f"{'written':<20} {done['written']} ({done['bytes'] / 1e6:.1f} MB, {args.dtype})")
+    return 0
+
+
+def random_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="ilrm-ros checkpoint random",
+                                 description="Write a random-weight checkpoint (tests, GPU checks); not for mapping.")
+    ap.add_argument("architecture", help="re10k, dl3dv or any config name / YAML")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", choices=sorted(STORAGE_DTYPES), default="fp32")
+    ap.add_argument("--layout", choices=("authors", "ours"), default="authors",
+                    help="the authors' release layout (re10k/dl3dv only) or our format")
+    args = ap.parse_args(argv)
+    model = random_model(args.architecture, args.seed)
+    if args.layout == "authors":
+        if args.architecture not in AUTHORS_ARCHITECTURES:
+            ap.error(f"--layout authors needs one of {sorted(AUTHORS_ARCHITECTURES)}")
+        save_authors_layout(model, args.out, args.architecture, STORAGE_DTYPES[args.dtype])
+    else:
+        save_checkpoint(args.out, model, {"random_seed": args.seed}, dtype=args.dtype)
+    print(f"wrote {args.out} ({args.architecture}, {args.layout} layout, seed {args.seed}, "
+          f"{args.out.stat().st_size / 1e6:.1f} MB)")
+    return 0

@@ -1,0 +1,45 @@
+"""`ilrm-ros bench model` runs end to end and writes what it prints."""
+import json
+
+import pytest
+
+from ilrm_ros.tools.bench.model import PAPER_REFERENCE, cli_main, parse_resolution
+
+
+def test_parse_resolution_accepts_square_and_hxw():
+    assert parse_resolution("128") == (128, 128)
+    assert parse_resolution("64x96") == (64, 96)
+
+
+def test_bench_writes_one_case_per_setting_with_paper_rows(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = cli_main(["--config", "tiny", "--views", "2", "1", "--res", "32", "32x48", "--runs", "2", "--warmup", "0",
+                   "--device", "cpu", "--no-render", "--out", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    cases = data["cases"]
+    assert [(c["views"], c["height"], c["width"]) for c in cases] == [(1, 32, 32), (1, 32, 48), (2, 32, 32), (2, 32, 48)]
+    for c in cases:
+        assert c["device"] == "cpu" and c["model_ms"] > 0 and len(c["model_ms_all"]) == 2
+        assert c["model_cpu_ms"] is not None and c["model_cpu_ms"] > 0
+        assert c["gaussians"] == c["views"] * (c["height"] // 2) * (c["width"] // 2)
+        assert c["render_ms"] is None and c["peak_mem_mb"] is not None
+    assert data["paper_reference"] == PAPER_REFERENCE and data["parameters"] == 258752
+    printed = capsys.readouterr().out
+    assert "RE10K, 2 views, 256x256" in printed and "530 ms" in printed and "render column skipped" in printed
+
+
+def test_bench_reports_counted_flops_achieved_rate_and_the_same_process_matmul_ratio(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli_main(["--config", "tiny", "--views", "2", "--res", "32", "--runs", "2", "--warmup", "1",
+                     "--device", "cpu", "--no-render", "--profile", "--out", str(out)]) == 0
+    (case,) = json.loads(out.read_text())["cases"]
+    # tiny: d = 64, 1 iteration; the counted FLOPs are at least those of its MLP matmuls
+    tokens = 2 * (32 // 16) ** 2
+    assert case["gflop"] * 1e9 >= 2 * (2 * tokens * 64 * 256) * 2
+    assert case["ref_shape"] == [tokens, 64, 256] and case["ref_gflops"] > 0 and case["gflops"] > 0
+    # the ratio is the median of per-pair ratios: near the ratio of the median rates, never a constant
+    assert case["ratio"] == pytest.approx(case["gflops"] / case["ref_gflops"], rel=0.5)
+    assert len(case["profile"]) == 5 and all(0 <= p["share"] <= 1 for p in case["profile"])
+    printed = capsys.readouterr().out
+    assert "ratio" in printed and "GFLOP/s" in printed

@@ -1,0 +1,38 @@
+"""`ilrm-ros bench render` produces a table and a JSON report with one row per case."""
+import json
+
+import pytest
+import torch
+
+from ilrm_ros.tools.bench.render import cli_main, make_scene
+
+
+def test_benchmark_scene_is_all_on_screen_at_2_to_6_m():
+    fields, viewmats, Ks = make_scene(2000, 64, torch.device("cpu"))
+    z = fields["means"][:, 2]
+    assert z.min() >= 2.0 and z.max() <= 6.0
+    pix = (Ks[0] @ (fields["means"] / z[:, None]).T).T[:, :2]
+    assert pix.min() >= 0 and pix.max() <= 64
+    assert fields["scales"].min() >= 0.01 and fields["scales"].max() <= 0.05
+
+
+def test_in_process_run_writes_a_json_report_and_prints_a_table(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli_main(["--n", "200", "1000", "--res", "32", "--repeats", "1", "--in-process", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    cases = report["cases"]
+    assert [(c["gaussians"], c["mode"]) for c in cases] == [
+        (200, "forward"), (200, "forward+backward"), (1000, "forward"), (1000, "forward+backward")]
+    for c in cases:
+        assert c["error"] == "" and c["seconds"] > 0 and c["peak_mb"] > 0 and 0 < c["alpha_mean"] <= 1
+    assert "frustum" in report["scene"]
+    printed = capsys.readouterr().out
+    assert "median s" in printed and "forward+backward" in printed
+
+
+@pytest.mark.slow
+def test_subprocess_cases_report_their_own_memory_peak(tmp_path):
+    out = tmp_path / "bench.json"
+    assert cli_main(["--n", "500", "--res", "32", "--repeats", "1", "--no-backward", "--out", str(out)]) == 0
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["error"] == "" and case["extra_mb"] >= 0 and case["mem_note"]

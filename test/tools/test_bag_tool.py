@@ -1,0 +1,110 @@
+"""`ilrm-ros bag`: the mapping core over a rosbag2 bag, without DDS."""
+import json
+
+import numpy as np
+import pytest
+
+from ilrm_ros.mapping.config import load_mapping_config
+from ilrm_ros.io.bags import write_bag
+from ilrm_ros.data.synth import SynthConfig, synth_sequence
+from ilrm_ros.mapping.chunks import MapReplica
+from ilrm_ros.tools.bag import run_bag
+from ilrm_ros.model.checkpoint import save_checkpoint
+from ilrm_ros.model.ilrm import ILRM, load_model_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, ILRM(load_model_config("tiny")), {"note": "untrained"})
+    return path
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_checkpoint, storage):
+    _, posed = synth_sequence(11, 0, SynthConfig(width=64, height=48, num_frames=12, trajectory="ground",
+                                                  shadows=False))
+    write_bag(tmp_path / "in", posed, storage=storage)
+    cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
+                                         "model.width": 64, "keyframes.min_translation_m": 0.0,
+                                         "keyframes.min_rotation_deg": 0.0})
+    report = run_bag(tmp_path / "in", tmp_path / "out", cfg, holdout=4)
+    out = tmp_path / "out"
+    assert report == json.loads((out / "report.json").read_text())
+    assert report["frames"] == 12 and report["frames_mapped"] == 9 and len(report["held_out"]) == 3
+    # 9 keyframes, windows of 4 every 2 -> windows at keyframes 4, 6, 8
+    assert [w["keyframe_ids"] for w in report["windows"]] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
+    for w in report["windows"]:
+        assert w["model_s"] > 0 and w["gaussians_window"] > 0 and w["render_s"] >= 0
+    assert all(np.isfinite([r["psnr_map"], r["psnr_last_window"], r["psnr_nearest_frame"]]).all()
+               for r in report["held_out"])
+    assert (out / "map_growth.png").stat().st_size > 0
+    assert len(list((out / "rendered").glob("*.png"))) == 3
+    from plyfile import PlyData
+
+    assert PlyData.read(out / "map.ply")["vertex"].count == report["map"]["num_gaussians"]
+
+    # the output bag replays: its chunk stream rebuilds the saved map
+    from rosbags.rosbag2 import Reader
+
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from ilrm_ros.mapping.chunks import ChunkUpdate, UpdateAction
+    from ilrm_ros.tools.bag import _msg_definition
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    ts.register(get_types_from_msg(_msg_definition("GaussianChunk"), "ilrm_ros/msg/GaussianChunk"))
+    replica, topics = MapReplica(), set()
+    with Reader(out / "outputs_bag") as reader:
+        topics = {c.topic for c in reader.connections}
+        for conn, _, raw in reader.messages():
+            if conn.topic != "/ilrm_mapping/chunks":
+                continue
+            m = ts.deserialize_cdr(raw, conn.msgtype)
+            rows = np.frombuffer(bytes(m.gaussians.data), dtype="<f4").reshape(-1, 14)
+            replica.apply(ChunkUpdate(UpdateAction(m.action), m.map_id, tuple(int(k) for k in m.chunk_key),
+                                      m.chunk_size, int(m.revision), rows=rows, part=m.part,
+                                      num_parts=m.num_parts))
+    assert {"/ilrm_mapping/chunks", "/ilrm_mapping/map", "/ilrm_mapping/rendered/image"} <= topics
+    assert sum(len(a) for a in replica.chunk_arrays().values()) == report["map"]["num_gaussians"]
+
+
+@pytest.mark.parametrize("arch", ["re10k", "dl3dv"])
+def test_the_authors_checkpoints_map_a_bag_through_the_cli(tmp_path, authors_checkpoints, arch, capsys, caplog):
+    """Full-size random weights in each of the authors' release layouts, named by model.checkpoint
+    alone: the architecture, its pose normalisation and window come from the file."""
+    from ilrm_ros.tools.bag import cli_main
+
+    _, posed = synth_sequence(5, 0, SynthConfig(width=48, height=32, num_frames=4, trajectory="ground",
+                                                 shadows=False))
+    write_bag(tmp_path / "in", posed)
+    sets = [f"model.checkpoint={authors_checkpoints[arch]}", "model.height=32", "model.width=48",
+            "keyframes.min_translation_m=0.0", "keyframes.min_rotation_deg=0.0", "model.device=cpu",
+            "map.max_integration_distance_m=0.0"]  # random weights put Gaussians far away: keep them all
+    if arch == "dl3dv":
+        sets += ["window.size=2", "window.stride=2"]  # 16 views at 544x960 is a GPU's job
+    argv = [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--holdout", "0", "--no-output-bag"]
+    with caplog.at_level("INFO"):
+        assert cli_main(argv + [x for s in sets for x in ("--set", s)]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["map"]["num_gaussians"] > 0 and len(report["windows"]) >= 2
+    assert all(len(w["keyframe_ids"]) == 2 for w in report["windows"])
+    logged = caplog.text
+    assert f"{arch} (detected)" in logged and {"re10k": "poses re10k", "dl3dv": "poses wide"}[arch] in logged
+    if arch == "dl3dv":
+        assert "far outside the 16-32 views" in logged
+    else:  # re10k: 2 views, stride 1 -> a window per new keyframe
+        assert [w["keyframe_ids"] for w in report["windows"]][:2] == [[0, 1], [1, 2]]
+
+
+def test_a_wrong_architecture_stops_the_bag_tool_with_one_line(tmp_path, authors_checkpoints, capsys):
+    from ilrm_ros.tools.bag import cli_main
+
+    _, posed = synth_sequence(5, 0, SynthConfig(width=64, height=64, num_frames=2, trajectory="ground", shadows=False))
+    write_bag(tmp_path / "in", posed)
+    rc = cli_main([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--set",
+                   f"model.checkpoint={authors_checkpoints['re10k']}", "--set", "model.architecture=dl3dv"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "re10k_2view.ckpt" in err[0] and "dl3dv" in err[0]
