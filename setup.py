@@ -18,7 +18,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ilrm_mapping = ilrm_ros.ros.node:main",
-            "ilrm-ros = ilrm_ros.cli:main",
+            "ilrm-ros = ilrm_ros.tools.cli:main",
         ]
     },
 )

@@ -12,7 +12,7 @@
 # else .venv/bin/python, python3, python: the first that imports torch with CUDA), pip,
 # nvcc + ninja (gsplat compiles its kernels on first use), numpy, pillow, pyyaml, pytest,
 # jaxtyping and rich (gsplat's needs). No network and no ROS: the bag tool and the benchmarks
-# are ROS-free (they run with the ROS modules blocked, ilrm_ros.bench.gpu_check cli --no-ros).
+# are ROS-free (they run with the ROS modules blocked, ilrm_ros.tools.bench.gpu_check cli --no-ros).
 # Wheels in wheels/ are installed with `pip install --no-index --no-deps --target` only where
 # that Python lacks the distribution: gsplat into its own folder (dropped from PYTHONPATH if
 # its kernels fail to build, so later steps fall back to the torch rasterizer), the rest
@@ -145,7 +145,7 @@ export PYTHONUNBUFFERED=1 PY SITE GSPLAT_SITE WHEELS WORK DRY
 export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 export TORCH_EXTENSIONS_DIR=$WORK/torch_extensions
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
-GC=("$PY" -m ilrm_ros.bench.gpu_check)
+GC=("$PY" -m ilrm_ros.tools.bench.gpu_check)
 CLI=("${GC[@]}" cli --no-ros)
 say "python $PY ($("$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__)' 2>&1)); out $OUT_DIR; work $WORK; budget ${BUDGET_S}s; dry run $DRY"
 
@@ -175,7 +175,7 @@ install_wheels() {  # the carried wheels this Python lacks; gsplat into its own 
   (( DRY )) && force=(--force gsplat)   # dry run: prove the pip path into a scratch folder
   [ -d "$WHEELS" ] || { echo "no wheel folder $WHEELS (carry it: carry=[\"wheels\"])"; return 3; }
   ls "$WHEELS"
-  mapfile -t todo < <("$PY" -m ilrm_ros.bench.gpu_check wheels "$WHEELS" "${force[@]}")
+  mapfile -t todo < <("$PY" -m ilrm_ros.tools.bench.gpu_check wheels "$WHEELS" "${force[@]}")
   for w in "${todo[@]}"; do
     case $(basename "$w") in gsplat-*) gs+=("$w") ;; *) deps+=("$w") ;; esac
   done
@@ -193,8 +193,8 @@ install_wheels() {  # the carried wheels this Python lacks; gsplat into its own 
 export -f install_wheels
 
 checkpoint() {  # checkpoint ARCH PATH: random weights in the authors' layout, then describe it
-  "$PY" -m ilrm_ros.bench.gpu_check cli --no-ros checkpoint random "$1" --out "$2" --dtype fp16 --seed 0 &&
-    "$PY" -m ilrm_ros.bench.gpu_check cli --no-ros info --checkpoint "$2"
+  "$PY" -m ilrm_ros.tools.bench.gpu_check cli --no-ros checkpoint random "$1" --out "$2" --dtype fp16 --seed 0 &&
+    "$PY" -m ilrm_ros.tools.bench.gpu_check cli --no-ros info --checkpoint "$2"
 }
 export -f checkpoint
 
