@@ -139,3 +139,17 @@ def test_no_circular_imports_between_modules():
 ])
 def test_the_cycle_finder_finds_cycles(graph, expected):
     assert (_find_cycle(graph) is not None) is expected
+
+
+def test_the_readme_layout_names_every_layer_in_order():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme[readme.index("## Layout"):]
+    section = section[: section.index("\n## ", 3)]
+    order_line = next(line for line in section.splitlines() if line.startswith("Layers, bottom to top"))
+    order_text = order_line + section.split(order_line, 1)[1].split("\n\n", 1)[0]
+    named = [name for name in ("core", "geometry", "model", "render", "io", "data", "mapping", "train",
+                               "msg", "srv", "ros", "tools") if f"`{name}`" in order_text]
+    assert named == [name for layer in LAYERS for name in sorted(layer, key=lambda n: order_text.index(f"`{n}`"))]
+    for name in RANK:
+        if name not in ("msg", "srv"):
+            assert f" {name}/" in section, f"README layout does not describe ilrm_ros/{name}/"
