@@ -1,4 +1,4 @@
-"""Rigid/similarity transforms, quaternions and per-window pose normalisation.
+"""Similarity transforms and per-window pose normalisation.
 
 The model sees every window of cameras in a *normalised frame*: the reference camera
 (the first one by default) sits at the origin with identity rotation and the camera
@@ -9,7 +9,8 @@ centres are scaled so that the largest distance from the origin is 1. A
 
 and :func:`transform_gaussians` applies it to the Gaussians the model predicts.
 
-Quaternions are (w, x, y, z) everywhere, as in :class:`~ilrm_ros.core.gaussians.Gaussians`.
+Quaternions are (w, x, y, z), as in :class:`~ilrm_ros.core.gaussians.Gaussians`; their
+maths lives in :mod:`ilrm_ros.core.rotations`.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.core.rotations import project_to_rotation, quat_multiply, rotmat_to_quat
 
 log = logging.getLogger(__name__)
 
@@ -26,78 +28,7 @@ __all__ = [
     "Similarity",
     "normalize_window",
     "transform_gaussians",
-    "quat_to_rotmat",
-    "rotmat_to_quat",
-    "quat_multiply",
-    "project_to_rotation",
 ]
-
-
-# --------------------------------------------------------------------------- quaternions
-def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product ``a ⊗ b`` of (w, x, y, z) quaternions, ``(..., 4)`` broadcast."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack(
-        (
-            aw * bw - ax * bx - ay * by - az * bz,
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-        ),
-        dim=-1,
-    )
-
-
-def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
-    """(w, x, y, z) quaternions ``(..., 4)`` (normalised here) -> rotation matrices ``(..., 3, 3)``."""
-    q = q / q.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    R = torch.stack(
-        (
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ),
-        dim=-1,
-    )
-    return R.unflatten(-1, (3, 3))
-
-
-def rotmat_to_quat(R: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``(..., 3, 3)`` -> unit (w, x, y, z) quaternions ``(..., 4)`` with w >= 0.
-
-    Uses the largest of the four candidate denominators per matrix (Shepperd), so it is
-    accurate for every rotation including 180° turns.
-    """
-    m = R
-    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
-    # 4*w^2, 4*x^2, 4*y^2, 4*z^2 (up to rounding).
-    sq = torch.stack(
-        (1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22), dim=-1
-    )
-    cand = torch.stack(
-        (
-            torch.stack((sq[..., 0], m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]), -1),
-            torch.stack((m[..., 2, 1] - m[..., 1, 2], sq[..., 1], m[..., 1, 0] + m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0]), -1),
-            torch.stack((m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] + m[..., 0, 1], sq[..., 2], m[..., 2, 1] + m[..., 1, 2]), -1),
-            torch.stack((m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] + m[..., 1, 2], sq[..., 3]), -1),
-        ),
-        dim=-2,
-    )  # (..., 4 candidates, 4), candidate i is q * 4 q_i
-    best = sq.argmax(dim=-1)
-    q = torch.take_along_dim(cand, best[..., None, None].expand(*best.shape, 1, 4), dim=-2).squeeze(-2)
-    q = q / q.norm(dim=-1, keepdim=True)
-    return torch.where(q[..., :1] < 0, -q, q)
-
-
-def project_to_rotation(M: torch.Tensor) -> torch.Tensor:
-    """Nearest rotation (Frobenius) to a 3x3 matrix ``(..., 3, 3)``, via SVD with det = +1."""
-    U, _, Vh = torch.linalg.svd(M)
-    det = torch.linalg.det(U @ Vh)
-    D = torch.ones_like(M[..., 0])
-    D[..., 2] = det.sign()
-    return U @ torch.diag_embed(D) @ Vh
 
 
 # --------------------------------------------------------------------------- similarity

@@ -37,14 +37,9 @@ from PIL import Image
 from ilrm_ros.io.frames import stamp_to_ns
 from ilrm_ros.io.drop_report import DropReporter, logging_emit
 from ilrm_ros.io.input_stage import InputLimits, InputRejected, decode_packed, decode_raw, intrinsics
-from ilrm_ros.io.pose_buffer import (
-    PoseBuffer,
-    invert_transform,
-    make_transform,
-    matrix_to_quat,
-    rigid_transform,
-    slerp,
-)
+from ilrm_ros.core.rotations import matrix_to_quat_xyzw, slerp
+from ilrm_ros.io.pose_buffer import PoseBuffer
+from ilrm_ros.io.rigid import invert_transform, make_transform, rigid_transform
 
 from ilrm_ros.io.transforms_json import PosedImages
 
@@ -99,7 +94,7 @@ def _map_odom(chain: TfChain, dt_s: float) -> np.ndarray:
 
 def _interp_pose(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
     """Rigid transforms (4, 4) ``a`` -> ``b`` at ``alpha``: lerp translation, slerp rotation."""
-    q = slerp(matrix_to_quat(a[:3, :3]), matrix_to_quat(b[:3, :3]), alpha)
+    q = slerp(matrix_to_quat_xyzw(a[:3, :3]), matrix_to_quat_xyzw(b[:3, :3]), alpha)
     return make_transform((1 - alpha) * a[:3, 3] + alpha * b[:3, 3], q)
 
 
@@ -156,7 +151,7 @@ def write_bag(
         )
 
     def tf_msg(stamp_ns: int, parent: str, child: str, m: np.ndarray):
-        q = matrix_to_quat(m[:3, :3])
+        q = matrix_to_quat_xyzw(m[:3, :3])
         return T["geometry_msgs/msg/TransformStamped"](
             header=header(stamp_ns, parent),
             child_frame_id=child,

@@ -33,7 +33,10 @@ Semantics under hostile input (each rejection raises :class:`TransformRejected` 
 
 Deliberate differences from tf2, all at the edges: a leading ``/`` in frame ids is
 stripped everywhere; a repeated stamp is ignored like tf2's TF_REPEATED_DATA.
-All methods are thread-safe (one lock per buffer).
+All methods are thread-safe (one lock per buffer). This module owns storage policy
+(insertion, rejection, recovery); evaluating the stored tree at a time, and the lookup
+errors (:class:`~ilrm_ros.io.pose_tree.TransformError` and its subclasses), are in
+:mod:`ilrm_ros.io.pose_tree`.
 """
 from __future__ import annotations
 
@@ -41,56 +44,18 @@ import bisect
 import collections
 import logging
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 
 from ilrm_ros.io.frames import NS_PER_S, stamp_to_ns
-from ilrm_ros.io.pending_queue import PendingQueue  # noqa: F401 - re-exported
-from ilrm_ros.io.rigid import (  # noqa: F401 - re-exported for callers of this module
-    checked_pose,
-    invert_transform,
-    make_transform,
-    matrix_to_quat,
-    quat_to_matrix,
-    rigid_transform,
-    slerp,
-)
+from ilrm_ros.io.pose_tree import FrameHistory, FrameNotFound, Sample, TransformError, fmt_s, known_frames, lookup_in
+from ilrm_ros.io.rigid import checked_pose
 
 logger = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- errors
-
-
-class TransformError(LookupError):
-    """Base of all lookup failures (tf2's TransformException)."""
-
-
-class FrameNotFound(TransformError):
-    """A frame id was never seen (tf2's LookupException)."""
-
-
-class ConnectivityError(TransformError):
-    """Both frames exist but are in different trees (tf2's ConnectivityException)."""
-
-
-class ExtrapolationError(TransformError):
-    """A link has no data bracketing the requested time (tf2's ExtrapolationException).
-
-    direction: ``"past"`` (requested before the oldest sample), ``"future"`` (after the
-    newest) or ``"empty"`` (the link has no samples at all).
-    """
-
-    def __init__(self, message: str, direction: str, requested_ns: int, oldest_ns: int | None,
-                 newest_ns: int | None, frame: str) -> None:
-        super().__init__(message)
-        self.direction = direction
-        self.requested_ns = requested_ns
-        self.oldest_ns = oldest_ns
-        self.newest_ns = newest_ns
-        self.frame = frame
+# --------------------------------------------------------------------------- insertion errors
 
 
 class TransformRejected(ValueError):
@@ -101,45 +66,12 @@ class TransformRejected(ValueError):
         self.reason = reason
 
 
-# --------------------------------------------------------------------------- storage
-
-
-@dataclass
-class _Sample:
-    parent: str
-    t: np.ndarray
-    q: np.ndarray
-
-
-@dataclass
-class _Frame:
-    """Everything known about one child frame: its static transform and dynamic samples."""
-
-    static: _Sample | None = None
-    stamps: list[int] = field(default_factory=list)
-    samples: list[_Sample] = field(default_factory=list)
-    stale_run: int = 0  # consecutive samples ignored as older than the cache
-
-    def parents(self) -> set[str]:
-        out = {s.parent for s in self.samples}
-        if self.static is not None:
-            out.add(self.static.parent)
-        return out
-
-    def latest_parent(self) -> str:
-        return self.samples[-1].parent if self.samples else self.static.parent  # type: ignore[union-attr]
-
-
 def clean_frame_id(frame_id: str) -> str:
     """A frame id without surrounding blanks and leading ``/``; ValueError if nothing is left."""
     cleaned = str(frame_id).strip().lstrip("/").strip()
     if not cleaned:
         raise ValueError(f"frame id {frame_id!r} is empty")
     return cleaned
-
-
-def _fmt_s(stamp_ns: int | None) -> str:
-    return "none" if stamp_ns is None else f"{stamp_ns / NS_PER_S:.9f}"
 
 
 class PoseBuffer:
@@ -164,7 +96,7 @@ class PoseBuffer:
         self.max_samples_per_link = int(max_samples_per_link)
         self.max_future_ns = int(round(max(0.0, max_future_s) * NS_PER_S))
         self.recover_after = max(1, int(recover_after))
-        self._frames: dict[str, _Frame] = {}
+        self._frames: dict[str, FrameHistory] = {}
         self._lock = threading.RLock()
         self.rejected = 0  # samples ignored (too old, repeated stamp)
         self.rejections: collections.Counter[str] = collections.Counter()  # by reason, incl. raised ones
@@ -188,18 +120,18 @@ class PoseBuffer:
         stamp_ns = int(stamp_ns)
         with self._lock:
             if not static and now_ns > 0 and self.max_future_ns and stamp_ns > now_ns + self.max_future_ns:
-                raise self._reject("future", f"transform {parent!r} -> {child!r} stamped {_fmt_s(stamp_ns)} is "
+                raise self._reject("future", f"transform {parent!r} -> {child!r} stamped {fmt_s(stamp_ns)} is "
                                              f"{(stamp_ns - now_ns) / NS_PER_S:.3g} s ahead of the clock "
                                              f"(limit {self.max_future_ns / NS_PER_S:g} s)")
             loop = self._path_up(parent, child)
             if loop is not None:
                 raise self._reject("loop", f"transform {parent!r} -> {child!r} would close a loop: "
                                            f"{' -> '.join(reversed([child, *loop]))}")
-            frame = self._frames.setdefault(child, _Frame())
+            frame = self._frames.setdefault(child, FrameHistory())
             if static:
-                frame.static = _Sample(parent, t, q)
+                frame.static = Sample(parent, t, q)
                 return True
-            return self._insert(frame, child, stamp_ns, _Sample(parent, t, q))
+            return self._insert(frame, child, stamp_ns, Sample(parent, t, q))
 
     def _reject(self, reason: str, message: str) -> TransformRejected:
         self.rejections[reason] += 1
@@ -219,18 +151,18 @@ class PoseBuffer:
                     stack.append((parent, path + [parent]))
         return None
 
-    def _insert(self, frame: _Frame, child: str, stamp_ns: int, sample: _Sample) -> bool:
+    def _insert(self, frame: FrameHistory, child: str, stamp_ns: int, sample: Sample) -> bool:
         stamps = frame.stamps
         if stamps and stamp_ns < stamps[-1] - self.cache_ns:
             frame.stale_run += 1
             if frame.stale_run < self.recover_after:
                 self.rejected += 1
                 self.rejections["old"] += 1
-                logger.debug("ignoring %r sample at %s: older than the cache", child, _fmt_s(stamp_ns))
+                logger.debug("ignoring %r sample at %s: older than the cache", child, fmt_s(stamp_ns))
                 return False
             keep = bisect.bisect_right(stamps, stamp_ns + self.cache_ns)
             logger.warning("frame %r: %d sample(s) up to %s are far ahead of the stream, which continues at %s: "
-                           "dropped them", child, len(stamps) - keep, _fmt_s(stamps[-1]), _fmt_s(stamp_ns))
+                           "dropped them", child, len(stamps) - keep, fmt_s(stamps[-1]), fmt_s(stamp_ns))
             del stamps[keep:]
             del frame.samples[keep:]
         frame.stale_run = 0
@@ -238,7 +170,7 @@ class PoseBuffer:
         if i < len(stamps) and stamps[i] == stamp_ns:
             self.rejected += 1
             self.rejections["repeated"] += 1
-            logger.debug("ignoring %r sample at %s: repeated stamp", child, _fmt_s(stamp_ns))
+            logger.debug("ignoring %r sample at %s: repeated stamp", child, fmt_s(stamp_ns))
             return False
         stamps.insert(i, stamp_ns)
         frame.samples.insert(i, sample)
@@ -277,10 +209,7 @@ class PoseBuffer:
     def frames(self) -> set[str]:
         """All known frame ids (children and parents)."""
         with self._lock:
-            out = set(self._frames)
-            for frame in self._frames.values():
-                out |= frame.parents()
-            return out
+            return known_frames(self._frames)
 
     def parent_of(self, frame: str) -> str | None:
         """The parent of ``frame``'s newest sample (its static parent if it has no dynamic ones)."""
@@ -298,94 +227,14 @@ class PoseBuffer:
 
     # ------------------------------------------------------------------ lookup
 
-    def _parent_at(self, child: str, stamp_ns: int) -> str | None:
-        """The parent that governs ``child`` at ``stamp_ns`` (0: latest); None for a root."""
-        node = self._frames.get(child)
-        if node is None:
-            return None
-        stamps = node.stamps
-        if stamps and (stamp_ns == 0 or stamps[0] <= stamp_ns <= stamps[-1] or node.static is None):
-            if stamp_ns == 0 or stamp_ns >= stamps[-1]:
-                return node.samples[-1].parent
-            i = max(bisect.bisect_right(stamps, stamp_ns) - 1, 0)
-            return node.samples[i].parent
-        return node.static.parent if node.static is not None else None
-
-    def _chain(self, frame: str, stamp_ns: int) -> list[str]:
-        """[frame, parent, grandparent, …, root] as of ``stamp_ns``."""
-        chain, seen = [frame], {frame}
-        parent = self._parent_at(frame, stamp_ns)
-        while parent is not None:
-            if parent in seen:
-                raise ConnectivityError(f"the transform tree has a loop through {parent!r}")
-            seen.add(parent)
-            chain.append(parent)
-            parent = self._parent_at(parent, stamp_ns)
-        return chain
-
-    def _paths(self, target: str, source: str, stamp_ns: int) -> tuple[list[str], list[str]]:
-        """Children whose links lead from source/target up to their common ancestor."""
-        known = self.frames()
-        for name, frame in (("target", target), ("source", source)):
-            if frame not in known:
-                raise FrameNotFound(f"{name} frame {frame!r} does not exist")
-        src_chain, tgt_chain = self._chain(source, stamp_ns), self._chain(target, stamp_ns)
-        tgt_set = set(tgt_chain)
-        ancestor = next((f for f in src_chain if f in tgt_set), None)
-        if ancestor is None:
-            raise ConnectivityError(f"{target!r} and {source!r} are not connected (roots {tgt_chain[-1]!r} "
-                                    f"and {src_chain[-1]!r})")
-        return src_chain[: src_chain.index(ancestor)], tgt_chain[: tgt_chain.index(ancestor)]
-
-    def _common_time(self, children: Iterable[str]) -> int:
-        latest = [self._frames[c].stamps[-1] for c in children if self._frames[c].stamps]
-        return min(latest) if latest else 0
-
-    def _link_at(self, child: str, stamp_ns: int, target: str, source: str) -> np.ndarray:
-        """T_parent_child at ``stamp_ns`` (4, 4), with tf2's rule for samples of different parents."""
-        node = self._frames[child]
-        stamps = node.stamps
-        if stamps and stamps[0] <= stamp_ns <= stamps[-1]:
-            i = bisect.bisect_left(stamps, stamp_ns)
-            if stamps[i] == stamp_ns:
-                s = node.samples[i]
-                return make_transform(s.t, s.q)
-            s0, s1 = node.samples[i - 1], node.samples[i]
-            if s0.parent != s1.parent:
-                return make_transform(s0.t, s0.q)
-            alpha = (stamp_ns - stamps[i - 1]) / (stamps[i] - stamps[i - 1])
-            return make_transform(s0.t + alpha * (s1.t - s0.t), slerp(s0.q, s1.q, alpha))
-        if node.static is not None:
-            return make_transform(node.static.t, node.static.q)
-        direction = "past" if stamp_ns < stamps[0] else "future"
-        raise ExtrapolationError(
-            f"lookup {target!r} <- {source!r} would require extrapolation into the {direction}: requested "
-            f"{_fmt_s(stamp_ns)} but {child!r} -> {node.latest_parent()!r} has data in "
-            f"[{_fmt_s(stamps[0])}, {_fmt_s(stamps[-1])}]", direction, stamp_ns, stamps[0], stamps[-1], child)
-
-    def _up(self, children: list[str], stamp_ns: int, target: str, source: str) -> np.ndarray:
-        """T_ancestor_first for a path of children (first = the lowest frame)."""
-        T = np.eye(4)
-        for child in children:
-            T = self._link_at(child, stamp_ns, target, source) @ T
-        return T
-
     def lookup_stamped(self, target_frame: str, source_frame: str, stamp_ns: int = 0) -> tuple[np.ndarray, int]:
         """Like :meth:`lookup`, also returning the time actually used (resolves ``0``)."""
         try:
             target, source = clean_frame_id(target_frame), clean_frame_id(source_frame)
         except ValueError as exc:
             raise FrameNotFound(str(exc)) from None
-        stamp_ns = int(stamp_ns)
         with self._lock:
-            src_path, tgt_path = self._paths(target, source, stamp_ns)
-            if stamp_ns == 0:
-                stamp_ns = self._common_time(src_path + tgt_path)
-                if stamp_ns:
-                    src_path, tgt_path = self._paths(target, source, stamp_ns)
-            T_anc_src = self._up(src_path, stamp_ns, target, source)
-            T_anc_tgt = self._up(tgt_path, stamp_ns, target, source)
-        return invert_transform(T_anc_tgt) @ T_anc_src, stamp_ns
+            return lookup_in(self._frames, target, source, int(stamp_ns))
 
     def lookup(self, target_frame: str, source_frame: str, stamp_ns: int = 0) -> np.ndarray:
         """(4, 4) float64 ``T_target_source`` at ``stamp_ns`` (0: latest common time).

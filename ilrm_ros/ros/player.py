@@ -18,7 +18,7 @@ from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 from ilrm_ros.io.frames import ns_to_stamp
-from ilrm_ros.io.pose_buffer import matrix_to_quat
+from ilrm_ros.core.rotations import matrix_to_quat_xyzw
 from ilrm_ros.ros.conversions import camera_info_msg
 from ilrm_ros.ros.tf_source import TF_QOS, TF_STATIC_QOS
 
@@ -30,7 +30,7 @@ CAMERA_FRAME = "camera_optical_frame"
 
 def matrix_to_transform(T: np.ndarray, parent: str, child: str, stamp_ns: int) -> TransformStamped:
     """(4, 4) pose of ``child`` in ``parent`` -> TransformStamped."""
-    x, y, z, w = matrix_to_quat(T[:3, :3])
+    x, y, z, w = matrix_to_quat_xyzw(T[:3, :3])
     ts = TransformStamped()
     ts.header.frame_id, ts.child_frame_id = parent, child
     ts.header.stamp.sec, ts.header.stamp.nanosec = ns_to_stamp(stamp_ns)

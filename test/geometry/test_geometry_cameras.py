@@ -14,7 +14,7 @@ from ilrm_ros.geometry.cameras import (
     rays_through_pixels,
     scale_intrinsics,
 )
-from ilrm_ros.geometry.poses import quat_to_rotmat
+from ilrm_ros.core.rotations import quat_to_rotmat
 
 
 def _random_cameras(b: int, v: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

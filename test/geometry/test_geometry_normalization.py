@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ilrm_ros.geometry.normalization import RE10K_SPREAD, mean_camera_frame, normalize_cameras
-from ilrm_ros.geometry.poses import quat_to_rotmat, transform_gaussians
+from ilrm_ros.core.rotations import quat_to_rotmat
+from ilrm_ros.geometry.poses import transform_gaussians
 from ilrm_ros.core.gaussians import Gaussians
 
 

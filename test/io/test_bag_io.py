@@ -18,7 +18,8 @@ from ilrm_ros.io.bags import (
 )
 from ilrm_ros.data.trajectories import body_to_camera_c2w
 from ilrm_ros.io.transforms_json import PosedImages
-from ilrm_ros.io.pose_buffer import PoseBuffer, rigid_transform
+from ilrm_ros.io.pose_buffer import PoseBuffer
+from ilrm_ros.io.rigid import rigid_transform
 
 
 def _posed(n=6, h=12, w=16, seed=0, stamps=True):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ilrm_ros.geometry.cameras import camera_rays, pixel_centers
-from ilrm_ros.geometry.poses import quat_to_rotmat
+from ilrm_ros.core.rotations import quat_to_rotmat
 from ilrm_ros.model.ilrm import (
     SH_C0,
     ILRM,

@@ -17,7 +17,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
-from ilrm_ros.io.pose_buffer import make_transform  # noqa: E402
+from ilrm_ros.io.rigid import make_transform  # noqa: E402
 from ilrm_ros.ros.player import matrix_to_transform  # noqa: E402
 from ilrm_ros.ros.tf_source import TF_QOS, OwnTfSource  # noqa: E402
 
