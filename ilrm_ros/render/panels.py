@@ -1,4 +1,4 @@
-"""Line charts drawn with Pillow (matplotlib is not a dependency): training curves,
+"""Line charts and image grids drawn with Pillow (matplotlib is not a dependency): training curves,
 map growth, soak benchmarks."""
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14)]
@@ -93,3 +94,32 @@ def line_chart(path: str | Path, xs: Sequence[float], panels: dict[str, dict[str
         draw_panel(draw, (0, i * panel_height, width, (i + 1) * panel_height), lines, title, xlabel,
                    y_from_zero=False)
     img.save(path)
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], gap: int = 4,
+               row_labels: Sequence[str] | None = None) -> np.ndarray:
+    """Tile uint8 images (H, W, 3) into one labelled grid (side-by-side comparisons).
+
+    rows: one list per row, each with ``len(titles)`` images of one size per row; titles
+    head the columns; ``row_labels`` (optional) are written into each row's first tile.
+    Returns (H_total, W_total, 3) uint8 on a white background.
+    """
+    if not rows:
+        raise ValueError("image_grid needs at least one row")
+    ncol = len(titles)
+    if any(len(r) != ncol for r in rows):
+        raise ValueError(f"every row needs {ncol} images (one per title)")
+    cell_h = max(img.shape[0] for r in rows for img in r)
+    cell_w = max(img.shape[1] for r in rows for img in r)
+    head = 14
+    canvas = Image.new("RGB", (ncol * (cell_w + gap) + gap, head + len(rows) * (cell_h + gap) + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(titles):
+        draw.text((gap + c * (cell_w + gap), 1), title, fill=(0, 0, 0))
+    for r, row in enumerate(rows):
+        y = head + gap + r * (cell_h + gap)
+        for c, img in enumerate(row):
+            canvas.paste(Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8)), (gap + c * (cell_w + gap), y))
+        if row_labels is not None:
+            draw.text((gap + 2, y + 2), row_labels[r], fill=(255, 255, 0))
+    return np.asarray(canvas)
