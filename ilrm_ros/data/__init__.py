@@ -8,7 +8,8 @@ Main entry points::
     write_bag, read_bag                                     (rosbag2 via rosbags, imported on use)
     WindowConfig, sample_window, eval_windows               (V context + T target views)
 """
-from .synth import SynthConfig, load_scene, save_npz, synth_sequence
+from .sequence_io import load_scene, save_npz
+from .synth import SynthConfig, synth_sequence
 from ilrm_ros.io.transforms_json import (
     PosedImages,
     load_transforms_json,

@@ -180,7 +180,7 @@ def find_scene_truth(bag: Path) -> Path | None:
 def occupancy_report(occ, out: Path, scene_json: Path | None, cameras: np.ndarray, title: str) -> dict:
     """Write ``out/occupancy.png`` (grid | truth | errors) for an OccupancyMap and return its
     report entry: counts, band, and the scores against ``scene_json``'s geometry when given."""
-    from ilrm_ros.data.synth import load_scene_description
+    from ilrm_ros.data.sequence_io import load_scene_description
 
     out.mkdir(parents=True, exist_ok=True)
     grid2d = occ.products().grid2d

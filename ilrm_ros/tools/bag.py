@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ilrm_ros.core.progress import track
 from ilrm_ros.mapping.config import MappingConfig, load_mapping_config
 from ilrm_ros.mapping.occupancy_score import find_scene_truth
 from ilrm_ros.model.loading import CheckpointError
@@ -168,7 +169,7 @@ def _occupancy_report(mapper, out: Path, scene_json: Path | None, title: str) ->
     with mapper.map_lock:
         report = occupancy_report(mapper.occupancy, out, scene_json, cams, title)
     if scene_json is not None:  # the same integration from exact depth: the grid without the model's errors
-        from ilrm_ros.data.synth import load_scene_description
+        from ilrm_ros.data.sequence_io import load_scene_description
         from ilrm_ros.mapping.occupancy_score import exact_depth_grid
 
         exact = exact_depth_grid(mapper.cfg.occupancy, load_scene_description(scene_json.parent).geometry, kfs)
@@ -204,7 +205,7 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
     camera_frame = cfg.frames.camera_frame or "camera"
     outbag = OutputBag(out / "outputs_bag", cfg.frames.map_frame) if write_bag else None
     windows = []
-    for i in fed:
+    for i in track(fed, "bag", unit="frame", logger=log):
         frame = Frame(rgb=posed.images[i], K=posed.K[i], stamp_ns=int(stamps[i]), frame_id=camera_frame, c2w=c2w[i])
         window = mapper.add_frame(frame)
         if window is None:

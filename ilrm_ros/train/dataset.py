@@ -86,7 +86,7 @@ def load_posed(path: str | Path):
     """Load one scene as ``PosedImages`` (compact .npz, transforms.json or bag)."""
     path = Path(path)
     try:
-        from ilrm_ros.data.synth import load_scene
+        from ilrm_ros.data.sequence_io import load_scene
     except ImportError:  # data module without the compact format: transforms.json only
         from ilrm_ros.io.transforms_json import load_transforms_json as load_scene
     return load_scene(path)

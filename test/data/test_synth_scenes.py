@@ -1,5 +1,6 @@
 """Procedural scenes, trajectories and the synth dataset writer/loader."""
 import json
+import logging
 import math
 
 import numpy as np
@@ -7,18 +8,9 @@ import pytest
 
 from ilrm_ros.data.raycast import signed_distance
 from ilrm_ros.data.scene import Scene, render
-from ilrm_ros.data.synth import (
-    SynthConfig,
-    cli_main,
-    load_npz,
-    load_scene,
-    load_scene_description,
-    random_scene,
-    random_trajectory,
-    save_npz,
-    sequence_rng,
-    synth_sequence,
-)
+from ilrm_ros.data.rooms import random_scene
+from ilrm_ros.data.sequence_io import load_npz, load_scene, load_scene_description, save_npz
+from ilrm_ros.data.synth import SynthConfig, cli_main, random_trajectory, sequence_rng, synth_sequence
 from ilrm_ros.data.trajectories import TrajectoryConfig
 
 SMALL = dict(width=32, height=24, num_frames=6)
@@ -126,12 +118,16 @@ def test_npz_round_trip_keeps_everything_and_depth_to_a_millimetre(tmp_path):
     np.testing.assert_allclose(back.depths, posed.depths, rtol=1e-3)
 
 
-def test_cli_writes_every_format_and_load_scene_reads_each(tmp_path, capsys):
+def test_cli_writes_every_format_and_load_scene_reads_each(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="ilrm_ros.data.synth")
     out = tmp_path / "ds"
     rc = cli_main(["--out", str(out), "--scenes", "2", "--frames", "4", "--res", "32x24", "--seed", "3",
                    "--format", "all", "--trajectory", "mixed", "--workers", "1"])
     assert rc == 0
     assert "frames/s" in capsys.readouterr().out
+    progress = [r for r in caplog.records if r.name == "ilrm_ros.data.synth" and r.getMessage().startswith("synth: ")]
+    assert progress and {r.levelno for r in progress} == {logging.INFO}
+    assert progress[-1].getMessage().startswith("synth: done, 2/2 scene in ")
     index = json.loads((out / "index.json").read_text())
     assert [s["folder"] for s in index["sequences"]] == ["scene_00000", "scene_00001"]
     _, expected = synth_sequence(3, 1, SynthConfig(width=32, height=24, num_frames=4))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ilrm_ros.mapping.config import load_mapping_config
-from ilrm_ros.data.synth import SynthConfig, synth_sequence, write_sequence
+from ilrm_ros.data.sequence_io import write_sequence
+from ilrm_ros.data.synth import SynthConfig, synth_sequence
 from ilrm_ros.io.frames import Frame
 from ilrm_ros.mapping.mapper import Mapper
 from ilrm_ros.mapping.occupancy import CellState
