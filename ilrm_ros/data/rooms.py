@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .materials import random_material
-from .raycast import SceneGeometry, signed_distance
+from .scene_geometry import SceneGeometry, signed_distance
 from .scene import DirectionalLight, PointLight, Scene
 from .textures import Material
 

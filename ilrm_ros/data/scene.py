@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .raycast import SceneGeometry, Vec, camera_rays, cast_rays, frame_one
+from .primitives import frame_one
+from .raycast import camera_rays, cast_rays
+from .scene_geometry import SceneGeometry, Vec
 from .textures import Material, albedo
 
 logger = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .raycast import signed_distance
 from .rooms import LAYOUTS, random_scene
 from .scene import Scene, render
+from .scene_geometry import signed_distance
 from .sequence_io import FORMAT_CHOICES, write_sequence
 from .trajectories import (
     TrajectoryConfig,

@@ -9,22 +9,24 @@ when they cannot find a valid path; the caller draws a new scene.
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
-
-ClearanceFn = Callable[[np.ndarray], np.ndarray]
-"""points (P, 3) -> distance to the nearest surface (P,), positive in free space."""
+from .path_geometry import (
+    ClearanceFn,
+    body_to_camera_c2w,
+    catmull_rom,
+    column_clearance,
+    frame_times,
+    path_length,
+    resample_by_arclength,
+    smooth_wave,
+    yaw_along,
+)
 
 TRAJECTORY_KINDS = ("ground", "handheld", "loop")
-
-# optical axes (x right, y down, z forward) expressed in a body frame (x forward, y left, z up)
-R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
 class TrajectoryError(RuntimeError):
@@ -53,105 +55,6 @@ class TrajectoryConfig:
     loop_overlap: float = 0.0
     """Extra fraction of the loop driven after returning to the start (0 = last pose == first)."""
     max_tries: int = 20
-
-
-# --------------------------------------------------------------------------- helpers
-def rot_z(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def rot_y(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-def rot_x(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def body_to_camera_c2w(position: np.ndarray, yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """OpenCV c2w ``(4, 4)`` of a camera at ``position`` whose body frame (x forward, z up)
-    has the given yaw (about z), pitch (about y, positive = looking down) and roll."""
-    c2w = np.eye(4)
-    c2w[:3, :3] = rot_z(yaw) @ rot_y(pitch) @ rot_x(roll) @ R_BODY_OPTICAL
-    c2w[:3, 3] = position
-    return c2w
-
-
-def _smooth_wave(rng: np.random.Generator, t: np.ndarray, amplitude: float, freq: tuple[float, float]) -> np.ndarray:
-    """Sum of two random sinusoids, ``(len(t),)``, peak at most ``amplitude``."""
-    out = np.zeros_like(t)
-    for _ in range(2):
-        f = rng.uniform(*freq)
-        out += 0.5 * amplitude * np.sin(2.0 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
-    return out
-
-
-def catmull_rom(points: np.ndarray, samples_per_segment: int, closed: bool) -> np.ndarray:
-    """Uniform Catmull-Rom spline through ``points`` ``(K, D)`` -> dense samples ``(M, D)``.
-
-    Open splines duplicate the end points; closed ones wrap and end at the start point.
-    """
-    p = np.asarray(points, dtype=np.float64)
-    if closed:
-        ext = np.concatenate([p[-1:], p, p[:2]], axis=0)
-        nseg = p.shape[0]
-    else:
-        ext = np.concatenate([p[:1], p, p[-1:]], axis=0)
-        nseg = p.shape[0] - 1
-    s = np.linspace(0.0, 1.0, samples_per_segment, endpoint=False)
-    s2, s3 = s * s, s * s * s
-    out = []
-    for i in range(nseg):
-        p0, p1, p2, p3 = ext[i], ext[i + 1], ext[i + 2], ext[i + 3]
-        seg = 0.5 * (
-            (2 * p1)[None]
-            + (-p0 + p2)[None] * s[:, None]
-            + (2 * p0 - 5 * p1 + 4 * p2 - p3)[None] * s2[:, None]
-            + (-p0 + 3 * p1 - 3 * p2 + p3)[None] * s3[:, None]
-        )
-        out.append(seg)
-    out.append((p[0] if closed else p[-1])[None])
-    return np.concatenate(out, axis=0)
-
-
-def _resample_by_arclength(path: np.ndarray, distances: np.ndarray) -> np.ndarray:
-    """Points ``(N, D)`` at the given arc-length ``distances`` ``(N,)`` along a dense ``path``."""
-    seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    return np.stack([np.interp(distances, cum, path[:, k]) for k in range(path.shape[1])], axis=1)
-
-
-def _path_length(path: np.ndarray) -> float:
-    return float(np.linalg.norm(np.diff(path, axis=0), axis=1).sum())
-
-
-def _yaw_along(path: np.ndarray, distances: np.ndarray) -> np.ndarray:
-    """Unwrapped yaw ``(N,)`` of the tangent of a dense ``path`` ``(M, >=2)`` at arc lengths ``distances``."""
-    d = np.empty_like(path[:, :2])
-    d[1:-1] = path[2:, :2] - path[:-2, :2]
-    d[0] = path[1, :2] - path[0, :2]
-    d[-1] = path[-1, :2] - path[-2, :2]
-    yaw = np.unwrap(np.arctan2(d[:, 1], d[:, 0]))
-    seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    return np.interp(distances, cum, yaw)
-
-
-def column_clearance(clearance: ClearanceFn, xy: np.ndarray, height: float) -> np.ndarray:
-    """Clearance ``(P,)`` of vertical columns from just above the floor up to ``height`` at ``xy`` ``(P, 2)``.
-
-    The clearance function given here should ignore floor and ceiling.
-    """
-    zs = np.linspace(0.05, height, 4)
-    pts = np.concatenate([np.column_stack([xy, np.full(len(xy), z)]) for z in zs], axis=0)
-    return clearance(pts).reshape(len(zs), len(xy)).min(axis=0)
-
-
-def _frame_times(n: int, dt: float) -> np.ndarray:
-    return np.arange(n, dtype=np.float64) * dt
 
 
 # --------------------------------------------------------------------------- ground robot
@@ -235,12 +138,12 @@ def ground_trajectory(
     idx = np.arange(0, steps + 1, sub)
     pos = np.column_stack([np.asarray(xs)[idx], np.asarray(ys)[idx]])
     yaw_f = np.asarray(yaw_list)[idx]
-    times = _frame_times(cfg.num_frames, cfg.frame_dt)
+    times = frame_times(cfg.num_frames, cfg.frame_dt)
     pitch0 = math.radians(rng.uniform(-0.5, 1.0) * cfg.max_pitch_deg)  # mostly level/slightly down
-    pitch = pitch0 + _smooth_wave(rng, times, math.radians(1.5), (0.1, 0.4))
+    pitch = pitch0 + smooth_wave(rng, times, math.radians(1.5), (0.1, 0.4))
     pitch = np.clip(pitch, -math.radians(cfg.max_pitch_deg), math.radians(cfg.max_pitch_deg))
-    roll = _smooth_wave(rng, times, math.radians(1.0), (0.2, 0.6))
-    z = h + _smooth_wave(rng, times, 0.005, (0.5, 1.5))
+    roll = smooth_wave(rng, times, math.radians(1.0), (0.2, 0.6))
+    z = h + smooth_wave(rng, times, 0.005, (0.5, 1.5))
     c2w = np.stack([
         body_to_camera_c2w(np.array([pos[i, 0], pos[i, 1], lo[2] + z[i]]), yaw_f[i], pitch[i], roll[i])
         for i in range(cfg.num_frames)
@@ -314,15 +217,15 @@ def handheld_trajectory(
         if total < length_needed or len(way) < 2:
             continue
         dense = catmull_rom(np.asarray(way), 24, closed=False)
-        if _path_length(dense) < length_needed or np.any(clearance(dense) <= cfg.clearance):
+        if path_length(dense) < length_needed or np.any(clearance(dense) <= cfg.clearance):
             continue
         s = np.linspace(0.0, length_needed, cfg.num_frames)
-        pos = _resample_by_arclength(dense, s)
-        travel_yaw = _yaw_along(dense, s)
-        times = _frame_times(cfg.num_frames, cfg.frame_dt)
-        yaw = travel_yaw + _smooth_wave(rng, times, math.radians(cfg.handheld_look_deg), (0.05, 0.25))
-        pitch = math.radians(rng.uniform(-5, 15)) + _smooth_wave(rng, times, math.radians(15), (0.05, 0.3))
-        roll = _smooth_wave(rng, times, math.radians(cfg.handheld_roll_deg), (0.1, 0.4))
+        pos = resample_by_arclength(dense, s)
+        travel_yaw = yaw_along(dense, s)
+        times = frame_times(cfg.num_frames, cfg.frame_dt)
+        yaw = travel_yaw + smooth_wave(rng, times, math.radians(cfg.handheld_look_deg), (0.05, 0.25))
+        pitch = math.radians(rng.uniform(-5, 15)) + smooth_wave(rng, times, math.radians(15), (0.05, 0.3))
+        roll = smooth_wave(rng, times, math.radians(cfg.handheld_roll_deg), (0.1, 0.4))
         c2w = np.stack([body_to_camera_c2w(pos[i], yaw[i], pitch[i], roll[i]) for i in range(cfg.num_frames)])
         return c2w, times
     raise TrajectoryError("no clear handheld path found")
@@ -378,15 +281,15 @@ def loop_trajectory(
         dense = catmull_rom(np.asarray(way), 32, closed=True)
         if np.any(column_clearance(walls_clearance, dense, h) <= cfg.clearance):
             continue
-        length = _path_length(dense)
+        length = path_length(dense)
         if length < 2.0:
             continue
         # three laps, frames taken from the middle one on: start and end see identical neighbourhoods
         period = dense[:-1]
         tiled = np.concatenate([period, period, period, dense[-1:]], axis=0)
         s = length + np.linspace(0.0, length * (1.0 + min(cfg.loop_overlap, 0.9)), cfg.num_frames)
-        pos = _resample_by_arclength(tiled, s)
-        yaw = _yaw_along(tiled, s)
+        pos = resample_by_arclength(tiled, s)
+        yaw = yaw_along(tiled, s)
         # speed limited by the yaw rate the curve demands
         step = float(s[1] - s[0])
         yaw_per_m = np.abs(np.diff(yaw)).max() / step if cfg.num_frames > 1 else 0.0
@@ -394,7 +297,7 @@ def loop_trajectory(
         if yaw_per_m > 0:
             v = min(v, cfg.max_yaw_rate / yaw_per_m)
         dt = step / v
-        times = _frame_times(cfg.num_frames, dt)
+        times = frame_times(cfg.num_frames, dt)
         pitch = math.radians(rng.uniform(-0.5, 1.0) * cfg.max_pitch_deg) * np.ones(cfg.num_frames)
         if cfg.loop_overlap == 0.0:  # exact revisit: keep the small oscillations off the end pose
             pitch[-1] = pitch[0]

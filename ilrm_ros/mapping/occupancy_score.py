@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ilrm_ros.data.raycast import SceneGeometry, signed_distance
+from ilrm_ros.data.scene_geometry import SceneGeometry, signed_distance
 from ilrm_ros.mapping.occupancy import CellState, VoxelGrid, voxel_centres
 from ilrm_ros.mapping.occupancy_maps import FREE, OCCUPIED, UNKNOWN, Grid2D, band_voxel_range
 

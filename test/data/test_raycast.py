@@ -4,19 +4,12 @@ import math
 import numpy as np
 import pytest
 
-from ilrm_ros.data.raycast import (
-    NUM_ENCLOSURE_FACES,
-    SceneGeometry,
-    _intersect_one,
-    camera_rays,
-    cast_rays,
-    render_depth,
-    signed_distance,
-    surface_frame,
-)
+from ilrm_ros.data.primitives import intersect_enclosure, intersect_primitive, surface_frame
+from ilrm_ros.data.raycast import camera_rays, cast_rays, render_depth
+from ilrm_ros.data.scene_geometry import NUM_ENCLOSURE_FACES, SceneGeometry, signed_distance, split
 from ilrm_ros.data.scene import Scene, render
 from ilrm_ros.data.textures import Material
-from ilrm_ros.data.trajectories import body_to_camera_c2w
+from ilrm_ros.data.path_geometry import body_to_camera_c2w
 
 
 def _k(f, w, h):
@@ -119,13 +112,11 @@ def test_normals_point_back_towards_the_camera():
 
 def _brute_force(geo, o, d):
     """Nearest hit over every primitive without any culling (reference)."""
-    from ilrm_ros.data.raycast import _enclosure, split
-
     comps = split(d)
-    t, face = _enclosure(geo.room_lo, geo.room_hi, o, comps)
+    t, face = intersect_enclosure(geo.room_lo, geo.room_hi, o, comps)
     prim = face.astype(np.int32)
     for gid in range(NUM_ENCLOSURE_FACES, geo.num_primitives):
-        th, _ = _intersect_one(geo, gid, o, comps, 1e-6)
+        th, _ = intersect_primitive(geo, gid, o, comps, 1e-6)
         better = th < t
         t = np.where(better, th, t)
         prim = np.where(better, gid, prim)

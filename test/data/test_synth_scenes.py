@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from ilrm_ros.data.raycast import signed_distance
 from ilrm_ros.data.scene import Scene, render
+from ilrm_ros.data.scene_geometry import signed_distance
 from ilrm_ros.data.rooms import random_scene
 from ilrm_ros.data.sequence_io import load_npz, load_scene, load_scene_description, save_npz
 from ilrm_ros.data.synth import SynthConfig, cli_main, random_trajectory, sequence_rng, synth_sequence

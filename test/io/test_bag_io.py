@@ -16,7 +16,7 @@ from ilrm_ros.io.bags import (
     read_bag,
     write_bag,
 )
-from ilrm_ros.data.trajectories import body_to_camera_c2w
+from ilrm_ros.data.path_geometry import body_to_camera_c2w
 from ilrm_ros.io.transforms_json import PosedImages
 from ilrm_ros.io.pose_buffer import PoseBuffer
 from ilrm_ros.io.rigid import rigid_transform

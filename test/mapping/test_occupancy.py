@@ -218,7 +218,7 @@ def test_integration_on_a_known_scene_meets_the_targets_with_exact_depth():
 
 
 def test_truth_counts_a_voxel_occupied_when_its_box_touches_a_wall():
-    from ilrm_ros.data.raycast import SceneGeometry
+    from ilrm_ros.data.scene_geometry import SceneGeometry
     from ilrm_ros.mapping.occupancy_score import truly_occupied
 
     room = SceneGeometry(room_lo=[0.0, 0.0, 0.0], room_hi=[4.0, 4.0, 3.0])
