@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import plyfile
 import pytest
 import torch
 
@@ -109,7 +110,6 @@ def test_atomic_write_fsyncs_the_file_and_its_directory(tmp_path, monkeypatch):
 
 
 def test_ply_round_trip_through_save_map_and_load_map(tmp_path):
-    pytest.importorskip("ilrm_ros.io.ply")
     gmap = small_map()
     path = save_map(tmp_path / "map.ply", gmap)
     loaded = load_map(path)
@@ -125,7 +125,6 @@ def test_ply_round_trip_through_save_map_and_load_map(tmp_path):
 
 
 def test_load_map_rechunks_without_a_sidecar_and_honours_the_given_config(tmp_path):
-    pytest.importorskip("ilrm_ros.io.ply")
     gmap = small_map()
     path = save_map(tmp_path / "map.ply", gmap)
     sidecar_path(path).unlink()
@@ -135,8 +134,6 @@ def test_load_map_rechunks_without_a_sidecar_and_honours_the_given_config(tmp_pa
 
 
 def test_load_map_reads_a_ply_from_another_tool_with_sh_degree_one_and_extra_fields(tmp_path):
-    plyfile = pytest.importorskip("plyfile")
-    pytest.importorskip("ilrm_ros.io.ply")
     n = 500
     rng = np.random.default_rng(0)
     names = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(9)]

@@ -3,6 +3,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,7 +39,6 @@ def test_fp16_storage_halves_the_file_and_loads_back_as_float32(tmp_path):
 
 
 def test_meta_with_numpy_and_paths_is_stored_as_plain_values(tmp_path):
-    np = pytest.importorskip("numpy")
     path = save_checkpoint(tmp_path / "m.pt", tiny(), {"seed": np.int64(5), "data": Path("/x/y"), "t": (1, 2)})
     _, meta = load_checkpoint(path)
     assert meta == {"seed": 5, "data": "/x/y", "t": [1, 2]}

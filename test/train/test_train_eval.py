@@ -8,10 +8,8 @@ import json
 import pytest
 import torch
 
+from ilrm_ros.data import synth
 from ilrm_ros.train.train import latest_checkpoint, load_train_config, resume_config, train
-
-pytest.importorskip("ilrm_ros.render.render")
-synth = pytest.importorskip("ilrm_ros.data.synth")
 
 
 @pytest.fixture(scope="module")
