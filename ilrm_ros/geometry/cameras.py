@@ -9,13 +9,17 @@ Conventions (see docs/CONTRACTS.md):
   through the block centre ``(s * (j + 0.5), s * (i + 0.5))`` in full-resolution pixels.
 
 Ray directions are unit vectors in the world frame; the origin of every ray of a view
-is that camera's centre.
+is that camera's centre. :class:`PinholeCameras` is the batch of cameras the renderers
+take (world→camera ``viewmats``, as gsplat).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 __all__ = [
+    "PinholeCameras",
     "RAY_ENCODINGS",
     "ray_channels",
     "normalize_intrinsics",
@@ -31,6 +35,33 @@ __all__ = [
 #: Ray feature layouts: "plucker6" = (o x d, d) as in the RE10K model,
 #: "plucker9" = (o, d, o x d) as in the DL3DV ("wide") model.
 RAY_ENCODINGS = ("plucker6", "plucker9")
+
+
+@dataclass(frozen=True)
+class PinholeCameras:
+    """C pinhole cameras sharing one image size, in gsplat's layout.
+
+    viewmats: (C, 4, 4) world→camera (OpenCV axes), the inverse of ``c2w``.
+    Ks:       (C, 3, 3) intrinsics in pixels.
+    width, height: image size in pixels.
+    """
+
+    viewmats: torch.Tensor
+    Ks: torch.Tensor
+    width: int
+    height: int
+
+    @staticmethod
+    def from_c2w(c2w: torch.Tensor, Ks: torch.Tensor, width: int, height: int) -> "PinholeCameras":
+        """Cameras from camera-to-world poses ``(C, 4, 4)`` or ``(4, 4)`` and ``Ks`` ``(C, 3, 3)`` or ``(3, 3)``."""
+        if c2w.dim() == 2:
+            c2w = c2w[None]
+        if Ks.dim() == 2:
+            Ks = Ks[None]
+        return PinholeCameras(torch.linalg.inv(c2w), Ks, width, height)
+
+    def __len__(self) -> int:
+        return int(self.viewmats.shape[0])
 
 
 def ray_channels(encoding: str) -> int:

@@ -19,7 +19,9 @@ import torch
 from torch import Tensor
 
 from ilrm_ros.core.gaussians import Gaussians
-from ilrm_ros.render.torch_rasterizer import EPS2D, RasterConfig, rasterize
+from ilrm_ros.geometry.cameras import PinholeCameras
+from ilrm_ros.render.raster_config import EPS2D, RasterConfig
+from ilrm_ros.render.torch_rasterizer import rasterize
 
 logger = logging.getLogger(__name__)
 
@@ -74,44 +76,35 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
     return "gsplat"
 
 
-def _check_shapes(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
-                  viewmats: Tensor, Ks: Tensor) -> None:
-    n = means.shape[0]
-    expected = {"means": (means, (n, 3)), "quats": (quats, (n, 4)), "scales": (scales, (n, 3)),
-                "opacities": (opacities, (n,)), "colors": (colors, (n, 3))}
+def _check_shapes(g: Gaussians, cameras: PinholeCameras) -> None:
+    n = g.means.shape[0]
+    expected = {"means": (g.means, (n, 3)), "quats": (g.quats, (n, 4)), "scales": (g.scales, (n, 3)),
+                "opacities": (g.opacities, (n,)), "colors": (g.colors, (n, 3))}
     for name, (t, shape) in expected.items():
         if tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    viewmats, Ks = cameras.viewmats, cameras.Ks
     c = viewmats.shape[0] if viewmats.dim() == 3 else -1
     if tuple(viewmats.shape) != (c, 4, 4) or tuple(Ks.shape) != (c, 3, 3):
         raise ValueError(f"viewmats must be (C, 4, 4) and Ks (C, 3, 3); got {tuple(viewmats.shape)}, {tuple(Ks.shape)}")
 
 
-def _render_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
-                   viewmats: Tensor, Ks: Tensor, width: int, height: int, background: Tensor | None,
-                   near: float, far: float) -> RenderOutput:
+def _render_gsplat(g: Gaussians, cameras: PinholeCameras, background: Tensor | None, near: float,
+                   far: float) -> RenderOutput:
     from gsplat import rasterization
 
-    n_cams = viewmats.shape[0]
-    backgrounds = None if background is None else background.to(colors).expand(n_cams, 3)
+    backgrounds = None if background is None else background.to(g.colors).expand(len(cameras), 3)
     rendered, alphas, _ = rasterization(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        near_plane=near, far_plane=far, eps2d=EPS2D, sh_degree=None, packed=True,
+        g.means, g.quats, g.scales, g.opacities, g.colors, cameras.viewmats, cameras.Ks, cameras.width,
+        cameras.height, near_plane=near, far_plane=far, eps2d=EPS2D, sh_degree=None, packed=True,
         backgrounds=backgrounds, render_mode="RGB+D",  # "+D" = Σ w z, the accumulated depth we return
     )
     return RenderOutput(rgb=rendered[..., :3], depth=rendered[..., 3], alpha=alphas[..., 0])
 
 
 def render(
-    means: Tensor,
-    quats: Tensor,
-    scales: Tensor,
-    opacities: Tensor,
-    colors: Tensor,
-    viewmats: Tensor,
-    Ks: Tensor,
-    width: int,
-    height: int,
+    gaussians: Gaussians,
+    cameras: PinholeCameras,
     background: Tensor | None = None,
     near: float = 0.01,
     far: float = 1e4,
@@ -120,21 +113,19 @@ def render(
 ) -> RenderOutput:
     """Render N Gaussians into C pinhole cameras; differentiable in all tensor inputs.
 
-    means (N, 3), quats (N, 4) w,x,y,z, scales (N, 3) linear, opacities (N,) in [0, 1],
-    colors (N, 3) RGB, viewmats (C, 4, 4) world→camera, Ks (C, 3, 3) pixels,
+    gaussians: means (N, 3), quats (N, 4) w,x,y,z, scales (N, 3) linear, opacities (N,) in
+    [0, 1], colors (N, 3) RGB; cameras: viewmats (C, 4, 4) world→camera, Ks (C, 3, 3) pixels;
     background (3,) or None (black) -> :class:`RenderOutput` with (C, H, W[, 3]) fields.
     Gaussians with camera z ≤ near or ≥ far are not drawn.
 
     backend: "auto" (gsplat for float32 CUDA tensors, torch otherwise), "gsplat" (CUDA only)
     or "torch" (any device). ``raster_config`` tunes the torch rasterizer only.
     """
-    _check_shapes(means, quats, scales, opacities, colors, viewmats, Ks)
-    chosen = resolve_backend(backend, means.device, means.dtype)
+    _check_shapes(gaussians, cameras)
+    chosen = resolve_backend(backend, gaussians.means.device, gaussians.means.dtype)
     if chosen == "gsplat":
-        return _render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                              background, near, far)
-    rgb, depth, alpha = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                                  background=background, near=near, far=far,
+        return _render_gsplat(gaussians, cameras, background, near, far)
+    rgb, depth, alpha = rasterize(gaussians, cameras, background=background, near=near, far=far,
                                   config=raster_config or RasterConfig())
     return RenderOutput(rgb=rgb, depth=depth, alpha=alpha)
 
@@ -147,9 +138,4 @@ def render_gaussians(g: Gaussians, c2w: Tensor, Ks: Tensor, width: int, height: 
     """
     if g.means.dim() > 2:
         g = g.flatten()
-    if c2w.dim() == 2:
-        c2w = c2w[None]
-    if Ks.dim() == 2:
-        Ks = Ks[None]
-    viewmats = torch.linalg.inv(c2w)
-    return render(g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, Ks, width, height, **kw)
+    return render(g, PinholeCameras.from_c2w(c2w, Ks, width, height), **kw)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ilrm_ros.geometry.cameras import (
+    PinholeCameras,
     camera_rays,
     denormalize_intrinsics,
     normalize_intrinsics,
@@ -115,3 +116,13 @@ def test_normalized_intrinsics_round_trip_and_divide_by_image_size():
     assert math.isclose(Kn[0, 0].item(), 100 / 128) and math.isclose(Kn[1, 2].item(), 0.5)
     assert Kn[2].tolist() == [0.0, 0.0, 1.0]
     torch.testing.assert_close(denormalize_intrinsics(Kn, 96, 128), K)
+
+
+def test_pinhole_cameras_from_poses_hold_world_to_camera_matrices_of_one_or_many_views():
+    c2w, K = _random_cameras(1, 3, torch.Generator().manual_seed(4))
+    cams = PinholeCameras.from_c2w(c2w[0], K[0], 34, 26)
+    assert len(cams) == 3 and (cams.width, cams.height) == (34, 26)
+    torch.testing.assert_close(cams.viewmats @ c2w[0], torch.eye(4, dtype=torch.float64).expand(3, 4, 4))
+    one = PinholeCameras.from_c2w(c2w[0, 1], K[0, 1], 34, 26)
+    assert one.viewmats.shape == (1, 4, 4) and one.Ks.shape == (1, 3, 3)
+    torch.testing.assert_close(one.viewmats[0], cams.viewmats[1])

@@ -9,13 +9,24 @@ import pytest
 import torch
 
 from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.geometry.cameras import PinholeCameras
 from ilrm_ros.render import RasterConfig, normalized_depth, render, render_gaussians
-from ilrm_ros.render.torch_rasterizer import (ALPHA_MIN, _composite_step, _CompositeStep, _pixel_basis,
-                                              covariance_3d, project, rasterize)
+from ilrm_ros.render.blending import _composite_step, _CompositeStep, _pixel_basis
+from ilrm_ros.render.projection import covariance_3d, project
+from ilrm_ros.render.raster_config import ALPHA_MIN
+from ilrm_ros.render.torch_rasterizer import rasterize
 
 
 def intrinsics(f: float, cx: float, cy: float, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor([[f, 0.0, cx], [0.0, f, cy], [0.0, 0.0, 1.0]], dtype=dtype)
+
+
+def cameras(viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int) -> PinholeCameras:
+    return PinholeCameras(viewmats, Ks, width, height)
+
+
+def gaussians(means, quats, scales, opacities, colors) -> Gaussians:
+    return Gaussians(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors)
 
 
 def identity_quats(n: int, dtype=torch.float32) -> torch.Tensor:
@@ -95,8 +106,9 @@ def test_isotropic_gaussian_footprint_matches_the_analytic_gaussian():
     K = intrinsics(f, 16.5, 16.5)[None]
     scale = math.sqrt(4.0 - 0.3) * z / f
     color, bg = torch.tensor([1.0, 0.5, 0.25]), torch.tensor([0.0, 0.2, 1.0])
-    out = render(torch.tensor([[0.0, 0.0, z]]), identity_quats(1), torch.full((1, 3), scale),
-                 torch.tensor([opacity]), color[None], torch.eye(4)[None], K, width, height, background=bg)
+    out = render(gaussians(torch.tensor([[0.0, 0.0, z]]), identity_quats(1), torch.full((1, 3), scale),
+                           torch.tensor([opacity]), color[None]),
+                 cameras(torch.eye(4)[None], K, width, height), background=bg)
 
     ys, xs = torch.meshgrid(torch.arange(height) - 16.0, torch.arange(width) - 16.0, indexing="ij")
     expected = opacity * torch.exp(-(xs**2 + ys**2) / (2 * 4.0))
@@ -112,20 +124,20 @@ def test_isotropic_gaussian_footprint_matches_the_analytic_gaussian():
 
 
 def test_alpha_of_a_single_gaussian_is_clamped_to_0999():
-    out = render(torch.tensor([[0.0, 0.0, 3.0]]), identity_quats(1), torch.full((1, 3), 0.3),
-                 torch.ones(1), torch.ones(1, 3), torch.eye(4)[None], intrinsics(20, 8.5, 8.5)[None], 16, 16)
+    out = render(gaussians(torch.tensor([[0.0, 0.0, 3.0]]), identity_quats(1), torch.full((1, 3), 0.3),
+                           torch.ones(1), torch.ones(1, 3)),
+                 cameras(torch.eye(4)[None], intrinsics(20, 8.5, 8.5)[None], 16, 16))
     assert out.alpha.max().item() == pytest.approx(0.999, abs=1e-6)
 
 
 def test_rotation_quaternion_is_w_first():
     """An x-elongated Gaussian turned 90° about the optical axis (w,x,y,z) becomes y-elongated."""
-    K = intrinsics(30.0, 10.0, 10.0)[None]
+    cams = cameras(torch.eye(4)[None], intrinsics(30.0, 10.0, 10.0)[None], 20, 20)
     kw = dict(means=torch.tensor([[0.0, 0.0, 3.0]]), scales=torch.tensor([[0.4, 0.1, 0.1]]),
-              opacities=torch.tensor([0.9]), colors=torch.ones(1, 3), viewmats=torch.eye(4)[None],
-              Ks=K, width=20, height=20)
-    flat = render(quats=identity_quats(1), **kw).alpha[0]
+              opacities=torch.tensor([0.9]), colors=torch.ones(1, 3))
+    flat = render(gaussians(quats=identity_quats(1), **kw), cams).alpha[0]
     half = math.sqrt(0.5)
-    turned = render(quats=torch.tensor([[half, 0.0, 0.0, half]]), **kw).alpha[0]
+    turned = render(gaussians(quats=torch.tensor([[half, 0.0, 0.0, half]]), **kw), cams).alpha[0]
     assert (flat[10, :] > 0.1).sum() > 2 * (flat[:, 10] > 0.1).sum()  # wide along x
     torch.testing.assert_close(turned, flat.T, atol=1e-5, rtol=0)
 
@@ -136,9 +148,9 @@ def test_near_opaque_gaussian_hides_a_farther_one_whatever_the_input_order():
     K = intrinsics(20.0, 8.0, 8.0)[None]
 
     def draw(items):
-        return render(torch.tensor([i["mean"] for i in items]), identity_quats(2), torch.full((2, 3), 0.5),
-                      torch.full((2,), 0.99), torch.tensor([i["color"] for i in items]),
-                      torch.eye(4)[None], K, 16, 16)
+        return render(gaussians(torch.tensor([i["mean"] for i in items]), identity_quats(2), torch.full((2, 3), 0.5),
+                                torch.full((2,), 0.99), torch.tensor([i["color"] for i in items])),
+                      cameras(torch.eye(4)[None], K, 16, 16))
 
     a, b = draw([red_near, blue_far]), draw([blue_far, red_near])
     centre = a.rgb[0, 8, 8]
@@ -152,8 +164,8 @@ def test_pixel_stops_before_transmittance_would_drop_to_1e_minus_4():
     """gsplat's rule: the Gaussian that would bring T to ≤ 1e-4 and everything behind it are skipped."""
     means = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 3.0], [0.0, 0.0, 4.0]])
     colors = torch.eye(3)
-    out = render(means, identity_quats(3), torch.full((3, 3), 0.5), torch.ones(3), colors,
-                 torch.eye(4)[None], intrinsics(20.0, 8.5, 8.5)[None], 16, 16, background=torch.ones(3))
+    out = render(gaussians(means, identity_quats(3), torch.full((3, 3), 0.5), torch.ones(3), colors),
+                 cameras(torch.eye(4)[None], intrinsics(20.0, 8.5, 8.5)[None], 16, 16), background=torch.ones(3))
     # first: α = 0.999 -> T = 1e-3; the second would give T = 1e-6, so the pixel is done
     torch.testing.assert_close(out.rgb[0, 8, 8], torch.tensor([0.999 + 0.001, 0.001, 0.001]), atol=1e-6, rtol=0)
     assert out.alpha[0, 8, 8].item() == pytest.approx(0.999, abs=1e-6)
@@ -166,7 +178,7 @@ def test_tiled_compositing_matches_a_dense_per_pixel_reference():
     viewmats = torch.linalg.inv(c2w)
     Ks = torch.stack([intrinsics(30.0, 18.0, 11.0), intrinsics(26.0, 17.0, 12.5)])
     bg = torch.tensor([0.1, 0.5, 0.9])
-    out = render(**scene, viewmats=viewmats, Ks=Ks, width=37, height=23, background=bg)
+    out = render(Gaussians(**scene), cameras(viewmats, Ks, 37, 23), background=bg)
     rgb, depth, alpha = dense_reference(scene, viewmats, Ks, 37, 23, bg)
     assert alpha.mean() > 0.3 and (alpha > 0.99).any()  # overlaps, some pixels saturate
     torch.testing.assert_close(out.rgb, rgb, atol=1e-4, rtol=0)
@@ -181,7 +193,7 @@ def test_projection_matches_gsplat_pure_torch_projection():
     scene["means"][:20, 2] = -4.0  # some behind the camera
     viewmats = torch.linalg.inv(look_from([0.5, -0.5, -3.0]))[None]
     Ks = intrinsics(40.0, 30.0, 20.0)[None]
-    ours = project(scene["means"], scene["quats"], scene["scales"], scene["opacities"], viewmats, Ks, 60, 40)
+    ours = project(Gaussians(**scene), cameras(viewmats, Ks, 60, 40))
     covars, _ = _quat_scale_to_covar_preci(scene["quats"], scene["scales"], compute_preci=False)
     torch.testing.assert_close(covariance_3d(scene["quats"], scene["scales"]), covars)
     radii, means2d, depths, conics, _ = _fully_fused_projection(scene["means"], covars, viewmats, Ks, 60, 40)
@@ -221,8 +233,7 @@ def test_gradients_match_finite_differences(name, analytic):
               torch.randn(1, 12, 12, generator=gen, dtype=dtype)]
 
     def loss(x):
-        outs = rasterize(**{**scene, name: x}, viewmats=viewmats, Ks=Ks, width=12, height=12,
-                         background=bg, config=cfg)
+        outs = rasterize(Gaussians(**{**scene, name: x}), cameras(viewmats, Ks, 12, 12), background=bg, config=cfg)
         return sum((o * p).sum() for o, p in zip(outs, probes))
 
     x = scene[name].clone().requires_grad_(True)
@@ -269,7 +280,7 @@ def test_hand_written_step_backward_matches_autograd_of_the_reference_step():
 
 def test_gradients_reach_every_gaussian_input_in_float32():
     scene = {k: v.float().requires_grad_(True) for k, v in _tiny_differentiable_scene().items()}
-    out = render(**scene, viewmats=torch.eye(4)[None], Ks=intrinsics(14.0, 6.0, 6.0)[None], width=12, height=12)
+    out = render(Gaussians(**scene), cameras(torch.eye(4)[None], intrinsics(14.0, 6.0, 6.0)[None], 12, 12))
     (out.rgb.sum() + out.depth.sum()).backward()
     for name, t in scene.items():
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0, name
@@ -277,9 +288,8 @@ def test_gradients_reach_every_gaussian_input_in_float32():
 
 def test_empty_scene_renders_the_background_with_zero_alpha():
     bg = torch.tensor([0.3, 0.6, 0.9])
-    out = render(torch.zeros(0, 3), torch.zeros(0, 4), torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, 3),
-                 torch.eye(4)[None].repeat(2, 1, 1), intrinsics(10, 5, 4)[None].repeat(2, 1, 1), 10, 8,
-                 background=bg)
+    out = render(Gaussians.empty(), cameras(torch.eye(4)[None].repeat(2, 1, 1), intrinsics(10, 5, 4)[None].repeat(2, 1, 1),
+                                            10, 8), background=bg)
     assert out.rgb.shape == (2, 8, 10, 3) and out.depth.shape == (2, 8, 10) and out.alpha.shape == (2, 8, 10)
     assert torch.equal(out.rgb, bg.expand(2, 8, 10, 3))
     assert (out.alpha == 0).all() and (out.depth == 0).all()
@@ -288,16 +298,17 @@ def test_empty_scene_renders_the_background_with_zero_alpha():
 @pytest.mark.parametrize("z", [-3.0, 0.0, 0.005, 2e4], ids=["behind", "at-camera", "inside-near", "beyond-far"])
 def test_gaussians_outside_the_depth_range_are_invisible(z):
     means = torch.tensor([[0.0, 0.0, z]], requires_grad=True)
-    out = render(means, identity_quats(1), torch.full((1, 3), 0.5), torch.ones(1), torch.ones(1, 3),
-                 torch.eye(4)[None], intrinsics(20, 8.5, 8.5)[None], 16, 16)
+    out = render(gaussians(means, identity_quats(1), torch.full((1, 3), 0.5), torch.ones(1), torch.ones(1, 3)),
+                 cameras(torch.eye(4)[None], intrinsics(20, 8.5, 8.5)[None], 16, 16))
     assert (out.alpha == 0).all() and (out.rgb == 0).all()
     out.rgb.sum().backward()  # still differentiable, with zero gradient
     assert torch.equal(means.grad, torch.zeros_like(means))
 
 
 def test_off_image_gaussians_are_culled():
-    out = render(torch.tensor([[5.0, 0.0, 3.0]]), identity_quats(1), torch.full((1, 3), 0.05), torch.ones(1),
-                 torch.ones(1, 3), torch.eye(4)[None], intrinsics(20, 8.5, 8.5)[None], 16, 16)
+    out = render(gaussians(torch.tensor([[5.0, 0.0, 3.0]]), identity_quats(1), torch.full((1, 3), 0.05),
+                           torch.ones(1), torch.ones(1, 3)),
+                 cameras(torch.eye(4)[None], intrinsics(20, 8.5, 8.5)[None], 16, 16))
     assert (out.alpha == 0).all()
 
 
@@ -305,9 +316,9 @@ def test_a_batch_of_cameras_equals_rendering_each_camera_alone():
     scene = random_scene(60, seed=3)
     c2w = torch.stack([look_from(p) for p in ([0.0, 0.0, -4.0], [3.0, -1.0, -2.0], [-2.5, 0.5, 2.5])])
     Ks = torch.stack([intrinsics(28.0, 16.0, 12.0)] * 3)
-    together = render(**scene, viewmats=torch.linalg.inv(c2w), Ks=Ks, width=32, height=24)
+    together = render(Gaussians(**scene), cameras(torch.linalg.inv(c2w), Ks, 32, 24))
     for c in range(3):
-        alone = render(**scene, viewmats=torch.linalg.inv(c2w[c:c + 1]), Ks=Ks[c:c + 1], width=32, height=24)
+        alone = render(Gaussians(**scene), cameras(torch.linalg.inv(c2w[c:c + 1]), Ks[c:c + 1], 32, 24))
         torch.testing.assert_close(together.rgb[c], alone.rgb[0])
         torch.testing.assert_close(together.depth[c], alone.depth[0], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(together.rgb[0], together.rgb[1])
@@ -315,10 +326,9 @@ def test_a_batch_of_cameras_equals_rendering_each_camera_alone():
 
 def test_background_is_blended_by_the_remaining_transmittance():
     scene = random_scene(30, seed=4)
-    common = dict(viewmats=torch.linalg.inv(look_from([0.0, 0.0, -4.0]))[None],
-                  Ks=intrinsics(20.0, 12.0, 12.0)[None], width=24, height=24)
-    white = render(**scene, **common, background=torch.ones(3))
-    black = render(**scene, **common)
+    cams = cameras(torch.linalg.inv(look_from([0.0, 0.0, -4.0]))[None], intrinsics(20.0, 12.0, 12.0)[None], 24, 24)
+    white = render(Gaussians(**scene), cams, background=torch.ones(3))
+    black = render(Gaussians(**scene), cams)
     torch.testing.assert_close(white.rgb - black.rgb, (1 - black.alpha)[..., None].expand(-1, -1, -1, 3),
                                atol=1e-6, rtol=0)
     assert (black.alpha == 0).any() and (black.alpha > 0.5).any()
@@ -329,10 +339,9 @@ def test_background_is_blended_by_the_remaining_transmittance():
                          ids=["tile8", "tile4-chunk3", "tiny-memory-budget"])
 def test_result_does_not_depend_on_tiling_chunking_or_memory_budget(cfg):
     scene = random_scene(80, seed=5)
-    common = dict(viewmats=torch.linalg.inv(look_from([0.5, 0.2, -3.5]))[None],
-                  Ks=intrinsics(30.0, 20.0, 15.0)[None], width=40, height=30, background=torch.ones(3))
-    ref = render(**scene, **common)
-    other = render(**scene, **common, raster_config=cfg)
+    cams = cameras(torch.linalg.inv(look_from([0.5, 0.2, -3.5]))[None], intrinsics(30.0, 20.0, 15.0)[None], 40, 30)
+    ref = render(Gaussians(**scene), cams, background=torch.ones(3))
+    other = render(Gaussians(**scene), cams, background=torch.ones(3), raster_config=cfg)
     torch.testing.assert_close(other.rgb, ref.rgb, atol=2e-5, rtol=0)
     torch.testing.assert_close(other.alpha, ref.alpha, atol=2e-5, rtol=0)
 
@@ -359,19 +368,19 @@ def test_normalized_depth_divides_accumulated_depth_by_alpha():
 
 def test_cpu_tensors_never_reach_gsplat():
     scene = random_scene(5)
-    args = dict(**scene, viewmats=torch.eye(4)[None], Ks=intrinsics(10, 5, 5)[None], width=10, height=10)
+    args = (Gaussians(**scene), cameras(torch.eye(4)[None], intrinsics(10, 5, 5)[None], 10, 10))
     with pytest.raises(ValueError, match="CUDA"):
-        render(**args, backend="gsplat")
+        render(*args, backend="gsplat")
     with pytest.raises(ValueError, match="backend"):
-        render(**args, backend="opengl")
-    torch.testing.assert_close(render(**args).rgb, render(**args, backend="torch").rgb)
+        render(*args, backend="opengl")
+    torch.testing.assert_close(render(*args).rgb, render(*args, backend="torch").rgb)
 
 
 def test_bad_shapes_are_rejected_with_the_field_name():
     scene = random_scene(5)
     scene["opacities"] = scene["opacities"][:, None]
     with pytest.raises(ValueError, match="opacities"):
-        render(**scene, viewmats=torch.eye(4)[None], Ks=intrinsics(10, 5, 5)[None], width=10, height=10)
+        render(Gaussians(**scene), cameras(torch.eye(4)[None], intrinsics(10, 5, 5)[None], 10, 10))
 
 
 def test_surface_depth_is_depth_over_alpha_where_something_was_hit_and_nan_elsewhere():

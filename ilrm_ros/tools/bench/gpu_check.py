@@ -165,6 +165,8 @@ def warm_gsplat() -> dict:
         if _C is None:
             result["error"] = "gsplat's CUDA extension did not build (no CUDA toolkit found?)"
             return result
+        from ilrm_ros.core.gaussians import Gaussians
+        from ilrm_ros.geometry.cameras import PinholeCameras
         from ilrm_ros.render import render
 
         n = 2000
@@ -177,7 +179,7 @@ def warm_gsplat() -> dict:
         Ks = torch.tensor([[[200.0, 0, 128], [0, 200.0, 128], [0, 0, 1]]], device="cuda")
         for key in ("first_render_s", "second_render_s"):
             t2 = time.perf_counter()
-            out = render(**scene, viewmats=torch.eye(4, device="cuda")[None], Ks=Ks, width=256, height=256,
+            out = render(Gaussians(**scene), PinholeCameras(torch.eye(4, device="cuda")[None], Ks, 256, 256),
                          backend="gsplat")
             torch.cuda.synchronize()
             result[key] = round(time.perf_counter() - t2, 4)

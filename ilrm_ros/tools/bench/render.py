@@ -40,6 +40,9 @@ from pathlib import Path
 
 import torch
 
+from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.geometry.cameras import PinholeCameras
+
 SCENE_TEXT = ("means uniform in a 60° FOV frustum at 2–6 m (all on screen), per-axis scales U({s0}, {s1}) cm, "
               "random rotations, opacities U({o0}, {o1}), random colours; one camera")
 
@@ -72,13 +75,13 @@ class Case:
 
 
 def make_scene(n: int, resolution: int, device: torch.device, opacity=(0.05, 1.0), scale_cm=(1.0, 5.0),
-               seed: int = 0) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """The benchmark scene (module docstring): Gaussian fields (N, k), viewmats (1, 4, 4), Ks (1, 3, 3)."""
+               seed: int = 0) -> tuple[Gaussians, PinholeCameras]:
+    """The benchmark scene (module docstring): N Gaussians and one camera (viewmats (1, 4, 4), Ks (1, 3, 3))."""
     gen = torch.Generator().manual_seed(seed)
     tan_half = math.tan(math.radians(30.0))
     z = torch.rand(n, generator=gen) * 4.0 + 2.0
     xy = (torch.rand(n, 2, generator=gen) * 2.0 - 1.0) * z[:, None] * tan_half
-    fields = dict(
+    g = Gaussians(
         means=torch.cat([xy, z[:, None]], dim=1),
         quats=torch.nn.functional.normalize(torch.randn(n, 4, generator=gen), dim=-1),
         scales=(torch.rand(n, 3, generator=gen) * (scale_cm[1] - scale_cm[0]) + scale_cm[0]) / 100.0,
@@ -87,7 +90,7 @@ def make_scene(n: int, resolution: int, device: torch.device, opacity=(0.05, 1.0
     )
     focal = resolution / (2.0 * tan_half)
     Ks = torch.tensor([[[focal, 0.0, resolution / 2], [0.0, focal, resolution / 2], [0.0, 0.0, 1.0]]])
-    return ({k: v.to(device) for k, v in fields.items()}, torch.eye(4)[None].to(device), Ks.to(device))
+    return g.to(device), PinholeCameras(torch.eye(4)[None].to(device), Ks.to(device), resolution, resolution)
 
 
 def _proc_status_kb(key: str) -> float | None:
@@ -123,20 +126,19 @@ def run_case(case: Case, repeats: int, opacity, scale_cm, threads: int | None = 
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(case.device)
-    fields, viewmats, Ks = make_scene(case.gaussians, case.resolution, device, opacity, scale_cm)
+    g, cameras = make_scene(case.gaussians, case.resolution, device, opacity, scale_cm)
     backward = case.mode == "forward+backward"
     probe = torch.randn(1, case.resolution, case.resolution, 3, generator=torch.Generator().manual_seed(1)).to(device)
     if backward:
-        fields = {k: v.requires_grad_(True) for k, v in fields.items()}
+        g = g.map(lambda t: t.requires_grad_(True))
 
     def once() -> float:
         with torch.set_grad_enabled(backward):
-            out = render(**fields, viewmats=viewmats, Ks=Ks, width=case.resolution, height=case.resolution,
-                         background=torch.ones(3, device=device), backend=case.backend)
+            out = render(g, cameras, background=torch.ones(3, device=device), backend=case.backend)
             if backward:
                 ((out.rgb * probe).sum() + out.depth.mean()).backward()
-                for v in fields.values():
-                    v.grad = None
+                for t in vars(g).values():
+                    t.grad = None
         return float(out.alpha.detach().mean())
 
     case.threads = torch.get_num_threads()

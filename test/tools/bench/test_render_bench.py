@@ -8,12 +8,13 @@ from ilrm_ros.tools.bench.render import cli_main, make_scene
 
 
 def test_benchmark_scene_is_all_on_screen_at_2_to_6_m():
-    fields, viewmats, Ks = make_scene(2000, 64, torch.device("cpu"))
-    z = fields["means"][:, 2]
+    g, cameras = make_scene(2000, 64, torch.device("cpu"))
+    assert (cameras.width, cameras.height) == (64, 64) and torch.equal(cameras.viewmats, torch.eye(4)[None])
+    z = g.means[:, 2]
     assert z.min() >= 2.0 and z.max() <= 6.0
-    pix = (Ks[0] @ (fields["means"] / z[:, None]).T).T[:, :2]
+    pix = (cameras.Ks[0] @ (g.means / z[:, None]).T).T[:, :2]
     assert pix.min() >= 0 and pix.max() <= 64
-    assert fields["scales"].min() >= 0.01 and fields["scales"].max() <= 0.05
+    assert g.scales.min() >= 0.01 and g.scales.max() <= 0.05
 
 
 def test_in_process_run_writes_a_json_report_and_prints_a_table(tmp_path, capsys):
