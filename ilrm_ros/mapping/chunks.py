@@ -6,10 +6,9 @@ Subscribers rebuild the map from a stream of :class:`ChunkUpdate` (UPSERT the fu
 content of a chunk, DELETE an emptied chunk, CLEAR everything); :class:`MapReplica`
 is the reference implementation of that subscriber.
 
-Row layout of a Gaussian in a chunk (and in ``GaussianChunk.gaussians``): 14 float32 =
-``x y z r g b opacity scale_0 scale_1 scale_2 rot_0 rot_1 rot_2 rot_3`` (activated
-values: RGB in [0, 1], opacity in [0, 1], linear scales in metres, unit quaternion
-w x y z), i.e. 56 bytes per Gaussian.
+A chunk holds Gaussians as rows in the wire layout of ``core/wire.py`` (14 float32, the
+points of ``GaussianChunk.gaussians``); the message budgets used to split chunks come from
+there too.
 """
 from __future__ import annotations
 
@@ -22,24 +21,22 @@ import numpy as np
 import torch
 
 from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.core.wire import (
+    BYTES_PER_GAUSSIAN,
+    COL_COLORS,
+    COL_MEANS,
+    COL_OPACITY,
+    COL_QUATS,
+    COL_SCALES,
+    MAX_MESSAGE_BYTES,
+    MESSAGE_OVERHEAD_BYTES,
+    ROW_FLOATS,
+    row_bounds,
+)
 
 logger = logging.getLogger(__name__)
 
 ChunkKey = tuple[int, int, int]
-
-ROW_FLOATS = 14
-BYTES_PER_GAUSSIAN = 4 * ROW_FLOATS  # 56
-MAX_MESSAGE_BYTES = 1 << 20
-# Budget for everything in a chunk message but the point rows (header, ids, bounds,
-# PointField list); keyframe ids are added on top, 8 bytes each.
-MESSAGE_OVERHEAD_BYTES = 4096
-
-# Column slices of the row layout.
-COL_MEANS = slice(0, 3)
-COL_COLORS = slice(3, 6)
-COL_OPACITY = 6
-COL_SCALES = slice(7, 10)
-COL_QUATS = slice(10, 14)
 
 
 class UpdateAction(IntEnum):
@@ -232,9 +229,7 @@ def split_for_transport(chunk: ChunkUpdate, max_bytes: int = MAX_MESSAGE_BYTES,
     parts = []
     for p in range(num_parts):
         rows = chunk.rows[p * per_part:(p + 1) * per_part]
-        means = rows[:, COL_MEANS]
-        lo = tuple(float(x) for x in means.min(0)) if len(rows) else (0.0, 0.0, 0.0)
-        hi = tuple(float(x) for x in means.max(0)) if len(rows) else (0.0, 0.0, 0.0)
+        lo, hi = row_bounds(rows) if len(rows) else ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
         parts.append(replace(chunk, rows=rows, part=p, num_parts=num_parts, bounds_min=lo, bounds_max=hi))
     return parts
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ilrm_ros.mapping.chunks import COL_MEANS, COL_OPACITY, COL_SCALES, ROW_FLOATS
+from ilrm_ros.core.wire import COL_MEANS, COL_OPACITY, COL_SCALES, ROW_FLOATS
 
 
 @dataclass

@@ -22,10 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ilrm_ros.core.wire import COL_MEANS, COL_SCALES, ROW_FLOATS
 from ilrm_ros.mapping.chunks import (
-    COL_MEANS,
-    COL_SCALES,
-    ROW_FLOATS,
     Chunk,
     ChunkKey,
     ChunkUpdate,

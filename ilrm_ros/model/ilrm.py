@@ -45,7 +45,7 @@ from ilrm_ros.model.layers import ATTENTION_BACKENDS, QK_NORM_EPS, Patchify, Pro
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ILRMConfig", "ILRM", "load_model_config", "config_dir", "activate_gaussians", "SH_C0"]
+__all__ = ["ILRMConfig", "ILRM", "load_model_config", "config_dir", "activate_offsets", "activate_gaussians", "SH_C0"]
 
 #: Degree-0 real spherical harmonic, 1 / (2 sqrt(pi)).
 SH_C0 = 0.28209479177387814
@@ -183,6 +183,11 @@ def load_model_config(name_or_path: str | Path) -> ILRMConfig:
     return ILRMConfig.from_dict(data)
 
 
+def activate_offsets(raw_offsets: torch.Tensor) -> torch.Tensor:
+    """Raw offset outputs ``(..., 2)`` -> pixel offsets ``(..., 2)`` in viewpoint-grid pixels, in (-0.5, 0.5)."""
+    return torch.sigmoid(raw_offsets) - 0.5
+
+
 def activate_gaussians(
     raw: torch.Tensor,
     origins: torch.Tensor,
@@ -202,7 +207,7 @@ def activate_gaussians(
     i = 0
     offset = None
     if cfg.predict_offset:
-        offset = torch.sigmoid(raw[..., 0:2]) - 0.5
+        offset = activate_offsets(raw[..., 0:2])
         i = 2
     xyz, rgb, scale, rot, opa = raw[..., i : i + 3], raw[..., i + 3 : i + 6], raw[..., i + 6 : i + 9], raw[..., i + 9 : i + 13], raw[..., i + 13]
     distance = torch.sigmoid(xyz.mean(dim=-1, keepdim=True)) * cfg.max_depth
@@ -343,7 +348,7 @@ class ILRM(nn.Module):
             directions = d_vp
             if cfg.predict_offset:
                 # Re-aim each Gaussian's ray through its offset pixel on the viewpoint grid.
-                offset = torch.sigmoid(raw[..., 0:2]) - 0.5  # (B, V, h, w, 2) grid pixels
+                offset = activate_offsets(raw[..., 0:2])  # (B, V, h, w, 2) grid pixels
                 uv = pixel_centers(H, W, f, device=raw.device, dtype=gdtype) + offset * f  # full-res pixels
                 directions = rays_through_pixels(c2w, K, uv.reshape(b, v, h * w, 2)).reshape(b, v, h, w, 3)
             base_rgb = None

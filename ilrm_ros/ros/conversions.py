@@ -1,68 +1,44 @@
-"""Gaussians and map chunks <-> ROS messages. Pure translation, no state.
+"""Gaussians, map chunks and map info <-> rclpy messages. Pure translation, no state.
 
-The Gaussian point layout (also documented in msg/GaussianChunk.msg) is 14 little-endian
-float32 per point: x y z r g b opacity scale_0 scale_1 scale_2 rot_0 rot_1 rot_2 rot_3,
-activated values (linear scales in metres, opacity in [0, 1], unit quaternion w x y z).
-rviz shows such a cloud with the "RGBF32" colour transformer (float r, g, b fields).
+The Gaussian wire format (fields, point step, budgets) and the one chunk/cloud builder
+live in ``core/wire.py``; this module binds them to rclpy's generated classes
+(:data:`RCLPY_TYPES`). rviz shows a Gaussian cloud with the "RGBF32" colour transformer
+(float r, g, b fields).
 """
 from __future__ import annotations
 
 import array
-import functools
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from geometry_msgs.msg import Point
 from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from ilrm_ros.core.wire import GAUSSIAN_FIELDS, MessageTypes, chunk_message, cloud_message
 from ilrm_ros.msg import GaussianChunk, MapInfo
 
-GAUSSIAN_FIELDS: tuple[str, ...] = (
-    "x", "y", "z", "r", "g", "b", "opacity",
-    "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3",
-)
-POINT_STEP = 4 * len(GAUSSIAN_FIELDS)  # 56 bytes
-MAX_MESSAGE_BYTES = 1 << 20
-# Everything in a GaussianChunk but the point data (header, ids, bounds, field list,
-# keyframe ids) stays far below this; chunk splitting budgets with it.
-CHUNK_OVERHEAD_BYTES = 4096
+if TYPE_CHECKING:  # torch and the model stay out of light users (the player, the tests' peers)
+    from ilrm_ros.mapping.chunks import ChunkUpdate
+    from ilrm_ros.mapping.mapper import WindowResult
 
 
-def max_gaussians_per_message(max_bytes: int = MAX_MESSAGE_BYTES, overhead: int = CHUNK_OVERHEAD_BYTES) -> int:
-    """How many Gaussians fit in one GaussianChunk of at most ``max_bytes``."""
-    return (max_bytes - overhead) // POINT_STEP
-
-
-@functools.lru_cache(maxsize=1)
-def _fields() -> tuple[PointField, ...]:
-    """The 14 PointFields, built once and shared by every cloud (messages only read them)."""
-    return tuple(PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-                 for i, n in enumerate(GAUSSIAN_FIELDS))
-
-
-def _fill_cloud(msg: PointCloud2, points: np.ndarray, header: Header) -> PointCloud2:
-    """Fill ``msg`` with (M, 14) Gaussian rows (height 1, dense, little-endian); one copy."""
-    points = np.ascontiguousarray(points, dtype="<f4")
-    if points.ndim != 2 or points.shape[1] != len(GAUSSIAN_FIELDS):
-        raise ValueError(f"expected (M, {len(GAUSSIAN_FIELDS)}) Gaussian rows, got {points.shape}")
-    msg.header = header
-    msg.height = 1
-    msg.width = int(points.shape[0])
-    msg.fields = list(_fields())
-    msg.is_bigendian = False
-    msg.point_step = POINT_STEP
-    msg.row_step = POINT_STEP * msg.width
-    msg.is_dense = True
+def _byte_array(packed: np.ndarray) -> array.array:
+    """Packed rows -> ``array('B')``, the fast path of rclpy's ``uint8[]`` setter; one copy."""
     data = array.array("B")
-    if points.size:
-        data.frombytes(memoryview(points).cast("B"))  # array.array is the fast path of the generated setter
-    msg.data = data
-    return msg
+    if packed.size:
+        data.frombytes(memoryview(packed).cast("B"))
+    return data
+
+
+RCLPY_TYPES = MessageTypes(chunk=GaussianChunk, cloud=PointCloud2, field=PointField, point=Point,
+                           byte_array=_byte_array, uint64_array=lambda ids: array.array("Q", ids))
+"""rclpy's classes for :func:`ilrm_ros.core.wire.chunk_message` / ``cloud_message``."""
 
 
 def array_to_cloud(points: np.ndarray, header: Header) -> PointCloud2:
     """(M, 14) float32 Gaussian rows -> PointCloud2 (height 1, dense, little-endian)."""
-    return _fill_cloud(PointCloud2(), points, header)
+    return cloud_message(RCLPY_TYPES, points, header)
 
 
 def cloud_to_array(cloud: PointCloud2) -> np.ndarray:
@@ -84,64 +60,12 @@ def cloud_to_array(cloud: PointCloud2) -> np.ndarray:
         np.zeros((0, len(GAUSSIAN_FIELDS)), np.float32)
 
 
-def make_chunk_msg(*, header: Header, map_id: str, chunk_key: Sequence[int], chunk_size: float, action: int,
-                   revision: int, points: np.ndarray | None, part: int = 0, num_parts: int = 1,
-                   window_id: int = 0, keyframe_ids: Iterable[int] = (),
-                   bounds: tuple[Sequence[float], Sequence[float]] | None = None) -> GaussianChunk:
-    """One GaussianChunk. ``points`` (M, 14) float32 for UPSERT; None/empty for DELETE and CLEAR.
-
-    bounds: (min xyz, max xyz) of the points' means when the caller has them already;
-    computed from ``points`` otherwise.
-    """
-    msg = GaussianChunk()
-    msg.header = header
-    msg.map_id = map_id
-    msg.chunk_key = np.asarray(chunk_key, dtype=np.int32).reshape(3)
-    msg.chunk_size = float(chunk_size)
-    msg.action = int(action)
-    msg.revision = int(revision)
-    msg.part = int(part)
-    msg.num_parts = int(num_parts)
-    msg.window_id = int(window_id)
-    msg.keyframe_ids = [int(k) for k in keyframe_ids]
-    pts = np.zeros((0, len(GAUSSIAN_FIELDS)), np.float32) if points is None else points
-    if len(pts):
-        lo, hi = bounds if bounds is not None else (pts[:, :3].min(axis=0), pts[:, :3].max(axis=0))
-        b0, b1 = msg.bounds_min, msg.bounds_max
-        b0.x, b0.y, b0.z = float(lo[0]), float(lo[1]), float(lo[2])
-        b1.x, b1.y, b1.z = float(hi[0]), float(hi[1]), float(hi[2])
-    _fill_cloud(msg.gaussians, pts, header)
-    return msg
+def update_to_msg(u: ChunkUpdate, header: Header) -> GaussianChunk:
+    """One transport part (``MapUpdate.transport_parts()``) -> GaussianChunk."""
+    return chunk_message(RCLPY_TYPES, u, header)
 
 
-def make_map_info(*, header: Header, map_id: str, stats: dict, model_id: str, checkpoint_id: str, device: str,
-                  last_model_latency_s: float, last_window_latency_s: float, frames_dropped: int) -> MapInfo:
-    """MapInfo from the map's stats dict (num_gaussians, num_chunks, num_keyframes, num_windows,
-    revision, memory_bytes, max_gaussians)."""
-    msg = MapInfo()
-    msg.header = header
-    msg.map_id = map_id
-    for name in ("num_gaussians", "num_chunks", "num_keyframes", "num_windows", "revision", "memory_bytes",
-                 "max_gaussians"):
-        setattr(msg, name, int(stats.get(name, 0)))
-    msg.model_id = model_id
-    msg.checkpoint_id = checkpoint_id
-    msg.device = device
-    msg.last_model_latency_s = float(last_model_latency_s)
-    msg.last_window_latency_s = float(last_window_latency_s)
-    msg.frames_dropped = int(frames_dropped)
-    return msg
-
-
-def update_to_msg(u, header: Header) -> GaussianChunk:
-    """mapping.chunks.ChunkUpdate (one transport part) -> GaussianChunk."""
-    return make_chunk_msg(header=header, map_id=u.map_id, chunk_key=u.key, chunk_size=u.chunk_size,
-                          action=int(u.action), revision=u.revision, points=u.rows if len(u.rows) else None,
-                          part=u.part, num_parts=u.num_parts, window_id=u.window_id, keyframe_ids=u.keyframe_ids,
-                          bounds=(u.bounds_min, u.bounds_max) if u.has_bounds() else None)
-
-
-def msg_to_update(msg: GaussianChunk):
+def msg_to_update(msg: GaussianChunk) -> ChunkUpdate:
     """GaussianChunk -> mapping.chunks.ChunkUpdate (what a subscriber applies to a MapReplica)."""
     from ilrm_ros.mapping.chunks import ChunkUpdate, UpdateAction
 
@@ -151,6 +75,25 @@ def msg_to_update(msg: GaussianChunk):
                        float(msg.chunk_size), int(msg.revision), rows=rows, part=int(msg.part),
                        num_parts=int(msg.num_parts), bounds_min=(b0.x, b0.y, b0.z), bounds_max=(b1.x, b1.y, b1.z),
                        window_id=int(msg.window_id), keyframe_ids=tuple(int(k) for k in msg.keyframe_ids))
+
+
+def make_map_info(header: Header, map_id: str, stats: dict, model_id: str, checkpoint_id: str, device: str,
+                  last: WindowResult | None, frames_dropped: int) -> MapInfo:
+    """MapInfo from the map's stats dict (num_gaussians, num_chunks, num_keyframes, num_windows,
+    revision, memory_bytes, max_gaussians) and the latencies of the last window (0 before any)."""
+    msg = MapInfo()
+    msg.header = header
+    msg.map_id = map_id
+    for name in ("num_gaussians", "num_chunks", "num_keyframes", "num_windows", "revision", "memory_bytes",
+                 "max_gaussians"):
+        setattr(msg, name, int(stats.get(name, 0)))
+    msg.model_id = model_id
+    msg.checkpoint_id = checkpoint_id
+    msg.device = device
+    msg.last_model_latency_s = float(last.timings["model_s"]) if last else 0.0
+    msg.last_window_latency_s = float(last.timings.get("end_to_end_s", 0.0)) if last else 0.0
+    msg.frames_dropped = int(frames_dropped)
+    return msg
 
 
 def camera_info_msg(K: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:

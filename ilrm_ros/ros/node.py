@@ -307,13 +307,9 @@ class MappingNode(Node):
     def _publish_info(self) -> None:
         header = Header(frame_id=self.map_frame)
         header.stamp = self.get_clock().now().to_msg()
-        res = self._last_result
-        drops = self.counters.total("dropped_")
         self.pub_info.publish(make_map_info(
-            header=header, map_id=self.mapper.map.map_id, stats=self.mapper.stats(), model_id=self.mapper.model_id,
-            checkpoint_id=self.mapper.model_id, device=str(self.mapper.device),
-            last_model_latency_s=res.timings["model_s"] if res else 0.0,
-            last_window_latency_s=res.timings.get("end_to_end_s", 0.0) if res else 0.0, frames_dropped=drops))
+            header, self.mapper.map.map_id, self.mapper.stats(), self.mapper.model_id, self.mapper.model_id,
+            str(self.mapper.device), self._last_result, self.counters.total("dropped_")))
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:

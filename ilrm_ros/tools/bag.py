@@ -22,10 +22,12 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ilrm_ros.core.progress import track
+from ilrm_ros.core.wire import MessageTypes, chunk_message, cloud_message
 from ilrm_ros.mapping.config import MappingConfig, load_mapping_config
 from ilrm_ros.mapping.occupancy_score import find_scene_truth
 from ilrm_ros.model.loading import CheckpointError
@@ -59,6 +61,15 @@ def _msg_definition(name: str) -> str:
     return path.read_text()
 
 
+def rosbags_message_types(ts: Any) -> MessageTypes:
+    """The wire builders' classes from a rosbags typestore that has ``GaussianChunk`` registered."""
+    T = ts.types
+    return MessageTypes(chunk=T["ilrm_ros/msg/GaussianChunk"], cloud=T["sensor_msgs/msg/PointCloud2"],
+                        field=T["sensor_msgs/msg/PointField"], point=T["geometry_msgs/msg/Point"],
+                        byte_array=lambda packed: packed.view(np.uint8).reshape(-1),
+                        uint64_array=lambda ids: np.asarray(ids, np.uint64))
+
+
 class OutputBag:
     """An mcap bag of what the node would publish (rosbags writer, our types registered)."""
 
@@ -72,6 +83,7 @@ class OutputBag:
             types.update(get_types_from_msg(_msg_definition(name), f"ilrm_ros/msg/{name}"))
         self.ts.register(types)
         self.T = self.ts.types
+        self.types = rosbags_message_types(self.ts)
         self.map_frame = map_frame
         self.writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
         self.writer.open()
@@ -87,33 +99,12 @@ class OutputBag:
         return self.T["std_msgs/msg/Header"](stamp=self.T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec),
                                              frame_id=frame_id)
 
-    def _cloud(self, rows: np.ndarray, header):
-        from ilrm_ros.mapping.chunks import ROW_FLOATS
-
-        names = ("x", "y", "z", "r", "g", "b", "opacity", "scale_0", "scale_1", "scale_2",
-                 "rot_0", "rot_1", "rot_2", "rot_3")
-        assert len(names) == ROW_FLOATS
-        PF = self.T["sensor_msgs/msg/PointField"]
-        fields = [PF(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate(names)]
-        data = np.ascontiguousarray(rows, dtype="<f4").view(np.uint8).reshape(-1)
-        return self.T["sensor_msgs/msg/PointCloud2"](header=header, height=1, width=len(rows), fields=fields,
-                                                     is_bigendian=False, point_step=56, row_step=56 * len(rows),
-                                                     data=data, is_dense=True)
-
     def write(self, topic: str, msgtype: str, msg, stamp_ns: int) -> None:
         self.writer.write(self._conn(topic, msgtype), int(stamp_ns), self.ts.serialize_cdr(msg, msgtype))
 
     def write_update(self, update, stamp_ns: int) -> None:
-        Point = self.T["geometry_msgs/msg/Point"]
         for u in update.transport_parts():
-            header = self._header(stamp_ns, self.map_frame)
-            msg = self.T["ilrm_ros/msg/GaussianChunk"](
-                header=header, map_id=u.map_id, chunk_key=np.asarray(u.key, np.int32), chunk_size=u.chunk_size,
-                action=int(u.action), revision=int(u.revision), part=int(u.part), num_parts=int(u.num_parts),
-                bounds_min=Point(x=u.bounds_min[0], y=u.bounds_min[1], z=u.bounds_min[2]),
-                bounds_max=Point(x=u.bounds_max[0], y=u.bounds_max[1], z=u.bounds_max[2]),
-                window_id=int(u.window_id), keyframe_ids=np.asarray(u.keyframe_ids, np.uint64),
-                gaussians=self._cloud(u.rows, header))
+            msg = chunk_message(self.types, u, self._header(stamp_ns, self.map_frame))
             self.write("/ilrm_mapping/chunks", "ilrm_ros/msg/GaussianChunk", msg, stamp_ns)
 
     def write_image(self, topic: str, rgb: np.ndarray, stamp_ns: int, frame_id: str) -> None:
@@ -125,7 +116,7 @@ class OutputBag:
 
     def write_map(self, rows: np.ndarray, stamp_ns: int) -> None:
         self.write("/ilrm_mapping/map", "sensor_msgs/msg/PointCloud2",
-                   self._cloud(rows, self._header(stamp_ns, self.map_frame)), stamp_ns)
+                   cloud_message(self.types, rows, self._header(stamp_ns, self.map_frame)), stamp_ns)
 
     def write_grid(self, grid2d, z: float, stamp_ns: int) -> None:
         """The occupancy grid as the node publishes it on ~/occupancy/grid (nav_msgs/OccupancyGrid)."""

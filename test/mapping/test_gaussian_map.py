@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from ilrm_ros.core.wire import COL_MEANS
 from ilrm_ros.mapping.chunks import (
-    COL_MEANS,
     ChunkUpdate,
     MapReplica,
     UpdateAction,

@@ -12,8 +12,9 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from ilrm_ros.mapping.chunks import ChunkUpdate, UpdateAction  # noqa: E402
 from ilrm_ros.msg import GaussianChunk  # noqa: E402
-from ilrm_ros.ros.conversions import make_chunk_msg  # noqa: E402
+from ilrm_ros.ros.conversions import update_to_msg  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -42,9 +43,9 @@ def test_chunk_published_in_one_process_arrives_intact_in_another(tmp_path: Path
         for i, pts in enumerate(sent):
             header = Header(frame_id="map")
             header.stamp.sec = 100 + i
-            pub.publish(make_chunk_msg(header=header, map_id="session-a", chunk_key=(-3, 0, 7), chunk_size=2.0,
-                                       action=GaussianChunk.UPSERT, revision=41 + i, points=pts, part=i,
-                                       num_parts=2, window_id=9, keyframe_ids=[4, 5, 6, 7]))
+            pub.publish(update_to_msg(ChunkUpdate(UpdateAction.UPSERT, "session-a", (-3, 0, 7), 2.0, 41 + i,
+                                                  rows=pts, part=i, num_parts=2, window_id=9,
+                                                  keyframe_ids=(4, 5, 6, 7)), header))
         assert peer.wait(timeout=60) == 0
     finally:
         if peer.poll() is None:

@@ -7,9 +7,10 @@ from rclpy.serialization import deserialize_message, serialize_message  # noqa: 
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
+from ilrm_ros.core.wire import GAUSSIAN_FIELDS, MAX_MESSAGE_BYTES, max_gaussians_per_message  # noqa: E402
+from ilrm_ros.mapping.chunks import ChunkUpdate, UpdateAction  # noqa: E402
 from ilrm_ros.msg import GaussianChunk  # noqa: E402
-from ilrm_ros.ros.conversions import (GAUSSIAN_FIELDS, MAX_MESSAGE_BYTES, array_to_cloud,  # noqa: E402
-                                      cloud_to_array, make_chunk_msg, max_gaussians_per_message)
+from ilrm_ros.ros.conversions import array_to_cloud, cloud_to_array, msg_to_update, update_to_msg  # noqa: E402
 
 
 def _rows(n: int) -> np.ndarray:
@@ -47,15 +48,48 @@ def test_cloud_without_gaussian_fields_is_rejected_clearly():
 
 def test_fullest_chunk_message_stays_within_one_mebibyte():
     n = max_gaussians_per_message()
-    msg = make_chunk_msg(header=Header(frame_id="map"), map_id="m" * 64, chunk_key=(1, 2, 3), chunk_size=2.0,
-                         action=GaussianChunk.UPSERT, revision=1, points=_rows(n), keyframe_ids=range(64))
-    size = len(serialize_message(msg))
+    u = ChunkUpdate(UpdateAction.UPSERT, "m" * 64, (1, 2, 3), 2.0, 1, rows=_rows(n), keyframe_ids=tuple(range(64)))
+    size = len(serialize_message(update_to_msg(u, Header(frame_id="map"))))
     assert size <= MAX_MESSAGE_BYTES
     assert size > 0.99 * MAX_MESSAGE_BYTES - 4096, "the per-message budget wastes space"
 
 
 def test_delete_and_clear_chunks_carry_no_points():
-    for action in (GaussianChunk.DELETE, GaussianChunk.CLEAR):
-        msg = make_chunk_msg(header=Header(frame_id="map"), map_id="a", chunk_key=(0, 0, 0), chunk_size=1.0,
-                             action=action, revision=3, points=None)
-        assert msg.gaussians.width == 0 and len(msg.gaussians.data) == 0
+    for action in (UpdateAction.DELETE, UpdateAction.CLEAR):
+        msg = update_to_msg(ChunkUpdate(action, "a", (0, 0, 0), 1.0, 3), Header(frame_id="map"))
+        assert msg.action == int(action) and msg.gaussians.width == 0 and len(msg.gaussians.data) == 0
+
+
+def test_a_chunk_round_trips_with_every_field_and_bounds_computed_when_unset():
+    u = ChunkUpdate(UpdateAction.UPSERT, "session", (-3, 0, 7), 2.0, 41, rows=_rows(50), part=1, num_parts=2,
+                    window_id=9, keyframe_ids=(4, 5, 6, 7))
+    back = msg_to_update(deserialize_message(serialize_message(update_to_msg(u, Header(frame_id="map"))),
+                                             GaussianChunk))
+    np.testing.assert_array_equal(back.rows, u.rows)
+    assert (back.map_id, back.key, back.chunk_size, back.revision) == ("session", (-3, 0, 7), 2.0, 41)
+    assert (back.part, back.num_parts, back.window_id, back.keyframe_ids) == (1, 2, 9, (4, 5, 6, 7))
+    np.testing.assert_allclose(back.bounds_min, u.rows[:, :3].min(0), rtol=1e-6)
+    np.testing.assert_allclose(back.bounds_max, u.rows[:, :3].max(0), rtol=1e-6)
+
+
+def test_the_bag_tool_and_the_node_write_the_same_chunk_messages():
+    """One builder (core/wire.py), two bindings: what the bag tool writes reads back in rclpy as
+    exactly the node's message for the same part."""
+    pytest.importorskip("rosbags")
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from ilrm_ros.core.wire import chunk_message
+    from ilrm_ros.tools.bag import _msg_definition, rosbags_message_types
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    ts.register(get_types_from_msg(_msg_definition("GaussianChunk"), "ilrm_ros/msg/GaussianChunk"))
+    T = ts.types
+    bag_header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=12, nanosec=345), frame_id="map")
+    for u in (ChunkUpdate(UpdateAction.UPSERT, "s", (1, -2, 3), 0.5, 7, rows=_rows(20), window_id=3,
+                          keyframe_ids=(1, 2)),
+              ChunkUpdate(UpdateAction.DELETE, "s", (0, 0, 1), 0.5, 8)):
+        header = Header(frame_id="map")
+        header.stamp.sec, header.stamp.nanosec = 12, 345
+        bag_bytes = ts.serialize_cdr(chunk_message(rosbags_message_types(ts), u, bag_header),
+                                     "ilrm_ros/msg/GaussianChunk")
+        assert deserialize_message(bytes(bag_bytes), GaussianChunk) == update_to_msg(u, header)

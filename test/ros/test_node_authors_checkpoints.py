@@ -23,7 +23,7 @@ from ilrm_ros.mapping.config import default_params_file  # noqa: E402
 from ilrm_ros.mapping.chunks import MapReplica  # noqa: E402
 from ilrm_ros.msg import GaussianChunk  # noqa: E402
 from ilrm_ros.ros.conversions import msg_to_update  # noqa: E402
-from ilrm_ros.ros.node import CHUNK_QOS  # noqa: E402
+from ilrm_ros.ros.qos import CHUNK_QOS  # noqa: E402
 from ilrm_ros.ros.player import SequencePlayer  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

@@ -29,7 +29,8 @@ from ilrm_ros.model.checkpoint import save_checkpoint  # noqa: E402
 from ilrm_ros.model.ilrm import ILRM, load_model_config  # noqa: E402
 from ilrm_ros.msg import GaussianChunk, MapInfo  # noqa: E402
 from ilrm_ros.ros.conversions import cloud_to_array, msg_to_update  # noqa: E402
-from ilrm_ros.ros.node import CHUNK_QOS, MappingNode  # noqa: E402
+from ilrm_ros.ros.node import MappingNode  # noqa: E402
+from ilrm_ros.ros.qos import CHUNK_QOS  # noqa: E402
 from ilrm_ros.ros.conversions import camera_info_msg  # noqa: E402
 from ilrm_ros.ros.player import CAMERA_FRAME, SequencePlayer, matrix_to_transform  # noqa: E402
 from ilrm_ros.srv import LoadMap, RenderView, SaveMap  # noqa: E402
