@@ -19,15 +19,17 @@ import json
 import logging
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ilrm_ros.core.progress import track
 from ilrm_ros.train.dataset import SceneData, eval_window_indices, load_scenes, normalize_context_and_targets
 from ilrm_ros.train.metrics import load_lpips, psnr, ssim
-from ilrm_ros.train.train import pick_device, render_targets
+from ilrm_ros.train.step import pick_device, render_targets
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +82,30 @@ def resize_views(images: torch.Tensor, K: torch.Tensor, size: tuple[int, int]) -
     return out.clamp(0, 1), K
 
 
-@torch.no_grad()
-def evaluate_scene(model, scene: SceneData, views: int, targets: int, span: Optional[int],
-                   background: torch.Tensor, device: torch.device,
-                   lpips_fn: Optional[Callable] = None, model_size: Optional[tuple[int, int]] = None) -> dict:
-    """Scores of the model and both baselines on one scene's deterministic window.
+@dataclass(frozen=True)
+class EvalSettings:
+    """What every scene of one evaluation shares."""
 
-    ``model_size`` = (h, w) runs the model on context views resized to that size; the
-    targets are always rendered and scored at the scene's own resolution.
-    """
-    ctx, tgt = eval_window_indices(len(scene), views, targets, span)
+    views: int
+    """Context views V."""
+    targets: int = 2
+    """Held-out target views per scene."""
+    span: Optional[int] = None
+    """Window: the first ``span`` frames of each scene (None = all)."""
+    background: Sequence[float] = (1.0, 1.0, 1.0)
+    """Render background, RGB."""
+    model_size: Optional[tuple[int, int]] = None
+    """(h, w): run the model on context views resized to that size; the targets are always
+    rendered and scored at the scene's own resolution. None: the scene's size."""
+
+
+@torch.no_grad()
+def evaluate_scene(model, scene: SceneData, settings: EvalSettings, device: torch.device,
+                   lpips_fn: Optional[Callable] = None) -> dict:
+    """Scores of the model and both baselines on one scene's deterministic window."""
+    background = torch.tensor(list(settings.background), dtype=torch.float32)
+    model_size = settings.model_size
+    ctx, tgt = eval_window_indices(len(scene), settings.views, settings.targets, settings.span)
     ci, ti = torch.tensor(ctx), torch.tensor(tgt)
     imgs = scene.images.permute(0, 3, 1, 2).float() / 255.0  # (N, 3, H, W)
     ctx_img, tgt_img = imgs[ci], imgs[ti]
@@ -118,20 +134,19 @@ def aggregate(rows: Sequence[dict]) -> dict:
     return out
 
 
-def evaluate(model, scenes: Sequence[SceneData], views: int, targets: int = 2, span: Optional[int] = None,
-             background: Sequence[float] = (1.0, 1.0, 1.0), device: str | torch.device = "cpu",
-             lpips_fn: Optional[Callable] = None, model_size: Optional[tuple[int, int]] = None) -> dict:
+def evaluate(model, scenes: Sequence[SceneData], settings: EvalSettings, device: str | torch.device = "cpu",
+             lpips_fn: Optional[Callable] = None) -> dict:
     """Evaluate on every scene with enough frames; returns the JSON-ready report."""
     device = torch.device(device)
-    bg = torch.tensor(list(background), dtype=torch.float32)
     model.eval()
     rows = []
-    for s in scenes:
-        n = len(s) if span is None else min(span, len(s))
+    views, targets = settings.views, settings.targets
+    for s in track(scenes, "eval", unit="scene", logger=log):
+        n = len(s) if settings.span is None else min(settings.span, len(s))
         if n < views + targets:
             log.warning("skipping %s: %d frames < %d views + %d targets", s.name, n, views, targets)
             continue
-        rows.append(evaluate_scene(model, s, views, targets, span, bg, device, lpips_fn, model_size))
+        rows.append(evaluate_scene(model, s, settings, device, lpips_fn))
     report = aggregate(rows)
     report["views"] = views
     report["per_scene"] = rows
@@ -182,8 +197,9 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
         return 2
     model = model.float().to(device)
     scenes = load_scenes(args.data, size=tuple(args.size) if args.size else None, max_scenes=args.max_scenes)
-    report = evaluate(model, scenes, args.views, args.targets, args.span or None, args.background, device,
-                      load_lpips(device), tuple(args.model_size) if args.model_size else None)
+    settings = EvalSettings(args.views, args.targets, args.span or None, tuple(args.background),
+                            tuple(args.model_size) if args.model_size else None)
+    report = evaluate(model, scenes, settings, device, load_lpips(device))
     print(format_table(report))
     if not report["per_scene"]:
         print("no scene had enough frames", file=sys.stderr)

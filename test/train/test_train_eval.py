@@ -4,12 +4,15 @@ Data come from `ilrm-ros data synth` (3 short sequences at 32x32, generated once
 """
 import csv
 import json
+import logging
 
 import pytest
 import torch
 
 from ilrm_ros.data import synth
-from ilrm_ros.train.train import latest_checkpoint, load_train_config, resume_config, train
+from ilrm_ros.train.run_state import latest_checkpoint, resume_config
+from ilrm_ros.train.train import train
+from ilrm_ros.train.train_config import load_train_config
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +27,13 @@ def _cfg(tmp_path, data, **kw):
     base = {"data": str(data), "out": str(tmp_path / "run"), "log_every": 1, "threads": 1}
     base.update(kw)
     return load_train_config("tiny_test", base)
+
+
+def _progress_lines(caplog, tool: str) -> list[str]:
+    """The headless progress lines of ``tool`` (pytest's stderr is no terminal), all INFO."""
+    records = [r for r in caplog.records if r.getMessage().startswith(f"{tool}: ")]
+    assert {r.levelno for r in records} == {logging.INFO}
+    return [r.getMessage() for r in records]
 
 
 def _losses(run_dir):
@@ -68,13 +78,16 @@ def test_resume_continues_at_the_saved_step_and_matches_an_uninterrupted_run(tmp
     assert got["optimizer"]["state"][0]["step"] == ref["optimizer"]["state"][0]["step"]
 
 
-def test_resume_without_checkpoint_starts_from_scratch(tmp_path, tiny_data):
+def test_resume_without_checkpoint_starts_from_scratch_and_reports_progress(tmp_path, tiny_data, caplog):
+    caplog.set_level(logging.INFO, logger="ilrm_ros.train.train")
     cfg = _cfg(tmp_path, tiny_data, steps=2, ckpt_every=2)
     summary = train(cfg, resume=True)
     assert summary["start_step"] == 0 and summary["step"] == 2
+    assert _progress_lines(caplog, "train")[-1].startswith("train: done, 2/2 step in ")
 
 
-def test_eval_cli_writes_the_report_schema(tmp_path, tiny_data):
+def test_eval_cli_writes_the_report_schema(tmp_path, tiny_data, caplog):
+    caplog.set_level(logging.INFO, logger="ilrm_ros.train.evaluate")
     from ilrm_ros.model.checkpoint import save_checkpoint
     from ilrm_ros.model.ilrm import ILRM, load_model_config
     from ilrm_ros.train.evaluate import cli_main
@@ -84,6 +97,7 @@ def test_eval_cli_writes_the_report_schema(tmp_path, tiny_data):
     rc = cli_main(["--checkpoint", str(ckpt), "--data", str(tiny_data), "--views", "2", "--targets", "2",
                    "--max-scenes", "2", "--json", str(out), "--device", "cpu"])
     assert rc == 0
+    assert _progress_lines(caplog, "eval")[-1].startswith("eval: done, 2/2 scene in ")
     rep = json.loads(out.read_text())
     assert set(rep) == {"model", "nearest_view", "mean_color", "views", "per_scene"}
     assert rep["views"] == 2 and len(rep["per_scene"]) == 2
@@ -118,7 +132,7 @@ def test_eval_takes_the_authors_layouts_and_feeds_the_model_its_own_pose_normali
 def test_export_writes_a_loadable_fp16_checkpoint_with_metadata(tmp_path):
     from ilrm_ros.model.checkpoint import load_checkpoint, save_checkpoint
     from ilrm_ros.model.ilrm import ILRM, load_model_config
-    from ilrm_ros.train.train import export_model
+    from ilrm_ros.train.run_state import export_model
 
     model = ILRM(load_model_config("tiny"))
     src = save_checkpoint(tmp_path / "src.pt", model, {"step": 7, "data_seed": 3})

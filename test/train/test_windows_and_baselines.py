@@ -8,7 +8,7 @@ import torch
 from ilrm_ros.train.dataset import (eval_window_indices, make_batch, normalize_context_and_targets,
                                     resize_scene, sample_window_indices, SceneData)
 from ilrm_ros.train.evaluate import aggregate, mean_color_prediction, nearest_view_indices
-from ilrm_ros.train.train import lr_factor
+from ilrm_ros.train.step import lr_factor
 
 
 def _pose(center, yaw_deg=0.0):
