@@ -1,4 +1,5 @@
-"""scripts/gpu_check.sh (the prepared GPU check) and its helper ilrm_ros.tools.bench.gpu_check.
+"""scripts/gpu_check.sh (the prepared GPU check) and its helpers in ilrm_ros.tools.bench:
+gpu_check (the CLI the script calls), gpu_env and gpu_report.
 
 Here: the script parses (``bash -n``), runs every step of the issue time-boxed, names the
 device-tool invocation, and its helper picks wheels, blocks ROS, computes latencies and
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ilrm_ros.tools.bench import gpu_check as gc
+from ilrm_ros.tools.bench import gpu_env, gpu_report
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -59,15 +60,15 @@ def test_wheel_selection_installs_only_missing_distributions(tmp_path):
     for name in ("numpy-2.0.0-cp312-cp312-manylinux_2_17_x86_64.whl", "ruamel_yaml-0.19.1-py3-none-any.whl",
                  "surely_not_installed_pkg-1.0-py3-none-any.whl"):
         (tmp_path / name).write_bytes(b"")
-    assert gc.wheel_distribution(Path("backports_zstd-1.8.0-cp312-cp312-x.whl")) == "backports-zstd"
-    todo = [p.name for p in gc.wheels_to_install(tmp_path)]
+    assert gpu_env.wheel_distribution(Path("backports_zstd-1.8.0-cp312-cp312-x.whl")) == "backports-zstd"
+    todo = [p.name for p in gpu_env.wheels_to_install(tmp_path)]
     assert "surely_not_installed_pkg-1.0-py3-none-any.whl" in todo
     assert not any(n.startswith("numpy") for n in todo)
-    assert any(n.startswith("numpy") for n in (p.name for p in gc.wheels_to_install(tmp_path, ("numpy",))))
+    assert any(n.startswith("numpy") for n in (p.name for p in gpu_env.wheels_to_install(tmp_path, ("numpy",))))
 
 
 def test_bag_tool_and_bench_import_without_ros():
-    code = ("from ilrm_ros.tools.bench import gpu_check as gc; gc.block_ros()\n"
+    code = ("from ilrm_ros.tools.bench import gpu_env; gpu_env.block_ros()\n"
             "import ilrm_ros.tools.bag, ilrm_ros.mapping.mapper, ilrm_ros.io.bags, ilrm_ros.data.synth\n"
             "import ilrm_ros.tools.bench.model, ilrm_ros.tools.checkpoints, ilrm_ros.tools.cli\n"
             "try:\n    import rclpy\nexcept ModuleNotFoundError:\n    print('blocked')\n")
@@ -80,7 +81,7 @@ def test_bag_tool_and_bench_import_without_ros():
 def test_window_latency_leaves_out_the_warm_up_window():
     windows = [{"queued_s": 0.5, "process_s": 1.0, "model_s": 0.9, "integrate_s": 0.1}] + [
         {"queued_s": 0.001, "process_s": p, "model_s": p - 0.01, "integrate_s": 0.01} for p in (0.02, 0.04, 0.03)]
-    lat = gc.window_latency(windows)
+    lat = gpu_report.window_latency(windows)
     assert lat.windows == 4 and lat.first_s == pytest.approx(1.5)
     assert lat.steady_median_s == pytest.approx(0.031) and lat.steady_max_s == pytest.approx(0.041)
     assert lat.model_median_s == pytest.approx(0.02)
@@ -94,17 +95,17 @@ def test_targets_pass_and_fail_against_the_issue_limits():
     re10k = {"cases": [case(2, 256, 256, 6.0, 9.0)]}
     dl3dv = {"cases": [case(8, 544, 960, 90.0, 95.0), case(32, 544, 960, 400.0, 420.0)]}
     bag = {"device": "cuda", "kf_to_chunks": {"windows": 5, "steady_median_s": 0.03, "first_s": 1.0}}
-    verdicts = {t.key: t.verdict for t in gc.evaluate_targets(re10k, dl3dv, bag, "cuda")}
+    verdicts = {t.key: t.verdict for t in gpu_report.evaluate_targets(re10k, dl3dv, bag, "cuda")}
     assert verdicts == {"re10k_forward_render": "pass", "dl3dv_32_forward": "fail", "re10k_window_kf_to_chunks": "pass"}
-    missing = gc.evaluate_targets(None, None, None, "cuda")
+    missing = gpu_report.evaluate_targets(None, None, None, "cuda")
     assert [t.verdict for t in missing] == ["missing"] * 3
 
 
 def test_pytest_outcome_reads_the_final_line(tmp_path):
     log = tmp_path / "gpu_tests.log"
     log.write_text("....\n=========== 4 passed, 1 warning in 21.30s ===========\n")
-    assert gc.pytest_outcome(log) == "4 passed, 1 warning in 21.30s"
-    assert gc.pytest_outcome(tmp_path / "absent.log") == "no log"
+    assert gpu_report.pytest_outcome(log) == "4 passed, 1 warning in 21.30s"
+    assert gpu_report.pytest_outcome(tmp_path / "absent.log") == "no log"
 
 
 @pytest.mark.slow
