@@ -9,24 +9,38 @@ Each step either returns its value or raises :class:`InputRejected` carrying a
 but suspicious input (a principal point outside the image, distortion on a raw topic)
 passes with :class:`Note` values the caller logs by name. The node and the offline tools
 share this module; messages are read by duck typing (rclpy or rosbags objects).
+
+:class:`InputStage` runs the whole path for one camera and counts every drop by reason
+through a :class:`~ilrm_ros.io.drop_report.DropReporter`: ``accept`` (decode, intrinsics,
+frame id), ``lookup`` (the camera's pose in the map frame from whatever answers TF: the
+node's TF source, the bag reader's whole-bag buffer) and ``place`` (validate it). The node
+and ``ilrm-ros bag`` call the same methods, so a frame is dropped for the same reasons in
+both.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from ilrm_ros.io.drop_report import DropReporter, logging_emit
 from ilrm_ros.io.frames import CameraInfoError, Frame, PoseError, camera_info_to_K, is_distorted, \
     stamp_to_ns, validate_pose
-from ilrm_ros.io.image_codec import _COLOR_ENCODINGS, ImageDecodeError, ImageTooLarge, decode_compressed, \
-    decode_image
+from ilrm_ros.io.compressed_image import decode_compressed
+from ilrm_ros.io.image_codec import _COLOR_ENCODINGS, ImageDecodeError, ImageTooLarge, decode_image
 from ilrm_ros.io.pose_buffer import clean_frame_id
+
+logger = logging.getLogger(__name__)
 
 FOCAL_RANGE = (1e-3, 1e3)
 """Plausible fx, fy as multiples of the image width."""
 MAX_TRANSLATION_M = 1e7
 """Camera positions beyond this (metres from the map origin) are not usable in float32 maps."""
+
+PoseLookup = Callable[[str, str, int], "np.ndarray | None"]
+"""``lookup(target_frame, source_frame, stamp_ns)`` -> ``T_target_source`` (4, 4), or None while unknown."""
 
 
 @dataclass(frozen=True)
@@ -193,21 +207,31 @@ def place(frame: Frame, T_map_camera: np.ndarray) -> Frame:
 
 
 class InputStage:
-    """decode -> intrinsics -> frame id for one camera; keeps the latest CameraInfo.
+    """image -> decode -> intrinsics -> frame id -> pose -> validated pose, for one camera.
 
-    limits:       :class:`InputLimits`.
-    camera_frame: optical frame override ("" = each image's header.frame_id).
-    rectified:    whether images are rectified (K from ``p``, distortion expected).
-    decode_size:  (H, W) the frames are used at (the model's input): JPEGs decode at a
-                  reduced scale no smaller than this (None: full size).
+    Keeps the latest CameraInfo. ``frame`` raises :class:`InputRejected`; ``accept``,
+    ``place`` and ``drop`` count each drop as ``dropped_<reason>`` in ``reporter`` instead.
+
+    limits:            :class:`InputLimits`.
+    camera_frame:      optical frame override ("" = each image's header.frame_id).
+    rectified:         whether images are rectified (K from ``p``, distortion expected).
+    decode_size:       (H, W) the frames are used at (the model's input): JPEGs decode at a
+                       reduced scale no smaller than this (None: full size).
+    map_frame:         the frame poses are looked up in.
+    camera_info_topic: named in ``no_camera_info`` drops ("" = not named).
+    reporter:          where drops are counted and named (default: this module's logger).
     """
 
     def __init__(self, limits: InputLimits | None = None, camera_frame: str = "", rectified: bool = False,
-                 decode_size: tuple[int, int] | None = None) -> None:
+                 decode_size: tuple[int, int] | None = None, *, map_frame: str = "map",
+                 camera_info_topic: str = "", reporter: DropReporter | None = None) -> None:
         self.limits = limits or InputLimits()
         self.camera_frame = camera_frame
         self.rectified = rectified
         self.decode_size = decode_size
+        self.map_frame = map_frame
+        self.camera_info_topic = camera_info_topic
+        self.reporter = reporter or DropReporter(logging_emit(logger))
         self.camera_info: Any = None
 
     def set_camera_info(self, info: Any) -> None:
@@ -219,6 +243,34 @@ class InputStage:
         rgb = decode_packed(msg, self.limits, self.decode_size) if compressed else decode_raw(msg, self.limits)
         info = self.camera_info
         if info is None:
-            raise InputRejected("no_camera_info", "no camera_info yet", "no camera_info received yet")
+            where = f" on '{self.camera_info_topic}'" if self.camera_info_topic else ""
+            raise InputRejected("no_camera_info", "no camera_info yet", f"no camera_info received yet{where}")
         K, notes = intrinsics(info, rgb.shape[:2], self.rectified)
         return Frame(rgb=rgb, K=K, stamp_ns=stamp_to_ns(msg.header.stamp), frame_id=frame_id), notes
+
+    def accept(self, msg: Any, compressed: bool) -> Frame | None:
+        """:meth:`frame` with its notes named and a rejection counted (then None)."""
+        try:
+            frame, notes = self.frame(msg, compressed)
+        except InputRejected as exc:
+            self.drop(exc.rejection)
+            return None
+        for note in notes:
+            self.reporter.warn(note.key, note.cause, note.message)
+        return frame
+
+    def lookup(self, frame: Frame, poses: PoseLookup) -> np.ndarray | None:
+        """``T_map_camera`` (4, 4) of ``frame`` at its stamp from ``poses``, or None while unknown."""
+        return poses(self.map_frame, frame.frame_id, frame.stamp_ns)
+
+    def place(self, frame: Frame, T_map_camera: np.ndarray) -> Frame | None:
+        """Set ``frame.c2w`` from its validated pose (:func:`place`); a bad pose is counted (then None)."""
+        try:
+            return place(frame, T_map_camera)
+        except InputRejected as exc:
+            self.drop(exc.rejection)
+            return None
+
+    def drop(self, rejection: Rejection, n: int = 1) -> None:
+        """Count ``n`` frames dropped for ``rejection.reason`` and name its cause."""
+        self.reporter.drop(rejection.reason, rejection.cause, rejection.message, n)

@@ -1,4 +1,4 @@
-"""Specification of ilrm_ros.io.image_codec (sensor_msgs/Image <-> numpy, no ROS/OpenCV).
+"""Specification of ilrm_ros.io.image_codec and io.compressed_image (sensor_msgs/Image and CompressedImage <-> numpy, no ROS/OpenCV).
 
 Messages are built by hand, byte by byte, from known pixel values; expected outputs are
 written out independently of the decoder.
@@ -12,16 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from ilrm_ros.io.image_codec import (
-    ImageDecodeError,
-    decode_compressed,
-    decode_compressed_depth,
-    decode_depth,
-    decode_image,
-    encode_compressed,
-    encode_image,
-    fill_image_msg,
-)
+from ilrm_ros.io.compressed_image import decode_compressed, decode_compressed_depth, encode_compressed
+from ilrm_ros.io.image_codec import ImageDecodeError, decode_depth, decode_image, encode_image, fill_image_msg
 
 # A 2x3 RGB test pattern: every pixel differs, every channel differs.
 RGB = np.array(

@@ -147,7 +147,8 @@ def _receiver_script(setting: Setting, topic: str, rate: float, count: int, widt
 
     from ilrm_ros.mapping.delivery import DeliveryTracker
     from ilrm_ros.io.frames import stamp_to_ns
-    from ilrm_ros.io.image_codec import decode_compressed, decode_image
+    from ilrm_ros.io.compressed_image import decode_compressed
+    from ilrm_ros.io.image_codec import decode_image
     from ilrm_ros.ros.qos import input_qos
 
     rclpy.init()
