@@ -28,6 +28,7 @@ import json
 import platform
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +44,29 @@ def rss_bytes() -> int:
     return 0
 
 
-def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: int, threads: int | None,
-        repeat: int = 1, extra_params: list[str] | None = None) -> dict:
+@dataclass(frozen=True)
+class NodeBenchConfig:
+    """One ``ilrm-ros bench node`` run."""
+
+    frames: int = 24
+    res: int = 128
+    """Square image side (pixels), also the model's input size."""
+    checkpoint: str = ""
+    """Empty: the shipped checkpoint."""
+    pace: str = "idle"
+    """idle (next frame once the node is idle) or realtime (``rate`` frames/s)."""
+    rate: float = 4.0
+    seed: int = 20261125
+    threads: int | None = None
+    """torch threads (None: torch's default)."""
+    repeat: int = 1
+    """Play the sequence this many times."""
+    extra_params: tuple[str, ...] = ()
+    """Node parameter overrides ``NAME=VALUE`` (YAML value syntax)."""
+
+
+def run(cfg: NodeBenchConfig) -> dict:
+    """Play the sequence into a real node and measure every window (see the module doc)."""
     import rclpy
     import torch
     from rclpy.executors import MultiThreadedExecutor
@@ -55,18 +77,19 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
     from ilrm_ros.ros.node import MappingNode
     from ilrm_ros.ros.player import SequencePlayer
 
-    if threads:
-        torch.set_num_threads(threads)
-    scene, seq = synth_sequence(seed, 0, SynthConfig(width=res, height=res, num_frames=frames, trajectory="loop"))
-    overrides = [Parameter("model.height", value=res), Parameter("model.width", value=res),
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    scene, seq = synth_sequence(cfg.seed, 0, SynthConfig(width=cfg.res, height=cfg.res, num_frames=cfg.frames,
+                                                         trajectory="loop"))
+    overrides = [Parameter("model.height", value=cfg.res), Parameter("model.width", value=cfg.res),
                  Parameter("input.image_topic", value="/bench/image"),
                  Parameter("input.camera_info_topic", value="/bench/camera_info"),
                  Parameter("input.qos", value="reliable"), Parameter("keyframes.min_translation_m", value=0.0),
                  Parameter("keyframes.min_rotation_deg", value=0.0),
                  Parameter("occupancy.enabled", value=True)]  # its own stage here; --set occupancy.enabled=false
-    if checkpoint:
-        overrides.append(Parameter("model.checkpoint", value=checkpoint))
-    for item in extra_params or []:
+    if cfg.checkpoint:
+        overrides.append(Parameter("model.checkpoint", value=cfg.checkpoint))
+    for item in cfg.extra_params:
         import yaml
 
         name, _, value = item.partition("=")
@@ -89,19 +112,19 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
         while player.pub_image.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         player.publish_static()
-        player.publish_camera_info(seq.K[0], res, res)
+        player.publish_camera_info(seq.K[0], cfg.res, cfg.res)
         time.sleep(0.3)
         t_play = time.monotonic()
-        for k in range(frames * repeat):
-            i = k % frames
+        for k in range(cfg.frames * cfg.repeat):
+            i = k % cfg.frames
             player.publish_frame(seq.images, seq.c2w, seq.K, i, period_s=0.25, stamp_index=k)
-            if pace == "idle":
+            if cfg.pace == "idle":
                 time.sleep(0.06)  # let the TF resolver pick the frame up
                 while not (len(node._pending) == 0 and node.worker.idle()):
                     time.sleep(0.005)
                 samples.append({"frame": k, "rss": rss_bytes(), "map_bytes": node.mapper.stats()["memory_bytes"]})
             else:
-                time.sleep(max(0.0, t_play + (k + 1) / rate - time.monotonic()))
+                time.sleep(max(0.0, t_play + (k + 1) / cfg.rate - time.monotonic()))
         deadline = time.monotonic() + 600
         while not (len(node._pending) == 0 and node.worker.idle()) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -110,7 +133,8 @@ def run(frames: int, res: int, checkpoint: str, pace: str, rate: float, seed: in
         stats = node.mapper.stats()
         worker = node.worker.stats
         result = {
-            "frames": frames, "repeat": repeat, "resolution": res, "pace": pace, "rate_hz": rate if pace == "realtime" else None,
+            "frames": cfg.frames, "repeat": cfg.repeat, "resolution": cfg.res, "pace": cfg.pace,
+            "rate_hz": cfg.rate if cfg.pace == "realtime" else None,
             "device": str(node.mapper.device), "model_id": node.mapper.model_id,
             "torch_threads": torch.get_num_threads(), "machine": f"{platform.processor() or platform.machine()}, "
                                                                   f"{__import__('os').cpu_count()} cores",
@@ -170,7 +194,8 @@ def cli_main(argv: list[str]) -> int:
                         help="override a node parameter (YAML value syntax)")
     parser.add_argument("--out", default="outputs/bench/node.json")
     args = parser.parse_args(argv)
-    result = run(args.frames, args.res, args.checkpoint, args.pace, args.rate, args.seed, args.threads, args.repeat, args.set)
+    result = run(NodeBenchConfig(args.frames, args.res, args.checkpoint, args.pace, args.rate, args.seed, args.threads,
+                                 args.repeat, tuple(args.set)))
     result["summary"] = summarise(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
