@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ import torch
 from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.core.progress import Progress
 from ilrm_ros.render.panels import draw_panel
 
 logger = logging.getLogger(__name__)
@@ -185,10 +186,10 @@ class SoakConfig:
 
 
 def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
-             progress: Callable[[int, int, dict], None] | None = None) -> dict:
+             progress: Progress | None = None) -> dict:
     """Stream every window into one map; returns the time series and a summary.
 
-    progress(window, num_windows, stats) is called every 100 windows.
+    ``progress`` counts the windows; every 100 windows its status shows the map's size.
     """
     cfg = FusionConfig(chunk_size=soak.chunk_size, fusion=fusion, max_gaussians_total=soak.max_gaussians,
                        max_gaussians_per_chunk=soak.max_gaussians_per_chunk, eviction=soak.eviction,
@@ -219,8 +220,11 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
         parts = update.transport_parts()
         total_msgs += len(parts)
         total_bytes += sum(p.nbytes() for p in parts)
-        if progress is not None and (w + 1) % 100 == 0:
-            progress(w + 1, n_windows, gmap.stats())
+        if progress is not None:
+            if (w + 1) % 100 == 0:
+                st = gmap.stats()
+                progress.set_status(f"{st['num_gaussians']:,} Gaussians, {st['memory_bytes'] / 2**20:.1f} MiB")
+            progress.update()
         if w % soak.sample_every == 0 or w == n_windows - 1:
             st = gmap.stats()
             series["t_s"].append(t)
@@ -350,13 +354,8 @@ def _run_cli(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     for name in [m.strip() for m in args.modes.split(",") if m.strip()]:
         if name not in ("fusion", "append"):
             p.error(f"unknown mode {name}")
-        t_start = time.perf_counter()
-
-        def progress(w: int, n: int, st: dict, name: str = name, t_start: float = t_start) -> None:
-            print(f"  {name}: window {w}/{n}, {st['num_gaussians']:,} Gaussians, "
-                  f"{st['memory_bytes'] / 2**20:.1f} MiB, {time.perf_counter() - t_start:.0f} s", flush=True)
-
-        results[name] = run_mode(name == "fusion", soak, stub, room, progress)
+        with Progress(int(soak.duration_s // soak.period_s), f"map-soak {name}", "window", logger) as bar:
+            results[name] = run_mode(name == "fusion", soak, stub, room, bar)
         print(f"  {name}: {json.dumps(results[name]['summary'])}")
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"note": f"Gaussians from a {STUB_LABEL}; only the map is under test.",

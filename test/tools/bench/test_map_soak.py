@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import torch
 from PIL import Image
@@ -21,7 +22,8 @@ def test_stub_gaussians_lie_on_the_room_surfaces():
     assert bool(inside.all())
 
 
-def test_map_soak_cli_writes_json_png_and_fusion_stays_below_append(tmp_path, capsys):
+def test_map_soak_cli_writes_json_png_and_fusion_stays_below_append(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger=map_soak.__name__)
     rc = map_soak.cli_main(["--duration-s", "40", "--period-s", "2", "--grid", "16", "--max-gaussians", "8000",
                             "--out", str(tmp_path)])
     assert rc == 0
@@ -33,6 +35,9 @@ def test_map_soak_cli_writes_json_png_and_fusion_stays_below_append(tmp_path, ca
     assert fused["reached_cap_at_s"] is None
     assert fused["final_gaussians"] < append["final_gaussians"]
     assert max(doc["results"]["append"]["series"]["num_gaussians"]) <= 8000
+    finals = [r.getMessage() for r in caplog.records if ": done, " in r.getMessage()]
+    assert [m.split(" in ")[0] for m in finals] == ["map-soak fusion: done, 20/20 window",
+                                                    "map-soak append: done, 20/20 window"]
     with Image.open(tmp_path / "map_soak.png") as img:
         assert img.size == (960, 760)
         assert len(img.getcolors(1 << 16)) > 3   # lines drawn, not a blank canvas
