@@ -1,10 +1,10 @@
-"""Training/evaluation windows: V context + T target views from one sequence, nearby in time.
+"""View sampling for training/evaluation: V context + T target views from one sequence, nearby in time.
 
-A robot sees a scene as a stream; a model that maps a *window* of keyframes is trained
-on what such a window looks like: a contiguous span of frames, V context views spread
-over it (always including both ends, so the targets lie between context views), and T
-target views taken from the other frames of the span (optionally a few frames beyond its
-ends, to train mild extrapolation) — never equal to a context frame.
+A robot sees a scene as a stream; a model that maps a window of keyframes is trained on
+what such a window looks like: a :class:`ViewSample` of a contiguous span of frames, V
+context views spread over it (always including both ends, so the targets lie between
+context views), and T target views taken from the other frames of the span (optionally a
+few frames beyond its ends, to train mild extrapolation) — never equal to a context frame.
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class WindowConfig:
-    """How windows are drawn from a sequence of ``num_frames`` frames."""
+class ViewSampling:
+    """How view samples are drawn from a sequence of ``num_frames`` frames."""
 
     num_context: int = 4
     """V: context views."""
@@ -45,7 +45,7 @@ class WindowConfig:
 
 
 @dataclass(frozen=True)
-class Window:
+class ViewSample:
     """Frame indices into the sequence: ``context`` (V,) increasing, ``target`` (T,) sorted."""
 
     context: np.ndarray
@@ -56,13 +56,13 @@ class Window:
         return int(self.context[0]), int(self.context[-1])
 
 
-def min_frames(cfg: WindowConfig) -> int:
-    """Shortest sequence a window can be drawn from."""
+def min_frames(cfg: ViewSampling) -> int:
+    """Shortest sequence a view sample can be drawn from."""
     return cfg.num_context + (1 if cfg.num_target > 0 else 0)
 
 
-def sample_window(num_frames: int, cfg: WindowConfig, rng: np.random.Generator) -> Window:
-    """Draw one window from a sequence of ``num_frames`` frames.
+def sample_views(num_frames: int, cfg: ViewSampling, rng: np.random.Generator) -> ViewSample:
+    """Draw one view sample from a sequence of ``num_frames`` frames.
 
     The span length is uniform in ``cfg.spans``; its start uniform over the sequence;
     context frames are the span's two ends plus V-2 frames near even spacing between them;
@@ -80,12 +80,12 @@ def sample_window(num_frames: int, cfg: WindowConfig, rng: np.random.Generator) 
     end = start + span - 1
     context = _spread(start, end, v, cfg.jitter, rng)
     if t == 0:
-        return Window(context=context, target=np.zeros(0, dtype=np.int64))
+        return ViewSample(context=context, target=np.zeros(0, dtype=np.int64))
     first = max(0, start - cfg.target_margin)
     last = min(num_frames - 1, end + cfg.target_margin)
     pool = np.setdiff1d(np.arange(first, last + 1), context)
     target = rng.choice(pool, size=t, replace=pool.size < t)
-    return Window(context=context, target=np.sort(target).astype(np.int64))
+    return ViewSample(context=context, target=np.sort(target).astype(np.int64))
 
 
 def _spread(start: int, end: int, v: int, jitter: float, rng: np.random.Generator) -> np.ndarray:
@@ -108,13 +108,13 @@ def _spread(start: int, end: int, v: int, jitter: float, rng: np.random.Generato
     return np.array(picks, dtype=np.int64)
 
 
-def eval_windows(num_frames: int, cfg: WindowConfig, count: int, seed: int = 0) -> list[Window]:
-    """``count`` windows for evaluation, identical for the same arguments (seeded, independent
+def eval_view_samples(num_frames: int, cfg: ViewSampling, count: int, seed: int = 0) -> list[ViewSample]:
+    """``count`` view samples for evaluation, identical for the same arguments (seeded, independent
     of any other random state)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(num_frames), 0x57A1]))
-    return [sample_window(num_frames, cfg, rng) for _ in range(count)]
+    return [sample_views(num_frames, cfg, rng) for _ in range(count)]
 
 
-def window_indices(window: Window) -> np.ndarray:
+def sample_indices(sample: ViewSample) -> np.ndarray:
     """Context then target indices, ``(V + T,)``: the order a model batch usually takes."""
-    return np.concatenate([window.context, window.target])
+    return np.concatenate([sample.context, sample.target])
