@@ -95,10 +95,10 @@ def write_sequence(out_dir: str | Path, scene: Scene, posed: PosedImages, fmt: s
     if "transforms" in kinds:
         write_transforms_json(out, posed)
     if "bag" in kinds:
-        from ilrm_ros.io.bags import write_bag
+        from ilrm_ros.io.bags import BagFormat, write_bag
 
         bag = out / "bag"
         if bag.exists():
             raise FileExistsError(f"{bag} exists")
-        write_bag(bag, posed, storage=bag_storage, compressed=bag_compressed)
+        write_bag(bag, posed, BagFormat(storage=bag_storage, compressed=bag_compressed))
     return out

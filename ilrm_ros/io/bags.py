@@ -36,7 +36,7 @@ from PIL import Image
 
 from ilrm_ros.io.frames import stamp_to_ns
 from ilrm_ros.io.drop_report import DropReporter, logging_emit
-from ilrm_ros.io.input_stage import InputLimits, InputRejected, decode_packed, decode_raw, intrinsics
+from ilrm_ros.io.input_stage import InputStage
 from ilrm_ros.core.rotations import matrix_to_quat_xyzw, slerp
 from ilrm_ros.io.pose_buffer import PoseBuffer
 from ilrm_ros.io.rigid import invert_transform, make_transform, rigid_transform
@@ -109,29 +109,38 @@ def _stamps(posed: PosedImages, rate_hz: float, start_ns: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writing
-def write_bag(
-    path: str | Path,
-    posed: PosedImages,
-    *,
-    storage: str = "mcap",
-    image_topic: str = "/camera/color/image_raw",
-    info_topic: str = "/camera/color/camera_info",
-    compressed: bool = False,
-    compression_format: str = "png",
-    jpeg_quality: int = 95,
-    rate_hz: float = 10.0,
-    start_ns: int = 1_700_000_000 * 10**9,
-    chain: TfChain | None = None,
-) -> Path:
-    """Write ``posed`` as a rosbag2 bag folder at ``path`` (must not exist); see the module doc.
+@dataclass(frozen=True)
+class BagFormat:
+    """How :func:`write_bag` records a sequence.
 
-    ``storage``: "mcap" or "sqlite3". Timestamps come from ``posed.timestamps`` or are
-    ``start_ns + i / rate_hz``. With ``compressed`` the images go to
-    ``image_topic + "/compressed"`` as PNG (lossless) or JPEG.
+    storage:            "mcap" or "sqlite3".
+    image_topic:        raw images go here; compressed ones to ``image_topic + "/compressed"``.
+    info_topic:         CameraInfo with every image.
+    compressed:         CompressedImage (``compression_format``: "png", lossless, or "jpeg" at
+                        ``jpeg_quality``) instead of rgb8 Image.
+    rate_hz, start_ns:  image stamps ``start_ns + i / rate_hz`` when ``posed.timestamps`` is None.
     """
+
+    storage: str = "mcap"
+    image_topic: str = "/camera/color/image_raw"
+    info_topic: str = "/camera/color/camera_info"
+    compressed: bool = False
+    compression_format: str = "png"
+    jpeg_quality: int = 95
+    rate_hz: float = 10.0
+    start_ns: int = 1_700_000_000 * 10**9
+
+
+def write_bag(path: str | Path, posed: PosedImages, fmt: BagFormat | None = None,
+              chain: TfChain | None = None) -> Path:
+    """Write ``posed`` as a rosbag2 bag folder at ``path`` (must not exist) in ``fmt`` (default
+    :class:`BagFormat`) with the TF tree ``chain`` (default :class:`TfChain`); see the module doc."""
     from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
     from rosbags.rosbag2 import StoragePlugin, Writer
 
+    fmt = fmt or BagFormat()
+    storage, image_topic, info_topic, compressed = fmt.storage, fmt.image_topic, fmt.info_topic, fmt.compressed
+    compression_format, rate_hz = fmt.compression_format, fmt.rate_hz
     plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
     if storage not in plugins:
         raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
@@ -140,7 +149,7 @@ def write_bag(
     chain = chain or TfChain()
     ts = _typestore()
     T = ts.types
-    stamps = _stamps(posed, rate_hz, start_ns)
+    stamps = _stamps(posed, rate_hz, fmt.start_ns)
     n = len(posed)
     period = int(np.median(np.diff(stamps))) if n > 1 else int(1e9 / rate_hz)
 
@@ -207,7 +216,7 @@ def write_bag(
             if compression_format == "png":
                 Image.fromarray(posed.images[i]).save(buf, format="PNG")
             else:
-                Image.fromarray(posed.images[i]).save(buf, format="JPEG", quality=jpeg_quality)
+                Image.fromarray(posed.images[i]).save(buf, format="JPEG", quality=fmt.jpeg_quality)
             img = T[COMPRESSED_TYPE](header=hdr, format=f"rgb8; {compression_format} compressed bgr8",
                                      data=np.frombuffer(buf.getvalue(), dtype=np.uint8))
         else:
@@ -256,6 +265,25 @@ def _camera_pose(buffer: PoseBuffer, target: str, source: str, stamp_ns: int) ->
     return pose
 
 
+class _WholeBagPoses:
+    """The input stage's pose lookup over a whole bag's TF: exact stamps, no extrapolation.
+
+    Returns None where TF cannot pose an image and keeps the first reason (``first_error``).
+    """
+
+    def __init__(self, buffer: PoseBuffer) -> None:
+        self.buffer = buffer
+        self.first_error: str | None = None
+
+    def __call__(self, target: str, source: str, stamp_ns: int) -> np.ndarray | None:
+        try:
+            return _camera_pose(self.buffer, target, source, stamp_ns)
+        except LookupError as err:
+            if self.first_error is None:
+                self.first_error = f"stamp {stamp_ns}: {err}"
+            return None
+
+
 def _pick_topic(topics: dict[str, str], types: tuple[str, ...], wanted: str | None, what: str) -> str:
     if wanted is not None:
         if wanted not in topics:
@@ -275,6 +303,7 @@ def read_bag(
     target_frame: str = "map",
     camera_frame: str | None = None,
     max_frames: int | None = None,
+    reporter: DropReporter | None = None,
 ) -> PosedImages:
     """Read posed RGB frames from a rosbag2 bag folder (mcap or sqlite3).
 
@@ -283,9 +312,10 @@ def read_bag(
     from ``/tf`` and ``/tf_static`` with interpolation and without extrapolation. Images
     whose pose cannot be resolved (no TF around that time) are skipped with one warning;
     malformed transforms (e.g. non-unit quaternions) are skipped with a warning each.
-    Images go through the node's input stage (:mod:`ilrm_ros.io.input_stage`: size
-    limits from the header, decoding, validated intrinsics): an image it rejects is skipped,
-    counted by reason and named in the log, as the node does. K comes from the
+    Images go through the node's input stage (:class:`ilrm_ros.io.input_stage.InputStage`:
+    size limits from the header, decoding, validated intrinsics, the pose looked up and
+    validated): an image it rejects is skipped, counted by reason in ``reporter`` (default:
+    one of this module's logger) and named in the log, as the node does. K comes from the
     latest camera info at or before the image (else the first one). The image topic is
     found automatically when the bag has exactly one; the camera-info topic likewise, or
     next to the image topic (``.../camera_info``).
@@ -305,7 +335,7 @@ def read_bag(
             raise ValueError(f"camera info topic {info_topic!r} not in bag (topics: {sorted(topics)})")
         buffer = PoseBuffer(cache_time_s=_WHOLE_BAG_CACHE_S, max_samples_per_link=_WHOLE_BAG_MAX_SAMPLES)
         infos_k: list[tuple[int, object]] = []
-        frames: list[tuple[int, str, object, str]] = []
+        frames: list[tuple[int, object, str]] = []
         wanted = [c for c in reader.connections if c.topic in (img_topic, info_topic, "/tf", "/tf_static")]
         for conn, _, raw in reader.messages(connections=wanted):
             if conn.topic in ("/tf", "/tf_static"):
@@ -315,7 +345,7 @@ def read_bag(
                 infos_k.append((stamp_to_ns(msg.header.stamp), msg))
             else:
                 msg = ts.deserialize_cdr(raw, conn.msgtype)
-                frames.append((stamp_to_ns(msg.header.stamp), msg.header.frame_id, msg, conn.msgtype))
+                frames.append((stamp_to_ns(msg.header.stamp), msg, conn.msgtype))
     if not frames:
         raise ValueError(f"no images on {img_topic!r}")
     if not infos_k:
@@ -324,31 +354,26 @@ def read_bag(
     info_stamps = [x[0] for x in infos_k]
     frames.sort(key=lambda f: f[0])
 
-    images, c2ws, ks, stamps, skipped = [], [], [], [], 0
-    reporter, limits, rectified = DropReporter(logging_emit(logger)), InputLimits(), "rect" in img_topic
-    for stamp, frame_id, msg, msgtype in frames:
-        if max_frames is not None and len(images) >= max_frames:
+    reporter = reporter or DropReporter(logging_emit(logger))
+    stage = InputStage(camera_frame=camera_frame or "", rectified="rect" in img_topic, map_frame=target_frame,
+                       camera_info_topic=info_topic, reporter=reporter)
+    poses = _WholeBagPoses(buffer)
+    posed_frames, skipped = [], 0
+    for stamp, msg, msgtype in frames:
+        if max_frames is not None and len(posed_frames) >= max_frames:
             break
-        try:
-            pose = _camera_pose(buffer, target_frame, camera_frame or frame_id, stamp)
-        except LookupError as err:
+        stage.set_camera_info(infos_k[max(int(np.searchsorted(info_stamps, stamp, side="right")) - 1, 0)][1])
+        frame = stage.accept(msg, msgtype == COMPRESSED_TYPE)
+        if frame is None:
+            continue
+        T = stage.lookup(frame, poses)
+        if T is None:
             skipped += 1
-            if skipped == 1:
-                logger.warning("skipping images without a pose (first: stamp %d: %s)", stamp, err)
             continue
-        j = max(int(np.searchsorted(info_stamps, stamp, side="right")) - 1, 0)
-        try:
-            rgb = decode_packed(msg, limits) if msgtype == COMPRESSED_TYPE else decode_raw(msg, limits)
-            k, notes = intrinsics(infos_k[j][1], rgb.shape[:2], rectified)
-        except InputRejected as exc:
-            reporter.drop(exc.rejection.reason, exc.rejection.cause, exc.rejection.message)
-            continue
-        for note in notes:
-            reporter.warn(note.key, note.cause, note.message)
-        images.append(rgb)
-        c2ws.append(pose)
-        ks.append(k)
-        stamps.append(stamp)
+        if stage.place(frame, T) is not None:
+            posed_frames.append(frame)
+    if poses.first_error is not None:
+        logger.warning("skipping images without a pose (first: %s)", poses.first_error)
     reporter.flush()
     dropped = reporter.counters.total("dropped_")
     if dropped:
@@ -356,13 +381,13 @@ def read_bag(
                        {k: v for k, v in reporter.counters.snapshot().items() if k.startswith("dropped_")})
     if skipped:
         logger.warning("%d of %d images skipped: no transform %s <- camera", skipped, len(frames), target_frame)
-    if not images:
+    if not posed_frames:
         raise ValueError(f"no image of {img_topic!r} could be posed in frame {target_frame!r}")
     return PosedImages(
-        images=np.stack(images),
-        c2w=np.stack(c2ws),
-        K=np.stack(ks),
-        names=[f"frame_{i:05d}" for i in range(len(images))],
-        timestamps=np.asarray(stamps, dtype=np.int64),
+        images=np.stack([f.rgb for f in posed_frames]),
+        c2w=np.stack([f.c2w for f in posed_frames]),
+        K=np.stack([f.K for f in posed_frames]),
+        names=[f"frame_{i:05d}" for i in range(len(posed_frames))],
+        timestamps=np.asarray([f.stamp_ns for f in posed_frames], dtype=np.int64),
         meta={"bag": str(path), "image_topic": img_topic, "info_topic": info_topic, "target_frame": target_frame},
     )

@@ -7,7 +7,8 @@ and writes:
     DIR/map.ply (+ map.ply.json)   the global map, standard 3DGS PLY
     DIR/rendered/*.png             held-out frames rendered from the map, next to the truth
     DIR/report.json                per-window latency and Gaussians, held-out PSNR of the map,
-                                   of the last window alone and of the nearest mapped frame
+                                   of the last window alone and of the nearest mapped frame, and
+                                   the frames the input stage dropped, by reason (as the node counts them)
     DIR/map_growth.png             map size over windows vs the sum of window outputs
     DIR/occupancy.png              the 2-D occupancy grid next to the true floor plan (generated
                                    sequences: scene.json next to the bag or --scene), scores in report.json
@@ -178,13 +179,16 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
     from PIL import Image as PILImage
 
     from ilrm_ros.io.bags import read_bag
+    from ilrm_ros.io.drop_report import DropReporter, logging_emit
     from ilrm_ros.io.frames import Frame
     from ilrm_ros.mapping.mapper import Mapper, render_view
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "rendered").mkdir(exist_ok=True)
     t0 = time.monotonic()
-    posed = read_bag(bag, image_topic=image_topic, target_frame=cfg.frames.map_frame, max_frames=max_frames)
+    reporter = DropReporter(logging_emit(log))  # the node's input stage: drops counted by reason
+    posed = read_bag(bag, image_topic=image_topic, target_frame=cfg.frames.map_frame, max_frames=max_frames,
+                     reporter=reporter)
     n = len(posed.images)
     stamps = np.asarray(posed.timestamps if posed.timestamps is not None else np.arange(n) * 10**8, np.int64)
     c2w = np.asarray(posed.c2w, np.float64)
@@ -243,6 +247,7 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
     lat = [w["process_s"] for w in windows]
     report = {
         "bag": str(bag), "frames": n, "frames_mapped": int(len(fed)), "held_out": rows,
+        "drops": {k: v for k, v in reporter.counters.snapshot().items() if k.startswith("dropped_")},
         "keyframes": int(stats["num_keyframes_total"]), "windows": windows,
         "map": {k: v for k, v in stats.items() if isinstance(v, (int, float, str))},
         "mean_window_latency_s": float(np.mean(lat)), "max_window_latency_s": float(np.max(lat)),

@@ -12,6 +12,7 @@ from ilrm_ros.io.bags import (
     IMAGE_TYPE,
     INFO_TYPE,
     TF_TYPE,
+    BagFormat,
     TfChain,
     read_bag,
     write_bag,
@@ -55,7 +56,7 @@ def _ancestors(buf, frame):
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_bag_round_trip_gives_same_images_poses_and_intrinsics(tmp_path, storage):
     posed = _posed()
-    write_bag(tmp_path / "bag", posed, storage=storage)
+    write_bag(tmp_path / "bag", posed, BagFormat(storage=storage))
     back = read_bag(tmp_path / "bag")
     assert len(back) == len(posed)
     np.testing.assert_array_equal(back.images, posed.images)
@@ -68,7 +69,7 @@ def test_bag_has_rep105_chain_and_camera_topics(tmp_path):
     from rosbags.rosbag2 import Reader
 
     posed = _posed(n=3)
-    write_bag(tmp_path / "bag", posed, storage="mcap", rate_hz=10.0)
+    write_bag(tmp_path / "bag", posed, BagFormat(storage="mcap", rate_hz=10.0))
     with Reader(tmp_path / "bag") as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
         assert topics == {"/tf": TF_TYPE, "/tf_static": TF_TYPE, "/camera/color/image_raw": IMAGE_TYPE,
@@ -105,7 +106,7 @@ def test_bag_has_rep105_chain_and_camera_topics(tmp_path):
 
 def test_bag_round_trip_with_compressed_png_images_and_generated_stamps(tmp_path):
     posed = _posed(stamps=False)
-    write_bag(tmp_path / "bag", posed, storage="sqlite3", compressed=True, rate_hz=15.0)
+    write_bag(tmp_path / "bag", posed, BagFormat(storage="sqlite3", compressed=True, rate_hz=15.0))
     back = read_bag(tmp_path / "bag")
     assert back.meta["image_topic"] == "/camera/color/image_raw/compressed"
     np.testing.assert_array_equal(back.images, posed.images)  # png is lossless
@@ -116,7 +117,7 @@ def test_bag_round_trip_with_compressed_png_images_and_generated_stamps(tmp_path
 def test_bag_jpeg_images_are_close(tmp_path):
     posed = _posed()
     posed.images[:] = 128  # flat images survive JPEG almost exactly
-    write_bag(tmp_path / "bag", posed, compressed=True, compression_format="jpeg")
+    write_bag(tmp_path / "bag", posed, BagFormat(compressed=True, compression_format="jpeg"))
     assert np.abs(read_bag(tmp_path / "bag").images.astype(int) - 128).max() <= 2
 
 
@@ -163,3 +164,19 @@ def test_write_bag_refuses_non_increasing_stamps(tmp_path):
     posed.timestamps[2] = posed.timestamps[1]
     with pytest.raises(ValueError, match="increasing"):
         write_bag(tmp_path / "bag", posed)
+
+
+def test_read_bag_drops_an_image_whose_pose_is_unusable_as_bad_pose_and_keeps_the_others(tmp_path):
+    from ilrm_ros.io.drop_report import DropReporter
+    from ilrm_ros.io.input_stage import MAX_TRANSLATION_M
+
+    posed = _posed(n=5)
+    posed.c2w[2, :3, 3] = [2 * MAX_TRANSLATION_M, 0.0, 0.0]  # TF can pose it, the input stage must not use it
+    write_bag(tmp_path / "bag", posed)
+    lines: list[str] = []
+    reporter = DropReporter(lambda level, line: lines.append(line))
+    back = read_bag(tmp_path / "bag", reporter=reporter)
+    assert reporter.counters.snapshot() == {"dropped_bad_pose": 1}
+    assert any("[dropped_bad_pose]" in line and "map origin" in line for line in lines)
+    np.testing.assert_array_equal(back.timestamps, np.delete(posed.timestamps, 2))
+    np.testing.assert_allclose(back.c2w, np.delete(posed.c2w, 2, axis=0), atol=1e-5)

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from ilrm_ros.io.drop_report import DropReporter
 from ilrm_ros.io.frames import Frame
 from ilrm_ros.io.input_stage import FOCAL_RANGE, InputLimits, InputRejected, InputStage, intrinsics, place
 
@@ -108,6 +109,28 @@ def test_place_validates_the_pose_and_refuses_cameras_far_from_the_origin():
     T[0, 3] = 1e9
     assert rejected(lambda: place(frame, T)) == "bad_pose"
     assert rejected(lambda: place(frame, np.diag([1.0, 1.0, -1.0, 1.0]))) == "bad_pose"
+
+
+def test_the_stage_looks_up_validates_and_counts_each_drop_by_reason():
+    lines: list[str] = []
+    reporter = DropReporter(lambda level, line: lines.append(line))
+    s = InputStage(camera_info_topic="/cam/camera_info", map_frame="world", reporter=reporter)
+    assert s.accept(image(), compressed=False) is None
+    assert "no camera_info received yet on '/cam/camera_info' [dropped_no_camera_info]" in lines[0]
+    s.set_camera_info(info())
+    frame = s.accept(image(), compressed=False)
+    asked = []
+
+    def poses(target, source, stamp_ns):
+        asked.append((target, source, stamp_ns))
+        T = np.eye(4)
+        T[0, 3] = 1e9 if len(asked) == 1 else 2.0
+        return T
+
+    assert s.place(frame, s.lookup(frame, poses)) is None and frame.c2w is None  # too far from the origin
+    assert s.place(frame, s.lookup(frame, poses)) is frame and frame.c2w[0, 3] == 2.0
+    assert asked == [("world", "cam", 5_000_000_007)] * 2
+    assert reporter.counters.snapshot() == {"dropped_no_camera_info": 1, "dropped_bad_pose": 1}
 
 
 def test_a_jpeg_is_decoded_at_a_reduced_scale_for_a_small_model_with_matching_intrinsics():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ilrm_ros.mapping.config import load_mapping_config
-from ilrm_ros.io.bags import write_bag
+from ilrm_ros.io.bags import BagFormat, write_bag
 from ilrm_ros.data.synth import SynthConfig, synth_sequence
 from ilrm_ros.mapping.chunks import MapReplica
 from ilrm_ros.tools.bag import run_bag
@@ -26,7 +26,7 @@ def tiny_checkpoint(tmp_path_factory):
 def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_checkpoint, storage):
     _, posed = synth_sequence(11, 0, SynthConfig(width=64, height=48, num_frames=12, trajectory="ground",
                                                   shadows=False))
-    write_bag(tmp_path / "in", posed, storage=storage)
+    write_bag(tmp_path / "in", posed, BagFormat(storage=storage))
     cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
                                          "model.width": 64, "keyframes.min_translation_m": 0.0,
                                          "keyframes.min_rotation_deg": 0.0})
@@ -34,6 +34,7 @@ def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_
     out = tmp_path / "out"
     assert report == json.loads((out / "report.json").read_text())
     assert report["frames"] == 12 and report["frames_mapped"] == 9 and len(report["held_out"]) == 3
+    assert report["drops"] == {}
     # 9 keyframes, windows of 4 every 2 -> windows at keyframes 4, 6, 8
     assert [w["keyframe_ids"] for w in report["windows"]] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
     for w in report["windows"]:
@@ -69,6 +70,24 @@ def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_
                                       num_parts=m.num_parts))
     assert {"/ilrm_mapping/chunks", "/ilrm_mapping/map", "/ilrm_mapping/rendered/image"} <= topics
     assert sum(len(a) for a in replica.chunk_arrays().values()) == report["map"]["num_gaussians"]
+
+
+def test_the_bag_tool_drops_a_frame_with_a_bad_pose_by_reason_and_keeps_mapping(tmp_path, tiny_checkpoint):
+    from ilrm_ros.io.input_stage import MAX_TRANSLATION_M
+
+    _, posed = synth_sequence(11, 0, SynthConfig(width=64, height=48, num_frames=10, trajectory="ground",
+                                                  shadows=False))
+    posed.c2w[4, :3, 3] = [0.0, 2 * MAX_TRANSLATION_M, 0.0]  # posed by TF, refused by the input stage
+    write_bag(tmp_path / "in", posed)
+    cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
+                                         "model.width": 64, "keyframes.min_translation_m": 0.0,
+                                         "keyframes.min_rotation_deg": 0.0})
+    report = run_bag(tmp_path / "in", tmp_path / "out", cfg, holdout=0, write_bag=False)
+    assert report["drops"] == {"dropped_bad_pose": 1}
+    assert report["frames"] == report["frames_mapped"] == 9
+    # 9 keyframes, windows of 4 every 2 -> windows at keyframes 4, 6, 8, as with 9 good frames
+    assert [w["keyframe_ids"] for w in report["windows"]] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
+    assert report["map"]["num_gaussians"] > 0
 
 
 @pytest.mark.parametrize("arch", ["re10k", "dl3dv"])
