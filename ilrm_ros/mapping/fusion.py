@@ -1,10 +1,10 @@
 """Fusion policy of the global Gaussian map: configuration and the per-window geometry.
 
-How a new window is fused (``FusionConfig.fusion = True``):
+How a new window is fused (``MapConfig.fusion = True``):
 
 1. **Prune** the window's Gaussians: opacity < ``min_opacity``, largest scale <
    ``min_scale``, largest scale > ``max_scale`` (if set), farther than
-   ``max_camera_distance`` from every window camera (if set), non-finite values.
+   ``max_integration_distance_m`` from every window camera (if set), non-finite values.
 2. **Observed depth**: z-buffer the surviving means into each window camera at
    ``1/depth_downsample`` of the image resolution, keeping per cell the minimum and
    the maximum camera depth (``z``). A cell with no mean is *unknown*: nothing there is
@@ -37,18 +37,46 @@ from dataclasses import dataclass
 
 import torch
 
+from ilrm_ros.core.params import param
 from ilrm_ros.core.wire import COL_MEANS, COL_OPACITY, COL_SCALES, ROW_FLOATS
 
 
 @dataclass
-class FusionConfig:
-    """Every parameter of the map's fusion, pruning and bounding policy."""
+class MapConfig:
+    """The global map: chunking, fusion, bounds, publishing and saving (parameters ``map.*``),
+    then the fusion policy's internal knobs (plain fields: not parameters)."""
 
-    chunk_size: float = 2.0
-    """Edge of a chunk block in metres; chunk key = floor(mean / chunk_size)."""
+    chunk_size_m: float = param(2.0, "Edge length of a map chunk (voxel block)", 0.1, 100.0)
+    """Edge of a chunk block in metres; chunk key = floor(mean / chunk_size_m)."""
 
-    fusion: bool = True
+    fusion: bool = param(True, "Fuse overlapping windows (False = append)")
     """Fuse windows (carve / replace / drop duplicates); False = plain append."""
+
+    max_integration_distance_m: float = param(8.0, "Drop window Gaussians farther than this from every window "
+                                                   "camera (0 = keep all)", 0.0, 1000.0)
+    """If > 0: prune window Gaussians farther than this from every window camera
+    (e.g. sky placed at the model's maximum distance)."""
+
+    max_gaussians: int = param(2_000_000, "Cap on Gaussians in the whole map (0 = unlimited)", 0, 100_000_000)
+    """Cap on the whole map (0 = unlimited)."""
+
+    max_gaussians_per_chunk: int = param(200_000, "Cap on Gaussians per chunk (0 = unlimited)", 0, 100_000_000)
+    """Cap per chunk (0 = unlimited)."""
+
+    eviction: str = param("global", "Which Gaussians go first when a cap is hit", choices=("global", "local"))
+    """Which Gaussians go first when a cap is exceeded:
+    "global": lowest contribution score ``opacity * (s0*s1*s2)^(2/3) * obs_count``
+    (opacity times the mean cross-section area, times how often the surface was
+    observed); "local": farthest from the robot position (default: the newest window's
+    mean camera centre). Ties: oldest window first, then oldest insertion."""
+
+    publish_period_s: float = param(2.0, "Republish ~/map (PointCloud2) at most this often (0 = after every window)",
+                                    0.0, 3600.0, runtime=True)
+    save_path: str = param("", "PLY path for save_map with an empty path and for saving on shutdown", runtime=True)
+    save_on_shutdown: bool = param(True, "Save the map to save_path on shutdown (when save_path is set)",
+                                   runtime=True)
+
+    # ------------------------------------------------------------ internal knobs (not parameters)
 
     depth_downsample: int = 4
     """Observed-depth images are (ceil(H / d), ceil(W / d)) cells; one cell should hold
@@ -78,7 +106,8 @@ class FusionConfig:
     chunks, preferring the closest source camera, then the newest window. 0 = off."""
 
     min_opacity: float = 0.005
-    """Prune Gaussians with opacity below this."""
+    """Prune Gaussians with opacity below this. The mapper sets it to the parameter
+    ``model.min_opacity`` (one threshold for the window's and the map's Gaussians)."""
 
     min_scale: float = 1e-4
     """Prune Gaussians whose largest scale (metres) is below this."""
@@ -86,33 +115,16 @@ class FusionConfig:
     max_scale: float = 0.0
     """If > 0: prune Gaussians whose largest scale (metres) exceeds this."""
 
-    max_camera_distance: float = 0.0
-    """If > 0: prune window Gaussians farther than this from every window camera
-    (e.g. sky placed at the model's maximum distance)."""
-
-    max_gaussians_per_chunk: int = 200_000
-    """Cap per chunk (0 = unlimited)."""
-
-    max_gaussians_total: int = 2_000_000
-    """Cap on the whole map (0 = unlimited)."""
-
     evict_to_fraction: float = 0.95
     """When a cap is exceeded, evict down to this fraction of it (hysteresis): eviction,
     and the chunk re-sends it causes, then happens every few windows instead of after
     every window. 1.0 = evict exactly down to the cap."""
 
-    eviction: str = "global"
-    """Which Gaussians go first when a cap is exceeded:
-    "global": lowest contribution score ``opacity * (s0*s1*s2)^(2/3) * obs_count``
-    (opacity times the mean cross-section area, times how often the surface was
-    observed); "local": farthest from the robot position (default: the newest window's
-    mean camera centre). Ties: oldest window first, then oldest insertion."""
-
     def __post_init__(self) -> None:
         if self.eviction not in ("global", "local"):
             raise ValueError(f"eviction must be 'global' or 'local', got {self.eviction!r}")
-        if self.chunk_size <= 0 or self.depth_downsample < 1:
-            raise ValueError("chunk_size must be > 0 and depth_downsample >= 1")
+        if self.chunk_size_m <= 0 or self.depth_downsample < 1:
+            raise ValueError("chunk_size_m must be > 0 and depth_downsample >= 1")
         if not 0.0 < self.evict_to_fraction <= 1.0:
             raise ValueError(f"evict_to_fraction must be in (0, 1], got {self.evict_to_fraction}")
 
@@ -267,7 +279,7 @@ def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, nea
 # ---------------------------------------------------------------------------------------
 
 
-def prune_mask(rows: torch.Tensor, cfg: FusionConfig) -> torch.Tensor:
+def prune_mask(rows: torch.Tensor, cfg: MapConfig) -> torch.Tensor:
     """(N,) bool: rows (N, 14) that survive pruning (opacity, scale, finite values)."""
     assert rows.shape[1] == ROW_FLOATS
     smax = rows[:, COL_SCALES].amax(dim=1)
@@ -286,7 +298,7 @@ def contribution_score(rows: torch.Tensor, obs_count: torch.Tensor) -> torch.Ten
     return rows[:, COL_OPACITY] * area * obs_count.to(torch.float32)
 
 
-def eviction_priority(rows: torch.Tensor, obs_count: torch.Tensor, cfg: FusionConfig,
+def eviction_priority(rows: torch.Tensor, obs_count: torch.Tensor, cfg: MapConfig,
                       robot_position: torch.Tensor | None) -> torch.Tensor:
     """(N,) float: smaller is evicted first (ties broken by the caller: born, then gid)."""
     if cfg.eviction == "global":

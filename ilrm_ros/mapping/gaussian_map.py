@@ -1,10 +1,12 @@
 """The bounded global Gaussian map (ROS-free core).
 
 The map is a set of chunks keyed by the integer voxel-block index
-``floor(mean / chunk_size)`` in the map frame (numpy storage per chunk; read through
-:class:`~ilrm_ros.mapping.chunks.Chunk` views). Each iLRM window is
-fused into it with :meth:`GaussianMap.integrate` (policy and parameters:
-:mod:`ilrm_ros.mapping.fusion`), which returns the :class:`MapUpdate` (whole-chunk
+``floor(mean / chunk_size_m)`` in the map frame (numpy storage per chunk,
+:mod:`~ilrm_ros.mapping.map_storage`; read through :class:`~ilrm_ros.mapping.chunks.Chunk`
+views). Each iLRM window is fused into it with :meth:`GaussianMap.integrate` (policy and
+parameters: :mod:`ilrm_ros.mapping.fusion`; the pass over the map's chunks:
+:mod:`~ilrm_ros.mapping.window_fusion`; caps and eviction:
+:mod:`~ilrm_ros.mapping.map_bounding`), which returns the :class:`MapUpdate` (whole-chunk
 UPSERTs / DELETEs) a subscriber needs to follow; :meth:`GaussianMap.reset` returns a
 CLEAR and :meth:`GaussianMap.snapshot` the full map for late joiners.
 
@@ -22,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ilrm_ros.core.wire import COL_MEANS, COL_SCALES, ROW_FLOATS
+from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
 from ilrm_ros.mapping.chunks import (
     Chunk,
     ChunkKey,
@@ -34,128 +36,28 @@ from ilrm_ros.mapping.chunks import (
     gaussians_to_array,
 )
 from ilrm_ros.mapping.fusion import (
-    FusionConfig,
+    MapConfig,
     Projection,
     WindowCameras,
     boxes_in_frusta,
     depth_image_bounds,
-    eviction_priority,
-    gather_cells,
     grid_shape,
     project,
     prune_mask,
     zbuffer,
 )
+from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
+from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, cat_books, decode_key, encode_keys, refresh_bounds
+from ilrm_ros.mapping.window_fusion import fuse_with_chunks
 from ilrm_ros.core.gaussians import Gaussians
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FusionConfig", "GaussianMap", "MapUpdate", "WindowCameras", "ChunkUpdate", "UpdateAction",
-           "smallest_first", "BOOK_DTYPE"]
-
-
-_KEY_BITS = 21
-_KEY_OFFSET = 1 << (_KEY_BITS - 1)
-
-
-def encode_keys(keys: torch.Tensor) -> np.ndarray:
-    """(N, 3) int32 keys -> (N,) int64 codes whose order is the lexicographic key order.
-
-    Each component must lie in [-2^20, 2^20) (a million chunk edges from the origin).
-    """
-    k = keys.to(torch.int64).numpy() + _KEY_OFFSET
-    if k.size and (k.min() < 0 or k.max() >= 1 << _KEY_BITS):
-        raise ValueError("chunk key out of the encodable range (+-2^20 blocks): check the map frame / chunk_size")
-    return (k[:, 0] << (2 * _KEY_BITS)) | (k[:, 1] << _KEY_BITS) | k[:, 2]
-
-
-def decode_key(code: int) -> tuple[int, int, int]:
-    mask = (1 << _KEY_BITS) - 1
-    return ((code >> (2 * _KEY_BITS)) - _KEY_OFFSET, ((code >> _KEY_BITS) & mask) - _KEY_OFFSET,
-            (code & mask) - _KEY_OFFSET)
+__all__ = ["GaussianMap"]
 
 
 def _new_map_id() -> str:
     return uuid.uuid4().hex[:16]
-
-
-def smallest_first(priority: torch.Tensor, born: torch.Tensor, gid: torch.Tensor, k: int) -> np.ndarray:
-    """Indices of the ``k`` entries that come first in the order (priority, born, gid).
-
-    Exactly the first ``k`` of a full lexicographic sort, found in O(N) with a partition:
-    deterministic for equal inputs. priority (N,) float, born (N,) int, gid (N,) int.
-    """
-    n = int(priority.shape[0])
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if k >= n:
-        return np.arange(n)
-    p = priority.numpy()
-    kth = np.partition(p, k - 1)[k - 1]
-    below = np.flatnonzero(p < kth)
-    ties = np.flatnonzero(p == kth)
-    ties = ties[np.lexsort((gid.numpy()[ties], born.numpy()[ties]))][: k - len(below)]
-    return np.concatenate([below, ties])
-
-
-BOOK_DTYPE = np.dtype([("src_dist", "<f4"), ("born", "<i4"), ("last_seen", "<i4"), ("obs_count", "<i4"),
-                       ("gid", "<i8")])
-"""Per-Gaussian bookkeeping (24 bytes): distance to the closest camera of the producing
-window, producing window (-1 = loaded), last window that observed it, number of windows
-that observed its surface, map-wide insertion counter (a stable total order)."""
-
-
-def _cat_books(books: list[np.ndarray]) -> np.ndarray:
-    """np.concatenate for BOOK_DTYPE arrays via an opaque 24-byte view (structured dtypes
-    take numpy's slow field-promotion path, ~30x slower)."""
-    return np.concatenate([b.view(f"V{BOOK_DTYPE.itemsize}") for b in books]).view(BOOK_DTYPE)
-
-
-class _Block:
-    """Storage of one chunk: rows (M, 14) float32 (never modified in place: every change
-    assigns a new array, so rows handed out in updates stay valid) and book (M,) BOOK_DTYPE."""
-
-    __slots__ = ("rows", "book", "revision", "last_window_id", "keyframe_ids", "_bounds")
-
-    def __init__(self) -> None:
-        self.rows = np.zeros((0, ROW_FLOATS), np.float32)
-        self.book = np.zeros(0, BOOK_DTYPE)
-        self.revision = 0             # map revision of the last change (0 = never sent)
-        self.last_window_id = -1
-        self.keyframe_ids: tuple[int, ...] = ()
-        self._bounds: tuple[np.ndarray, np.ndarray, float] | None = None
-
-    def __len__(self) -> int:
-        return int(self.rows.shape[0])
-
-    def set(self, rows: np.ndarray, book: np.ndarray) -> None:
-        self.rows, self.book, self._bounds = rows, book, None
-
-    def take(self, idx: np.ndarray) -> None:
-        """Keep only the Gaussians ``idx`` (ascending indices), in that order."""
-        self.set(self.rows.take(idx, axis=0), self.book.take(idx))
-
-    def bounds(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """AABB of the means lo, hi (3,) float64 and the largest scale (cached per content)."""
-        if self._bounds is None:
-            _refresh_bounds([self])
-        return self._bounds if self._bounds is not None else (np.zeros(3), np.zeros(3), 0.0)
-
-
-def _refresh_bounds(blocks: list[_Block]) -> None:
-    """Compute the bounds of the non-empty blocks whose cache is stale, in one vectorised pass."""
-    stale = [b for b in blocks if b._bounds is None and len(b)]
-    if not stale:
-        return
-    starts = np.cumsum([0] + [len(b) for b in stale[:-1]])
-    rows = np.concatenate([b.rows for b in stale])
-    means = rows[:, COL_MEANS]
-    lo = np.minimum.reduceat(means, starts, axis=0).astype(np.float64)
-    hi = np.maximum.reduceat(means, starts, axis=0).astype(np.float64)
-    c = COL_SCALES.start  # the largest of three scales; faster than max over a 3-wide axis
-    smax = np.maximum.reduceat(np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2]), starts)
-    for i, b in enumerate(stale):
-        b._bounds = (lo[i], hi[i], float(smax[i]))
 
 
 class GaussianMap:
@@ -170,9 +72,9 @@ class GaussianMap:
     threads must hold the owner's lock for queries.
     """
 
-    def __init__(self, config: FusionConfig | None = None, map_frame: str = "map", model_id: str = "",
+    def __init__(self, config: MapConfig | None = None, map_frame: str = "map", model_id: str = "",
                  map_id: str | None = None) -> None:
-        self.config = config or FusionConfig()
+        self.config = config or MapConfig()
         self.map_frame = map_frame
         self.model_id = model_id
         self.map_id = map_id or _new_map_id()
@@ -180,7 +82,7 @@ class GaussianMap:
         self.revision = 0
         self.num_windows = 0
         self._keyframes: set[int] = set()
-        self._blocks: dict[int, _Block] = {}     # chunk code -> storage
+        self._blocks: dict[int, Block] = {}     # chunk code -> storage
         self._sorted: list[int] | None = None    # cached sorted codes
         self._next_gid = 0
         self.robot_position: torch.Tensor | None = None
@@ -189,7 +91,7 @@ class GaussianMap:
 
     @property
     def chunk_size(self) -> float:
-        return self.config.chunk_size
+        return self.config.chunk_size_m
 
     def _codes(self) -> list[int]:
         """Chunk codes in key order (cached until a chunk is created or deleted)."""
@@ -227,7 +129,7 @@ class GaussianMap:
             "revision": self.revision,
             "num_windows": self.num_windows,
             "num_keyframes": len(self._keyframes),
-            "max_gaussians": self.config.max_gaussians_total,
+            "max_gaussians": self.config.max_gaussians,
             "chunk_size": self.chunk_size,
         }
 
@@ -269,7 +171,7 @@ class GaussianMap:
         codes = self._codes()
         if not codes:
             return []
-        _refresh_bounds([self._blocks[c] for c in codes])
+        refresh_bounds([self._blocks[c] for c in codes])
         bounds = [self._blocks[c].bounds() for c in codes]
         lo = np.stack([b[0] for b in bounds])
         hi = np.stack([b[1] for b in bounds])
@@ -301,8 +203,8 @@ class GaussianMap:
         rows = rows[prune_mask(rows, cfg)]
         proj_new = project(rows[:, COL_MEANS], cameras, cfg.depth_downsample, cfg.near)
         dist = proj_new.dist                                                     # (V, N)
-        if cfg.max_camera_distance > 0 and rows.shape[0]:
-            near_enough = dist.amin(0) <= cfg.max_camera_distance
+        if cfg.max_integration_distance_m > 0 and rows.shape[0]:
+            near_enough = dist.amin(0) <= cfg.max_integration_distance_m
             rows, dist = rows[near_enough], dist[:, near_enough]
             proj_new = Projection(z=proj_new.z[:, near_enough], cell=proj_new.cell[:, near_enough],
                                   visible=proj_new.visible[:, near_enough], dist=dist)
@@ -320,7 +222,7 @@ class GaussianMap:
         update.num_added = int(rows.shape[0])
         self._insert(rows.numpy(), src_dist.numpy(), new_obs.numpy(), int(window_id), changed)
         if cfg.fusion and cfg.dedup_voxel > 0:
-            update.num_removed += self._dedup(changed)
+            update.num_removed += dedup(self._blocks, changed, cfg.dedup_voxel)
         update.num_evicted = self._enforce_caps(changed)
         self.num_windows += 1
         logger.debug("window %d: %d in, %d added, %d carved, %d replaced, %d evicted, %d chunks changed",
@@ -383,70 +285,15 @@ class GaussianMap:
         hit = self._chunks_in_frusta(cams, cfg.near, far, sigmas=0.0)
         if not hit:
             return drop_new, new_obs
-        blocks = [self._blocks[c] for c in hit]
-        starts = np.cumsum([0] + [len(b) for b in blocks])
-        means_old = torch.from_numpy(np.concatenate([b.rows[:, COL_MEANS] for b in blocks]))
-        book_old = _cat_books([b.book for b in blocks])
-        src_old = torch.from_numpy(np.ascontiguousarray(book_old["src_dist"]))
-        obs_old = torch.from_numpy(np.ascontiguousarray(book_old["obs_count"]))
-
-        po = project(means_old, cams, cfg.depth_downsample, cfg.near)
-        d_lo, d_hi = gather_cells(dmin, po), gather_cells(dmax, po)
-        known = po.visible & torch.isfinite(d_lo)
-        tol = cfg.depth_tol_abs + cfg.depth_tol_rel * torch.where(known, d_lo, torch.zeros_like(d_lo))
-        free_v = known & (po.z < d_lo - tol)
-        near_v = known & ~free_v & (po.z <= d_hi + tol)
-        any_near = near_v.amax(0)
-        carved = free_v.amax(0) & ~any_near if cfg.carve else torch.zeros_like(any_near)
-        if cfg.replace:
-            closest = torch.where(near_v, po.dist, torch.inf).amin(0)
-            replaced = any_near & (closest <= cfg.replace_distance_ratio * src_old)
-        else:
-            replaced = torch.zeros_like(any_near)
-        kept_seen = any_near & ~replaced
-
-        # Cells where a kept (closer) old Gaussian sits at the surface: the window's own
-        # Gaussians at that depth there would duplicate it.
-        n_cells = h * w
-        kmin, kmax = zbuffer(Projection(z=po.z, cell=po.cell, visible=near_v & kept_seen[None]), n_cells)
-        if n_new and bool(torch.isfinite(kmin).any()):
-            tol_new = cfg.depth_tol_abs + cfg.depth_tol_rel * gather_cells(dmin, proj_new).clamp_min(0)
-            lo, hi = gather_cells(kmin, proj_new), gather_cells(kmax, proj_new)
-            drop_new = (proj_new.visible & (proj_new.z >= lo - tol_new) & (proj_new.z <= hi + tol_new)).amax(0)
-        # Window Gaussians inherit the observation count of what they replace in their cell.
-        rep_v = near_v & replaced[None]
-        if n_new and bool(rep_v.any()):
-            n_cams = len(cams)
-            flat = (torch.arange(n_cams)[:, None] * n_cells + po.cell)[rep_v]
-            vals = obs_old.to(torch.int64)[None].expand(n_cams, -1)[rep_v]
-            best = torch.zeros(n_cams * n_cells, dtype=torch.int64).scatter_reduce_(0, flat, vals, reduce="amax")
-            inherited = torch.where(proj_new.visible, gather_cells(best.view(n_cams, n_cells), proj_new), 0)
-            new_obs = (1 + inherited.amax(0)).to(torch.int32)
-
-        remove, seen = (carved | replaced).numpy(), kept_seen.numpy()
-        update.num_carved += int(carved.sum())
-        update.num_replaced += int(replaced.sum())
-        update.num_removed += int(remove.sum())
-        if seen.any():
-            book_old["obs_count"][seen] += 1
-            book_old["last_seen"][seen] = window_id
-        # Only the chunks with something removed or seen again are written back.
-        n_rm = np.add.reduceat(remove, starts[:-1])
-        n_seen = np.add.reduceat(seen, starts[:-1])
-        for j in np.flatnonzero(n_rm + n_seen).tolist():
-            b, a, e = blocks[j], int(starts[j]), int(starts[j + 1])
-            if n_rm[j]:
-                keep = np.flatnonzero(~remove[a:e])
-                b.set(b.rows.take(keep, axis=0), book_old[a:e].take(keep))   # with the updated bookkeeping
-                changed.add(hit[j])
-            else:
-                b.book = book_old[a:e].copy()   # same rows (bounds stay valid), new bookkeeping
+        drop_new, new_obs, rewritten = fuse_with_chunks([self._blocks[c] for c in hit], rows, proj_new, cams,
+                                                         (dmin, dmax), cfg, window_id, update)
+        changed.update(hit[j] for j in rewritten)
         return drop_new, new_obs
 
-    def _block(self, code: int) -> _Block:
+    def _block(self, code: int) -> Block:
         b = self._blocks.get(code)
         if b is None:
-            b = self._blocks[code] = _Block()
+            b = self._blocks[code] = Block()
             self._sorted = None
         return b
 
@@ -470,83 +317,15 @@ class GaussianMap:
             a, e = int(starts[i]), int(starts[i + 1])
             b = self._block(code)
             if len(b):
-                b.set(np.concatenate([b.rows, rows[a:e]]), _cat_books([b.book, book[a:e]]))
+                b.set(np.concatenate([b.rows, rows[a:e]]), cat_books([b.book, book[a:e]]))
             else:
                 b.set(rows[a:e].copy(), book[a:e].copy())
             changed.add(code)
 
-    def _dedup(self, changed: set[int]) -> int:
-        """At most one Gaussian per dedup voxel in changed chunks; returns how many went.
-
-        Per chunk and voxel cell the kept one is the closest source camera, then the newest
-        window, then the oldest insertion.
-        """
-        vox = self.config.dedup_voxel
-        removed = 0
-        for code in sorted(changed):
-            b = self._blocks[code]
-            if len(b) < 2:
-                continue
-            cell_id = encode_keys(chunk_keys(torch.from_numpy(np.ascontiguousarray(b.rows[:, COL_MEANS])), vox))
-            bk = b.book
-            order = np.lexsort((bk["gid"], -bk["born"].astype(np.int64), bk["src_dist"], cell_id))
-            sorted_cells = cell_id[order]
-            first = np.ones(len(order), dtype=bool)
-            first[1:] = sorted_cells[1:] != sorted_cells[:-1]
-            keep = np.sort(order[first])
-            if len(keep) < len(b):
-                removed += len(b) - len(keep)
-                b.take(keep)
-        return removed
-
-    def _priority(self, rows: np.ndarray, book: np.ndarray) -> torch.Tensor:
-        """Eviction priority (N,) of rows (N, >= 10) with their bookkeeping (N,)."""
-        robot = self.robot_position if self.robot_position is not None else torch.zeros(3)
-        return eviction_priority(torch.from_numpy(rows), torch.from_numpy(np.ascontiguousarray(book["obs_count"])),
-                                 self.config, robot)
-
     def _enforce_caps(self, changed: set[int]) -> int:
-        """Apply the per-chunk then the total cap; returns the number of evicted Gaussians.
-
-        A cap exceeded is brought down to ``evict_to_fraction`` of itself, evicting in the
-        order of ``eviction`` (ties: oldest window, then oldest insertion).
-        """
-        cfg = self.config
-        evicted = 0
-        if cfg.max_gaussians_per_chunk > 0:
-            target = max(1, int(cfg.max_gaussians_per_chunk * cfg.evict_to_fraction))
-            for code in sorted(changed):
-                b = self._blocks[code]
-                if len(b) > cfg.max_gaussians_per_chunk:
-                    excess = len(b) - target
-                    gone = smallest_first(self._priority(b.rows, b.book),
-                                          torch.from_numpy(np.ascontiguousarray(b.book["born"])),
-                                          torch.from_numpy(np.ascontiguousarray(b.book["gid"])), excess)
-                    keep = np.ones(len(b), dtype=bool)
-                    keep[gone] = False
-                    b.take(np.flatnonzero(keep))
-                    evicted += excess
-        total = len(self)
-        if 0 < cfg.max_gaussians_total < total:
-            excess = total - max(1, int(cfg.max_gaussians_total * cfg.evict_to_fraction))
-            codes = self._codes()
-            blocks = [self._blocks[c] for c in codes]
-            book = _cat_books([b.book for b in blocks])
-            # one vectorised pass (means, colours, opacity, scales: the first 10 columns)
-            prio = self._priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in blocks]), book)
-            gone = smallest_first(prio, torch.from_numpy(np.ascontiguousarray(book["born"])),
-                                  torch.from_numpy(np.ascontiguousarray(book["gid"])), excess)
-            keep = np.ones(total, dtype=bool)
-            keep[gone] = False
-            start = 0
-            for code, b in zip(codes, blocks):
-                k = keep[start:start + len(b)]
-                start += len(b)
-                if not k.all():
-                    b.take(np.flatnonzero(k))
-                    changed.add(code)
-            evicted += excess
-        return evicted
+        """The caps of the config (``map_bounding.enforce_caps``); returns how many were evicted."""
+        robot = self.robot_position if self.robot_position is not None else torch.zeros(3)
+        return enforce_caps(self._blocks, self._codes, changed, self.config, robot)
 
     def _chunk_update(self, code: int) -> ChunkUpdate:
         """UPSERT of a chunk's current content (rows as a read-only view), or DELETE when empty."""
@@ -568,7 +347,7 @@ class GaussianMap:
             return
         self.revision += 1
         update.revision = self.revision
-        _refresh_bounds([self._blocks[c] for c in changed])
+        refresh_bounds([self._blocks[c] for c in changed])
         for code in sorted(changed):
             b = self._blocks[code]
             if len(b) == 0 and b.revision == 0:

@@ -1,7 +1,7 @@
 """The model inside the mapper: load it, feed it as it was trained, run a window, watch its pace.
 
     checkpoint ──load_model_file──▶ ILRM + ModelSource (architecture, input size, pose rule)
-    MappingConfig ──fill_model_defaults──▶ 0-valued sizes/window replaced by the architecture's
+    model.* + window.* ──fill_model_defaults──▶ 0-valued sizes/window replaced by the architecture's
     keyframes ──stack──▶ images, c2w, K ──normalize_cameras──▶ model ──▶ Gaussians + Similarity
 """
 from __future__ import annotations
@@ -13,17 +13,40 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ilrm_ros.mapping.config import MappingConfig
+from ilrm_ros.core.params import param
 from ilrm_ros.geometry.normalization import normalize_cameras
 from ilrm_ros.geometry.poses import Similarity
 from ilrm_ros.io.frames import Keyframe
+from ilrm_ros.mapping.scheduler import WindowConfig
 from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.model.ilrm import ILRM, ILRMConfig
 from ilrm_ros.model.loading import ModelSource, load_model_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["resolve_device", "load_model", "fill_model_defaults", "views_warning", "predict_window", "KeepUpMonitor"]
+__all__ = ["ModelConfig", "resolve_device", "load_model", "fill_model_defaults", "views_warning", "predict_window",
+           "KeepUpMonitor"]
+
+
+@dataclass
+class ModelConfig:
+    """Which model runs where, on what input, and which of its Gaussians a window keeps (``model.*``)."""
+
+    checkpoint: str = param("", "Checkpoint path: ours, the authors' re10k .ckpt / dl3dv .pt, a state dict or "
+                                ".safetensors; empty = the checkpoint shipped with the package")
+    architecture: str = param("auto", "Model architecture: auto (from the tensors), re10k, dl3dv or a config name / "
+                                      "YAML")
+    trust_pickle: bool = param(False, "Allow checkpoints holding Python objects besides tensors (only for files you "
+                                      "trust)")
+    device: str = param("auto", "Where the model runs", choices=("auto", "cuda", "cpu"))
+    height: int = param(0, "Model input height; 0 = the architecture's (re10k 256, dl3dv 544, ours 128)", 16, 4096,
+                        special=(0,))
+    width: int = param(0, "Model input width; 0 = the architecture's (re10k 256, dl3dv 960, ours 128)", 16, 4096,
+                       special=(0,))
+    resize_mode: str = param("crop", "How images are fitted to the model size", choices=("crop", "pad", "stretch"))
+    max_gaussians_per_window: int = param(0, "Keep at most this many Gaussians per window, highest opacity first "
+                                             "(0 = all)", 0, 10_000_000)
+    min_opacity: float = param(0.005, "Drop window Gaussians below this opacity", 0.0, 1.0)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -37,29 +60,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def load_model(cfg: MappingConfig, device: torch.device) -> tuple[ILRM, ModelSource]:
+def load_model(m: ModelConfig, device: torch.device) -> tuple[ILRM, ModelSource]:
     """The model ``model.checkpoint`` names (any layout; "" = the shipped one), on ``device``."""
-    m = cfg.model
     return load_model_file(m.checkpoint or None, m.architecture, device, m.trust_pickle)
 
 
-def fill_model_defaults(cfg: MappingConfig, model_cfg: ILRMConfig) -> dict[str, int]:
+def fill_model_defaults(model: ModelConfig, window: WindowConfig, model_cfg: ILRMConfig) -> dict[str, int]:
     """Replace 0-valued ``model.height/width`` and ``window.size/stride`` by the architecture's own.
 
-    Mutates ``cfg`` in place (the node and the mapper share it); returns what was filled.
-    The stride never exceeds the window size.
+    Mutates ``model`` and ``window`` in place (the node and the mapper share them); returns
+    what was filled, by parameter name. The stride never exceeds the window size.
     """
     filled: dict[str, int] = {}
+    sections = {"model": model, "window": window}
     for section, name, value in (("model", "height", model_cfg.input_height), ("model", "width", model_cfg.input_width),
                                  ("window", "size", model_cfg.window_views),
-                                 ("window", "stride", min(model_cfg.window_stride, cfg.window.size or 10**9))):
-        sec = getattr(cfg, section)
+                                 ("window", "stride", min(model_cfg.window_stride, window.size or 10**9))):
+        sec = sections[section]
         if getattr(sec, name) == 0:
             setattr(sec, name, int(value))
             filled[f"{section}.{name}"] = int(value)
     step = model_cfg.patch_size * model_cfg.viewpoint_factor
-    if cfg.model.height % step or cfg.model.width % step:
-        raise ValueError(f"model input {cfg.model.height}x{cfg.model.width} must be a multiple of {step} "
+    if model.height % step or model.width % step:
+        raise ValueError(f"model input {model.height}x{model.width} must be a multiple of {step} "
                          f"for this architecture ({model_cfg.name})")
     return filled
 

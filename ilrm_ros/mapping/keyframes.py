@@ -17,30 +17,42 @@ from typing import Iterator
 
 import numpy as np
 
+from ilrm_ros.core.params import param
 from ilrm_ros.io.frames import NS_PER_S, Frame, Keyframe, rotation_angle
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class KeyframePolicyConfig:
-    """Thresholds of :class:`KeyframePolicy` (all relative to the last admitted keyframe)."""
+@dataclass
+class KeyframeConfig:
+    """Keyframe selection (parameters ``keyframes.*``): thresholds of :class:`KeyframePolicy`,
+    all relative to the last admitted keyframe, and the size of the :class:`KeyframeBuffer`."""
 
-    min_translation_m: float = 0.10
+    min_translation_m: float = param(0.10, "Admit a keyframe after this much camera translation", 0.0, 100.0,
+                                     runtime=True)
     """Admit when the camera centre moved at least this far (metres)."""
-    min_rotation_deg: float = 10.0
+    min_rotation_deg: float = param(10.0, "Admit a keyframe after this much camera rotation", 0.0, 180.0,
+                                    runtime=True)
     """Admit when the camera turned at least this much (degrees, geodesic angle)."""
-    max_interval_s: float = 2.0
-    """Admit when this much time passed, even without motion (``math.inf``: never)."""
-    min_interval_s: float = 0.0
+    max_interval_s: float = param(2.0, "Admit a keyframe after this long even without motion (0 = never)",
+                                  0.0, 3600.0, runtime=True)
+    """Admit when this much time passed, even without motion (0 or ``math.inf``: never)."""
+    min_interval_s: float = param(0.0, "Never admit two keyframes closer in time than this", 0.0, 60.0,
+                                  runtime=True)
     """Never admit two keyframes closer in time than this (seconds)."""
+    capacity: int = param(64, "Keyframes kept in memory", 2, 10000)
+    """Keyframes the buffer holds (the oldest go first)."""
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError when the thresholds cannot work together."""
         for name in ("min_translation_m", "min_rotation_deg", "max_interval_s", "min_interval_s"):
             value = getattr(self, name)
             if math.isnan(value) or value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
-        if self.min_interval_s > self.max_interval_s:
+        if self.max_interval_s > 0 and self.min_interval_s > self.max_interval_s:
             raise ValueError(
                 f"min_interval_s ({self.min_interval_s}) > max_interval_s ({self.max_interval_s})"
             )
@@ -64,17 +76,17 @@ class Decision:
 class KeyframePolicy:
     """Motion/time keyframe selection; stateful (remembers the last admitted frame).
 
-    ``KeyframePolicy()``, ``KeyframePolicy(KeyframePolicyConfig(...))`` or keyword
+    ``KeyframePolicy()``, ``KeyframePolicy(KeyframeConfig(...))`` (copied) or keyword
     overrides ``KeyframePolicy(min_translation_m=0.2)``. Rules, in order:
 
     1. the first frame is admitted;
     2. a frame not newer than the last keyframe, or within ``min_interval_s`` of it, is not;
     3. otherwise it is admitted if it moved ``>= min_translation_m``, turned
-       ``>= min_rotation_deg`` or comes ``>= max_interval_s`` after the last keyframe.
+       ``>= min_rotation_deg`` or comes ``>= max_interval_s`` (when > 0) after the last keyframe.
     """
 
-    def __init__(self, config: KeyframePolicyConfig | None = None, **overrides: float) -> None:
-        self.config = replace(config or KeyframePolicyConfig(), **overrides)
+    def __init__(self, config: KeyframeConfig | None = None, **overrides: float) -> None:
+        self.config = replace(config or KeyframeConfig(), **overrides)
         self._last_c2w: np.ndarray | None = None
         self._last_stamp_ns: int | None = None
 
@@ -107,7 +119,7 @@ class KeyframePolicy:
                 decision = Decision(True, "translation", **measured)
             elif rotation >= cfg.min_rotation_deg:
                 decision = Decision(True, "rotation", **measured)
-            elif interval_s >= cfg.max_interval_s:
+            elif cfg.max_interval_s > 0 and interval_s >= cfg.max_interval_s:
                 decision = Decision(True, "interval", **measured)
             else:
                 decision = Decision(False, "no_motion", **measured)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ilrm_ros.mapping.fusion import FusionConfig
+from ilrm_ros.mapping.fusion import MapConfig
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.core.gaussians import Gaussians
 
@@ -117,7 +117,7 @@ def map_sidecar(gmap: GaussianMap, keyframe_poses: Mapping[int, Any] | Sequence[
         "model_id": gmap.model_id,
         "created": gmap.created,
         "saved": time.time(),
-        "chunk_size": cfg.chunk_size,
+        "chunk_size": cfg.chunk_size_m,
         "num_gaussians": len(gmap),
         "num_chunks": len(chunks),
         "num_windows": gmap.num_windows,
@@ -166,10 +166,26 @@ def load_sidecar(path: str | Path) -> dict | None:
         return None
 
 
-def load_map(path: str | Path, config: FusionConfig | None = None, map_frame: str | None = None) -> GaussianMap:
+_SIDECAR_FIELDS_BEFORE_ISSUE_13 = {"chunk_size": "chunk_size_m", "max_gaussians_total": "max_gaussians",
+                                   "max_camera_distance": "max_integration_distance_m"}
+"""Field names sidecars written before the map's configuration took the parameter names used."""
+
+
+def sidecar_map_config(side: Mapping[str, Any] | None) -> MapConfig:
+    """The map settings a sidecar records (``fusion``; older sidecars: their field names or only
+    ``chunk_size``), MapConfig() without one."""
+    if side and isinstance(side.get("fusion"), Mapping):
+        stored = {_SIDECAR_FIELDS_BEFORE_ISSUE_13.get(k, k): v for k, v in side["fusion"].items()}
+        return MapConfig(**{k: v for k, v in stored.items() if k in MapConfig.__dataclass_fields__})
+    if side and "chunk_size" in side:
+        return MapConfig(chunk_size_m=float(side["chunk_size"]))
+    return MapConfig()
+
+
+def load_map(path: str | Path, config: MapConfig | None = None, map_frame: str | None = None) -> GaussianMap:
     """A new map holding the Gaussians of a 3DGS PLY (re-chunked; sidecar optional).
 
-    ``config`` defaults to the sidecar's fusion settings (else FusionConfig()); an
+    ``config`` defaults to the sidecar's map settings (else MapConfig() with the sidecar's chunk size); an
     explicit config wins. Caps and pruning of the config apply to the loaded Gaussians.
     The file is validated first (``mapping.map_validation``: counts against the file size,
     finite values, sane scales); a bad file raises ``MapFileError`` (a ValueError) naming
@@ -181,12 +197,7 @@ def load_map(path: str | Path, config: FusionConfig | None = None, map_frame: st
         raise FileNotFoundError(f"{path}: no such map file")
     side = load_sidecar(path)
     if config is None:
-        config = FusionConfig()
-        if side and isinstance(side.get("fusion"), dict):
-            known = {k: v for k, v in side["fusion"].items() if k in FusionConfig.__dataclass_fields__}
-            config = FusionConfig(**known)
-        elif side and "chunk_size" in side:
-            config = FusionConfig(chunk_size=float(side["chunk_size"]))
+        config = sidecar_map_config(side)
     frame = map_frame or (side or {}).get("map_frame", "map")
     gmap = GaussianMap(config, map_frame=frame, model_id=(side or {}).get("model_id", ""))
     g = _read_ply(path).flatten()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,11 @@ from ilrm_ros.mapping.config import MappingConfig
 from ilrm_ros.geometry.poses import transform_gaussians
 from ilrm_ros.io.frames import Frame, Keyframe, fit_to_model
 from ilrm_ros.mapping.chunks import MapUpdate, gaussians_to_array
-from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
+from ilrm_ros.mapping.fusion import MapConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.mapping.map_io import load_map, load_sidecar, save_map
 from ilrm_ros.mapping import occupancy_stage
-from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy, KeyframePolicyConfig
+from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy
 from ilrm_ros.mapping.scheduler import Window, WindowScheduler
 from ilrm_ros.mapping.inference import (
     KeepUpMonitor,
@@ -110,18 +110,18 @@ class Mapper:
         self.cfg = cfg
         self.device = device or resolve_device(cfg.model.device)
         if model is None:
-            model, source = load_model(cfg, self.device)
+            model, source = load_model(cfg.model, self.device)
             model_id = source.model_id
         self.model = model.to(self.device).eval()
         self.model_id = model_id or type(model).__name__
-        filled = fill_model_defaults(cfg, self.model.cfg)
+        filled = fill_model_defaults(cfg.model, cfg.window, self.model.cfg)
         if filled:
             log.info("from the architecture (%s): %s", self.model.cfg.name,
                      ", ".join(f"{k}={v}" for k, v in filled.items()))
         if (msg := views_warning(cfg.window.size, self.model.cfg)) is not None:
             log.warning(msg)
         self.keep_up = KeepUpMonitor(cfg.window.stride)
-        self.policy = KeyframePolicy(KeyframePolicyConfig(**policy_kwargs(cfg)))
+        self.policy = KeyframePolicy(cfg.keyframes)
         self.keyframes = KeyframeBuffer(cfg.keyframes.capacity)
         self.scheduler = WindowScheduler(cfg.window)
         self.map = self._new_map()
@@ -131,21 +131,16 @@ class Mapper:
         self.occupancy = occupancy_stage.OccupancyMap(cfg.occupancy)
 
     # ------------------------------------------------------------------ input side
-    def fusion_config(self) -> FusionConfig:
-        m = self.cfg.map
-        return FusionConfig(chunk_size=m.chunk_size_m, fusion=m.fusion, max_gaussians_total=m.max_gaussians,
-                            max_gaussians_per_chunk=m.max_gaussians_per_chunk, eviction=m.eviction,
-                            min_opacity=self.cfg.model.min_opacity,
-                            max_camera_distance=m.max_integration_distance_m)
+    def map_config(self) -> MapConfig:
+        """The map's configuration: ``map.*``, pruning at ``model.min_opacity`` like the window's Gaussians."""
+        return replace(self.cfg.map, min_opacity=self.cfg.model.min_opacity)
 
     def _new_map(self) -> GaussianMap:
-        return GaussianMap(self.fusion_config(), map_frame=self.cfg.frames.map_frame, model_id=self.model_id)
+        return GaussianMap(self.map_config(), map_frame=self.cfg.frames.map_frame, model_id=self.model_id)
 
     def update_keyframe_policy(self) -> None:
         """Apply changed keyframe thresholds (runtime parameters), keeping the policy's state."""
-        from dataclasses import replace
-
-        self.policy.config = replace(self.policy.config, **policy_kwargs(self.cfg))
+        self.policy.config = replace(self.cfg.keyframes)
 
     def prepare(self, frame: Frame) -> Frame:
         """Fit a posed frame to the model's input size (intrinsics adjusted exactly)."""
@@ -288,7 +283,7 @@ class Mapper:
 
         On any error the current map is kept and the exception propagates.
         """
-        loaded = load_map(path, config=self.fusion_config(), map_frame=self.cfg.frames.map_frame)
+        loaded = load_map(path, config=self.map_config(), map_frame=self.cfg.frames.map_frame)
         with self.map_lock:
             self.map = loaded
             if self.cfg.occupancy.enabled:  # the grid follows the map it was built from
@@ -304,10 +299,3 @@ class Mapper:
         s["num_windows"] = self.num_windows
         return s
 
-
-def policy_kwargs(cfg: MappingConfig) -> dict:
-    """KeyframePolicyConfig arguments from the parameters (``max_interval_s`` 0 = never: infinity)."""
-    k = cfg.keyframes
-    return {"min_translation_m": k.min_translation_m, "min_rotation_deg": k.min_rotation_deg,
-            "max_interval_s": k.max_interval_s if k.max_interval_s > 0 else float("inf"),
-            "min_interval_s": k.min_interval_s}

@@ -19,13 +19,51 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ilrm_ros.mapping.config import OccupancyConfig
+from ilrm_ros.core.params import param
 from ilrm_ros.mapping.occupancy import CellState, LogOdds, VoxelGrid, depth_to_rays, scan_voxels
 from ilrm_ros.mapping.occupancy_maps import Grid2D, project_band, signed_distance_slice
 from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.render.render import render_gaussians
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OccupancyConfig:
+    """The 3-D occupancy grid built from the Gaussian map and its 2-D products (``occupancy.*``)."""
+
+    enabled: bool = param(False, "Build the 3-D occupancy grid from the Gaussian map and publish ~/occupancy/* and "
+                                  "~/query_occupancy (off by default: see README, Occupancy)")
+    voxel_size_m: float = param(0.05, "Edge of an occupancy voxel in the map frame", 0.01, 1.0)
+    max_blocks: int = param(20_000, "Bound on allocated blocks of 16x16x16 voxels (20 KiB each); beyond it the blocks "
+                                     "farthest from the robot are dropped", 1, 10_000_000)
+    depth_source: str = param("map", "Depth integrated after a window: rendered from the fused map or from the "
+                                     "window's Gaussians alone, at the window's keyframes", choices=("map", "window"))
+    render_scale: float = param(0.5, "Keyframe depth for the grid is rendered at this fraction of the model input size",
+                                 0.05, 1.0)
+    min_alpha: float = param(0.9, "Integrate only pixels whose rendered opacity reaches this", 0.0, 1.0)
+    max_range_m: float = param(5.0, "Rays longer than this carve free space up to it and mark no surface", 0.1, 100.0)
+    free_margin_m: float = param(0.1, "Free space stops this far short of the rendered surface", 0.0, 5.0)
+    free_margin_rel: float = param(0.35, "Free space also stops this fraction of the range short of the surface "
+                                          "(for depth whose error grows with range)", 0.0, 0.95)
+    prob_hit: float = param(0.7, "Occupancy probability a surface observation gives its voxel (> 0.5)", 0.5, 0.999)
+    prob_miss: float = param(0.4, "Occupancy probability a ray passing through gives a voxel (< 0.5)", 0.001, 0.5)
+    clamp_min: float = param(0.12, "Lower clamp of a voxel's occupancy probability", 0.001, 0.5)
+    clamp_max: float = param(0.97, "Upper clamp of a voxel's occupancy probability", 0.5, 0.999)
+    occupied_threshold: float = param(0.5, "A voxel above this probability is occupied", 0.001, 0.999)
+    free_threshold: float = param(0.35, "A voxel below this probability is free (between the thresholds: unknown)",
+                                   0.001, 0.999)
+    floor_z_m: float = param(0.0, "Height of the floor in the map frame (the 2-D grid's band is measured from it)",
+                              -1000.0, 1000.0)
+    floor_clearance_m: float = param(0.15, "2-D grid band starts this high above the floor (ignores the floor)",
+                                      0.0, 100.0)
+    robot_height_m: float = param(1.0, "2-D grid band ends this high above the floor (the robot's height)", 0.0, 100.0)
+    min_free_fraction: float = param(0.75, "A 2-D cell is free only when no band voxel is occupied and at least this "
+                                           "fraction of its band's voxels are observed free", 0.0, 1.0)
+    esdf_max_distance_m: float = param(2.0, "Distances (ESDF slice, query service) saturate at this", 0.05, 100.0)
+    esdf_unknown_value: float = param(-1000.0, "ESDF slice value of unknown cells", -1e9, 1e9)
+    publish_period_s: float = param(1.0, "Republish the grid, voxels and ESDF slice at most this often (after a window "
+                                          "changed them)", 0.0, 3600.0)
 
 
 @dataclass

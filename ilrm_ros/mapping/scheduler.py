@@ -14,9 +14,25 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ilrm_ros.mapping.config import WindowConfig
+from ilrm_ros.core.params import param
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowConfig:
+    """When windows are due and how many may wait (parameters ``window.*``).
+
+    ``size`` and ``stride`` 0 mean "the model's own" until ``inference.fill_model_defaults``
+    replaces them; a scheduler needs them filled.
+    """
+
+    size: int = param(0, "Keyframes per iLRM window (V); 0 = what the model was trained on (re10k 2, dl3dv 16, "
+                         "ours 4)", 2, 64, special=(0,))
+    stride: int = param(0, "New keyframes needed before the next window; 0 = the model's default (re10k 1, "
+                           "dl3dv 8, ours 2)", 1, 64, special=(0,))
+    min_period_s: float = param(0.0, "Minimum wall time between two windows", 0.0, 3600.0, runtime=True)
+    max_queue: int = param(1, "Windows waiting for the model; older ones are coalesced away", 1, 16)
 
 
 @dataclass

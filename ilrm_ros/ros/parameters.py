@@ -13,21 +13,15 @@ import array
 from dataclasses import fields
 from typing import Any, Callable, Iterable
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
-from ilrm_ros.mapping.config import MappingConfig, ParameterSpec, config_from_flat, with_values
-
-RUNTIME_PARAMETERS = frozenset({
-    "keyframes.min_translation_m", "keyframes.min_rotation_deg", "keyframes.max_interval_s",
-    "keyframes.min_interval_s", "window.min_period_s", "map.publish_period_s", "map.save_path",
-    "map.save_on_shutdown", "render.publish", "render.source", "render.novel_offset", "render.background",
-    "render.max_render_pixels", "diagnostics.stale_after_s", "frames.tf_timeout_s", "frames.tf_max_future_s",
-})
-"""Parameters that may change while the node runs; everything else is fixed at start-up."""
+from ilrm_ros.core.params import ParameterSpec
+from ilrm_ros.mapping.config import MappingConfig, config_from_flat, with_values
 
 
 def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
-    """The ROS descriptor of a parameter: description, choices, range (with special values), read-only."""
+    """The ROS descriptor of a parameter: description, choices, range (with special values), read-only
+    (every parameter not declared ``runtime`` in the configuration tree)."""
     desc = ParameterDescriptor(description=spec.description)
     if spec.choices:
         desc.additional_constraints = "one of: " + ", ".join(spec.choices)
@@ -39,7 +33,7 @@ def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
             desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
         elif isinstance(spec.default, float):
             desc.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
-    desc.read_only = spec.name not in RUNTIME_PARAMETERS
+    desc.read_only = not spec.runtime
     return desc
 
 
@@ -53,6 +47,15 @@ def plain_value(value: Any) -> Any:
 def parameter_values(params: Iterable[Any]) -> dict[str, Any]:
     """``{name: plain value}`` of rclpy Parameters, without ROS's own ``use_sim_time``."""
     return {p.name: plain_value(p.value) for p in params if p.name != "use_sim_time"}
+
+
+def declare_parameters(node: Any, specs: Iterable[ParameterSpec]) -> MappingConfig:
+    """Declare every spec on ``node`` (default and descriptor); the configuration their values give."""
+    names = []
+    for spec in specs:
+        node.declare_parameter(spec.name, spec.default, descriptor(spec))
+        names.append(spec.name)
+    return config_from_flat(parameter_values(node.get_parameter(n) for n in names))
 
 
 class ParameterGate:
@@ -82,3 +85,8 @@ class ParameterGate:
             setattr(self.cfg, section.name, getattr(candidate, section.name))
         commit()
         return None
+
+    def on_set(self, params: Iterable[Any]) -> SetParametersResult:
+        """rclpy's on-set-parameters callback: the request applied as a whole, or refused with the reason."""
+        reason = self.check(parameter_values(params))
+        return SetParametersResult(successful=reason is None, reason=reason or "")

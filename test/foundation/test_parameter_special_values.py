@@ -14,11 +14,11 @@ import torch
 
 from ilrm_ros.mapping.config import config_from_flat, parameter_specs
 from ilrm_ros.io.frames import Frame
-from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
+from ilrm_ros.mapping.fusion import MapConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.io.input_stage import InputLimits, camera_frame_id
-from ilrm_ros.mapping.keyframes import KeyframePolicy, KeyframePolicyConfig
-from ilrm_ros.mapping.mapper import policy_kwargs, select_window_gaussians
+from ilrm_ros.mapping.keyframes import KeyframePolicy
+from ilrm_ros.mapping.mapper import select_window_gaussians
 from ilrm_ros.io.pose_buffer import PoseBuffer
 from ilrm_ros.core.gaussians import Gaussians
 
@@ -48,7 +48,7 @@ def _gaussians(means) -> Gaussians:
 def test_max_interval_0_means_never_admit_for_time_alone():
     cfg = config_from_flat({"keyframes.max_interval_s": 0.0, "keyframes.min_translation_m": 1.0,
                             "keyframes.min_rotation_deg": 90.0})
-    policy = KeyframePolicy(KeyframePolicyConfig(**policy_kwargs(cfg)))
+    policy = KeyframePolicy(cfg.keyframes)
     frame = lambda t: Frame(rgb=np.zeros((4, 4, 3), np.uint8), K=np.eye(3), stamp_ns=t, frame_id="c", c2w=np.eye(4))
     assert policy.admit(frame(0))
     assert not any(policy.admit(frame(t * S)) for t in (1, 10, 3600, 10**6))
@@ -59,7 +59,7 @@ def test_max_interval_0_means_never_admit_for_time_alone():
 
 
 def test_max_interval_above_0_admits_after_that_time():
-    policy = KeyframePolicy(KeyframePolicyConfig(**policy_kwargs(config_from_flat({"keyframes.max_interval_s": 2.0}))))
+    policy = KeyframePolicy(config_from_flat({"keyframes.max_interval_s": 2.0}).keyframes)
     frame = lambda t: Frame(rgb=np.zeros((4, 4, 3), np.uint8), K=np.eye(3), stamp_ns=t, frame_id="c", c2w=np.eye(4))
     assert policy.admit(frame(0)) and not policy.admit(frame(S)) and policy.admit(frame(2 * S))
 
@@ -103,9 +103,7 @@ def test_max_gaussians_per_window_0_keeps_all():
 def test_max_integration_distance_0_keeps_far_gaussians(distance, kept):
     cfg = config_from_flat({"map.max_integration_distance_m": distance, "map.max_gaussians": 0,
                             "map.max_gaussians_per_chunk": 0})
-    fusion = FusionConfig(chunk_size=cfg.map.chunk_size_m, max_camera_distance=cfg.map.max_integration_distance_m,
-                          max_gaussians_total=0, max_gaussians_per_chunk=0)
-    gmap = GaussianMap(fusion)
+    gmap = GaussianMap(cfg.map)  # the map reads the node's own configuration section
     cams = WindowCameras(c2w=torch.eye(4, dtype=torch.float64)[None],
                          K=torch.tensor([[[32.0, 0, 32], [0, 32.0, 32], [0, 0, 1]]], dtype=torch.float64),
                          height=64, width=64)
@@ -115,7 +113,7 @@ def test_max_integration_distance_0_keeps_far_gaussians(distance, kept):
 
 @pytest.mark.parametrize("total, per_chunk", [(0, 0), (100, 0), (0, 20)])
 def test_map_caps_0_mean_unlimited(total, per_chunk):
-    gmap = GaussianMap(FusionConfig(chunk_size=1.0, max_gaussians_total=total, max_gaussians_per_chunk=per_chunk))
+    gmap = GaussianMap(MapConfig(chunk_size_m=1.0, max_gaussians=total, max_gaussians_per_chunk=per_chunk))
     gmap.add(_gaussians(np.random.default_rng(1).uniform(0.0, 0.99, (300, 3))))  # all in one chunk
     caps = [c for c in (total, per_chunk) if c > 0]
     assert len(gmap) == 300 if not caps else len(gmap) <= min(caps)
@@ -169,7 +167,7 @@ def test_model_size_and_window_0_mean_the_architecture_defaults():
 
     cfg = config_from_flat({"model.height": 0, "model.width": 0, "window.size": 0, "window.stride": 0})
     arch = load_model_config("small")
-    fill_model_defaults(cfg, arch)
+    fill_model_defaults(cfg.model, cfg.window, arch)
     assert (cfg.model.height, cfg.model.width, cfg.window.size) == (arch.input_height, arch.input_width,
                                                                      arch.window_views)
     assert cfg.window.stride == min(arch.window_stride, arch.window_views)

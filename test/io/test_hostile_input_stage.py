@@ -21,8 +21,7 @@ from ilrm_ros.mapping.config import MappingConfig, config_from_flat
 from ilrm_ros.io.drop_report import DropReporter
 from ilrm_ros.io.frames import ns_to_stamp
 from ilrm_ros.io.input_stage import InputLimits, InputRejected, InputStage, place
-from ilrm_ros.mapping.keyframes import KeyframePolicyConfig
-from ilrm_ros.mapping.mapper import Mapper, policy_kwargs
+from ilrm_ros.mapping.mapper import Mapper
 from ilrm_ros.io.pose_buffer import PoseBuffer, TransformRejected
 from ilrm_ros.io.rigid import make_transform
 from ilrm_ros.model.ilrm import ILRM, load_model_config
@@ -249,7 +248,7 @@ def test_rejected_parameter_sets_change_nothing(pipe):
     committed = []
 
     def prepare(candidate: MappingConfig):
-        KeyframePolicyConfig(**policy_kwargs(candidate))
+        candidate.keyframes.validate()
         return lambda: committed.append(True)
 
     gate = ParameterGate(pipe.cfg, prepare)

@@ -24,8 +24,9 @@ from ilrm_ros.mapping.chunks import (
     key_of,
     split_for_transport,
 )
-from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras, contribution_score
-from ilrm_ros.mapping.gaussian_map import GaussianMap, smallest_first
+from ilrm_ros.mapping.fusion import MapConfig, WindowCameras, contribution_score
+from ilrm_ros.mapping.gaussian_map import GaussianMap
+from ilrm_ros.mapping.map_bounding import smallest_first
 from ilrm_ros.core.gaussians import Gaussians
 
 IMG = 64          # image size (pixels)
@@ -108,8 +109,8 @@ def inside_image(means: torch.Tensor, c2w: torch.Tensor, margin: float) -> torch
     return (pc[:, 2] > 0) & (u >= margin) & (u < IMG - margin) & (v >= margin) & (v < IMG - margin)
 
 
-def unlimited(**kw) -> FusionConfig:
-    return FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=0, **kw)
+def unlimited(**kw) -> MapConfig:
+    return MapConfig(max_gaussians_per_chunk=0, max_gaussians=0, **kw)
 
 
 # ------------------------------------------------------------------ chunk keys
@@ -125,7 +126,7 @@ def test_chunk_keys_are_floor_of_position_over_chunk_size_including_negative_coo
 
 def test_every_gaussian_lies_inside_the_block_of_its_chunk_key():
     cams = cameras(look_at((-3.0, -0.5, -1.0), (-4.0, 0.5, 3.0)), look_at((2.0, 0.0, 0.0), (3.0, 1.0, 3.0)))
-    gmap = GaussianMap(unlimited(chunk_size=0.7))
+    gmap = GaussianMap(unlimited(chunk_size_m=0.7))
     gmap.integrate(observe(cams, planes=(WALL, FLOOR)), cams, window_id=0)
     assert any(k[0] < 0 for k in gmap.chunks) and any(k[0] > 0 for k in gmap.chunks)
     for key, chunk in gmap.chunks.items():
@@ -239,7 +240,7 @@ def _random_windows(n: int, seed: int = 0):
 @pytest.mark.parametrize("mode", ["global", "local"])
 def test_caps_hold_and_eviction_is_deterministic(mode):
     def run():
-        gmap = GaussianMap(FusionConfig(chunk_size=1.0, max_gaussians_per_chunk=900, max_gaussians_total=6000,
+        gmap = GaussianMap(MapConfig(chunk_size_m=1.0, max_gaussians_per_chunk=900, max_gaussians=6000,
                                         eviction=mode, evict_to_fraction=0.9))
         evicted = 0
         for w, cams, g in _random_windows(6):
@@ -266,7 +267,7 @@ def test_global_eviction_keeps_the_highest_contribution_scores():
     n = 200
     means = torch.rand(n, 3) * 4 - 2
     opac = torch.rand(n) * 0.9 + 0.05
-    gmap = GaussianMap(FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=50, eviction="global",
+    gmap = GaussianMap(MapConfig(max_gaussians_per_chunk=0, max_gaussians=50, eviction="global",
                                     evict_to_fraction=1.0))
     gmap.add(_flat_gaussians(means, opac), window_id=0)
     kept = gmap.all_gaussians().opacities
@@ -277,7 +278,7 @@ def test_global_eviction_keeps_the_highest_contribution_scores():
 def test_local_eviction_drops_the_farthest_from_the_robot_first():
     n = 300
     means = torch.rand(n, 3) * 10 - 5
-    gmap = GaussianMap(FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=100, eviction="local",
+    gmap = GaussianMap(MapConfig(max_gaussians_per_chunk=0, max_gaussians=100, eviction="local",
                                     evict_to_fraction=1.0))
     cams = cameras(look_at((1.0, 0, 0), (1.0, 0, 5.0)))
     robot = torch.tensor([3.0, 0.0, 0.0])
@@ -289,7 +290,7 @@ def test_local_eviction_drops_the_farthest_from_the_robot_first():
 
 
 def test_an_exceeded_cap_is_brought_down_to_the_low_watermark_then_left_alone():
-    cfg = FusionConfig(max_gaussians_per_chunk=0, max_gaussians_total=1000, evict_to_fraction=0.8)
+    cfg = MapConfig(max_gaussians_per_chunk=0, max_gaussians=1000, evict_to_fraction=0.8)
     gmap = GaussianMap(cfg)
     gen = torch.Generator().manual_seed(0)
     sizes, evicted = [], []
@@ -337,7 +338,7 @@ def test_memory_and_stats_track_the_content():
 
 def test_frustum_query_matches_brute_force_culling_and_skips_chunks_behind():
     cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)), look_at((2.0, 0, 5.0), (2.0, 0.5, 0.0)))
-    gmap = GaussianMap(unlimited(chunk_size=0.5))
+    gmap = GaussianMap(unlimited(chunk_size_m=0.5))
     gmap.integrate(observe(cams, planes=(WALL, FLOOR)), cams, window_id=0)
     query = look_at((-1.0, 0, 0.0), (-1.0, 0.3, 3.0))
     got = gmap.gaussians_in_frustum(query, intrinsics(), IMG, IMG, near=0.01, far=100.0)
@@ -352,7 +353,7 @@ def test_frustum_query_matches_brute_force_culling_and_skips_chunks_behind():
 
 def test_all_gaussians_is_ordered_by_chunk_key():
     cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
-    gmap = GaussianMap(unlimited(chunk_size=0.5))
+    gmap = GaussianMap(unlimited(chunk_size_m=0.5))
     gmap.integrate(observe(cams, planes=(WALL, FLOOR)), cams, window_id=0)
     keys = chunk_keys(gmap.all_gaussians().means, 0.5).tolist()
     assert keys == sorted(keys)
@@ -373,7 +374,7 @@ def _replica_rows(rep: MapReplica) -> np.ndarray:
 
 
 def test_replica_rebuilt_from_the_update_stream_equals_the_map_bit_for_bit():
-    cfg = FusionConfig(chunk_size=1.0, max_gaussians_per_chunk=700, max_gaussians_total=5000, eviction="local")
+    cfg = MapConfig(chunk_size_m=1.0, max_gaussians_per_chunk=700, max_gaussians=5000, eviction="local")
     gmap = GaussianMap(cfg)
     rep = MapReplica()
     rng = np.random.default_rng(0)
@@ -408,7 +409,7 @@ def test_replica_rebuilt_from_the_update_stream_equals_the_map_bit_for_bit():
 
 def test_replica_ignores_older_revisions_and_keeps_deleted_chunks_deleted():
     cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
-    gmap = GaussianMap(unlimited(chunk_size=0.5))
+    gmap = GaussianMap(unlimited(chunk_size_m=0.5))
     first = gmap.integrate(observe(cams), cams, window_id=0)
     key = first.upserts[0].key
     chunk_rev1 = first.upserts[0]
@@ -467,7 +468,7 @@ def test_row_layout_round_trips_through_gaussians():
 
 def test_emptied_chunks_are_sent_as_delete_and_reset_as_clear():
     cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
-    gmap = GaussianMap(FusionConfig(chunk_size=0.5, max_gaussians_per_chunk=0, max_gaussians_total=1,
+    gmap = GaussianMap(MapConfig(chunk_size_m=0.5, max_gaussians_per_chunk=0, max_gaussians=1,
                                     eviction="global"))
     up = gmap.integrate(observe(cams), cams, window_id=0)
     assert len(gmap) == 1 and len(up.upserts) == 1
@@ -475,7 +476,7 @@ def test_emptied_chunks_are_sent_as_delete_and_reset_as_clear():
     clear = gmap.reset()
     assert clear.cleared and clear.revision > up.revision and len(gmap) == 0
     cams2 = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
-    gmap2 = GaussianMap(unlimited(chunk_size=0.5))
+    gmap2 = GaussianMap(unlimited(chunk_size_m=0.5))
     gmap2.integrate(observe(cams2, planes=((torch.tensor([0.0, 0, 1]), 1.5),)), cams2, window_id=0)
     before = set(gmap2.chunks)
     up2 = gmap2.integrate(observe(cams2), cams2, window_id=1)   # carves the z = 1.5 plane entirely
@@ -504,13 +505,13 @@ def test_an_expected_depth_image_can_stand_in_for_the_z_buffer_of_the_means():
 
 def test_replica_follows_a_new_session_with_a_lower_revision_count_and_ignores_the_old_one():
     cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
-    old = GaussianMap(unlimited(chunk_size=0.5))
+    old = GaussianMap(unlimited(chunk_size_m=0.5))
     old_stream = []
     for w in range(3):
         old_stream += old.integrate(observe(cams, noise=0.01, seed=w), cams, window_id=w).updates
     rep = MapReplica()
     rep.apply_all(old_stream)
-    new = GaussianMap(unlimited(chunk_size=0.5))               # e.g. a map loaded from disk
+    new = GaussianMap(unlimited(chunk_size_m=0.5))               # e.g. a map loaded from disk
     new.add(observe(cameras(look_at((1.0, 0, -1.0), (1.0, 0, 3.0)))))
     assert new.revision < old.revision
     rep.apply_all(new.snapshot().updates)

@@ -14,16 +14,17 @@ from ilrm_ros.model.ilrm import load_model_config
 ])
 def test_zero_sizes_and_window_take_the_architectures_own(arch, expected):
     cfg = MappingConfig()
-    assert fill_model_defaults(cfg, load_model_config(arch)) == expected
+    assert fill_model_defaults(cfg.model, cfg.window, load_model_config(arch)) == expected
     assert (cfg.model.height, cfg.model.width, cfg.window.size, cfg.window.stride) == tuple(expected.values())
 
 
 def test_given_values_are_kept_and_must_fit_the_token_grid():
     cfg = load_mapping_config(overrides={"model.height": 64, "model.width": 96, "window.size": 3})
-    assert fill_model_defaults(cfg, load_model_config("dl3dv")) == {"window.stride": 3}  # stride <= size
+    filled = fill_model_defaults(cfg.model, cfg.window, load_model_config("dl3dv"))
+    assert filled == {"window.stride": 3}  # stride <= size
     bad = load_mapping_config(overrides={"model.height": 72, "model.width": 96})
     with pytest.raises(ValueError, match="multiple of 16"):
-        fill_model_defaults(bad, load_model_config("dl3dv"))
+        fill_model_defaults(bad.model, bad.window, load_model_config("dl3dv"))
 
 
 def test_a_window_far_from_the_trained_views_is_warned_about():

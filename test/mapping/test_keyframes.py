@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ilrm_ros.io.frames import Frame
-from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy, KeyframePolicyConfig
+from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy, KeyframeConfig
 
 S = 1_000_000_000
 K = np.array([[50.0, 0, 15.5], [0, 50.0, 11.5], [0, 0, 1]])
@@ -104,13 +104,13 @@ def test_unposed_frames_are_an_error():
 
 
 def test_config_defaults_overrides_and_validation():
-    assert KeyframePolicyConfig() == KeyframePolicyConfig(0.10, 10.0, 2.0, 0.0)
-    policy = KeyframePolicy(KeyframePolicyConfig(min_translation_m=0.5), min_rotation_deg=3.0)
+    assert KeyframeConfig() == KeyframeConfig(0.10, 10.0, 2.0, 0.0)
+    policy = KeyframePolicy(KeyframeConfig(min_translation_m=0.5), min_rotation_deg=3.0)
     assert (policy.config.min_translation_m, policy.config.min_rotation_deg) == (0.5, 3.0)
     with pytest.raises(ValueError, match="min_translation_m"):
-        KeyframePolicyConfig(min_translation_m=-0.1)
+        KeyframeConfig(min_translation_m=-0.1)
     with pytest.raises(ValueError, match="min_interval_s"):
-        KeyframePolicyConfig(min_interval_s=3.0, max_interval_s=2.0)
+        KeyframeConfig(min_interval_s=3.0, max_interval_s=2.0)
     with pytest.raises(TypeError):
         KeyframePolicy(min_translaton_m=0.2)  # typo in a threshold name is caught
 

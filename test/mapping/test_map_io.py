@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ilrm_ros.mapping import map_io
-from ilrm_ros.mapping.fusion import FusionConfig
+from ilrm_ros.mapping.fusion import MapConfig
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.mapping.map_io import atomic_write, load_map, save_map, sidecar_path
 from ilrm_ros.core.gaussians import Gaussians
@@ -29,7 +29,7 @@ def random_gaussians(n: int, seed: int = 0, spread: float = 6.0) -> Gaussians:
 
 
 def small_map(n: int = 2000, seed: int = 0) -> GaussianMap:
-    gmap = GaussianMap(FusionConfig(chunk_size=1.5, max_gaussians_per_chunk=0, max_gaussians_total=0),
+    gmap = GaussianMap(MapConfig(chunk_size_m=1.5, max_gaussians_per_chunk=0, max_gaussians=0),
                        map_frame="odom", model_id="small@abc123")
     gmap.add(random_gaussians(n, seed), window_id=3)
     return gmap
@@ -128,7 +128,7 @@ def test_load_map_rechunks_without_a_sidecar_and_honours_the_given_config(tmp_pa
     gmap = small_map()
     path = save_map(tmp_path / "map.ply", gmap)
     sidecar_path(path).unlink()
-    loaded = load_map(path, config=FusionConfig(chunk_size=0.5, max_gaussians_per_chunk=0, max_gaussians_total=0))
+    loaded = load_map(path, config=MapConfig(chunk_size_m=0.5, max_gaussians_per_chunk=0, max_gaussians=0))
     assert len(loaded) == len(gmap) and loaded.chunk_size == 0.5
     assert len(loaded.chunks) > len(gmap.chunks)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ilrm_ros.mapping.config import OccupancyConfig
+from ilrm_ros.mapping.occupancy_stage import OccupancyConfig
 from ilrm_ros.mapping.occupancy import (CellState, LogOdds, VoxelGrid, decode, depth_to_rays, encode, scan_voxels,
                                         scan_voxels_reference)
 from ilrm_ros.mapping.occupancy_maps import (FREE, OCCUPIED, UNKNOWN, distance_to, distance_to_reference,

@@ -5,8 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ilrm_ros.mapping.config import WindowConfig
-from ilrm_ros.mapping.scheduler import Window, WindowScheduler, WindowWorker
+from ilrm_ros.mapping.scheduler import Window, WindowConfig, WindowScheduler, WindowWorker
 
 
 def _kfs(n):

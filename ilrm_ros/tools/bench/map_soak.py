@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ilrm_ros.mapping.fusion import FusionConfig, WindowCameras
+from ilrm_ros.mapping.fusion import MapConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.core.progress import Progress
@@ -191,9 +191,10 @@ def run_mode(fusion: bool, soak: SoakConfig, stub: StubConfig, room: Room,
 
     ``progress`` counts the windows; every 100 windows its status shows the map's size.
     """
-    cfg = FusionConfig(chunk_size=soak.chunk_size, fusion=fusion, max_gaussians_total=soak.max_gaussians,
-                       max_gaussians_per_chunk=soak.max_gaussians_per_chunk, eviction=soak.eviction,
-                       replace_distance_ratio=soak.replace_distance_ratio, dedup_voxel=soak.dedup_voxel)
+    cfg = MapConfig(chunk_size_m=soak.chunk_size, fusion=fusion, max_gaussians=soak.max_gaussians,
+                    max_gaussians_per_chunk=soak.max_gaussians_per_chunk, eviction=soak.eviction,
+                    max_integration_distance_m=0.0, replace_distance_ratio=soak.replace_distance_ratio,
+                    dedup_voxel=soak.dedup_voxel)
     gmap = GaussianMap(cfg, model_id="map-soak-stub")
     gen = torch.Generator().manual_seed(soak.seed)
     image = 2 * stub.grid
@@ -323,8 +324,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-per-chunk", type=int, default=200_000)
     p.add_argument("--eviction", choices=("global", "local"), default="global")
     p.add_argument("--replace-ratio", type=float, default=1.1,
-                   help="FusionConfig.replace_distance_ratio (< 1: keep old Gaussians unless clearly closer)")
-    p.add_argument("--dedup-voxel", type=float, default=0.0, help="FusionConfig.dedup_voxel (0 = off)")
+                   help="MapConfig.replace_distance_ratio (< 1: keep old Gaussians unless clearly closer)")
+    p.add_argument("--dedup-voxel", type=float, default=0.0, help="MapConfig.dedup_voxel (0 = off)")
     p.add_argument("--modes", default="fusion,append", help="comma list of fusion,append")
     p.add_argument("--sample-every", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,115 @@
+"""Bounding the global map: per-chunk and total caps with a deterministic eviction order,
+and the optional one-Gaussian-per-voxel deduplication of changed chunks.
+
+Eviction order (``MapConfig.eviction``, :func:`ilrm_ros.mapping.fusion.eviction_priority`):
+smallest priority first, ties broken by the oldest window (``born``), then the oldest
+insertion (``gid``), so equal inputs always lose the same Gaussians.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
+from ilrm_ros.mapping.chunks import chunk_keys
+from ilrm_ros.mapping.fusion import MapConfig, eviction_priority
+from ilrm_ros.mapping.map_storage import Block, cat_books, encode_keys
+
+__all__ = ["smallest_first", "enforce_caps", "dedup"]
+
+
+def smallest_first(priority: torch.Tensor, born: torch.Tensor, gid: torch.Tensor, k: int) -> np.ndarray:
+    """Indices of the ``k`` entries that come first in the order (priority, born, gid).
+
+    Exactly the first ``k`` of a full lexicographic sort, found in O(N) with a partition:
+    deterministic for equal inputs. priority (N,) float, born (N,) int, gid (N,) int.
+    """
+    n = int(priority.shape[0])
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k >= n:
+        return np.arange(n)
+    p = priority.numpy()
+    kth = np.partition(p, k - 1)[k - 1]
+    below = np.flatnonzero(p < kth)
+    ties = np.flatnonzero(p == kth)
+    ties = ties[np.lexsort((gid.numpy()[ties], born.numpy()[ties]))][: k - len(below)]
+    return np.concatenate([below, ties])
+
+
+def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], changed: set[int], cfg: MapConfig,
+                 robot: torch.Tensor) -> int:
+    """Apply the per-chunk then the total cap; returns the number of evicted Gaussians.
+
+    A cap exceeded is brought down to ``evict_to_fraction`` of itself, evicting in the
+    order of ``eviction`` (ties: oldest window, then oldest insertion). ``codes()``: the chunk
+    codes in key order; ``robot``: (3,) position for "local" eviction. Chunks that lose
+    Gaussians to the total cap join ``changed``.
+    """
+    evicted = 0
+    if cfg.max_gaussians_per_chunk > 0:
+        target = max(1, int(cfg.max_gaussians_per_chunk * cfg.evict_to_fraction))
+        for code in sorted(changed):
+            b = blocks[code]
+            if len(b) > cfg.max_gaussians_per_chunk:
+                excess = len(b) - target
+                gone = smallest_first(_priority(b.rows, b.book, cfg, robot),
+                                      torch.from_numpy(np.ascontiguousarray(b.book["born"])),
+                                      torch.from_numpy(np.ascontiguousarray(b.book["gid"])), excess)
+                keep = np.ones(len(b), dtype=bool)
+                keep[gone] = False
+                b.take(np.flatnonzero(keep))
+                evicted += excess
+    total = sum(len(b) for b in blocks.values())
+    if 0 < cfg.max_gaussians < total:
+        excess = total - max(1, int(cfg.max_gaussians * cfg.evict_to_fraction))
+        order = codes()
+        held = [blocks[c] for c in order]
+        book = cat_books([b.book for b in held])
+        # one vectorised pass (means, colours, opacity, scales: the first 10 columns)
+        prio = _priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in held]), book, cfg, robot)
+        gone = smallest_first(prio, torch.from_numpy(np.ascontiguousarray(book["born"])),
+                              torch.from_numpy(np.ascontiguousarray(book["gid"])), excess)
+        keep = np.ones(total, dtype=bool)
+        keep[gone] = False
+        start = 0
+        for code, b in zip(order, held):
+            k = keep[start:start + len(b)]
+            start += len(b)
+            if not k.all():
+                b.take(np.flatnonzero(k))
+                changed.add(code)
+        evicted += excess
+    return evicted
+
+
+def dedup(blocks: Mapping[int, Block], changed: set[int], voxel: float) -> int:
+    """At most one Gaussian per cubic cell of edge ``voxel`` in changed chunks; returns how many went.
+
+    Per chunk and voxel cell the kept one is the closest source camera, then the newest
+    window, then the oldest insertion.
+    """
+    removed = 0
+    for code in sorted(changed):
+        b = blocks[code]
+        if len(b) < 2:
+            continue
+        cell_id = encode_keys(chunk_keys(torch.from_numpy(np.ascontiguousarray(b.rows[:, COL_MEANS])), voxel))
+        bk = b.book
+        order = np.lexsort((bk["gid"], -bk["born"].astype(np.int64), bk["src_dist"], cell_id))
+        sorted_cells = cell_id[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = sorted_cells[1:] != sorted_cells[:-1]
+        keep = np.sort(order[first])
+        if len(keep) < len(b):
+            removed += len(b) - len(keep)
+            b.take(keep)
+    return removed
+
+
+def _priority(rows: np.ndarray, book: np.ndarray, cfg: MapConfig, robot: torch.Tensor) -> torch.Tensor:
+    """Eviction priority (N,) of rows (N, >= 10) with their bookkeeping (N,)."""
+    return eviction_priority(torch.from_numpy(rows), torch.from_numpy(np.ascontiguousarray(book["obs_count"])),
+                             cfg, robot)

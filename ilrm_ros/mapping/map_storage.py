@@ -1,0 +1,95 @@
+"""Storage of the global map's chunks: key codes, per-Gaussian bookkeeping, one block per chunk.
+
+A chunk key ``floor(mean / chunk_size_m)`` (3 ints) is encoded as one int64 whose order is
+the keys' lexicographic order; a :class:`Block` holds one chunk's rows (M, 14) float32 and
+bookkeeping (M,) :data:`BOOK_DTYPE`, with its bounds cached per content.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ilrm_ros.core.wire import COL_MEANS, COL_SCALES, ROW_FLOATS
+
+__all__ = ["encode_keys", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds"]
+
+
+_KEY_BITS = 21
+_KEY_OFFSET = 1 << (_KEY_BITS - 1)
+
+
+def encode_keys(keys: torch.Tensor) -> np.ndarray:
+    """(N, 3) int32 keys -> (N,) int64 codes whose order is the lexicographic key order.
+
+    Each component must lie in [-2^20, 2^20) (a million chunk edges from the origin).
+    """
+    k = keys.to(torch.int64).numpy() + _KEY_OFFSET
+    if k.size and (k.min() < 0 or k.max() >= 1 << _KEY_BITS):
+        raise ValueError("chunk key out of the encodable range (+-2^20 blocks): check the map frame / chunk_size")
+    return (k[:, 0] << (2 * _KEY_BITS)) | (k[:, 1] << _KEY_BITS) | k[:, 2]
+
+
+def decode_key(code: int) -> tuple[int, int, int]:
+    mask = (1 << _KEY_BITS) - 1
+    return ((code >> (2 * _KEY_BITS)) - _KEY_OFFSET, ((code >> _KEY_BITS) & mask) - _KEY_OFFSET,
+            (code & mask) - _KEY_OFFSET)
+
+
+BOOK_DTYPE = np.dtype([("src_dist", "<f4"), ("born", "<i4"), ("last_seen", "<i4"), ("obs_count", "<i4"),
+                       ("gid", "<i8")])
+"""Per-Gaussian bookkeeping (24 bytes): distance to the closest camera of the producing
+window, producing window (-1 = loaded), last window that observed it, number of windows
+that observed its surface, map-wide insertion counter (a stable total order)."""
+
+
+def cat_books(books: list[np.ndarray]) -> np.ndarray:
+    """np.concatenate for BOOK_DTYPE arrays via an opaque 24-byte view (structured dtypes
+    take numpy's slow field-promotion path, ~30x slower)."""
+    return np.concatenate([b.view(f"V{BOOK_DTYPE.itemsize}") for b in books]).view(BOOK_DTYPE)
+
+
+class Block:
+    """Storage of one chunk: rows (M, 14) float32 (never modified in place: every change
+    assigns a new array, so rows handed out in updates stay valid) and book (M,) BOOK_DTYPE."""
+
+    __slots__ = ("rows", "book", "revision", "last_window_id", "keyframe_ids", "_bounds")
+
+    def __init__(self) -> None:
+        self.rows = np.zeros((0, ROW_FLOATS), np.float32)
+        self.book = np.zeros(0, BOOK_DTYPE)
+        self.revision = 0             # map revision of the last change (0 = never sent)
+        self.last_window_id = -1
+        self.keyframe_ids: tuple[int, ...] = ()
+        self._bounds: tuple[np.ndarray, np.ndarray, float] | None = None
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def set(self, rows: np.ndarray, book: np.ndarray) -> None:
+        self.rows, self.book, self._bounds = rows, book, None
+
+    def take(self, idx: np.ndarray) -> None:
+        """Keep only the Gaussians ``idx`` (ascending indices), in that order."""
+        self.set(self.rows.take(idx, axis=0), self.book.take(idx))
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """AABB of the means lo, hi (3,) float64 and the largest scale (cached per content)."""
+        if self._bounds is None:
+            refresh_bounds([self])
+        return self._bounds if self._bounds is not None else (np.zeros(3), np.zeros(3), 0.0)
+
+
+def refresh_bounds(blocks: list[Block]) -> None:
+    """Compute the bounds of the non-empty blocks whose cache is stale, in one vectorised pass."""
+    stale = [b for b in blocks if b._bounds is None and len(b)]
+    if not stale:
+        return
+    starts = np.cumsum([0] + [len(b) for b in stale[:-1]])
+    rows = np.concatenate([b.rows for b in stale])
+    means = rows[:, COL_MEANS]
+    lo = np.minimum.reduceat(means, starts, axis=0).astype(np.float64)
+    hi = np.maximum.reduceat(means, starts, axis=0).astype(np.float64)
+    c = COL_SCALES.start  # the largest of three scales; faster than max over a 3-wide axis
+    smax = np.maximum.reduceat(np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2]), starts)
+    for i, b in enumerate(stale):
+        b._bounds = (lo[i], hi[i], float(smax[i]))
