@@ -8,10 +8,13 @@ sent that arrived, where it can be known (see ``mapping.delivery``).
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from ilrm_ros.ros.qos import RELIABLE
 
 
 def status(name: str, level: bytes | int, message: str, values: dict[str, Any]) -> DiagnosticStatus:
@@ -58,3 +61,34 @@ def diagnostic_array(statuses: list[DiagnosticStatus], stamp: Any) -> Diagnostic
     arr = DiagnosticArray(status=statuses)
     arr.header.stamp = stamp
     return arr
+
+
+class NodeDiagnostics:
+    """Publishes the node's three statuses (input, model, map) on /diagnostics.
+
+    Reads the node's parts: ``input`` (CameraInput), ``worker``, ``mapper``, ``outputs``
+    (window latencies), ``reporter`` / ``counters`` (drops), ``tf`` and ``cfg``.
+    """
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
+
+    def publish(self) -> None:
+        """Name the drop summaries that are due, warn about stale inputs, publish the statuses."""
+        node = self.node
+        node.reporter.flush()  # summaries of throttle windows that ended
+        stale_after_s = node.cfg.diagnostics.stale_after_s
+        ages = node.input.ages(time.monotonic())
+        problems = input_problems(ages, stale_after_s)
+        counters = node.counters.snapshot()
+        if problems and counters.get("images_received", 0) > 0:
+            node.get_logger().warning("; ".join(problems), throttle_duration_sec=stale_after_s)
+        statuses = [
+            input_status(problems, counters, node.input.delivery.snapshot(), {
+                "tf_source": node.tf.name, "pending_frames": node.input.waiting(), "input_qos": node.input.images.qos,
+                "seconds_since_image": ages["images"], "seconds_since_camera_info": ages["camera_info"],
+                "seconds_since_tf": ages["TF"]}),
+            model_status(node.worker.stats, str(node.mapper.device), node.mapper.model_id, list(node.outputs.latency)),
+            status("ilrm_mapping: map", DiagnosticStatus.OK, "ok", node.mapper.stats())]
+        self.pub.publish(diagnostic_array(statuses, node.get_clock().now().to_msg()))

@@ -1,16 +1,30 @@
-"""What the node publishes besides chunks and the map: window renders and the novel-view frame."""
+"""What the node publishes after a window and after reset / load_map.
+
+``~/chunks`` (the map delta, first: latency ends there), the window renders on
+``~/rendered/{,novel/}{image,depth,camera_info}`` (with the novel view's frame on
+/tf_static), the latched ``~/map`` (at most every ``map.publish_period_s``) and
+``~/map_info``. Publishing runs on the window worker's thread.
+"""
 from __future__ import annotations
 
+import collections
+import math
+import time
 from typing import Any
 
 from geometry_msgs.msg import TransformStamped
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
+from ilrm_ros.io.frames import ns_to_stamp
 from ilrm_ros.io.image_codec import encode_image
-from ilrm_ros.mapping.mapper import RenderedView
-from ilrm_ros.ros.conversions import camera_info_msg
+from ilrm_ros.mapping.chunks import MapUpdate
+from ilrm_ros.mapping.mapper import RenderedView, WindowResult
+from ilrm_ros.msg import GaussianChunk, MapInfo
+from ilrm_ros.ros.conversions import array_to_cloud, camera_info_msg, make_map_info, update_to_msg
+from ilrm_ros.ros.qos import CHUNK_QOS, LATCHED, RELIABLE
+from ilrm_ros.ros.tf_source import TF_STATIC_QOS
 
 
 def novel_view_tf(camera_frame: str, offset: list[float], stamp: Any) -> TFMessage:
@@ -25,19 +39,101 @@ def novel_view_tf(camera_frame: str, offset: list[float], stamp: Any) -> TFMessa
     return TFMessage(transforms=[ts])
 
 
-def publish_render(node: Any, view: RenderedView, stamp: Any, camera_frame: str, novel_tf_sent: str | None) -> str | None:
-    """Publish one window render (image, depth, camera_info); announce the novel frame once.
+class MapOutputs:
+    """The node's map publishers and what they last sent; ``node`` gives cfg, mapper, counters, clock, logger."""
 
-    Returns the camera frame whose novel-view transform has been sent (pass it back next time).
-    """
-    frame_id = camera_frame if view.name == "keyframe" else f"{camera_frame}_ilrm_novel"
-    if view.name == "novel" and novel_tf_sent != camera_frame:
-        node.pub_tf_static.publish(novel_view_tf(camera_frame, node.cfg.render.novel_offset,
-                                                 node.get_clock().now().to_msg()))
-        novel_tf_sent = camera_frame
-    header = Header(frame_id=frame_id, stamp=stamp)
-    pub_img, pub_depth, pub_info = node.pub_render[view.name]
-    pub_img.publish(encode_image(view.rgb, "rgb8", header=header, msg=Image()))
-    pub_depth.publish(encode_image(view.depth, "32FC1", header=header, msg=Image()))
-    pub_info.publish(camera_info_msg(view.K, view.rgb.shape[1], view.rgb.shape[0], header))
-    return novel_tf_sent
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.pub_chunks = node.create_publisher(GaussianChunk, "~/chunks", CHUNK_QOS)
+        self.pub_map = node.create_publisher(PointCloud2, "~/map", LATCHED)
+        self.pub_info = node.create_publisher(MapInfo, "~/map_info", LATCHED)
+        self.pub_render = {
+            name: (node.create_publisher(Image, f"~/rendered/{sub}image", RELIABLE),
+                   node.create_publisher(Image, f"~/rendered/{sub}depth", RELIABLE),
+                   node.create_publisher(CameraInfo, f"~/rendered/{sub}camera_info", RELIABLE))
+            for name, sub in (("keyframe", ""), ("novel", "novel/"))}
+        self.pub_tf_static = node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
+        self.latency: collections.deque[float] = collections.deque(maxlen=50)
+        self.window_timings: collections.deque[dict] = collections.deque(maxlen=1000)
+        self.last_result: WindowResult | None = None
+        self._last_map_publish = -math.inf
+        self._map_dirty = False
+        self._novel_tf_sent: str | None = None
+
+    def _header(self, stamp: Any = None) -> Header:
+        header = Header(frame_id=self.node.map_frame)
+        header.stamp = stamp if stamp is not None else self.node.get_clock().now().to_msg()
+        return header
+
+    def on_window(self, result: WindowResult) -> None:
+        """Publish a processed window: chunks first (latency ends there), then renders, map, info."""
+        node, mapper = self.node, self.node.mapper
+        header = Header(frame_id=node.map_frame)
+        header.stamp.sec, header.stamp.nanosec = ns_to_stamp(result.stamp_ns)
+        t0 = time.monotonic()
+        for part in result.update.transport_parts():
+            self.pub_chunks.publish(update_to_msg(part, header))
+        t1 = time.monotonic()
+        result.timings["publish_chunks_s"] = t1 - t0
+        result.timings["end_to_end_s"] = t1 - result.window.trigger_time
+        self.latency.append(result.timings["end_to_end_s"])
+        self.last_result = result
+        self._map_dirty = True
+        if node.cfg.render.publish:
+            camera_frame = result.window.keyframes[-1].frame_id
+            for view in mapper.window_renders(result):
+                self.publish_render(view, header.stamp, camera_frame)
+        node.occupancy_out.on_window(result)
+        self.maybe_publish_map()
+        self.publish_info()
+        if result.warning:
+            node.get_logger().warning(result.warning)
+        result.gaussians = None  # do not keep the window's tensors alive
+        self.window_timings.append(dict(result.timings, window_id=result.window.window_id,
+                                        gaussians=result.num_gaussians_window))
+        t = result.timings
+        node.get_logger().info(
+            f"window {result.window.window_id} (keyframes {result.window.keyframe_ids}): "
+            f"{result.num_gaussians_window} Gaussians; model {t['model_s']:.2f} s, fuse {t['integrate_s']:.2f} s, "
+            f"chunks out {t['end_to_end_s']:.2f} s after the last keyframe (queued {t['queued_s']:.2f} s), "
+            f"render {t.get('render_s', 0.0):.2f} s; map {mapper.stats().get('num_gaussians', 0)} Gaussians",
+            throttle_duration_sec=2.0)
+
+    def maybe_publish_map(self, force: bool = False) -> None:
+        """The latched ``~/map`` when the map changed and ``map.publish_period_s`` has passed (or ``force``)."""
+        now = time.monotonic()
+        if not force and (not self._map_dirty or now - self._last_map_publish < self.node.cfg.map.publish_period_s):
+            return
+        rows = self.node.mapper.all_rows()
+        self.pub_map.publish(array_to_cloud(rows, self._header()))
+        self._last_map_publish = now
+        self._map_dirty = False
+
+    def publish_info(self) -> None:
+        mapper = self.node.mapper
+        self.pub_info.publish(make_map_info(
+            self._header(), mapper.map.map_id, mapper.stats(), mapper.model_id, mapper.model_id,
+            str(mapper.device), self.last_result, self.node.counters.total("dropped_")))
+
+    def publish_whole_update(self, update: MapUpdate) -> None:
+        """After reset/load: the chunk delta, then the latched map, occupancy and info, right away."""
+        header = self._header()
+        for part in update.transport_parts():
+            self.pub_chunks.publish(update_to_msg(part, header))
+        self._map_dirty = True
+        self.maybe_publish_map(force=True)
+        self.node.occupancy_out.publish(force=True)
+        self.publish_info()
+
+    def publish_render(self, view: RenderedView, stamp: Any, camera_frame: str) -> None:
+        """Publish one window render (image, depth, camera_info); announce the novel frame once per camera."""
+        frame_id = camera_frame if view.name == "keyframe" else f"{camera_frame}_ilrm_novel"
+        if view.name == "novel" and self._novel_tf_sent != camera_frame:
+            self.pub_tf_static.publish(novel_view_tf(camera_frame, self.node.cfg.render.novel_offset,
+                                                     self.node.get_clock().now().to_msg()))
+            self._novel_tf_sent = camera_frame
+        header = Header(frame_id=frame_id, stamp=stamp)
+        pub_img, pub_depth, pub_info = self.pub_render[view.name]
+        pub_img.publish(encode_image(view.rgb, "rgb8", header=header, msg=Image()))
+        pub_depth.publish(encode_image(view.depth, "32FC1", header=header, msg=Image()))
+        pub_info.publish(camera_info_msg(view.K, view.rgb.shape[1], view.rgb.shape[0], header))

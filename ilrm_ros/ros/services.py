@@ -79,7 +79,7 @@ class MapServices:
             resp.success, resp.message = False, f"load failed (map unchanged): {exc}"
             node.get_logger().warning(f"load_map {req.path!r} refused, map unchanged: {exc}")
             return resp
-        node.publish_whole_update(update)
+        node.outputs.publish_whole_update(update)
         resp.success = True
         resp.num_gaussians = int(node.mapper.stats().get("num_gaussians", 0))
         resp.message = f"loaded {resp.num_gaussians} Gaussians from {req.path}"
@@ -88,7 +88,7 @@ class MapServices:
     def reset(self, req, resp):
         node = self.node
         node.worker.wait_idle(30.0)
-        node.publish_whole_update(node.mapper.reset())
+        node.outputs.publish_whole_update(node.mapper.reset())
         resp.success, resp.message = True, "map and keyframes cleared"
         return resp
 

@@ -88,7 +88,7 @@ class Harness:
         return pred()
 
     def wait_idle(self, timeout=120.0) -> bool:
-        return self.wait(lambda: len(self.node._pending) == 0 and self.node.worker.idle(), timeout)
+        return self.wait(lambda: self.node.input.waiting() == 0 and self.node.worker.idle(), timeout)
 
     def call(self, srv_type, name, request, timeout=60.0):
         client = self.user.create_client(srv_type, name)

@@ -74,6 +74,7 @@ def run(cfg: NodeBenchConfig) -> dict:
     from rclpy.parameter import Parameter
 
     from ilrm_ros.data.synth import SynthConfig, synth_sequence
+    from ilrm_ros.ros.memory import pin_malloc_thresholds
     from ilrm_ros.ros.node import MappingNode
     from ilrm_ros.ros.player import SequencePlayer
 
@@ -95,6 +96,7 @@ def run(cfg: NodeBenchConfig) -> dict:
         name, _, value = item.partition("=")
         overrides.append(Parameter(name.strip(), value=yaml.safe_load(value)))
     rclpy.init()
+    pin_malloc_thresholds()  # as the node's main() does: the RSS samples measure the same process
     node = MappingNode(parameter_overrides=overrides)
     user = Node("bench_player")
     player = SequencePlayer(user, "/bench/image", "/bench/camera_info")
@@ -120,16 +122,16 @@ def run(cfg: NodeBenchConfig) -> dict:
             player.publish_frame(seq.images, seq.c2w, seq.K, i, period_s=0.25, stamp_index=k)
             if cfg.pace == "idle":
                 time.sleep(0.06)  # let the TF resolver pick the frame up
-                while not (len(node._pending) == 0 and node.worker.idle()):
+                while not (node.input.waiting() == 0 and node.worker.idle()):
                     time.sleep(0.005)
                 samples.append({"frame": k, "rss": rss_bytes(), "map_bytes": node.mapper.stats()["memory_bytes"]})
             else:
                 time.sleep(max(0.0, t_play + (k + 1) / cfg.rate - time.monotonic()))
         deadline = time.monotonic() + 600
-        while not (len(node._pending) == 0 and node.worker.idle()) and time.monotonic() < deadline:
+        while not (node.input.waiting() == 0 and node.worker.idle()) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)
-        windows = list(node.window_timings)
+        windows = list(node.outputs.window_timings)
         stats = node.mapper.stats()
         worker = node.worker.stats
         result = {
