@@ -1,4 +1,4 @@
-"""Specification of mapping.input_stage: decode -> intrinsics -> frame id -> place, or a named rejection."""
+"""Specification of io.input_stage: decode -> intrinsics -> frame id -> pose lookup -> place, or a named drop."""
 from types import SimpleNamespace
 
 import numpy as np
