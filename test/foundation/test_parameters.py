@@ -1,11 +1,12 @@
-"""config/mapping.yaml mirrors the parameter table in ilrm_ros/mapping/config.py, and loads."""
+"""config/mapping.yaml and the README table are generated from the config tree (mapping/config.py); both load."""
 from pathlib import Path
 
 import pytest
 import yaml
 
 from ilrm_ros.mapping.config import (MappingConfig, config_from_flat, default_params_file, flatten_ros_yaml,
-                             load_mapping_config, parameter_specs)
+                                     load_mapping_config, parameter_specs)
+from ilrm_ros.mapping.parameter_docs import TABLE_BEGIN, TABLE_END, parameter_file, readme_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,3 +45,16 @@ def test_parameter_file_may_use_a_namespaced_node_name_or_wildcard():
     doc = {"/robot1/ilrm_mapping": {"ros__parameters": {"window": {"size": 6}}}}
     assert flatten_ros_yaml(doc) == {"window.size": 6}
     assert flatten_ros_yaml({"/**": {"ros__parameters": {"map": {"fusion": False}}}}) == {"map.fusion": False}
+
+
+def test_parameter_file_is_exactly_what_the_tree_generates():
+    assert (ROOT / "config" / "mapping.yaml").read_text() == parameter_file(parameter_specs()), \
+        "config/mapping.yaml is stale: run python -m ilrm_ros.mapping.parameter_docs"
+
+
+def test_readme_parameter_table_is_exactly_what_the_tree_generates():
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index(TABLE_BEGIN) + len(TABLE_BEGIN):readme.index(TABLE_END)]
+    assert table == "\n" + readme_table(parameter_specs()), \
+        "README table is stale: run python -m ilrm_ros.mapping.parameter_docs"
+    assert all(f"| `{s.name}` |" in table for s in parameter_specs())
