@@ -124,19 +124,19 @@ def test_publish_period_0_publishes_the_map_after_every_window():
 
     from builtin_interfaces.msg import Time
 
-    from ilrm_ros.ros.node import MappingNode
+    from ilrm_ros.ros.outputs import MapOutputs
 
     published = []
-    fake = SimpleNamespace(cfg=config_from_flat({"map.publish_period_s": 0.0}), _map_dirty=True,
-                           _last_map_publish=time.monotonic(), map_frame="map", mapper=SimpleNamespace(
-                               all_rows=lambda: np.zeros((0, 14), np.float32)),
-                           get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)),
-                           pub_map=SimpleNamespace(publish=published.append))
-    MappingNode._maybe_publish_map(fake)  # just after a publish (time ~ the last one): still published
+    node = SimpleNamespace(cfg=config_from_flat({"map.publish_period_s": 0.0}), map_frame="map",
+                           mapper=SimpleNamespace(all_rows=lambda: np.zeros((0, 14), np.float32)),
+                           get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)))
+    fake = SimpleNamespace(node=node, _map_dirty=True, _last_map_publish=time.monotonic(),
+                           _header=lambda: MapOutputs._header(fake), pub_map=SimpleNamespace(publish=published.append))
+    MapOutputs.maybe_publish_map(fake)  # just after a publish (time ~ the last one): still published
     assert len(published) == 1
-    fake.cfg.map.publish_period_s, fake._map_dirty = 2.0, True
+    node.cfg.map.publish_period_s, fake._map_dirty = 2.0, True
     fake._last_map_publish = time.monotonic()
-    MappingNode._maybe_publish_map(fake)
+    MapOutputs.maybe_publish_map(fake)
     assert len(published) == 1
 
 
