@@ -1,0 +1,165 @@
+"""Window refinement (mapping/refine.py): it fits the context views, keeps to its time budget,
+is deterministic under a seed and leaves the Gaussians' conventions and shapes intact."""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.mapping.refine import RefineConfig, activate, refine_window, to_unconstrained
+from ilrm_ros.render.metrics import psnr
+from ilrm_ros.render.render import render_gaussians
+
+SIZE = 24
+
+
+def look_from(position) -> torch.Tensor:
+    """OpenCV camera-to-world at ``position`` looking at the origin."""
+    pos = torch.tensor(position, dtype=torch.float32)
+    fwd = -pos / pos.norm()
+    right = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0]), fwd)
+    right = right / right.norm()
+    c2w = torch.eye(4)
+    c2w[:3, :3] = torch.stack([right, torch.linalg.cross(fwd, right), fwd], dim=1)
+    c2w[:3, 3] = pos
+    return c2w
+
+
+def truth_scene(n: int = 60, seed: int = 0) -> Gaussians:
+    gen = torch.Generator().manual_seed(seed)
+    return Gaussians(means=(torch.rand(n, 3, generator=gen) - 0.5) * 2.0,
+                     quats=torch.nn.functional.normalize(torch.randn(n, 4, generator=gen), dim=-1),
+                     scales=torch.rand(n, 3, generator=gen) * 0.1 + 0.08,
+                     opacities=torch.rand(n, generator=gen) * 0.4 + 0.5,
+                     colors=torch.rand(n, 3, generator=gen))
+
+
+def perturbed(g: Gaussians, seed: int = 1) -> Gaussians:
+    gen = torch.Generator().manual_seed(seed)
+    n = len(g)
+    return Gaussians(means=g.means + 0.05 * torch.randn(n, 3, generator=gen), quats=g.quats,
+                     scales=g.scales * 1.3, opacities=g.opacities * 0.7,
+                     colors=(g.colors + 0.2 * torch.randn(n, 3, generator=gen)).clamp(0, 1))
+
+
+@pytest.fixture(scope="module")
+def case():
+    """Truth Gaussians rendered from 3 cameras as the context images; perturbed Gaussians to refine."""
+    g = truth_scene()
+    c2w = torch.stack([look_from([x, -0.4, -3.5]) for x in (-0.7, 0.0, 0.7)])
+    K = torch.tensor([[SIZE * 1.0, 0.0, SIZE / 2], [0.0, SIZE * 1.0, SIZE / 2], [0.0, 0.0, 1.0]]).expand(3, 3, 3)
+    with torch.no_grad():
+        images = render_gaussians(g, c2w, K, SIZE, SIZE).rgb.permute(0, 3, 1, 2).contiguous()
+    return SimpleNamespace(truth=g, start=perturbed(g), cams=SimpleNamespace(c2w=c2w, K=K), images=images)
+
+
+def context_psnr(g: Gaussians, case) -> float:
+    with torch.no_grad():
+        pred = render_gaussians(g, case.cams.c2w, case.cams.K, SIZE, SIZE).rgb.permute(0, 3, 1, 2)
+    return float(psnr(pred, case.images).mean())
+
+
+class StepClock:
+    """A fake clock: every reading advances time by ``step`` seconds."""
+
+    def __init__(self, step: float) -> None:
+        self.t, self.step = 100.0, step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+def test_refinement_raises_context_psnr(case):
+    out, stats = refine_window(case.start, case.cams, case.images, RefineConfig(window_iters=15, window_budget_s=0))
+    before, after = context_psnr(case.start, case), context_psnr(out, case)
+    assert stats.iterations == 15 and stats.stopped_by == "iters"
+    assert after > before + 3.0, (before, after)
+    assert stats.psnr_before == pytest.approx(before, abs=0.3) and stats.psnr_after == pytest.approx(after, abs=0.3)
+    assert stats.gain_db > 3.0
+
+
+def test_output_keeps_shapes_and_conventions(case):
+    out, _ = refine_window(case.start, case.cams, case.images, RefineConfig(window_iters=3, window_budget_s=0))
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        a, b = getattr(case.start, name), getattr(out, name)
+        assert a.shape == b.shape and a.dtype == b.dtype and not b.requires_grad, name
+    assert torch.allclose(out.quats.norm(dim=-1), torch.ones(len(out)), atol=1e-5)
+    assert (out.scales > 0).all() and (out.opacities > 0).all() and (out.opacities < 1).all()
+    assert (out.colors >= 0).all() and (out.colors <= 1).all()
+    assert not torch.equal(out.means, case.start.means)
+
+
+def test_unconstrained_round_trip():
+    g = truth_scene(20)
+    back = activate(to_unconstrained(g))
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        assert torch.allclose(getattr(back, name), getattr(g, name), atol=1e-5), name
+
+
+def test_zero_iterations_returns_the_input(case):
+    out, stats = refine_window(case.start, case.cams, case.images, RefineConfig(window_iters=0))
+    assert out is case.start
+    assert stats.iterations == 0 and stats.stopped_by == "off" and math.isnan(stats.psnr_before)
+
+
+def test_budget_is_respected_with_a_fake_clock(case):
+    clock = StepClock(0.25)  # every reading advances 0.25 s: the first evaluation and each step "take" 0.25 s
+    budget = 2.0
+    out, stats = refine_window(case.start, case.cams, case.images,
+                               RefineConfig(window_iters=1000, window_budget_s=budget), clock=clock)
+    assert stats.stopped_by == "budget" and out is not case.start
+    assert stats.step_s == pytest.approx(0.25)
+    assert stats.seconds <= budget + stats.step_s
+    assert stats.seconds >= budget - 3 * stats.step_s  # it used the budget rather than stopping early
+
+
+def test_slowing_steps_overrun_by_at_most_one_step(case):
+    """Steps that get slower: the last step's time predicts the next one, so the overrun stays
+    below one measured step."""
+    readings = iter(100.0 + 0.05 * i * i for i in range(10_000))  # step k lasts ~0.1·k s
+    budget = 3.0
+    _, stats = refine_window(case.start, case.cams, case.images,
+                             RefineConfig(window_iters=1000, window_budget_s=budget), clock=lambda: next(readings))
+    assert stats.stopped_by == "budget" and stats.iterations > 2
+    last_step = 0.05 * (2 * (stats.iterations + 2) + 1)  # an upper bound on the last step's length
+    assert budget < stats.seconds + last_step
+    assert stats.seconds <= budget + last_step
+
+
+def test_budget_smaller_than_the_first_step_runs_nothing(case):
+    out, stats = refine_window(case.start, case.cams, case.images,
+                               RefineConfig(window_iters=50, window_budget_s=0.6), clock=StepClock(0.25))
+    assert out is case.start and stats.iterations == 0 and stats.stopped_by == "budget"
+
+
+def test_same_seed_same_output(case):
+    cfg = RefineConfig(window_iters=4, window_budget_s=0, views_per_iter=1, seed=7)
+    a, _ = refine_window(case.start, case.cams, case.images, cfg)
+    b, _ = refine_window(case.start, case.cams, case.images, cfg)
+    c, _ = refine_window(case.start, case.cams, case.images, RefineConfig(window_iters=4, window_budget_s=0,
+                                                                           views_per_iter=1, seed=8))
+    assert torch.equal(a.means, b.means) and torch.equal(a.colors, b.colors)
+    assert not torch.equal(a.means, c.means)
+
+
+def test_downscale_refines_at_lower_resolution(case):
+    """Optimising at half resolution still improves the full-resolution context views."""
+    big = 2 * SIZE
+    K = case.cams.K.clone()
+    K[:, :2] *= 2
+    with torch.no_grad():
+        images = render_gaussians(case.truth, case.cams.c2w, K, big, big).rgb.permute(0, 3, 1, 2).contiguous()
+        before = render_gaussians(case.start, case.cams.c2w, K, big, big).rgb.permute(0, 3, 1, 2)
+    cams = SimpleNamespace(c2w=case.cams.c2w, K=K)
+    out, stats = refine_window(case.start, cams, images, RefineConfig(window_iters=10, window_budget_s=0, downscale=2))
+    with torch.no_grad():
+        after = render_gaussians(out, case.cams.c2w, K, big, big).rgb.permute(0, 3, 1, 2)
+    assert stats.iterations == 10
+    assert float(psnr(after, images).mean()) > float(psnr(before, images).mean()) + 1.0
+
+
+def test_rejects_mismatched_views(case):
+    with pytest.raises(ValueError):
+        refine_window(case.start, case.cams, case.images[:2], RefineConfig(window_iters=1))
