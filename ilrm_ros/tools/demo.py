@@ -66,7 +66,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     from ilrm_ros.msg import GaussianChunk, MapInfo
     from ilrm_ros.ros.conversions import cloud_to_array, msg_to_update
     from ilrm_ros.ros.conversions import camera_info_msg
-    from ilrm_ros.ros.node import CHUNK_QOS
+    from ilrm_ros.ros.qos import CHUNK_QOS
     from ilrm_ros.ros.player import SequencePlayer, matrix_to_transform
     from ilrm_ros.srv import RenderView, SaveMap
 
