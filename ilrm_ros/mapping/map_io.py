@@ -166,16 +166,16 @@ def load_sidecar(path: str | Path) -> dict | None:
         return None
 
 
-_SIDECAR_FIELDS_BEFORE_ISSUE_13 = {"chunk_size": "chunk_size_m", "max_gaussians_total": "max_gaussians",
+_OLD_SIDECAR_FIELDS = {"chunk_size": "chunk_size_m", "max_gaussians_total": "max_gaussians",
                                    "max_camera_distance": "max_integration_distance_m"}
-"""Field names sidecars written before the map's configuration took the parameter names used."""
+"""Field names of sidecars written before the map's configuration took the parameter names."""
 
 
 def sidecar_map_config(side: Mapping[str, Any] | None) -> MapConfig:
     """The map settings a sidecar records (``fusion``; older sidecars: their field names or only
     ``chunk_size``), MapConfig() without one."""
     if side and isinstance(side.get("fusion"), Mapping):
-        stored = {_SIDECAR_FIELDS_BEFORE_ISSUE_13.get(k, k): v for k, v in side["fusion"].items()}
+        stored = {_OLD_SIDECAR_FIELDS.get(k, k): v for k, v in side["fusion"].items()}
         return MapConfig(**{k: v for k, v in stored.items() if k in MapConfig.__dataclass_fields__})
     if side and "chunk_size" in side:
         return MapConfig(chunk_size_m=float(side["chunk_size"]))

@@ -124,6 +124,18 @@ def test_ply_round_trip_through_save_map_and_load_map(tmp_path):
     torch.testing.assert_close(b.quats, a.quats, rtol=1e-5, atol=1e-6)
 
 
+def test_load_map_takes_the_map_settings_from_the_sidecar_also_under_their_old_names(tmp_path):
+    path = save_map(tmp_path / "map.ply", small_map())
+    side = json.loads(sidecar_path(path).read_text())
+    assert side["fusion"]["chunk_size_m"] == 1.5 and side["fusion"]["max_gaussians"] == 0
+    assert load_map(path).config == MapConfig(chunk_size_m=1.5, max_gaussians_per_chunk=0, max_gaussians=0)
+    old = {k: v for k, v in side["fusion"].items() if k not in ("chunk_size_m", "max_gaussians")}
+    side["fusion"] = {**old, "chunk_size": 0.75, "max_gaussians_total": 500}  # a sidecar written before the rename
+    sidecar_path(path).write_text(json.dumps(side))
+    loaded = load_map(path)
+    assert loaded.chunk_size == 0.75 and loaded.config.max_gaussians == 500 and len(loaded) <= 500 < 2000
+
+
 def test_load_map_rechunks_without_a_sidecar_and_honours_the_given_config(tmp_path):
     gmap = small_map()
     path = save_map(tmp_path / "map.ply", gmap)
