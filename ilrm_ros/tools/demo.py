@@ -62,6 +62,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     from ilrm_ros.mapping.config import default_params_file
     from ilrm_ros.mapping.chunks import MapReplica
     from ilrm_ros.io.image_codec import decode_image
+    from ilrm_ros.render.panels import image_grid
     from ilrm_ros.tools.bag import nearest_camera, psnr_u8
     from ilrm_ros.msg import GaussianChunk, MapInfo
     from ilrm_ros.ros.conversions import cloud_to_array, msg_to_update
@@ -155,7 +156,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
 
         # held-out views rendered from the map vs the nearest published keyframe
         assert render_cli.wait_for_service(timeout_sec=10.0)
-        rows = []
+        rows, grid_rows = [], []
         for i in held_out:
             req = RenderView.Request()
             req.header.frame_id = "map"
@@ -175,6 +176,11 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
                          "psnr_nearest_keyframe": psnr_u8(seq.images[j], seq.images[i]), "nearest": j})
             _save_png(out / "rendered" / f"heldout_{i:03d}_render.png", pred)
             _save_png(out / "rendered" / f"heldout_{i:03d}_truth.png", seq.images[i])
+            grid_rows.append((f"frame {i}", [seq.images[i], pred, seq.images[j]]))
+        if grid_rows:  # truth | map render | nearest keyframe, one row per held-out view
+            _save_png(out / "rendered" / "heldout_grid.png",
+                      image_grid([imgs for _, imgs in grid_rows], ("truth", "map render", "nearest keyframe"),
+                                 row_labels=[label for label, _ in grid_rows]))
         if got["rendered"] is not None:
             _save_png(out / "rendered" / "last_window_keyframe.png", decode_image(got["rendered"]))
 

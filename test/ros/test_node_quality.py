@@ -1,6 +1,8 @@
 """With the shipped checkpoint, the node's map renders held-out views better than the
 nearest keyframe does — end to end over DDS, exactly as `ilrm-ros demo` runs it."""
+import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("rclpy")
 
@@ -20,3 +22,5 @@ def test_held_out_views_from_the_map_beat_the_nearest_keyframe(tmp_path):
     assert all(e >= m > 0 for e, m in zip(report["window_latency_s"], report["window_model_s"]))
     assert report["gaussians_rebuilt_from_chunks"] == report["gaussians"] == report["latched_map_points"]
     assert report["mean_psnr_map"] > report["mean_psnr_nearest_keyframe"], report["held_out"]
+    grid = np.asarray(Image.open(tmp_path / "demo" / "rendered" / "heldout_grid.png"))
+    assert grid.shape[0] > len(report["held_out"]) * 128 and grid.shape[1] > 3 * 128  # truth | render | nearest
