@@ -72,7 +72,7 @@ def test_track_yields_every_item_and_reports_an_early_stop(caplog):
 
 
 def test_a_terminal_gets_a_tqdm_bar_with_eta_and_no_log_lines(caplog):
-    tqdm = pytest.importorskip("tqdm")
+    import tqdm  # pinned in requirements.txt: a hard dependency
     caplog.set_level(logging.INFO, logger=LOGGER)
     term = Terminal()
     with Progress(5, "bag", unit="frame", logger=logging.getLogger(LOGGER), stream=term) as bar:
