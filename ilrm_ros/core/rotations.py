@@ -12,6 +12,9 @@ Two quaternion orders meet in this package; each function says which it takes:
 Either way a quaternion ``q`` is an *active* rotation: ``quat_to_rotmat(q) @ v`` is ``v``
 turned by ``q`` (``q v q*``), so (cos 45°, 0, 0, sin 45°) in (w, x, y, z) turns +x into +y.
 ``q`` and ``-q`` are the same rotation; the matrix → quaternion functions return w ≥ 0.
+
+Plain numpy matrices too: the elementary rotations about x, y and z, the angle of a
+rotation, and the fixed rotation between a REP 103 body frame and an optical frame.
 """
 from __future__ import annotations
 
@@ -30,6 +33,11 @@ __all__ = [
     "quat_xyzw_to_matrix",
     "matrix_to_quat_xyzw",
     "slerp",
+    "rot_x",
+    "rot_y",
+    "rot_z",
+    "rotation_angle",
+    "R_BODY_OPTICAL",
 ]
 
 _NORM_FLOOR = 1e-12
@@ -145,3 +153,33 @@ def slerp(q0: np.ndarray, q1: np.ndarray, alpha: float) -> np.ndarray:
     sin_theta = math.sin(theta)
     q = (math.sin((1.0 - alpha) * theta) * q0 + math.sin(alpha * theta) * q1) / sin_theta
     return q / np.linalg.norm(q)
+
+
+# --------------------------------------------------------------------------- numpy, (3, 3) matrices
+R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+"""Optical axes (x right, y down, z forward) in a REP 103 body frame (x forward, y left, z up)."""
+
+
+def rot_x(angle: float) -> np.ndarray:
+    """(3, 3) float64 active rotation by ``angle`` radians about x."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def rot_y(angle: float) -> np.ndarray:
+    """(3, 3) float64 active rotation by ``angle`` radians about y."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def rot_z(angle: float) -> np.ndarray:
+    """(3, 3) float64 active rotation by ``angle`` radians about z (+x turns towards +y)."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rotation_angle(R: np.ndarray) -> float:
+    """Angle (radians, in [0, pi]) of a 3x3 rotation, accurate also for tiny angles."""
+    R = np.asarray(R, dtype=np.float64)
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    return float(math.atan2(0.5 * np.linalg.norm(axis), 0.5 * (np.trace(R) - 1.0)))

@@ -3,31 +3,14 @@ body-frame angles to a camera-to-world pose, Catmull-Rom splines, arc-length res
 and the clearance of a ground robot's column."""
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
 
+from ilrm_ros.core.rotations import R_BODY_OPTICAL, rot_x, rot_y, rot_z
+
 ClearanceFn = Callable[[np.ndarray], np.ndarray]
 """points (P, 3) -> distance to the nearest surface (P,), positive in free space."""
-
-# optical axes (x right, y down, z forward) expressed in a body frame (x forward, y left, z up)
-R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-
-
-def rot_z(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def rot_y(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-def rot_x(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
 
 def body_to_camera_c2w(position: np.ndarray, yaw: float, pitch: float, roll: float) -> np.ndarray:

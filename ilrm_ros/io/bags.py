@@ -37,7 +37,7 @@ from PIL import Image
 from ilrm_ros.io.frames import stamp_to_ns
 from ilrm_ros.io.drop_report import DropReporter, logging_emit
 from ilrm_ros.io.input_stage import InputStage
-from ilrm_ros.core.rotations import matrix_to_quat_xyzw, slerp
+from ilrm_ros.core.rotations import R_BODY_OPTICAL, matrix_to_quat_xyzw, rot_z, slerp
 from ilrm_ros.io.pose_buffer import PoseBuffer
 from ilrm_ros.io.rigid import invert_transform, make_transform, rigid_transform
 
@@ -49,9 +49,6 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_TYPE = "tf2_msgs/msg/TFMessage"
-
-# optical axes (x right, y down, z forward) in a REP 103 body frame (x forward, y left, z up)
-R_LINK_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 # read_bag keeps every TF sample of a bag: a history window longer than any span of
 # builtin_interfaces/Time stamps (int32 seconds, ~136 years) and no per-link sample cap.
@@ -88,8 +85,7 @@ class TfChain:
 
 def _map_odom(chain: TfChain, dt_s: float) -> np.ndarray:
     x, y, z, yaw = (o + r * dt_s for o, r in zip(chain.map_odom_offset, chain.map_odom_drift))
-    c, s = np.cos(yaw), np.sin(yaw)
-    return rigid_transform(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.array([x, y, z]))
+    return rigid_transform(rot_z(yaw), np.array([x, y, z]))
 
 
 def _interp_pose(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
@@ -170,7 +166,7 @@ def write_bag(path: str | Path, posed: PosedImages, fmt: BagFormat | None = None
             ),
         )
 
-    t_link_optical = rigid_transform(R_LINK_OPTICAL, np.zeros(3))
+    t_link_optical = rigid_transform(R_BODY_OPTICAL, np.zeros(3))
     t_base_optical = np.asarray(chain.base_to_camera_link, dtype=np.float64) @ t_link_optical
     c2w = posed.c2w.astype(np.float64)
     map_base = [c2w[i] @ invert_transform(t_base_optical) for i in range(n)]

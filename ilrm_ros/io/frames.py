@@ -17,7 +17,6 @@ Conventions (the package's, see docs/CONTRACTS.md):
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -338,9 +337,3 @@ def validate_pose(T: np.ndarray, tol: float = 1e-3) -> np.ndarray:
     out[:3, 3] = T[:3, 3]
     return out
 
-
-def rotation_angle(R: np.ndarray) -> float:
-    """Angle (radians, in [0, pi]) of a 3x3 rotation, accurate also for tiny angles."""
-    R = np.asarray(R, dtype=np.float64)
-    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    return float(math.atan2(0.5 * np.linalg.norm(axis), 0.5 * (np.trace(R) - 1.0)))

@@ -18,7 +18,8 @@ from typing import Iterator
 import numpy as np
 
 from ilrm_ros.core.params import param
-from ilrm_ros.io.frames import NS_PER_S, Frame, Keyframe, rotation_angle
+from ilrm_ros.core.rotations import rotation_angle
+from ilrm_ros.io.frames import NS_PER_S, Frame, Keyframe
 
 logger = logging.getLogger(__name__)
 

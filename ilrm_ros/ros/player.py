@@ -18,13 +18,14 @@ from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 from ilrm_ros.io.frames import ns_to_stamp
-from ilrm_ros.core.rotations import matrix_to_quat_xyzw
+from ilrm_ros.core.rotations import R_BODY_OPTICAL, matrix_to_quat_xyzw
+from ilrm_ros.io.rigid import rigid_transform
 from ilrm_ros.ros.conversions import camera_info_msg
 from ilrm_ros.ros.tf_source import TF_QOS, TF_STATIC_QOS
 
 # base_link -> camera_link: 10 cm forward, 30 cm up; camera_link -> optical: the REP 103 rotation.
 BASE_TO_CAMERA_LINK = np.array([[1, 0, 0, 0.10], [0, 1, 0, 0.0], [0, 0, 1, 0.30], [0, 0, 0, 1]], dtype=np.float64)
-CAMERA_LINK_TO_OPTICAL = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
+CAMERA_LINK_TO_OPTICAL = rigid_transform(R_BODY_OPTICAL, np.zeros(3))
 CAMERA_FRAME = "camera_optical_frame"
 
 

@@ -10,11 +10,16 @@ import torch
 from transforms3d.quaternions import mat2quat, quat2mat
 
 from ilrm_ros.core.rotations import (
+    R_BODY_OPTICAL,
     matrix_to_quat_xyzw,
     project_to_rotation,
     quat_multiply,
     quat_to_rotmat,
     quat_xyzw_to_matrix,
+    rot_x,
+    rot_y,
+    rot_z,
+    rotation_angle,
     rotmat_to_quat,
     slerp,
 )
@@ -142,3 +147,31 @@ def test_slerp_interpolates_the_angle_and_takes_the_short_way():
     np.testing.assert_allclose(quat_xyzw_to_matrix(slerp(q0, q90, 0.25)), rodrigues((0, 0, 1), 22.5), atol=1e-12)
     np.testing.assert_allclose(quat_xyzw_to_matrix(slerp(q0, -q90, 0.5)), rodrigues((0, 0, 1), 45), atol=1e-12)
     np.testing.assert_allclose(slerp(q0, q90, 0.0), q0, atol=1e-15)
+
+
+# --------------------------------------------------------------------------- numpy (3, 3) matrices
+
+
+@pytest.mark.parametrize(("turn", "axis"), [(rot_x, (1, 0, 0)), (rot_y, (0, 1, 0)), (rot_z, (0, 0, 1))])
+@pytest.mark.parametrize("deg", [-120.0, 0.0, 30.0, 90.0, 180.0])
+def test_elementary_rotations_are_active_turns_about_their_axis(turn, axis, deg):
+    R = turn(np.radians(deg))
+    assert R.shape == (3, 3) and R.dtype == np.float64
+    np.testing.assert_allclose(R, rodrigues(axis, deg), atol=1e-15)
+
+
+def test_rot_z_turns_x_towards_y():
+    np.testing.assert_allclose(rot_z(np.pi / 2) @ [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], atol=1e-15)
+
+
+def test_rotation_angle_is_accurate_for_tiny_and_large_angles():
+    for deg in (1e-6, 0.01, 10.0, 90.0, 179.0):
+        assert rotation_angle(rot_z(np.radians(deg))) == pytest.approx(np.radians(deg), rel=1e-9)
+    assert rotation_angle(rodrigues((1, 2, 3), 170)) == pytest.approx(np.radians(170), rel=1e-9)
+
+
+def test_the_optical_frame_looks_along_body_x_with_image_x_to_the_right():
+    forward, right, down = R_BODY_OPTICAL @ np.eye(3)[2], R_BODY_OPTICAL @ np.eye(3)[0], R_BODY_OPTICAL @ np.eye(3)[1]
+    np.testing.assert_array_equal(forward, [1.0, 0.0, 0.0])  # optical z = body x (forward)
+    np.testing.assert_array_equal(right, [0.0, -1.0, 0.0])   # optical x = body -y (right)
+    np.testing.assert_array_equal(down, [0.0, 0.0, -1.0])    # optical y = body -z (down)

@@ -14,17 +14,12 @@ from ilrm_ros.io.frames import (
     fit_to_model,
     is_distorted,
     ns_to_stamp,
-    rotation_angle,
     stamp_to_ns,
     validate_pose,
 )
+from ilrm_ros.core.rotations import rot_z
 
 K_VGA = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
-
-
-def rot_z(deg: float) -> np.ndarray:
-    a = np.radians(deg)
-    return np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
 
 
 # --------------------------------------------------------------------------- time
@@ -236,7 +231,7 @@ def test_camera_info_to_K_rescales_to_a_smaller_image_of_the_same_aspect():
 
 def test_validate_pose_returns_a_clean_copy_of_a_good_pose():
     T = np.eye(4)
-    T[:3, :3] = rot_z(30)
+    T[:3, :3] = rot_z(np.radians(30))
     T[:3, 3] = [1, 2, 3]
     out = validate_pose(T.astype(np.float32))
     assert out.dtype == np.float64
@@ -246,11 +241,11 @@ def test_validate_pose_returns_a_clean_copy_of_a_good_pose():
 def test_validate_pose_reorthonormalises_small_noise():
     rng = np.random.default_rng(1)
     T = np.eye(4)
-    T[:3, :3] = rot_z(70) + 1e-5 * rng.standard_normal((3, 3))
+    T[:3, :3] = rot_z(np.radians(70)) + 1e-5 * rng.standard_normal((3, 3))
     out = validate_pose(T)
     R = out[:3, :3]
     np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-12)
-    np.testing.assert_allclose(R, rot_z(70), atol=1e-4)
+    np.testing.assert_allclose(R, rot_z(np.radians(70)), atol=1e-4)
     assert np.max(np.abs(T[:3, :3].T @ T[:3, :3] - np.eye(3))) > 1e-6  # input was not clean
 
 
@@ -271,8 +266,3 @@ def test_validate_pose_rejects_broken_poses(corrupt, match):
         validate_pose(T)
     with pytest.raises(PoseError, match="4, 4"):
         validate_pose(np.eye(3))
-
-
-def test_rotation_angle_is_accurate_for_tiny_and_large_angles():
-    for deg in (1e-6, 0.01, 10.0, 90.0, 179.0):
-        assert rotation_angle(rot_z(deg)) == pytest.approx(np.radians(deg), rel=1e-9)

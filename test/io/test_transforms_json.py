@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ilrm_ros.core.rotations import rot_z
 from ilrm_ros.io.transforms_json import (
     PosedImages,
     load_transforms_json,
@@ -15,15 +16,10 @@ from ilrm_ros.io.transforms_json import (
 )
 
 
-def _rot_z(a):
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
-
-
 def _gl_pose(yaw, t):
     """A camera in OpenGL convention: rotation about world z, then placed at t."""
     m = np.eye(4)
-    m[:3, :3] = _rot_z(yaw)
+    m[:3, :3] = rot_z(yaw)
     m[:3, 3] = t
     return m
 
