@@ -76,6 +76,16 @@ SUPPORTED_IMAGE_ENCODINGS = tuple(_COLOR_ENCODINGS)
 SUPPORTED_DEPTH_ENCODINGS = tuple(_DEPTH_ENCODINGS)
 
 
+def color_bytes_per_pixel(encoding: str) -> int | None:
+    """Bytes a pixel takes in the colour ``encoding`` (e.g. 3 for rgb8, 8 for rgba16); None
+    when :func:`decode_image` does not decode it."""
+    spec = _COLOR_ENCODINGS.get(encoding)
+    if spec is None:
+        return None
+    dtype, channels, _ = spec
+    return dtype.itemsize * channels
+
+
 # --------------------------------------------------------------------------- helpers
 
 

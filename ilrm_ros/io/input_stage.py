@@ -29,7 +29,8 @@ from ilrm_ros.io.drop_report import DropReporter, logging_emit
 from ilrm_ros.io.frames import CameraInfoError, Frame, PoseError, camera_info_to_K, is_distorted, \
     stamp_to_ns, validate_pose
 from ilrm_ros.io.compressed_image import decode_compressed
-from ilrm_ros.io.image_codec import _COLOR_ENCODINGS, ImageDecodeError, ImageTooLarge, decode_image
+from ilrm_ros.io.image_codec import SUPPORTED_IMAGE_ENCODINGS, ImageDecodeError, ImageTooLarge, color_bytes_per_pixel, \
+    decode_image
 from ilrm_ros.io.pose_buffer import clean_frame_id
 
 logger = logging.getLogger(__name__)
@@ -96,13 +97,12 @@ class InputLimits:
 def decode_raw(msg: Any, limits: InputLimits) -> np.ndarray:
     """``sensor_msgs/Image``-like -> (H, W, 3) uint8 RGB; size limits are checked before the pixels."""
     encoding = str(getattr(msg, "encoding", "")).strip()
-    spec = _COLOR_ENCODINGS.get(encoding)
-    if spec is None:
+    bytes_per_pixel = color_bytes_per_pixel(encoding)
+    if bytes_per_pixel is None:
         shown = encoding if len(encoding) <= 32 else encoding[:32] + "…"
         raise InputRejected("decode_error", f"encoding {shown!r}", f"unsupported image encoding {shown!r} "
-                            f"(supported: {', '.join(_COLOR_ENCODINGS)})")
-    dtype, channels, _ = spec
-    limits.check(int(msg.width), int(msg.height), dtype.itemsize * channels, f"{encoding} image")
+                            f"(supported: {', '.join(SUPPORTED_IMAGE_ENCODINGS)})")
+    limits.check(int(msg.width), int(msg.height), bytes_per_pixel, f"{encoding} image")
     try:
         return decode_image(msg)
     except ImageDecodeError as exc:
@@ -189,8 +189,12 @@ def camera_frame_id(header_frame_id: Any, override: str = "") -> str:
                             "and frames.camera_frame is empty") from None
 
 
-def place(frame: Frame, T_map_camera: np.ndarray) -> Frame:
-    """Set ``frame.c2w`` from TF after validating it (``bad_pose`` otherwise); returns the frame."""
+def usable_pose(T_map_camera: np.ndarray) -> np.ndarray:
+    """The cleaned c2w (4, 4) of a camera posed at ``T_map_camera``, or ``bad_pose``.
+
+    Refused: anything :func:`~ilrm_ros.io.frames.validate_pose` refuses, and a camera more
+    than :data:`MAX_TRANSLATION_M` from the map origin along any axis.
+    """
     try:
         c2w = validate_pose(T_map_camera)
     except PoseError as exc:
@@ -199,7 +203,12 @@ def place(frame: Frame, T_map_camera: np.ndarray) -> Frame:
         raise InputRejected("bad_pose", "camera too far from the map origin",
                             f"camera position {c2w[:3, 3].tolist()} is more than {MAX_TRANSLATION_M:g} m from "
                             "the map origin")
-    frame.c2w = c2w
+    return c2w
+
+
+def place(frame: Frame, T_map_camera: np.ndarray) -> Frame:
+    """Set ``frame.c2w`` to :func:`usable_pose` of ``T_map_camera`` (``bad_pose`` otherwise); returns the frame."""
+    frame.c2w = usable_pose(T_map_camera)
     return frame
 
 

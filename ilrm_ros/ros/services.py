@@ -16,8 +16,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from ilrm_ros.io.image_codec import encode_image
-from ilrm_ros.io.input_stage import InputRejected, MAX_TRANSLATION_M
-from ilrm_ros.io.frames import PoseError, validate_pose
+from ilrm_ros.io.input_stage import InputRejected, usable_pose
 from ilrm_ros.io.rigid import transform_from_pose
 
 
@@ -35,18 +34,17 @@ def render_camera(width: int, height: int, k: Any, max_pixels: int) -> np.ndarra
 
 
 def render_pose(T_map_frame: np.ndarray | None, position: Any, orientation: Any) -> np.ndarray:
-    """c2w in the map frame from a requested pose in a frame whose pose in the map is ``T_map_frame``."""
+    """c2w in the map frame from a requested pose in a frame whose pose in the map is ``T_map_frame``.
+
+    ValueError unless the pose passes the input stage's checks (:func:`~ilrm_ros.io.input_stage.usable_pose`)."""
     c2w = transform_from_pose((position.x, position.y, position.z),
                               (orientation.x, orientation.y, orientation.z, orientation.w), "render_view pose")
     if T_map_frame is not None:
         c2w = T_map_frame @ c2w
     try:
-        c2w = validate_pose(c2w)
-    except PoseError as exc:
+        return usable_pose(c2w)
+    except InputRejected as exc:  # the input stage's checks, answered as a bad request
         raise ValueError(f"render_view pose: {exc}") from None
-    if float(np.max(np.abs(c2w[:3, 3]))) > MAX_TRANSLATION_M:
-        raise ValueError(f"render_view pose is more than {MAX_TRANSLATION_M:g} m from the map origin")
-    return c2w
 
 
 class MapServices:

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image as PILImage
 
 from ilrm_ros.io.compressed_image import decode_compressed, decode_compressed_depth, encode_compressed
-from ilrm_ros.io.image_codec import ImageDecodeError, decode_depth, decode_image, encode_image, fill_image_msg
+from ilrm_ros.io.image_codec import SUPPORTED_IMAGE_ENCODINGS, ImageDecodeError, color_bytes_per_pixel, decode_depth, \
+    decode_image, encode_image, fill_image_msg
 
 # A 2x3 RGB test pattern: every pixel differs, every channel differs.
 RGB = np.array(
@@ -339,3 +340,14 @@ def test_matches_cv_bridge_where_it_is_installed(encoding):
                             data=ns.data)
     expected = cv_bridge.CvBridge().imgmsg_to_cv2(msg, "rgb8")
     np.testing.assert_array_equal(decode_image(msg), expected)
+
+
+@pytest.mark.parametrize(("encoding", "size"), [("rgb8", 3), ("bgra8", 4), ("mono8", 1), ("mono16", 2), ("rgba16", 8)])
+def test_the_bytes_per_pixel_of_a_colour_encoding_are_known_before_decoding(encoding, size):
+    assert color_bytes_per_pixel(encoding) == size
+
+
+def test_only_decodable_colour_encodings_have_a_pixel_size():
+    assert all(color_bytes_per_pixel(e) for e in SUPPORTED_IMAGE_ENCODINGS)
+    assert color_bytes_per_pixel("32FC1") is None  # depth: decode_depth, not decode_image
+    assert color_bytes_per_pixel("yuv422") is None

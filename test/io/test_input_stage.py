@@ -6,7 +6,8 @@ import pytest
 
 from ilrm_ros.io.drop_report import DropReporter
 from ilrm_ros.io.frames import Frame
-from ilrm_ros.io.input_stage import FOCAL_RANGE, InputLimits, InputRejected, InputStage, intrinsics, place
+from ilrm_ros.io.input_stage import FOCAL_RANGE, MAX_TRANSLATION_M, InputLimits, InputRejected, InputStage, intrinsics, \
+    place, usable_pose
 
 W, H = 64, 48
 
@@ -109,6 +110,19 @@ def test_place_validates_the_pose_and_refuses_cameras_far_from_the_origin():
     T[0, 3] = 1e9
     assert rejected(lambda: place(frame, T)) == "bad_pose"
     assert rejected(lambda: place(frame, np.diag([1.0, 1.0, -1.0, 1.0]))) == "bad_pose"
+
+
+def test_a_usable_pose_is_re_orthonormalised_and_bounded_on_every_axis():
+    T = np.eye(4)
+    T[:3, :3] += 1e-5
+    T[2, 3] = -MAX_TRANSLATION_M
+    c2w = usable_pose(T)
+    np.testing.assert_allclose(c2w[:3, :3].T @ c2w[:3, :3], np.eye(3), atol=1e-12)
+    assert c2w[2, 3] == -MAX_TRANSLATION_M
+    T[2, 3] = -2 * MAX_TRANSLATION_M
+    with pytest.raises(InputRejected, match="map origin") as exc:
+        usable_pose(T)
+    assert exc.value.rejection.cause == "camera too far from the map origin"
 
 
 def test_the_stage_looks_up_validates_and_counts_each_drop_by_reason():
