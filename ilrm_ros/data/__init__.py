@@ -6,7 +6,7 @@ Main entry points::
     PosedImages, load_transforms_json, write_transforms_json, opengl_to_opencv_c2w
     synth_sequence, SynthConfig, load_scene                 (synthetic data; CLI: ilrm-ros data synth)
     write_bag, read_bag                                     (rosbag2 via rosbags, imported on use)
-    ViewSampling, sample_views, eval_view_samples           (V context + T target views)
+    sample_window_indices, eval_window_indices              (V context + T target views)
 """
 from .sequence_io import load_scene, save_npz
 from .synth import SynthConfig, synth_sequence
@@ -17,7 +17,7 @@ from ilrm_ros.io.transforms_json import (
     opengl_to_opencv_c2w,
     write_transforms_json,
 )
-from .view_sampling import ViewSample, ViewSampling, eval_view_samples, sample_views
+from .view_sampling import eval_window_indices, sample_window_indices
 
 
 def write_bag(*args, **kwargs):
@@ -37,5 +37,5 @@ def read_bag(*args, **kwargs):
 __all__ = [
     "PosedImages", "load_transforms_json", "write_transforms_json", "opengl_to_opencv_c2w",
     "opencv_to_opengl_c2w", "SynthConfig", "synth_sequence", "load_scene", "save_npz",
-    "write_bag", "read_bag", "ViewSample", "ViewSampling", "sample_views", "eval_view_samples",
+    "write_bag", "read_bag", "sample_window_indices", "eval_window_indices",
 ]

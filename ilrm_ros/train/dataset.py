@@ -1,14 +1,13 @@
-"""Scenes in memory, window sampling and batching for training and evaluation.
+"""Scenes in memory and batching for training and evaluation.
 
 A *scene* is a sequence of posed images (a compact scene written by
 ``ilrm-ros data synth`` or any transforms.json dataset). A *window* is V context views
-plus T target views of one scene. Batches are expressed in the window-normalised frame
+plus T target views of one scene (picked by ``data.view_sampling``). Batches are expressed in the window-normalised frame
 of their context views (``geometry.poses.normalize_window``), targets included.
 """
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ilrm_ros.data.sequence_io import load_scene
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,6 @@ def list_scene_paths(root: str | Path) -> list[Path]:
     return [p for p in sorted(root.iterdir()) if not p.name.startswith(".") and _is_scene(p)]
 
 
-def load_posed(path: str | Path):
-    """Load one scene as ``PosedImages`` (compact .npz, transforms.json or bag)."""
-    path = Path(path)
-    try:
-        from ilrm_ros.data.sequence_io import load_scene
-    except ImportError:  # data module without the compact format: transforms.json only
-        from ilrm_ros.io.transforms_json import load_transforms_json as load_scene
-    return load_scene(path)
-
-
 def resize_scene(images: torch.Tensor, K: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize (N, H, W, 3) uint8 images to ``size`` = (h, w) and rescale pixel K (N, 3, 3)."""
     n, h, w, _ = images.shape
@@ -130,7 +121,7 @@ def load_scenes(root: str | Path, size: tuple[int, int] | None = None, max_scene
     for p in paths:
         name = p.parent.name if p.is_file() and p.stem == "scene" else (p.stem if p.is_file() else p.name)
         try:
-            sd = to_scene_data(load_posed(p), name, size)
+            sd = to_scene_data(load_scene(p), name, size)
         except Exception as exc:  # a scene being written or corrupt: skip it, say so
             log.warning("skipping unreadable scene %s: %s", p, exc)
             continue
@@ -140,47 +131,6 @@ def load_scenes(root: str | Path, size: tuple[int, int] | None = None, max_scene
             log.warning("skipping %s: only %d frames", p, len(sd))
     log.info("loaded %d scenes from %s", len(scenes), root)
     return scenes
-
-
-# --------------------------------------------------------------------------- windows
-
-def sample_window_indices(n_frames: int, views: int, targets: int, span: int,
-                          rng: random.Random) -> tuple[list[int], list[int]]:
-    """Random window: V context + T target frames drawn from ``span`` consecutive frames.
-
-    Targets are distinct from the context when the scene has enough frames; otherwise
-    they are drawn (with repetition) from all frames of the span.
-    """
-    span = max(min(span, n_frames), min(n_frames, views + targets))
-    start = rng.randint(0, n_frames - span)
-    pool = list(range(start, start + span))
-    if len(pool) >= views + targets:
-        picked = rng.sample(pool, views + targets)
-        return sorted(picked[:views]), picked[views:]
-    ctx = sorted(rng.sample(pool, min(views, len(pool))))
-    while len(ctx) < views:
-        ctx.append(rng.choice(pool))
-    tgt = [rng.choice(pool) for _ in range(targets)]
-    return sorted(ctx), tgt
-
-
-def eval_window_indices(n_frames: int, views: int, targets: int, span: int | None = None,
-                        ) -> tuple[list[int], list[int]]:
-    """Deterministic window over the first ``span`` frames (default all).
-
-    Targets are ``T`` frames evenly spread over the span, fixed whatever ``V`` is, so
-    evaluations with different numbers of views score the same target images. Context
-    views are spread evenly over the remaining frames.
-    """
-    span = n_frames if span is None else min(span, n_frames)
-    if span < views + targets:
-        raise ValueError(f"need {views + targets} frames, scene has {span}")
-    # targets at the centres of T equal bins (never the first/last frame)
-    tgt = sorted({int((i + 0.5) * span / targets) for i in range(targets)})
-    rest = [i for i in range(span) if i not in tgt]
-    pos = np.linspace(0, len(rest) - 1, views)
-    ctx = sorted({rest[int(round(p))] for p in pos})
-    return ctx, tgt
 
 
 # --------------------------------------------------------------------------- normalisation

@@ -1,6 +1,6 @@
 """Evaluation against two baselines: `ilrm-ros eval --checkpoint CKPT --data DIR --views V`.
 
-For every scene a deterministic window is built (``dataset.eval_window_indices``: T
+For every scene a deterministic window is built (``data.view_sampling.eval_window_indices``: T
 targets fixed whatever V is, V context views spread over the rest). The model predicts
 Gaussians from the context in the window-normalised frame and renders the targets.
 Two baselines score the same targets:
@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from ilrm_ros.core.progress import track
-from ilrm_ros.train.dataset import SceneData, eval_window_indices, load_scenes, normalize_context_and_targets
+from ilrm_ros.data.view_sampling import eval_window_indices
+from ilrm_ros.train.dataset import SceneData, load_scenes, normalize_context_and_targets
 from ilrm_ros.train.metrics import load_lpips, psnr, ssim
 from ilrm_ros.train.step import pick_device, render_targets
 

@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 import torch
 
-from ilrm_ros.train.dataset import Batch, SceneData, make_batch, sample_window_indices
+from ilrm_ros.data.view_sampling import sample_window_indices
+from ilrm_ros.train.dataset import Batch, SceneData, make_batch
 from ilrm_ros.train.losses import LossConfig, reconstruction_loss
 from ilrm_ros.train.metrics import psnr
 from ilrm_ros.train.train_config import TrainConfig

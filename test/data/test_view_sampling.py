@@ -1,71 +1,63 @@
-"""View sampling: V context + T target views from contiguous spans of a sequence."""
-import numpy as np
+"""Specification of ilrm_ros.data.view_sampling: which frames make a training or evaluation window."""
+import random
+
 import pytest
 
-from ilrm_ros.data.view_sampling import (ViewSample, ViewSampling, eval_view_samples, min_frames, sample_indices,
-                                         sample_views)
+from ilrm_ros.data.view_sampling import eval_window_indices, sample_window_indices
 
 
-@pytest.mark.parametrize("v,t,n", [(2, 1, 5), (4, 4, 24), (6, 2, 32), (3, 6, 8), (8, 8, 100)])
-def test_view_samples_are_contiguous_spans_with_distinct_context_and_targets(v, t, n):
-    cfg = ViewSampling(num_context=v, num_target=t)
-    rng = np.random.default_rng(0)
-    lo, hi = cfg.spans(n)
-    for _ in range(200):
-        w = sample_views(n, cfg, rng)
-        assert w.context.shape == (v,) and w.target.shape == (t,)
-        assert np.all(np.diff(w.context) > 0)  # distinct, increasing
-        start, end = w.span
-        assert 0 <= start and end < n and lo <= end - start + 1 <= hi
-        assert not set(w.target.tolist()) & set(w.context.tolist())
-        assert np.all((w.target > start) & (w.target < end))  # between context views
+# --------------------------------------------------------------------------- evaluation windows
 
 
-def test_default_span_is_two_to_four_times_the_context_count():
-    cfg = ViewSampling(num_context=4, num_target=2)
-    rng = np.random.default_rng(1)
-    spans = [np.ptp(sample_views(100, cfg, rng).context) + 1 for _ in range(500)]
-    assert min(spans) == 8 and max(spans) == 16
+def test_eval_targets_do_not_depend_on_the_number_of_views():
+    tg = [eval_window_indices(24, v, 3)[1] for v in (2, 4, 8)]
+    assert tg[0] == tg[1] == tg[2]
 
 
-def test_context_views_spread_over_the_span():
-    cfg = ViewSampling(num_context=5, num_target=1, min_span=41, max_span=41, jitter=0.0)
-    w = sample_views(41, cfg, np.random.default_rng(0))
-    gaps = np.diff(w.context)
-    assert gaps.min() >= 8 and gaps.max() <= 12  # roughly even, no clumping
+@pytest.mark.parametrize("views", [2, 4, 8])
+def test_eval_window_has_v_distinct_context_views_disjoint_from_targets(views):
+    ctx, tgt = eval_window_indices(20, views, 2)
+    assert len(ctx) == views == len(set(ctx))
+    assert not set(ctx) & set(tgt)
+    assert all(0 <= i < 20 for i in ctx + tgt)
 
 
-def test_targets_may_come_from_the_margin_beyond_the_span():
-    cfg = ViewSampling(num_context=3, num_target=2, min_span=6, max_span=6, target_margin=2)
-    rng = np.random.default_rng(0)
-    outside = 0
-    for _ in range(300):
-        w = sample_views(30, cfg, rng)
-        s, e = w.span
-        assert np.all((w.target >= s - 2) & (w.target <= e + 2))
-        outside += int(np.any((w.target < s) | (w.target > e)))
-    assert outside > 0
-
-
-def test_short_sequences_are_rejected_and_minimal_ones_work():
-    cfg = ViewSampling(num_context=4, num_target=3)
-    assert min_frames(cfg) == 5
+def test_eval_window_is_deterministic_and_rejects_short_scenes():
+    assert eval_window_indices(16, 4, 2) == eval_window_indices(16, 4, 2)
     with pytest.raises(ValueError):
-        sample_views(4, cfg, np.random.default_rng(0))
-    w = sample_views(5, cfg, np.random.default_rng(0))
-    assert w.context[0] == 0 and w.context[-1] == 4 and len(set(w.context.tolist())) == 4
-    assert len(w.target) == 3 and not set(w.target.tolist()) & set(w.context.tolist())  # with replacement
+        eval_window_indices(5, 4, 2)
 
 
-def test_eval_view_samples_are_deterministic_and_depend_on_the_seed():
-    cfg = ViewSampling(num_context=4, num_target=4)
-    a = eval_view_samples(40, cfg, count=10, seed=7)
-    b = eval_view_samples(40, cfg, count=10, seed=7)
-    c = eval_view_samples(40, cfg, count=10, seed=8)
-    assert all(np.array_equal(x.context, y.context) and np.array_equal(x.target, y.target) for x, y in zip(a, b))
-    assert any(not np.array_equal(x.context, y.context) for x, y in zip(a, c))
+def test_more_views_bring_context_closer_to_targets():
+    def gap(v):
+        ctx, tgt = eval_window_indices(32, v, 2)
+        return sum(min(abs(c - t) for c in ctx) for t in tgt)
+    assert gap(8) <= gap(4) <= gap(2)
 
 
-def test_sample_indices_put_context_first():
-    w = ViewSample(context=np.array([0, 3, 6]), target=np.array([2, 5]))
-    assert list(sample_indices(w)) == [0, 3, 6, 2, 5]
+def test_an_eval_window_over_a_span_uses_only_the_first_span_frames():
+    ctx, tgt = eval_window_indices(100, 4, 2, span=12)
+    assert max(ctx + tgt) < 12
+    assert (ctx, tgt) == eval_window_indices(12, 4, 2)
+
+
+# --------------------------------------------------------------------------- training windows
+
+
+def test_training_windows_stay_within_the_span_and_are_distinct():
+    rng = random.Random(0)
+    for _ in range(50):
+        ctx, tgt = sample_window_indices(40, 4, 2, span=10, rng=rng)
+        idx = ctx + tgt
+        assert len(set(idx)) == 6 and max(idx) - min(idx) < 10
+
+
+def test_training_windows_cope_with_scenes_shorter_than_the_window():
+    ctx, tgt = sample_window_indices(3, 4, 2, span=10, rng=random.Random(1))
+    assert len(ctx) == 4 and len(tgt) == 2 and max(ctx + tgt) < 3
+
+
+def test_training_windows_have_sorted_context_and_repeat_with_the_seed():
+    a = [sample_window_indices(40, 4, 2, span=10, rng=random.Random(5)) for _ in range(2)]
+    assert a[0] == a[1]
+    assert a[0][0] == sorted(a[0][0])
