@@ -4,6 +4,11 @@ Module and parameter names follow the authors' checkpoints (``read_cross.q``,
 ``read_ff.fc1``, ``attn.qkv``, ``mlp.fc2`` ...), so their state dicts load by name.
 Every block is pre-norm (LayerNorm without bias) with a residual, attention uses
 per-head RMSNorm on queries and keys, and no linear layer has a bias.
+
+Each block has two computations of its residual step: the plain one (``x + forward(x)``,
+the reference, and the only one with autograd, autocast or half precision) and, for float32
+inference, the fused one of :mod:`ilrm_ros.model.fused` (same result to float32 rounding;
+``Processor.set_fused(False)`` switches it off; tests compare the two).
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from ilrm_ros.model import fused as fz
 
 __all__ = [
     "Patchify",
@@ -106,6 +113,11 @@ def _qk_norm(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return y * norm.weight.to(x.dtype)
 
 
+def _eps(norm: nn.RMSNorm, x: torch.Tensor) -> float:
+    """The norm's eps (torch's default for None: the dtype's machine epsilon)."""
+    return norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+
+
 def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, H, N, D) -> (B, N, H*D)."""
     b, h, n, d = x.shape
@@ -127,6 +139,13 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+    def residual(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        """``x + forward(x)``, x (B, N, d); ``fused``: the residual add inside the second GEMM."""
+        if not fused:
+            return x + self.forward(x)
+        h = F.gelu(F.linear(fz.layer_norm(self.norm, x), self.fc1.weight))
+        return fz.linear_residual(x, h, self.fc2.weight.t())
 
 
 class ReadCrossAttention(nn.Module):
@@ -161,6 +180,7 @@ class ReadCrossAttention(nn.Module):
         self.k = nn.Linear(dim, dim, bias=False)
         self.v = nn.Linear(dim, dim, bias=False)
         self.proj = nn.Linear(uplift * dim, dim, bias=False)
+        self._fused = fz.WeightCache()
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """x: (N, Nq, d) viewpoint tokens; context: (N, Nk, d) image tokens -> (N, Nq, d)."""
@@ -176,6 +196,26 @@ class ReadCrossAttention(nn.Module):
         if u > 1:
             out = out.view(n, nq, u, d).transpose(-1, -2)  # (N, Nq, d, u): back to (d, u) channel order
         return self.proj(out.reshape(n, nq, d * u))
+
+    def _fused_weights(self, wq, wk, wv, wp, gq, gk) -> tuple[torch.Tensor, ...]:
+        """(q rows in (u, d) order, [k; v] (2d, d), proj columns in (u, d) order, q factor (D,))."""
+        u = self.uplift
+        return fz.uplift_rows(wq, u), torch.cat((wk, wv)), fz.uplift_cols(wp, u), fz.qk_weight(gq, gk)[0]
+
+    def residual(self, x: torch.Tensor, context: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        """``x + forward(x, context)``; ``fused``: the kernels of :mod:`ilrm_ros.model.fused`."""
+        if not fused:
+            return x + self.forward(x, context)
+        n, nq, d = x.shape
+        u, heads = self.uplift, d // self.head_dim
+        wq, wkv, wp, gq = self._fused.get((self.q.weight, self.k.weight, self.v.weight, self.proj.weight,
+                                            self.q_norm.weight, self.k_norm.weight), self._fused_weights)
+        q = F.linear(fz.layer_norm(self.norm, x), wq).view(n, nq * u, d)  # sub-queries of a token adjacent
+        kv = F.linear(context, wkv)                                        # (N, Nk, 2d)
+        q = fz.normed_heads(q, heads, _eps(self.q_norm, x), gq)
+        k = fz.normed_heads(kv[..., :d], heads, _eps(self.k_norm, x))
+        out = fz.merged(fz.attend(q, k, fz.heads_view(kv[..., d:], heads)))  # (N, Nq*u, d)
+        return fz.linear_residual(x, out.view(n, nq, u * d), wp.t())
 
 
 class SelfAttention(nn.Module):
@@ -194,6 +234,20 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=False)
         self.q_norm = nn.RMSNorm(head_dim, eps=qk_eps)
         self.k_norm = nn.RMSNorm(head_dim, eps=qk_eps)
+        self._fused = fz.WeightCache()
+
+    def residual(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        """``x + forward(x)``; ``fused``: the kernels of :mod:`ilrm_ros.model.fused`."""
+        if not fused:
+            return x + self.forward(x)
+        d = x.shape[-1]
+        heads = d // self.head_dim
+        (gq,) = self._fused.get((self.q_norm.weight, self.k_norm.weight), fz.qk_weight)
+        qkv = F.linear(fz.layer_norm(self.norm, x), self.qkv.weight)       # (B, N, 3d)
+        q = fz.normed_heads(qkv[..., :d], heads, _eps(self.q_norm, x), gq)
+        k = fz.normed_heads(qkv[..., d:2 * d], heads, _eps(self.k_norm, x))
+        out = fz.merged(fz.attend(q, k, fz.heads_view(qkv[..., 2 * d:], heads)))
+        return fz.linear_residual(x, out, self.proj.weight.t())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, d) -> (B, N, d)."""
@@ -213,6 +267,7 @@ class ReadBlock(nn.Module):
         super().__init__()
         self.read_cross = ReadCrossAttention(dim, head_dim, uplift, qk_eps=qk_eps, backend=backend)
         self.read_ff = MLP(dim, mlp_ratio)
+        self.fused = True
 
     def forward(self, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """x: (B, V*Nv, d) viewpoint tokens; images: (B*V, Ni, d) -> (B, V*Nv, d).
@@ -222,8 +277,9 @@ class ReadBlock(nn.Module):
         b, n, d = x.shape
         bv = images.shape[0]
         xv = x.reshape(bv, n * b // bv, d)
-        xv = xv + self.read_cross(xv, images)
-        xv = xv + self.read_ff(xv)
+        fused = self.fused and self.read_cross.backend == "sdpa" and fz.fused_ok(x)
+        xv = self.read_cross.residual(xv, images, fused)
+        xv = self.read_ff.residual(xv, fused)
         return xv.reshape(b, n, d)
 
 
@@ -234,11 +290,12 @@ class SelfBlock(nn.Module):
         super().__init__()
         self.attn = SelfAttention(dim, head_dim, qk_eps=qk_eps, backend=backend)
         self.mlp = MLP(dim, mlp_ratio)
+        self.fused = True
 
     def forward(self, x: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, V*Nv, d) -> (B, V*Nv, d); ``images`` is ignored (uniform block signature)."""
-        x = x + self.attn(x)
-        return x + self.mlp(x)
+        fused = self.fused and self.attn.backend == "sdpa" and fz.fused_ok(x)
+        return self.mlp.residual(self.attn.residual(x, fused), fused)
 
 
 class Processor(nn.Module):
@@ -266,6 +323,11 @@ class Processor(nn.Module):
         for m in self.modules():
             if isinstance(m, (ReadCrossAttention, SelfAttention)):
                 m.backend = backend
+
+    def set_fused(self, on: bool) -> None:
+        """Use the fused float32 inference kernels (default) or always the plain reference code."""
+        for m in self.blocks:
+            m.fused = bool(on)
 
     def forward(self, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """x: (B, V*Nv, d) viewpoint tokens; images: (B*V, Ni, d) -> updated (B, V*Nv, d)."""

@@ -43,3 +43,14 @@ def test_bench_reports_counted_flops_achieved_rate_and_the_same_process_matmul_r
     assert len(case["profile"]) == 5 and all(0 <= p["share"] <= 1 for p in case["profile"])
     printed = capsys.readouterr().out
     assert "ratio" in printed and "GFLOP/s" in printed
+
+
+def test_cpu_attention_is_counted_like_torch_counts_cuda_attention():
+    import torch
+
+    from ilrm_ros.tools.bench.flops import count_flops
+
+    q, k = torch.randn(2, 4, 8, 16), torch.randn(2, 4, 24, 16)
+    with torch.inference_mode():
+        flops = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k))
+    assert flops == 2 * 4 * 8 * 24 * 16 * 2 * 2  # QK^T and the weighted sum, 2 FLOPs per multiply-add

@@ -1,0 +1,130 @@
+"""Fused inference kernels of the iLRM blocks (CPU-efficient twins of the plain code in layers.py).
+
+The stored parameters keep the authors' layout (separate ``q``/``k``/``v`` in the read blocks,
+interleaved uplift channels): the fused weights are derived on first use and cached per
+module until a source parameter changes (in place or replaced). What the fused path does
+differently, all with the same result to float32 rounding:
+
+- one matmul for the read blocks' keys and values (``[k; v]`` stacked);
+- the uplifted query rows and the projection's columns permuted once from the (d, u)
+  interleave to (u, d), so sub-queries are adjacent without a transpose copy either way;
+- heads stay in the projection's (B, N, H, D) memory: attention reads strided views and its
+  output is already in the layout the output projection wants;
+- the q/k RMSNorm as one sum-of-squares pass and one scaling pass; the k weight and the
+  softmax scale folded into the q weight (``q.k`` is unchanged by moving a per-channel
+  factor from k to q);
+- residual adds folded into the output projections (``addmm``).
+
+Used only without autograd, in float32 and without autocast (:func:`fused_ok`): training,
+bf16/fp16 and autocast runs take the plain path.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["fused_ok", "WeightCache", "rms_scale", "qk_weight", "uplift_rows", "uplift_cols", "linear_residual"]
+
+
+def fused_ok(x: torch.Tensor) -> bool:
+    """Whether the fused path may run for activations ``x``: no autograd, float32, no autocast."""
+    return (not torch.is_grad_enabled() and x.dtype == torch.float32
+            and not torch.is_autocast_enabled(x.device.type))
+
+
+class WeightCache:
+    """Derived weights cached until any of their source tensors changes (identity or version)."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: tuple[torch.Tensor, ...] = ()
+
+    @staticmethod
+    def _stamp(sources: tuple[torch.Tensor, ...]) -> tuple:
+        return tuple((id(t), t.data_ptr(), t._version, t.device, t.dtype) for t in sources)
+
+    def get(self, sources: tuple[torch.Tensor, ...], build) -> tuple[torch.Tensor, ...]:
+        """The cached ``build(*sources)`` (a tuple of tensors), rebuilt when a source changed."""
+        key = self._stamp(sources)
+        if key != self._key:
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any mode
+                self._value = tuple(t.detach().clone() for t in build(*(s.detach() for s in sources)))
+            self._key = key
+        return self._value
+
+
+def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-row RMSNorm factor ``1 / sqrt(mean(x^2) + eps)`` over the last dim: (..., D) -> (..., 1).
+
+    One reduction pass (``vector_norm``) instead of pow, mean and add.
+    """
+    ss = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return ss.square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+
+
+def qk_weight(q_norm: torch.Tensor, k_norm: torch.Tensor) -> tuple[torch.Tensor]:
+    """The per-channel factor of the normalised queries, (D,): q weight * k weight / sqrt(D).
+
+    With it the keys are only normalised and attention runs with ``scale=1``.
+    """
+    return (q_norm * k_norm / math.sqrt(q_norm.shape[0]),)
+
+
+def uplift_rows(weight: torch.Tensor, uplift: int) -> torch.Tensor:
+    """Query weight (d*u, d_in) with output channels (d, u) (sub-query fastest) -> rows in (u, d) order."""
+    du, d_in = weight.shape
+    return weight.view(du // uplift, uplift, d_in).transpose(0, 1).reshape(du, d_in)
+
+
+def uplift_cols(weight: torch.Tensor, uplift: int) -> torch.Tensor:
+    """Projection weight (d_out, d*u) reading channels (d, u) -> columns in (u, d) order."""
+    d_out, du = weight.shape
+    return weight.view(d_out, du // uplift, uplift).transpose(1, 2).reshape(d_out, du)
+
+
+def linear_residual(residual: torch.Tensor, x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
+    """``residual + x @ weight_t`` as one GEMM. residual (..., d_out), x (..., d_in), weight_t (d_in, d_out)."""
+    shape = residual.shape
+    out = torch.addmm(residual.reshape(-1, shape[-1]), x.reshape(-1, x.shape[-1]), weight_t)
+    return out.view(shape)
+
+
+def normed_heads(x: torch.Tensor, heads: int, eps: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N, H*D) (last dim contiguous) -> RMS-normalised (B, H, N, D), memory laid out (B, N, H, D).
+
+    ``weight`` (D,) multiplies the result (q: :func:`qk_weight`; k: None).
+    """
+    b, n, f = x.shape
+    xh = x.view(b, n, heads, f // heads)
+    y = torch.mul(xh, rms_scale(xh, eps))
+    if weight is not None:
+        y.mul_(weight)
+    return y.transpose(1, 2)
+
+
+def heads_view(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, N, H*D) -> (B, H, N, D) strided view (no copy)."""
+    b, n, f = x.shape
+    return x.view(b, n, heads, f // heads).transpose(1, 2)
+
+
+def merged(out: torch.Tensor) -> torch.Tensor:
+    """Attention output (B, H, N, D) -> (B, N, H*D); free when its memory is (B, N, H, D)."""
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SDPA with the softmax scale already folded into q: (B, H, Nq, D) x (B, H, Nk, D) -> (B, H, Nq, D)."""
+    return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+
+
+def layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """The module's LayerNorm as a plain call (no module dispatch)."""
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+__all__ += ["normed_heads", "heads_view", "merged", "attend", "layer_norm"]
