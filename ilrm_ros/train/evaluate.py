@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from ilrm_ros.core.progress import track
 from ilrm_ros.data.view_sampling import eval_window_indices
 from ilrm_ros.train.dataset import SceneData, load_scenes, normalize_context_and_targets
-from ilrm_ros.train.metrics import load_lpips, psnr, ssim
+from ilrm_ros.render.metrics import psnr, ssim
+from ilrm_ros.train.metrics import load_lpips
 from ilrm_ros.train.step import pick_device, render_targets
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ilrm_ros.train.metrics import ssim
+from ilrm_ros.render.metrics import ssim
 
 
 @dataclass

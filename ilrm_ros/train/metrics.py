@@ -1,4 +1,4 @@
-"""Image quality metrics: PSNR, SSIM (from ``ilrm_ros.render.metrics``) and LPIPS when its weights exist locally.
+"""LPIPS, when its weights exist locally (PSNR and SSIM: :mod:`ilrm_ros.render.metrics`).
 
 All images are float RGB in [0, 1] shaped ``(..., 3, H, W)``; every metric returns one
 value per leading image, shape ``(...)``.
@@ -9,10 +9,6 @@ import logging
 from typing import Callable, Optional
 
 import torch
-
-# PSNR / SSIM live one layer down so the mapper's live map quality uses the same code:
-from ilrm_ros.render.metrics import (  # noqa: F401  (re-exported for train/*)
-    SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WINDOW, gaussian_kernel1d, mse, psnr, psnr_from_mse, ssim, ssim_map)
 
 log = logging.getLogger(__name__)
 

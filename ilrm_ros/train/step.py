@@ -13,7 +13,7 @@ import torch
 from ilrm_ros.data.view_sampling import sample_window_indices
 from ilrm_ros.train.dataset import Batch, SceneData, make_batch
 from ilrm_ros.train.losses import LossConfig, reconstruction_loss
-from ilrm_ros.train.metrics import psnr
+from ilrm_ros.render.metrics import psnr
 from ilrm_ros.train.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
