@@ -1,6 +1,6 @@
 """The hostile-input catalogue: what a hostile robot environment sends a mapping node.
 
-Shared by the ROS-free suite (test/mapping/test_hostile_input_stage.py) and the DDS suite
+Shared by the ROS-free suite (test/io/test_hostile_input_stage.py) and the DDS suite
 (test/ros/test_hostile_node.py). Each case is plain data — message fields as dicts, file
 contents as bytes — with the *expected* outcome: the drop reason it must be counted under
 (``None`` = it must be accepted, maybe with a named note). Nothing here knows how the

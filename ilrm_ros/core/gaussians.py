@@ -1,7 +1,7 @@
 """The Gaussians container shared by the model, the renderer, the map and the PLY I/O.
 
 All fields are *activated* (linear scales, opacities in [0, 1], unit quaternions,
-RGB colours in [0, 1]); conversions to log/logit/SH live in ``render/ply.py``.
+RGB colours in [0, 1]); conversions to log/logit/SH live in ``io/ply.py``.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """rosbag2 round trips (mcap, sqlite3) and the TF layout of written bags.
 
 TF interpolation/composition and image decoding are specified by their own modules'
-tests (test/mapping/test_pose_buffer.py, test/mapping/test_image_codec.py).
+tests (test/io/test_pose_buffer.py, test/io/test_image_codec.py).
 """
 import math
 
