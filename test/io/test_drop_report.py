@@ -1,4 +1,4 @@
-"""Specification of mapping.drop_report: counted by reason, named once per cause per window, with a count."""
+"""Specification of io.drop_report: counted by reason, named once per cause per window, with a count."""
 import logging
 
 from ilrm_ros.io.drop_report import DropReporter

@@ -1,4 +1,4 @@
-"""Specification of mapping.map_validation through load_map: bad files are refused, the map is kept."""
+"""Specification of io.map_validation through load_map: bad files are refused, the map is kept."""
 import numpy as np
 import pytest
 
