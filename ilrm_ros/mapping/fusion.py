@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ilrm_ros.core.params import param
@@ -189,22 +190,27 @@ def project(means: torch.Tensor, cams: WindowCameras, downsample: int, near: flo
     """Project means (N, 3) into every camera; cells of ``downsample``-pixel blocks.
 
     Works on a (V, 3, N) layout (one batched matmul, contiguous rows) so the cost is a
-    few passes over V * N floats.
+    few passes over V * N floats. The elementwise passes run in numpy on the same float32
+    values (the same IEEE operations in the same order, so the same bits as torch's): its
+    comparisons and float-to-int casts are several times faster than torch's CPU kernels.
     """
     rot_t = cams.c2w[:, :3, :3].transpose(1, 2)                             # (V, 3, 3) world -> cam
     shift = -(rot_t @ cams.centers[:, :, None])                              # (V, 3, 1) = -R^T t
-    pc = torch.baddbmm(shift, rot_t, means.to(torch.float32).T.contiguous().expand(len(cams), 3, -1))
-    x, y, z = pc.unbind(1)                                                   # (V, N) each
-    inv_z = z.clamp_min(1e-9).reciprocal()
-    k = cams.K
+    pc = torch.baddbmm(shift, rot_t, means.to(torch.float32).T.contiguous().expand(len(cams), 3, -1)).numpy()
+    x, y, z = pc[:, 0], pc[:, 1], pc[:, 2]                                   # (V, N) each
+    inv_z = np.reciprocal(np.maximum(z, np.float32(1e-9)))
+    k = cams.K.numpy()
     u = (k[:, 0, 0, None] * x + k[:, 0, 1, None] * y) * inv_z + k[:, 0, 2, None]
     v = k[:, 1, 1, None] * y * inv_z + k[:, 1, 2, None]
     visible = (z > near) & (u >= 0) & (u < cams.width) & (v >= 0) & (v < cams.height)
     w = grid_shape(cams.height, cams.width, downsample)[1]
     # Inside the image u, v >= 0, so truncation is the floor; outside, the cell is 0.
-    cell = torch.where(visible, (v / downsample).long() * w + (u / downsample).long(), 0)
-    # (x*x + y*y + z*z).sqrt(): torch's vector_norm over the middle dimension is ~50x slower.
-    return Projection(z=z, cell=cell, visible=visible, dist=(x * x + y * y + z * z).sqrt())
+    with np.errstate(invalid="ignore"):   # non-finite u, v of invisible points cast to anything: masked
+        cell = ((v / downsample).astype(np.int32) * w + (u / downsample).astype(np.int32)) * visible  # int32: 4x faster
+    cell = cell.astype(np.int64)
+    dist = torch.from_numpy(x * x + y * y + z * z).sqrt_()   # torch's sqrt: numpy's rounds differently
+    return Projection(z=torch.from_numpy(z), cell=torch.from_numpy(cell), visible=torch.from_numpy(visible),
+                      dist=dist)
 
 
 def zbuffer(proj: Projection, num_cells: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -531,3 +531,36 @@ def test_rows_handed_out_in_updates_are_never_changed_by_later_windows():
     for u, c in zip(first.updates, copies):
         np.testing.assert_array_equal(u.rows, c)
         assert not u.rows.flags.writeable
+
+
+def _project_torch(means, cams, downsample, near):
+    """The plain torch twin of fusion.project (its code before the numpy passes)."""
+    rot_t = cams.c2w[:, :3, :3].transpose(1, 2)
+    pc = torch.baddbmm(-(rot_t @ cams.centers[:, :, None]), rot_t, means.T.contiguous().expand(len(cams), 3, -1))
+    x, y, z = pc.unbind(1)
+    inv_z = z.clamp_min(1e-9).reciprocal()
+    k = cams.K
+    u = (k[:, 0, 0, None] * x + k[:, 0, 1, None] * y) * inv_z + k[:, 0, 2, None]
+    v = k[:, 1, 1, None] * y * inv_z + k[:, 1, 2, None]
+    visible = (z > near) & (u >= 0) & (u < cams.width) & (v >= 0) & (v < cams.height)
+    w = -(-cams.width // downsample)
+    cell = torch.where(visible, (v / downsample).long() * w + (u / downsample).long(), 0)
+    return z, cell, visible, (x * x + y * y + z * z).sqrt()
+
+
+def test_project_gives_the_bits_of_the_plain_torch_projection():
+    from ilrm_ros.mapping.fusion import project
+
+    gen = torch.Generator().manual_seed(5)
+    means = torch.randn(5000, 3, generator=gen) * 3.0
+    means[:10] = torch.tensor([float("nan"), 0.0, 1.0])  # non-finite rows are invisible, cell 0
+    c2w = torch.eye(4).repeat(3, 1, 1)
+    c2w[:, 0, 3] = torch.tensor([-0.5, 0.0, 0.7])
+    K = torch.tensor([[50.3, 0.2, 31.7], [0.0, 49.1, 24.2], [0.0, 0.0, 1.0]])
+    cams = WindowCameras(c2w=c2w, K=K, height=48, width=64)
+    p = project(means, cams, 4, 0.05)
+    z, cell, visible, dist = _project_torch(means, cams, 4, 0.05)
+    assert visible.any() and not visible.all()
+    assert torch.equal(p.visible, visible) and torch.equal(p.cell, cell)
+    for got, want in ((p.z, z), (p.dist, dist)):  # bit for bit (NaN where the mean is NaN)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
