@@ -1,7 +1,8 @@
 """The mapping node's configuration: one dataclass tree, each parameter declared once.
 
 The tree nests the core's own configurations (``KeyframeConfig``, ``WindowConfig``,
-``ModelConfig``, ``MapConfig``, ``OccupancyConfig``: each next to the code that reads it)
+``ModelConfig``, ``MapConfig``, ``RefineConfig``, ``QualityConfig``, ``OccupancyConfig``: each
+next to the code that reads it)
 with the node's sections defined here (input, frames, render, diagnostics). Every
 parameter is a field made with :func:`ilrm_ros.core.params.param` (name, default,
 description, range, runtime); plain fields are internal knobs, not parameters. The ROS
@@ -25,6 +26,8 @@ from ilrm_ros.mapping.fusion import MapConfig
 from ilrm_ros.mapping.inference import ModelConfig
 from ilrm_ros.mapping.keyframes import KeyframeConfig
 from ilrm_ros.mapping.occupancy_stage import OccupancyConfig
+from ilrm_ros.mapping.quality import QualityConfig
+from ilrm_ros.mapping.refine import RefineConfig
 from ilrm_ros.mapping.scheduler import WindowConfig
 
 
@@ -97,6 +100,8 @@ class MappingConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     map: MapConfig = field(default_factory=MapConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)

@@ -2,7 +2,9 @@
 
     Frame ──fit_to_model──▶ KeyframePolicy.admit ──▶ KeyframeBuffer ──WindowScheduler──▶ Window
     Window ──normalize_cameras──▶ ILRM ──▶ Gaussians (window frame) ──Similarity──▶ map frame
-    ──GaussianMap.integrate──▶ MapUpdate (changed chunks)         + renders of the window
+    ──refine_window (refine.*, off by default)──GaussianMap.integrate──▶ MapUpdate (changed chunks)
+    + renders of the window; new (or held-out) keyframes are scored against the map before
+    their window is fused (quality_stage, quality.*)
 
 The ROS node and the offline bag tool both drive this class; only the source of frames
 (DDS or a bag) and the sink of results differ. ``process_window`` is called on a worker
@@ -12,6 +14,7 @@ map access is guarded by a lock so services can render/save while a window runs.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -28,6 +31,8 @@ from ilrm_ros.mapping.fusion import MapConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.mapping.map_io import load_map, load_sidecar, save_map
 from ilrm_ros.mapping import occupancy_stage
+from ilrm_ros.mapping.quality_stage import QualityStage
+from ilrm_ros.mapping.refine import refine_window
 from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy
 from ilrm_ros.mapping.scheduler import Window, WindowScheduler
 from ilrm_ros.mapping.inference import (
@@ -129,6 +134,8 @@ class Mapper:
         self.background = torch.tensor(cfg.render.background, dtype=torch.float32)
         self.num_windows = 0
         self.occupancy = occupancy_stage.OccupancyMap(cfg.occupancy)
+        self.quality = QualityStage(cfg.quality)
+        self._refine_gain = (0, 0.0, math.nan)  # refined windows, sum and last of their context PSNR gains (dB)
 
     # ------------------------------------------------------------------ input side
     def map_config(self) -> MapConfig:
@@ -158,7 +165,10 @@ class Mapper:
             raise ValueError("add_frame needs a posed frame (c2w is None)")
         if not self.policy.admit(frame):
             return None
-        self.keyframes.add(self.prepare(frame))
+        keyframe = self.prepare(frame)
+        if self.quality.offer(keyframe):  # held out: scored against the map, never fed to a window
+            return None
+        self.keyframes.add(keyframe)
         # keyframe pace: when frames arrived (the node: wall time, also for bags played at a rate),
         # else their stamps (the offline tool, which runs as fast as it can)
         self.keep_up.on_keyframe(int(arrival_time * 1e9) if arrival_time is not None else frame.stamp_ns)
@@ -189,6 +199,11 @@ class Mapper:
         c2w = np.stack([k.c2w for k in kfs])
         Ks = np.stack([k.K for k in kfs])
         H, W = kfs[0].rgb.shape[:2]
+        g_map, extra = self._refine(g_map, kfs, c2w, Ks)
+        with self.map_lock:
+            n_scored, quality_s = self.quality.score_pending(self._render_rgb, len(self.map) == 0, kfs[-1].stamp_ns)
+        extra.update(quality_s=quality_s, quality_views=float(n_scored))
+        t_fuse = time.monotonic()
         with self.map_lock:
             cams = WindowCameras(c2w=torch.from_numpy(c2w), K=torch.from_numpy(Ks), height=H, width=W)
             update = self.map.integrate(g_map.to("cpu"), cams, window_id=window.window_id,
@@ -200,7 +215,36 @@ class Mapper:
                             timings={"queued_s": t0 - window.trigger_time,
                                      "handoff_s": t0 - window.submit_time if window.submit_time else 0.0,
                                      "model_s": t_model - t0,
-                                     "integrate_s": t_map - t_model, "process_s": t_map - t0})
+                                     "integrate_s": t_map - t_fuse, "process_s": t_map - t0, **extra})
+
+    def _refine(self, g_map: Gaussians, kfs: list[Keyframe], c2w: np.ndarray,
+                Ks: np.ndarray) -> tuple[Gaussians, dict[str, float]]:
+        """Window refinement (``refine.*``) of the window's Gaussians (N, k) in the map frame against its
+        keyframes (c2w (V, 4, 4), K (V, 3, 3)); returns them and the refine_* timings (none when off)."""
+        if self.cfg.refine.window_iters == 0 or len(g_map) == 0:
+            return g_map, {}
+        images = torch.from_numpy(np.stack([k.rgb for k in kfs])).permute(0, 3, 1, 2).float().div_(255.0)
+        cams = WindowCameras(c2w=torch.from_numpy(c2w), K=torch.from_numpy(Ks), height=images.shape[-2],
+                             width=images.shape[-1])
+        out, st = refine_window(g_map, cams, images, self.cfg.refine, background=self.background)
+        gain = st.gain_db if st.iterations else 0.0
+        with self.map_lock:
+            n, total, _ = self._refine_gain
+            self._refine_gain = (n + 1, total + gain, gain)
+        return out, {"refine_s": st.seconds, "refine_iters": float(st.iterations),
+                     "refine_psnr_before_db": st.psnr_before, "refine_psnr_after_db": st.psnr_after,
+                     "refine_gain_db": gain}
+
+    def _render_rgb(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> torch.Tensor:
+        """The global map rendered from one camera -> (3, height, width) float in [0, 1] (call under map_lock)."""
+        g = self.map.gaussians_in_frustum(torch.as_tensor(c2w, dtype=torch.float32),
+                                          torch.as_tensor(K, dtype=torch.float32), width, height)
+        c2w_t = torch.as_tensor(c2w, dtype=torch.float32, device=self.device)[None]
+        K_t = torch.as_tensor(K, dtype=torch.float32, device=self.device)[None]
+        with torch.no_grad():
+            out = render_gaussians(g.to(self.device), c2w_t, K_t, width, height,
+                                   background=self.background.to(self.device))
+        return out.rgb[0].permute(2, 0, 1).clamp(0, 1)
 
     def window_renders(self, result: WindowResult) -> list[RenderedView]:
         """Re-render a processed window at its newest keyframe and at the novel pose next to it
@@ -268,6 +312,7 @@ class Mapper:
             self.policy.reset()
             self.keep_up.reset()
             self.occupancy.reset()
+            self.quality.reset()
         return update
 
     def save(self, path: str | Path) -> Path:
@@ -286,6 +331,7 @@ class Mapper:
         loaded = load_map(path, config=self.map_config(), map_frame=self.cfg.frames.map_frame)
         with self.map_lock:
             self.map = loaded
+            self.quality.reset()  # scores of the previous map mean nothing for this one
             if self.cfg.occupancy.enabled:  # the grid follows the map it was built from
                 occupancy_stage.rebuild(self.occupancy, occupancy_stage.cameras_from_sidecar(load_sidecar(path)),
                                         self._depth_view)
@@ -295,6 +341,9 @@ class Mapper:
         with self.map_lock:
             s = dict(self.map.stats())
             s.update(self.occupancy.stats())
+            n, total, last = self._refine_gain
+            s.update(refine_windows=n, refine_gain_last_db=last, refine_gain_mean_db=total / n if n else math.nan)
+        s.update(self.quality.stats())
         s["num_keyframes_total"] = self.keyframes.total_added
         s["num_windows"] = self.num_windows
         return s

@@ -15,11 +15,28 @@ from dataclasses import dataclass
 
 import torch
 
+from ilrm_ros.core.params import param
 from ilrm_ros.render.metrics import psnr_from_mse, ssim_map, ssim_window
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PSNR_CAP", "ViewScore", "score_view", "QualityStats", "QualityTracker", "is_held_out", "HoldoutPolicy"]
+__all__ = ["QUALITY_MODES", "QualityConfig", "PSNR_CAP", "ViewScore", "score_view", "QualityStats", "QualityTracker", "is_held_out", "HoldoutPolicy"]
+
+QUALITY_MODES = ("off", "new_keyframes", "holdout")
+
+
+@dataclass
+class QualityConfig:
+    """Live map quality (``quality.*``, read at start-up)."""
+
+    mode: str = param("new_keyframes", "Which keyframes score the map: new_keyframes = each new keyframe, rendered "
+                                        "from the map before the window holding it is fused (costs no data); "
+                                        "holdout = every holdout_every_n-th keyframe, never fed to a window; off",
+                      choices=QUALITY_MODES)
+    holdout_every_n: int = param(5, "holdout mode: every N-th admitted keyframe is held out and scored", 2, 1000)
+    render_scale: float = param(0.5, "Scores are rendered at this fraction of the model input size (bounds the "
+                                     "cost)", 0.05, 1.0)
+
 
 PSNR_CAP = 100.0
 """dB; a render with MSE ≤ 1e-10 (identical images) scores this instead of +inf."""

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.core.params import param
 from ilrm_ros.render.metrics import psnr_from_mse, ssim
 from ilrm_ros.render.render import render_gaussians
 
@@ -45,34 +46,24 @@ SCALE_MIN = 1e-8
 
 @dataclass
 class RefineConfig:
-    """How a window's Gaussians are refined against its own keyframes."""
+    """How a window's Gaussians are refined against its own keyframes (``refine.*``, read at start-up)."""
 
-    window_iters: int = 0
-    """Optimisation steps per window; 0 = off (the feed-forward Gaussians are used as they are)."""
-    window_budget_s: float = 1.0
-    """Hard wall-clock budget of one window's refinement in seconds, evaluations included;
-    ≤ 0 = no time limit (only ``window_iters``)."""
-    lr_means: float = 1e-3
-    """Adam step of the means as a fraction of the window's scene scale (median distance of the
-    Gaussians to the centroid of the cameras), so it does not depend on the frame's units."""
-    lr_scales: float = 5e-3
-    """Adam step of the log scales."""
-    lr_quats: float = 1e-3
-    """Adam step of the raw (unnormalised) quaternions."""
-    lr_opacities: float = 5e-2
-    """Adam step of the opacity logits."""
-    lr_colors: float = 5e-3
-    """Adam step of the RGB colours (kept in [0, 1] by projection)."""
-    ssim_weight: float = 0.0
-    """Weight λ of the SSIM term: loss = (1 − λ)·L1 + λ·(1 − SSIM); 0 = L1 only (cheaper)."""
-    views_per_iter: int = 0
-    """Context views rendered per step, drawn with ``seed``; 0 = all of them every step."""
-    downscale: int = 1
-    """Optimise at 1/downscale of the image size (box-filtered images, intrinsics scaled): about
-    downscale² fewer pixels per step. On the shared 2-core CPU with the shipped model (16k Gaussians,
-    4 views of 128²) 2 gave +1.8 dB held-out PSNR in 2 s against +0.7 dB at full size."""
-    seed: int = 0
-    """Seeds the choice of views per step (the only randomness)."""
+    window_iters: int = param(0, "Photometric optimisation steps on each window's Gaussians against its own "
+                                 "keyframes, after the model and before fusion (0 = off)", 0, 100_000)
+    window_budget_s: float = param(1.0, "Hard wall-clock budget of one window's refinement in seconds, "
+                                        "evaluations included (0 = no time limit, only window_iters)", 0.0, 3600.0)
+    lr_means: float = param(1e-3, "Adam step of the means as a fraction of the window's scene scale (median "
+                                  "distance of its Gaussians to the centroid of its cameras)", 0.0, 1.0)
+    lr_scales: float = param(5e-3, "Adam step of the log scales", 0.0, 1.0)
+    lr_quats: float = param(1e-3, "Adam step of the raw (unnormalised) quaternions", 0.0, 1.0)
+    lr_opacities: float = param(5e-2, "Adam step of the opacity logits", 0.0, 10.0)
+    lr_colors: float = param(5e-3, "Adam step of the RGB colours (kept in [0, 1])", 0.0, 1.0)
+    ssim_weight: float = param(0.0, "Weight of the SSIM term: loss = (1 - w) L1 + w (1 - SSIM); 0 = L1 only "
+                                    "(cheaper)", 0.0, 1.0)
+    views_per_iter: int = param(0, "Keyframes rendered per step, drawn with seed (0 = all of the window's)", 0, 64)
+    downscale: int = param(2, "Optimise at 1/downscale of the model input size (about downscale^2 fewer pixels "
+                              "per step)", 1, 16)
+    seed: int = param(0, "Seeds the choice of keyframes per step (the only randomness)", 0, 2**31 - 1)
 
     def __post_init__(self) -> None:
         if self.window_iters < 0 or self.views_per_iter < 0 or self.downscale < 1:

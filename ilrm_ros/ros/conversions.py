@@ -8,6 +8,7 @@ live in ``core/wire.py``; this module binds them to rclpy's generated classes
 from __future__ import annotations
 
 import array
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -79,8 +80,9 @@ def msg_to_update(msg: GaussianChunk) -> ChunkUpdate:
 
 def make_map_info(header: Header, map_id: str, stats: dict, model_id: str, checkpoint_id: str, device: str,
                   last: WindowResult | None, frames_dropped: int) -> MapInfo:
-    """MapInfo from the map's stats dict (num_gaussians, num_chunks, num_keyframes, num_windows,
-    revision, memory_bytes, max_gaussians) and the latencies of the last window (0 before any)."""
+    """MapInfo from the mapper's stats dict (num_gaussians, num_chunks, num_keyframes, num_windows,
+    revision, memory_bytes, max_gaussians, refine_gain_mean_db, quality_*) and the latencies and
+    refinement of the last window (0 / NaN before any)."""
     msg = MapInfo()
     msg.header = header
     msg.map_id = map_id
@@ -93,6 +95,15 @@ def make_map_info(header: Header, map_id: str, stats: dict, model_id: str, check
     msg.last_model_latency_s = float(last.timings["model_s"]) if last else 0.0
     msg.last_window_latency_s = float(last.timings.get("end_to_end_s", 0.0)) if last else 0.0
     msg.frames_dropped = int(frames_dropped)
+    t = last.timings if last else {}
+    msg.last_refine_gain_db = float(t.get("refine_gain_db", math.nan))
+    msg.last_refine_s = float(t.get("refine_s", 0.0))
+    msg.last_refine_iterations = int(t.get("refine_iters", 0))
+    msg.refine_gain_mean_db = float(stats.get("refine_gain_mean_db", math.nan))
+    msg.quality_mode = str(stats.get("quality_mode", "off"))
+    msg.quality_count = int(stats.get("quality_count", 0))
+    for name in ("quality_psnr_latest_db", "quality_psnr_mean_db", "quality_ssim_latest", "quality_ssim_mean"):
+        setattr(msg, name, float(stats.get(name, math.nan)))
     return msg
 
 

@@ -1,4 +1,4 @@
-"""The node's /diagnostics: input health, drops by reason, delivery, model and map status.
+"""The node's /diagnostics: input health, drops by reason, delivery, model, map and map quality status.
 
 Pure functions from plain values to ``diagnostic_msgs`` messages, so the node only
 gathers numbers. Drops appear under their counter names (``dropped_<reason>``,
@@ -57,6 +57,23 @@ def model_status(worker_stats: Any, device: str, model_id: str, latencies: list[
         "window_latency_max_s": float(np.max(latencies)) if latencies else 0.0})
 
 
+QUALITY_PREFIXES = ("quality_", "refine_")
+"""Keys of the mapper's stats that go to the quality status rather than the map status."""
+
+
+def map_statuses(stats: dict[str, Any]) -> list[DiagnosticStatus]:
+    """The map status (sizes, revision, occupancy) and the quality status: live map quality
+    (``quality_*``: PSNR / SSIM of the map at keyframes it was not fitted to, latest, mean, count)
+    and window refinement (``refine_*``: context PSNR gain, last and mean)."""
+    quality = {k: v for k, v in stats.items() if k.startswith(QUALITY_PREFIXES)}
+    rest = {k: v for k, v in stats.items() if not k.startswith(QUALITY_PREFIXES)}
+    n = int(quality.get("quality_count", 0))
+    message = (f"map PSNR {quality['quality_psnr_mean_db']:.2f} dB, SSIM {quality['quality_ssim_mean']:.3f} "
+               f"(mean of {n} views)") if n else f"no views scored yet (mode {quality.get('quality_mode', 'off')})"
+    return [status("ilrm_mapping: map", DiagnosticStatus.OK, "ok", rest),
+            status("ilrm_mapping: map quality", DiagnosticStatus.OK, message, quality)]
+
+
 def diagnostic_array(statuses: list[DiagnosticStatus], stamp: Any) -> DiagnosticArray:
     arr = DiagnosticArray(status=statuses)
     arr.header.stamp = stamp
@@ -64,7 +81,7 @@ def diagnostic_array(statuses: list[DiagnosticStatus], stamp: Any) -> Diagnostic
 
 
 class NodeDiagnostics:
-    """Publishes the node's three statuses (input, model, map) on /diagnostics.
+    """Publishes the node's four statuses (input, model, map, map quality) on /diagnostics.
 
     Reads the node's parts: ``input`` (CameraInput), ``worker``, ``mapper``, ``outputs``
     (window latencies), ``reporter`` / ``counters`` (drops), ``tf`` and ``cfg``.
@@ -90,5 +107,5 @@ class NodeDiagnostics:
                 "seconds_since_image": ages["images"], "seconds_since_camera_info": ages["camera_info"],
                 "seconds_since_tf": ages["TF"]}),
             model_status(node.worker.stats, str(node.mapper.device), node.mapper.model_id, list(node.outputs.latency)),
-            status("ilrm_mapping: map", DiagnosticStatus.OK, "ok", node.mapper.stats())]
+            *map_statuses(node.mapper.stats())]
         self.pub.publish(diagnostic_array(statuses, node.get_clock().now().to_msg()))

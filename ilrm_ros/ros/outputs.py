@@ -92,9 +92,11 @@ class MapOutputs:
         self.window_timings.append(dict(result.timings, window_id=result.window.window_id,
                                         gaussians=result.num_gaussians_window))
         t = result.timings
+        refined = f", refine {t['refine_s']:.2f} s ({t['refine_gain_db']:+.2f} dB)" if "refine_s" in t else ""
         node.get_logger().info(
             f"window {result.window.window_id} (keyframes {result.window.keyframe_ids}): "
-            f"{result.num_gaussians_window} Gaussians; model {t['model_s']:.2f} s, fuse {t['integrate_s']:.2f} s, "
+            f"{result.num_gaussians_window} Gaussians; model {t['model_s']:.2f} s{refined}, "
+            f"fuse {t['integrate_s']:.2f} s, "
             f"chunks out {t['end_to_end_s']:.2f} s after the last keyframe (queued {t['queued_s']:.2f} s), "
             f"render {t.get('render_s', 0.0):.2f} s; map {mapper.stats().get('num_gaussians', 0)} Gaussians",
             throttle_duration_sec=2.0)

@@ -29,7 +29,8 @@ TESTED = {
     "model.checkpoint", "model.height", "model.width", "model.max_gaussians_per_window",
     "map.max_integration_distance_m", "map.max_gaussians", "map.max_gaussians_per_chunk", "map.publish_period_s",
     "input.max_input_pixels", "input.max_decoded_bytes", "render.max_render_pixels", "input.rectified",
-    "input.qos", "map.save_path",
+    "input.qos", "map.save_path", "refine.window_iters", "refine.window_budget_s", "refine.views_per_iter",
+    "refine.ssim_weight",
 }
 
 
@@ -178,3 +179,61 @@ def test_checkpoint_empty_means_the_shipped_checkpoint():
 
     assert config_from_flat({}).model.checkpoint == ""
     assert default_checkpoint_path().is_file()
+
+
+def _refine_case():
+    """Three cameras looking at a few Gaussians; the context images are of shifted colours."""
+    from ilrm_ros.render.render import render_gaussians
+
+    g = _gaussians([[x, y, 2.0] for x in (-0.3, 0.0, 0.3) for y in (-0.2, 0.2)])
+    c2w = torch.eye(4).repeat(3, 1, 1)
+    c2w[:, 0, 3] = torch.tensor([-0.1, 0.0, 0.1])
+    K = torch.tensor([[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]).repeat(3, 1, 1)
+    target = Gaussians(means=g.means, quats=g.quats, scales=g.scales, opacities=g.opacities,
+                       colors=torch.rand(len(g), 3, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        images = render_gaussians(target, c2w, K, 16, 16).rgb.permute(0, 3, 1, 2).contiguous()
+    return g, SimpleNamespace(c2w=c2w, K=K), images
+
+
+def test_refine_window_iters_0_means_off():
+    from ilrm_ros.mapping.refine import refine_window
+
+    g, cams, images = _refine_case()
+    out, stats = refine_window(g, cams, images, config_from_flat({"refine.window_iters": 0}).refine)
+    assert out is g and stats.iterations == 0 and stats.stopped_by == "off"
+
+
+def test_refine_window_budget_0_means_no_time_limit():
+    from ilrm_ros.mapping.refine import refine_window
+
+    g, cams, images = _refine_case()
+    slow = iter(range(0, 10**6, 100))  # every reading 100 s later
+    cfg = config_from_flat({"refine.window_iters": 4, "refine.window_budget_s": 0.0, "refine.downscale": 1}).refine
+    _, stats = refine_window(g, cams, images, cfg, clock=lambda: float(next(slow)))
+    assert stats.iterations == 4
+    cfg.window_budget_s = 50.0
+    _, stats = refine_window(g, cams, images, cfg, clock=lambda: float(next(slow)))
+    assert stats.iterations == 0 and stats.stopped_by == "budget"
+
+
+def test_refine_views_per_iter_0_means_every_view_every_step():
+    from ilrm_ros.mapping.refine import refine_window
+
+    g, cams, images = _refine_case()
+
+    def run(views: int, seed: int) -> Gaussians:
+        cfg = config_from_flat({"refine.window_iters": 3, "refine.window_budget_s": 0.0, "refine.downscale": 1,
+                                "refine.views_per_iter": views, "refine.seed": seed}).refine
+        return refine_window(g, cams, images, cfg)[0]
+
+    assert torch.equal(run(0, 1).colors, run(0, 2).colors)  # all views: the seed has nothing to pick
+    assert not torch.equal(run(1, 1).colors, run(1, 2).colors)
+
+
+def test_refine_ssim_weight_0_means_l1_only():
+    from ilrm_ros.mapping.refine import _loss
+
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    assert float(_loss(a, b, 0.0)) == pytest.approx(float((a - b).abs().mean()))
+    assert float(_loss(a, b, 0.5)) != pytest.approx(float((a - b).abs().mean()))

@@ -12,6 +12,8 @@ from ilrm_ros.mapping.fusion import MapConfig
 from ilrm_ros.mapping.inference import ModelConfig
 from ilrm_ros.mapping.keyframes import KeyframeConfig, KeyframePolicy
 from ilrm_ros.mapping.occupancy_stage import OccupancyConfig
+from ilrm_ros.mapping.quality import QualityConfig
+from ilrm_ros.mapping.refine import RefineConfig
 from ilrm_ros.mapping.scheduler import WindowConfig, WindowScheduler
 
 RUNTIME = {
@@ -54,8 +56,9 @@ def test_the_node_config_nests_the_cores_own_dataclasses():
     assert isinstance(cfg.keyframes, KeyframeConfig) and isinstance(cfg.window, WindowConfig)
     assert isinstance(cfg.model, ModelConfig) and isinstance(cfg.map, MapConfig)
     assert isinstance(cfg.occupancy, OccupancyConfig)
-    assert set(sections) == {"input", "frames", "keyframes", "window", "model", "map", "render", "diagnostics",
-                             "occupancy"}
+    assert isinstance(cfg.refine, RefineConfig) and isinstance(cfg.quality, QualityConfig)
+    assert set(sections) == {"input", "frames", "keyframes", "window", "model", "map", "refine", "quality", "render",
+                             "diagnostics", "occupancy"}
 
 
 def test_internal_knobs_of_the_core_are_not_parameters():

@@ -72,7 +72,8 @@ class StepClock:
 
 
 def test_refinement_raises_context_psnr(case):
-    out, stats = refine_window(case.start, case.cams, case.images, RefineConfig(window_iters=15, window_budget_s=0))
+    out, stats = refine_window(case.start, case.cams, case.images, RefineConfig(window_iters=15, window_budget_s=0,
+                                                                           downscale=1))
     before, after = context_psnr(case.start, case), context_psnr(out, case)
     assert stats.iterations == 15 and stats.stopped_by == "iters"
     assert after > before + 3.0, (before, after)
@@ -81,7 +82,8 @@ def test_refinement_raises_context_psnr(case):
 
 
 def test_output_keeps_shapes_and_conventions(case):
-    out, _ = refine_window(case.start, case.cams, case.images, RefineConfig(window_iters=3, window_budget_s=0))
+    out, _ = refine_window(case.start, case.cams, case.images, RefineConfig(window_iters=3, window_budget_s=0,
+                                                                           downscale=1))
     for name in ("means", "quats", "scales", "opacities", "colors"):
         a, b = getattr(case.start, name), getattr(out, name)
         assert a.shape == b.shape and a.dtype == b.dtype and not b.requires_grad, name

@@ -62,7 +62,8 @@ class Harness:
             Parameter("input.camera_info_topic", value="/e2e/camera_info"),
             Parameter("frames.tf_timeout_s", value=0.5), Parameter("map.publish_period_s", value=0.0),
             Parameter("diagnostics.period_s", value=0.2), Parameter("keyframes.min_translation_m", value=0.0),
-            Parameter("keyframes.min_rotation_deg", value=0.0), Parameter("window.max_queue", value=8)])
+            Parameter("keyframes.min_rotation_deg", value=0.0), Parameter("window.max_queue", value=8),
+            Parameter("refine.window_iters", value=2), Parameter("refine.window_budget_s", value=0.0)])
         self.user = Node("e2e_user")
         self.player = SequencePlayer(self.user, "/e2e/image", "/e2e/camera_info")
         self.chunks: list[GaussianChunk] = []
@@ -168,8 +169,28 @@ def test_a_late_subscriber_gets_the_latched_map_and_map_info(harness, mapped):
     n = harness.node.mapper.stats()["num_gaussians"]
     assert n > 0 and got["map"].width == n and got["info"].num_gaussians == n
     assert got["info"].num_windows == harness.node.mapper.num_windows
+    # live map quality (the default: each new keyframe scored before its window) and window refinement
+    info, stats = got["info"], harness.node.mapper.stats()
+    assert info.quality_mode == "new_keyframes" and info.quality_count == stats["quality_count"] > 0
+    assert info.quality_psnr_mean_db == pytest.approx(stats["quality_psnr_mean_db"], rel=1e-6)
+    assert info.quality_psnr_mean_db > 0
+    assert -1 <= info.quality_ssim_mean <= 1
+    assert np.isfinite([info.quality_psnr_latest_db, info.quality_ssim_latest]).all()
+    assert info.last_refine_iterations == 2 and info.last_refine_s > 0 and np.isfinite(info.last_refine_gain_db)
+    assert info.refine_gain_mean_db == pytest.approx(stats["refine_gain_mean_db"], rel=1e-6)
     assert got["map"].header.frame_id == "map"
     assert np.isfinite(cloud_to_array(got["map"])).all()
+
+
+def test_diagnostics_report_the_live_map_quality_and_refinement(harness, mapped):
+    n = len(harness.diagnostics)
+    assert harness.wait(lambda: len(harness.diagnostics) > n, 10)
+    statuses = {st.name: st for st in harness.diagnostics[-1].status}
+    q = {kv.key: kv.value for kv in statuses["ilrm_mapping: map quality"].values}
+    assert q["quality_mode"] == "new_keyframes"
+    assert int(q["quality_count"]) == harness.node.mapper.stats()["quality_count"] > 0
+    assert float(q["quality_psnr_mean_db"]) > 0 and -1 <= float(q["quality_ssim_mean"]) <= 1
+    assert int(q["refine_windows"]) == harness.node.mapper.num_windows and "refine_gain_mean_db" in q
 
 
 def test_each_window_is_rendered_at_its_newest_keyframe_with_matching_camera_info(harness, mapped):

@@ -1,0 +1,126 @@
+"""The mapper's live quality stage: which keyframes score the map, and scoring them.
+
+    admitted keyframe ──offer──▶ pending (and, in holdout mode, kept from the windows)
+    worker, before a window is fused ──score_pending(render map at each pending pose)──▶ QualityTracker
+
+``quality.mode``:
+
+- ``new_keyframes``: every admitted keyframe is scored against the map as it is before the
+  window holding it is fused (the map has not been fitted to it yet); it is also fed to windows.
+- ``holdout``: every ``holdout_every_n``-th admitted keyframe is scored and never fed to a window.
+- ``off``: nothing is scored.
+
+Scoring runs on the window worker (``Mapper.process_window``), never on the input path: before
+a window is fused, the queued keyframes stamped up to its newest keyframe are scored (newer ones
+wait for their window). A keyframe is scored only when the map holds Gaussians (the first
+window's keyframes are not).
+Renders are made at ``render_scale`` of the model size, against the keyframe's image box-filtered
+to that size (intrinsics scaled exactly).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ilrm_ros.io.frames import Frame
+from ilrm_ros.mapping.quality import HoldoutPolicy, QualityConfig, QualityTracker, score_view
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING = 16
+"""Keyframes waiting to be scored; beyond this the oldest is not scored (the worker is behind)."""
+
+RenderFn = Callable[[np.ndarray, np.ndarray, int, int], torch.Tensor]
+"""(c2w (4, 4), K (3, 3), width, height) -> the map rendered there, (3, height, width) float in [0, 1]."""
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(h, w) of a render at ``scale`` of (height, width), at least 8 pixels each."""
+    return max(8, round(height * scale)), max(8, round(width * scale))
+
+
+def scaled_intrinsics(K: np.ndarray, height: int, width: int, h: int, w: int) -> np.ndarray:
+    """K (3, 3) of a (height, width) image resampled to (h, w) (pixel centres at +0.5 stay exact)."""
+    out = np.array(K, dtype=np.float64, copy=True)
+    out[0] *= w / width
+    out[1] *= h / height
+    return out
+
+
+def truth_image(rgb: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float (3, h, w) in [0, 1], area-resampled."""
+    img = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    if img.shape[-2:] != (h, w):
+        img = F.interpolate(img[None], size=(h, w), mode="area")[0]
+    return img
+
+
+class QualityStage:
+    """Holds keyframes back (holdout mode), queues them for scoring and keeps the running scores.
+
+    ``offer`` is called on the input side, ``score_pending`` on the window worker; both are thread-safe.
+    """
+
+    def __init__(self, cfg: QualityConfig) -> None:
+        self.cfg = cfg
+        self.tracker = QualityTracker()
+        self.holdout = HoldoutPolicy(cfg.holdout_every_n if cfg.mode == "holdout" else 0)
+        self._pending: collections.deque[Frame] = collections.deque(maxlen=MAX_PENDING)
+        self._lock = threading.Lock()
+        self.held_out = 0
+
+    def offer(self, keyframe: Frame) -> bool:
+        """An admitted keyframe (model size, posed); returns True when it is held out (not for windows)."""
+        if self.cfg.mode == "off":
+            return False
+        with self._lock:
+            held = self.holdout.next()
+            self.held_out += int(held)
+            if self.cfg.mode == "new_keyframes" or held:
+                self._pending.append(keyframe)
+        return held
+
+    def score_pending(self, render: RenderFn, map_empty: bool, up_to_ns: int) -> tuple[int, float]:
+        """Score the queued keyframes stamped at or before ``up_to_ns`` (the newest keyframe of the
+        window about to be fused) against the map; returns (views scored, seconds). Later ones wait
+        for their own window. With an empty map they are dropped unscored (nothing to judge yet).
+        """
+        with self._lock:
+            todo = [kf for kf in self._pending if kf.stamp_ns <= up_to_ns]
+            later = [kf for kf in self._pending if kf.stamp_ns > up_to_ns]
+            self._pending.clear()
+            self._pending.extend(later)
+        if not todo or map_empty:
+            return 0, 0.0
+        t0 = time.monotonic()
+        scored = 0
+        for kf in todo:
+            H, W = kf.rgb.shape[:2]
+            h, w = scaled_size(H, W, self.cfg.render_scale)
+            pred = render(kf.c2w, scaled_intrinsics(kf.K, H, W, h, w), w, h)
+            scored += int(self.tracker.update(score_view(pred.float().cpu(), truth_image(kf.rgb, h, w))))
+        seconds = time.monotonic() - t0
+        log.debug("scored %d keyframes against the map in %.3f s", scored, seconds)
+        return scored, seconds
+
+    def stats(self) -> dict:
+        """``quality_*`` entries for the mapper's stats (NaN before the first score)."""
+        s = self.tracker.stats()
+        return {"quality_mode": self.cfg.mode, "quality_count": s.count, "quality_psnr_latest_db": s.psnr_latest,
+                "quality_psnr_mean_db": s.psnr_mean, "quality_ssim_latest": s.ssim_latest,
+                "quality_ssim_mean": s.ssim_mean, "quality_held_out": self.held_out}
+
+    def reset(self) -> None:
+        """Forget scores, queue and holdout counting (map reset or load)."""
+        with self._lock:
+            self._pending.clear()
+            self.holdout.reset()
+            self.held_out = 0
+        self.tracker.reset()
