@@ -7,8 +7,11 @@ and writes:
     DIR/map.ply (+ map.ply.json)   the global map, standard 3DGS PLY
     DIR/rendered/*.png             held-out frames rendered from the map, next to the truth
     DIR/report.json                per-window latency and Gaussians, held-out PSNR of the map,
-                                   of the last window alone and of the nearest mapped frame, and
-                                   the frames the input stage dropped, by reason (as the node counts them)
+                                   of the last window alone and of the nearest mapped frame, the
+                                   frames the input stage dropped, by reason (as the node counts them),
+                                   the live map quality the node publishes (quality.*: PSNR / SSIM of
+                                   the map at keyframes it was not fitted to) and the window
+                                   refinement's context PSNR gain (refine.*), per window and overall
     DIR/map_growth.png             map size over windows vs the sum of window outputs
     DIR/occupancy.png              the 2-D occupancy grid next to the true floor plan (generated
                                    sequences: scene.json next to the bag or --scene), scores in report.json
@@ -136,6 +139,28 @@ class OutputBag:
         self.writer.close()
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN: nothing scored yet; inf) replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def quality_summary(stats: dict, windows: list[dict]) -> dict:
+    """The live map quality (``quality_*`` of the mapper's stats, as in MapInfo) and the window
+    refinement over ``windows`` (their ``refine_*`` timings): what the node publishes, for a report."""
+    refined = [w for w in windows if "refine_s" in w]
+    return {"quality": {k.removeprefix("quality_"): v for k, v in stats.items() if k.startswith("quality_")},
+            "refine": {"windows": len(refined),
+                       "gain_mean_db": float(np.mean([w["refine_gain_db"] for w in refined])) if refined else None,
+                       "seconds_mean": float(np.mean([w["refine_s"] for w in refined])) if refined else None,
+                       "iterations_mean": float(np.mean([w["refine_iters"] for w in refined])) if refined else None}}
+
+
 def write_growth_plot(path: Path, windows: list[dict], title: str) -> None:
     """PNG: Gaussians in the map and in each window, over windows."""
     from PIL import Image, ImageDraw
@@ -255,8 +280,9 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
         "mean_psnr_last_window": float(np.mean([r["psnr_last_window"] for r in rows])) if rows else None,
         "mean_psnr_nearest_frame": float(np.mean([r["psnr_nearest_frame"] for r in rows])) if rows else None,
         "model_id": mapper.model_id, "device": str(mapper.device), "wall_time_s": time.monotonic() - t0,
-        "occupancy": occupancy,
+        "occupancy": occupancy, **quality_summary(stats, windows),
     }
+    report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -303,6 +329,13 @@ def cli_main(argv: list[str]) -> int:
         print(f"held-out PSNR: map {report['mean_psnr_map']:.2f} dB, last window alone "
               f"{report['mean_psnr_last_window']:.2f} dB, nearest frame {report['mean_psnr_nearest_frame']:.2f} dB "
               f"({len(report['held_out'])} frames)")
+    q, r = report["quality"], report["refine"]
+    if q["count"]:
+        print(f"live map quality ({q['mode']}, {q['count']} keyframes before their window): PSNR mean "
+              f"{q['psnr_mean_db']:.2f} dB (latest {q['psnr_latest_db']:.2f}), SSIM mean {q['ssim_mean']:.3f}")
+    if r["windows"]:
+        print(f"window refinement: context PSNR {r['gain_mean_db']:+.2f} dB mean over {r['windows']} windows, "
+              f"{r['seconds_mean']:.2f} s and {r['iterations_mean']:.1f} steps each")
     occ = report.get("occupancy") or {}
     if occ.get("scores_3d"):
         s3 = occ["scores_3d"]

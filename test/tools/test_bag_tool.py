@@ -29,7 +29,8 @@ def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_
     write_bag(tmp_path / "in", posed, BagFormat(storage=storage))
     cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
                                          "model.width": 64, "keyframes.min_translation_m": 0.0,
-                                         "keyframes.min_rotation_deg": 0.0})
+                                         "keyframes.min_rotation_deg": 0.0, "refine.window_iters": 2,
+                                         "refine.window_budget_s": 0.0})
     report = run_bag(tmp_path / "in", tmp_path / "out", cfg, holdout=4)
     out = tmp_path / "out"
     assert report == json.loads((out / "report.json").read_text())
@@ -39,6 +40,15 @@ def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_
     assert [w["keyframe_ids"] for w in report["windows"]] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
     for w in report["windows"]:
         assert w["model_s"] > 0 and w["gaussians_window"] > 0 and w["render_s"] >= 0
+        assert w["refine_iters"] == 2 and w["refine_gain_db"] is not None
+    # the node's live quality: keyframes 4, 5 and 6, 7 scored before their windows were fused
+    q = report["quality"]
+    assert q["mode"] == "new_keyframes" and q["count"] == 4 and q["held_out"] == 0
+    assert 0 < q["psnr_mean_db"] < 100 and -1 <= q["ssim_mean"] <= 1 and q["psnr_latest_db"] is not None
+    assert [w["quality_views"] for w in report["windows"]] == [0, 2, 2]
+    r = report["refine"]
+    assert r["windows"] == 3 and r["iterations_mean"] == 2
+    assert r["gain_mean_db"] == pytest.approx(np.mean([w["refine_gain_db"] for w in report["windows"]]), abs=1e-3)
     assert all(np.isfinite([r["psnr_map"], r["psnr_last_window"], r["psnr_nearest_frame"]]).all()
                for r in report["held_out"])
     assert (out / "map_growth.png").stat().st_size > 0
