@@ -186,31 +186,55 @@ def grid_shape(height: int, width: int, downsample: int) -> tuple[int, int]:
     return -(-height // downsample), -(-width // downsample)
 
 
+def camera_points(means: torch.Tensor, cams: WindowCameras) -> np.ndarray:
+    """Means (N, 3) (a transposed (3, N) view is copy-free) in every camera's frame: (V, 3, N) float32,
+    one batched matmul."""
+    rot_t = cams.c2w[:, :3, :3].transpose(1, 2)                             # (V, 3, 3) world -> cam
+    shift = -(rot_t @ cams.centers[:, :, None])                              # (V, 3, 1) = -R^T t
+    return torch.baddbmm(shift, rot_t, means.to(torch.float32).T.contiguous().expand(len(cams), 3, -1)).numpy()
+
+
+def project_camera(pc: np.ndarray, k: np.ndarray, size: tuple[int, int], downsample: int,
+                   near: float) -> tuple[np.ndarray, np.ndarray]:
+    """One camera's points pc (3, N) float32 with intrinsics k (3, 3), image (height, width) ->
+    visible (N,) bool (inside the image, z > near) and cell (N,) int64 (0 where not visible).
+
+    numpy on float32 (the IEEE operations torch would do, in the same order: the same bits), as
+    its comparisons and float-to-int casts are several times faster than torch's CPU kernels.
+    """
+    x, y, z = pc
+    height, width = size
+    inv_z = np.reciprocal(np.maximum(z, np.float32(1e-9)))
+    u = (k[0, 0] * x + k[0, 1] * y) * inv_z + k[0, 2]
+    v = k[1, 1] * y * inv_z + k[1, 2]
+    visible = (z > near) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    w = grid_shape(height, width, downsample)[1]
+    # Inside the image u, v >= 0, so truncation is the floor; outside, the cell is 0. int32: 4x faster casts.
+    with np.errstate(invalid="ignore"):   # non-finite u, v of invisible points cast to anything: masked
+        cell = ((v / downsample).astype(np.int32) * w + (u / downsample).astype(np.int32)) * visible
+    return visible, cell.astype(np.int64)
+
+
+def distances(pc: np.ndarray) -> torch.Tensor:
+    """|p| of camera-frame points (..., 3, N) -> (..., N), with torch's sqrt (numpy's rounds differently)."""
+    x, y, z = pc[..., 0, :], pc[..., 1, :], pc[..., 2, :]
+    return torch.from_numpy(x * x + y * y + z * z).sqrt_()
+
+
 def project(means: torch.Tensor, cams: WindowCameras, downsample: int, near: float) -> Projection:
     """Project means (N, 3) into every camera; cells of ``downsample``-pixel blocks.
 
-    Works on a (V, 3, N) layout (one batched matmul, contiguous rows) so the cost is a
-    few passes over V * N floats. The elementwise passes run in numpy on the same float32
-    values (the same IEEE operations in the same order, so the same bits as torch's): its
-    comparisons and float-to-int casts are several times faster than torch's CPU kernels.
+    One batched matmul to a (V, 3, N) layout, then a few passes over each camera's N
+    points (:func:`project_camera`).
     """
-    rot_t = cams.c2w[:, :3, :3].transpose(1, 2)                             # (V, 3, 3) world -> cam
-    shift = -(rot_t @ cams.centers[:, :, None])                              # (V, 3, 1) = -R^T t
-    pc = torch.baddbmm(shift, rot_t, means.to(torch.float32).T.contiguous().expand(len(cams), 3, -1)).numpy()
-    x, y, z = pc[:, 0], pc[:, 1], pc[:, 2]                                   # (V, N) each
-    inv_z = np.reciprocal(np.maximum(z, np.float32(1e-9)))
+    pc = camera_points(means, cams)
     k = cams.K.numpy()
-    u = (k[:, 0, 0, None] * x + k[:, 0, 1, None] * y) * inv_z + k[:, 0, 2, None]
-    v = k[:, 1, 1, None] * y * inv_z + k[:, 1, 2, None]
-    visible = (z > near) & (u >= 0) & (u < cams.width) & (v >= 0) & (v < cams.height)
-    w = grid_shape(cams.height, cams.width, downsample)[1]
-    # Inside the image u, v >= 0, so truncation is the floor; outside, the cell is 0.
-    with np.errstate(invalid="ignore"):   # non-finite u, v of invisible points cast to anything: masked
-        cell = ((v / downsample).astype(np.int32) * w + (u / downsample).astype(np.int32)) * visible  # int32: 4x faster
-    cell = cell.astype(np.int64)
-    dist = torch.from_numpy(x * x + y * y + z * z).sqrt_()   # torch's sqrt: numpy's rounds differently
-    return Projection(z=torch.from_numpy(z), cell=torch.from_numpy(cell), visible=torch.from_numpy(visible),
-                      dist=dist)
+    visible = np.empty(pc[:, 0].shape, dtype=bool)
+    cell = np.empty(pc[:, 0].shape, dtype=np.int64)
+    for i in range(len(cams)):
+        visible[i], cell[i] = project_camera(pc[i], k[i], (cams.height, cams.width), downsample, near)
+    return Projection(z=torch.from_numpy(pc[:, 2]), cell=torch.from_numpy(cell), visible=torch.from_numpy(visible),
+                      dist=distances(pc))
 
 
 def zbuffer(proj: Projection, num_cells: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,28 +5,78 @@ closer observation are marked to be dropped.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from ilrm_ros.core.wire import COL_MEANS
 from ilrm_ros.mapping.chunks import MapUpdate
-from ilrm_ros.mapping.fusion import MapConfig, Projection, WindowCameras, gather_cells, project, zbuffer
+from ilrm_ros.mapping.fusion import (
+    MapConfig,
+    Projection,
+    WindowCameras,
+    camera_points,
+    distances,
+    gather_cells,
+    project_camera,
+)
 from ilrm_ros.mapping.map_storage import Block, cat_books
 
-__all__ = ["fuse_with_chunks"]
+__all__ = ["fuse_with_chunks", "classify_old", "OldGaussians"]
 
 
-def _classify(po: Projection, dmin: np.ndarray, dmax: np.ndarray, cfg: MapConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Free-space and near-surface masks (V, M) of projected old Gaussians against the observed depth
-    dmin, dmax (V, cells). numpy (the same float32 operations as torch, several times faster here)."""
-    z = po.z.numpy()
-    flat = po.cell.numpy() + (np.arange(dmin.shape[0]) * dmin.shape[1])[:, None]   # into the stacked cell images
-    d_lo, d_hi = dmin.reshape(-1).take(flat), dmax.reshape(-1).take(flat)
-    known = po.visible.numpy() & np.isfinite(d_lo)
-    tol = cfg.depth_tol_abs + cfg.depth_tol_rel * np.where(known, d_lo, np.float32(0))
-    free_v = known & (z < d_lo - tol)
-    near_v = known & ~free_v & (z <= d_hi + tol)
-    return free_v, near_v
+@dataclass
+class OldGaussians:
+    """The window's verdict on the map's Gaussians in its frusta (M of them, V cameras).
+
+    near_v (V, M) bool: at the observed surface for that camera; flat (V, M) int64: their cell
+    in the cameras' stacked (V * cells) grids; z (V, M): camera depth; any_free, any_near (M,)
+    bool: in free space / at the surface for some camera; closest (M,): distance to the closest
+    camera that sees it at the surface (inf if none).
+    """
+
+    near_v: np.ndarray
+    flat: np.ndarray
+    z: np.ndarray
+    any_free: np.ndarray
+    any_near: np.ndarray
+    closest: np.ndarray
+
+
+def classify_old(means: torch.Tensor, cams: WindowCameras, dmin: np.ndarray, dmax: np.ndarray,
+                 cfg: MapConfig) -> OldGaussians:
+    """Project the map's means (M, 3) and classify them against the observed depth dmin, dmax
+    (V, cells), one camera at a time (its arrays stay in cache): the values of ``project`` and the
+    tests of the fusion policy (module doc of :mod:`ilrm_ros.mapping.fusion`), bit for bit."""
+    pc = camera_points(means, cams)
+    k, n_cells = cams.K.numpy(), dmin.shape[1]
+    shape = pc[:, 0].shape
+    out = OldGaussians(near_v=np.empty(shape, bool), flat=np.empty(shape, np.int64), z=pc[:, 2],
+                       any_free=np.zeros(shape[1], bool), any_near=np.zeros(shape[1], bool),
+                       closest=np.full(shape[1], np.inf, np.float32))
+    for i in range(len(cams)):
+        z = pc[i, 2]
+        visible, cell = project_camera(pc[i], k[i], (cams.height, cams.width), cfg.depth_downsample, cfg.near)
+        d_lo, d_hi = dmin[i].take(cell), dmax[i].take(cell)
+        known = visible & np.isfinite(d_lo)
+        tol = cfg.depth_tol_abs + cfg.depth_tol_rel * np.where(known, d_lo, np.float32(0))
+        free = known & (z < d_lo - tol)
+        near = known & ~free & (z <= d_hi + tol)
+        out.any_free |= free
+        out.any_near |= near
+        out.near_v[i], out.flat[i] = near, cell + i * n_cells
+        idx = np.flatnonzero(near)
+        if cfg.replace and idx.size:
+            dist = distances(pc[i][:, idx]).numpy()
+            out.closest[idx] = np.minimum(out.closest[idx], dist)
+    return out
+
+
+def _cell_max(flat: np.ndarray, values: np.ndarray, size: int, fill: float | int, reduce: str) -> torch.Tensor:
+    """Per cell the ``reduce`` ("amin"/"amax") of ``values`` (P,) at flat cell indices (P,): (size,)."""
+    vals = torch.from_numpy(values)
+    return torch.full((size,), fill, dtype=vals.dtype).scatter_reduce_(0, torch.from_numpy(flat), vals, reduce=reduce)
 
 
 def fuse_with_chunks(blocks: list[Block], rows: torch.Tensor, proj_new: Projection, cams: WindowCameras,
@@ -52,37 +102,35 @@ def fuse_with_chunks(blocks: list[Block], rows: torch.Tensor, proj_new: Projecti
     src_old = torch.from_numpy(np.ascontiguousarray(book_old["src_dist"]))
     obs_old = torch.from_numpy(np.ascontiguousarray(book_old["obs_count"]))
 
-    po = project(means_old, cams, cfg.depth_downsample, cfg.near)
-    free_v, near_v = _classify(po, dmin.numpy(), dmax.numpy(), cfg)
-    any_near = near_v.any(0)
-    carved = free_v.any(0) & ~any_near if cfg.carve else np.zeros_like(any_near)
+    old = classify_old(means_old, cams, dmin.numpy(), dmax.numpy(), cfg)
+    any_near = old.any_near
+    carved = old.any_free & ~any_near if cfg.carve else np.zeros_like(any_near)
     if cfg.replace:
-        closest = np.where(near_v, po.dist.numpy(), np.inf).min(0)
-        replaced = any_near & (closest <= cfg.replace_distance_ratio * src_old.numpy())
+        replaced = any_near & (old.closest <= cfg.replace_distance_ratio * src_old.numpy())
     else:
         replaced = np.zeros_like(any_near)
     kept_seen = any_near & ~replaced
-    near_v, carved, replaced, kept_seen = (torch.from_numpy(a) for a in (near_v, carved, replaced, kept_seen))
 
     # Cells where a kept (closer) old Gaussian sits at the surface: the window's own
     # Gaussians at that depth there would duplicate it.
-    n_cells = dmin.shape[1]
-    kmin, kmax = zbuffer(Projection(z=po.z, cell=po.cell, visible=near_v & kept_seen[None]), n_cells)
-    if n_new and bool(torch.isfinite(kmin).any()):
+    n_cams, n_cells = len(cams), dmin.shape[1]
+    kept_v = old.near_v & kept_seen[None]
+    if n_new and kept_v.any():
+        flat, z = old.flat[kept_v], old.z[kept_v]
+        kmin = _cell_max(flat, z, n_cams * n_cells, np.inf, "amin").view(n_cams, n_cells)
+        kmax = _cell_max(flat, z, n_cams * n_cells, -np.inf, "amax").view(n_cams, n_cells)
         tol_new = cfg.depth_tol_abs + cfg.depth_tol_rel * gather_cells(dmin, proj_new).clamp_min(0)
         lo, hi = gather_cells(kmin, proj_new), gather_cells(kmax, proj_new)
         drop_new = (proj_new.visible & (proj_new.z >= lo - tol_new) & (proj_new.z <= hi + tol_new)).amax(0)
     # Window Gaussians inherit the observation count of what they replace in their cell.
-    rep_v = near_v & replaced[None]
-    if n_new and bool(rep_v.any()):
-        n_cams = len(cams)
-        flat = (torch.arange(n_cams)[:, None] * n_cells + po.cell)[rep_v]
-        vals = obs_old.to(torch.int64)[None].expand(n_cams, -1)[rep_v]
-        best = torch.zeros(n_cams * n_cells, dtype=torch.int64).scatter_reduce_(0, flat, vals, reduce="amax")
+    rep_v = old.near_v & replaced[None]
+    if n_new and rep_v.any():
+        vals = np.broadcast_to(obs_old.numpy().astype(np.int64), rep_v.shape)[rep_v]
+        best = _cell_max(old.flat[rep_v], vals, n_cams * n_cells, 0, "amax")
         inherited = torch.where(proj_new.visible, gather_cells(best.view(n_cams, n_cells), proj_new), 0)
         new_obs = (1 + inherited.amax(0)).to(torch.int32)
 
-    remove, seen = (carved | replaced).numpy(), kept_seen.numpy()
+    remove, seen = carved | replaced, kept_seen
     update.num_carved += int(carved.sum())
     update.num_replaced += int(replaced.sum())
     update.num_removed += int(remove.sum())
