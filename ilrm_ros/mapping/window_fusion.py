@@ -66,10 +66,8 @@ def classify_old(means: torch.Tensor, cams: WindowCameras, dmin: np.ndarray, dma
         out.any_free |= free
         out.any_near |= near
         out.near_v[i], out.flat[i] = near, cell + i * n_cells
-        idx = np.flatnonzero(near)
-        if cfg.replace and idx.size:
-            dist = distances(pc[i][:, idx]).numpy()
-            out.closest[idx] = np.minimum(out.closest[idx], dist)
+        if cfg.replace:
+            np.minimum(out.closest, np.where(near, distances(pc[i]).numpy(), np.float32(np.inf)), out=out.closest)
     return out
 
 

@@ -564,3 +564,21 @@ def test_project_gives_the_bits_of_the_plain_torch_projection():
     assert torch.equal(p.visible, visible) and torch.equal(p.cell, cell)
     for got, want in ((p.z, z), (p.dist, dist)):  # bit for bit (NaN where the mean is NaN)
         torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+def test_prune_mask_equals_its_plain_torch_twin_on_non_finite_and_huge_rows():
+    from ilrm_ros.mapping.fusion import prune_mask
+
+    gen = torch.Generator().manual_seed(6)
+    rows = torch.rand(400, 14, generator=gen) * 0.02
+    rows[:, 6] = torch.rand(400, generator=gen) * 0.02        # opacities around min_opacity
+    rows[0, 3], rows[1, 12], rows[2, 8] = float("nan"), float("inf"), float("-inf")
+    rows[3, :] = 3.0e38                                         # huge but finite: its sum overflows float32
+    cfg = MapConfig(max_scale=0.015)
+    smax = rows[:, 7:10].amax(dim=1)
+    plain = torch.isfinite(rows).all(dim=1) & (rows[:, 6] >= cfg.min_opacity) & (smax >= cfg.min_scale)
+    plain &= smax <= cfg.max_scale
+    got = prune_mask(rows, cfg)
+    assert torch.equal(got, plain) and not got[:3].any() and 0 < int(got.sum()) < 400
+    rows[3, 6:10] = torch.tensor([0.5, 0.01, 0.01, 0.01])    # huge means, plausible rest: kept
+    assert bool(prune_mask(rows, cfg)[3])
