@@ -243,9 +243,10 @@ def zbuffer(proj: Projection, num_cells: int) -> tuple[torch.Tensor, torch.Tenso
     Returns dmin (V, num_cells) (+inf where empty) and dmax (V, num_cells) (-inf where empty).
     """
     n_cams = proj.z.shape[0]
-    # Invisible points go to one spare cell past the end (no boolean compaction needed).
+    # Invisible points go to one spare cell past the end (no boolean compaction needed); numpy (faster).
     spare = n_cams * num_cells
-    flat = torch.where(proj.visible, torch.arange(n_cams)[:, None] * num_cells + proj.cell, spare).reshape(-1)
+    flat = np.where(proj.visible.numpy(), (np.arange(n_cams) * num_cells)[:, None] + proj.cell.numpy(), spare)
+    flat = torch.from_numpy(flat.reshape(-1))
     zs = proj.z.reshape(-1)
     dmin = torch.full((spare + 1,), float("inf")).scatter_reduce_(0, flat, zs, reduce="amin")
     dmax = torch.full((spare + 1,), float("-inf")).scatter_reduce_(0, flat, zs, reduce="amax")

@@ -71,6 +71,18 @@ def classify_old(means: torch.Tensor, cams: WindowCameras, dmin: np.ndarray, dma
     return out
 
 
+def _duplicates(proj_new: Projection, dmin: np.ndarray, kmin: np.ndarray, kmax: np.ndarray,
+                cfg: MapConfig) -> np.ndarray:
+    """(N,) bool: window Gaussians within the surface tolerance of a kept old Gaussian's depth range
+    [kmin, kmax] (V, cells) of their cell, for some camera. numpy, the float32 operations of torch."""
+    z, visible = proj_new.z.numpy(), proj_new.visible.numpy()
+    flat = proj_new.cell.numpy() + (np.arange(dmin.shape[0]) * dmin.shape[1])[:, None]
+    tol_new = cfg.depth_tol_abs + cfg.depth_tol_rel * np.maximum(dmin.reshape(-1).take(flat), np.float32(0))
+    lo, hi = kmin.reshape(-1).take(flat), kmax.reshape(-1).take(flat)
+    with np.errstate(invalid="ignore"):   # inf - inf in cells without a kept Gaussian: nan, compares False
+        return (visible & (z >= lo - tol_new) & (z <= hi + tol_new)).any(axis=0)
+
+
 def _cell_max(flat: np.ndarray, values: np.ndarray, size: int, fill: float | int, reduce: str) -> torch.Tensor:
     """Per cell the ``reduce`` ("amin"/"amax") of ``values`` (P,) at flat cell indices (P,): (size,)."""
     vals = torch.from_numpy(values)
@@ -117,9 +129,7 @@ def fuse_with_chunks(blocks: list[Block], rows: torch.Tensor, proj_new: Projecti
         flat, z = old.flat[kept_v], old.z[kept_v]
         kmin = _cell_max(flat, z, n_cams * n_cells, np.inf, "amin").view(n_cams, n_cells)
         kmax = _cell_max(flat, z, n_cams * n_cells, -np.inf, "amax").view(n_cams, n_cells)
-        tol_new = cfg.depth_tol_abs + cfg.depth_tol_rel * gather_cells(dmin, proj_new).clamp_min(0)
-        lo, hi = gather_cells(kmin, proj_new), gather_cells(kmax, proj_new)
-        drop_new = (proj_new.visible & (proj_new.z >= lo - tol_new) & (proj_new.z <= hi + tol_new)).amax(0)
+        drop_new = torch.from_numpy(_duplicates(proj_new, dmin.numpy(), kmin.numpy(), kmax.numpy(), cfg))
     # Window Gaussians inherit the observation count of what they replace in their cell.
     rep_v = old.near_v & replaced[None]
     if n_new and rep_v.any():
