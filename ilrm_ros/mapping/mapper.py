@@ -3,8 +3,8 @@
     Frame ──fit_to_model──▶ KeyframePolicy.admit ──▶ KeyframeBuffer ──WindowScheduler──▶ Window
     Window ──normalize_cameras──▶ ILRM ──▶ Gaussians (window frame) ──Similarity──▶ map frame
     ──refine_window (refine.*, off by default)──GaussianMap.integrate──▶ MapUpdate (changed chunks)
-    + renders of the window; new (or held-out) keyframes are scored against the map before
-    their window is fused (quality_stage, quality.*)
+    + renders of the window; new (or held-out) keyframes are scored against the map as it was
+    before their window was fused (quality_stage, quality.*; score_quality after the chunks went out)
 
 The ROS node and the offline bag tool both drive this class; only the source of frames
 (DDS or a bag) and the sink of results differ. ``process_window`` is called on a worker
@@ -71,6 +71,8 @@ class WindowResult:
     update: MapUpdate
     num_gaussians_window: int
     gaussians: Gaussians | None = None  # the window's Gaussians in the map frame (N, k)
+    quality_views: list = field(default_factory=list)
+    """Keyframes to score with what the map saw before this window (``Mapper.score_quality``)."""
     timings: dict[str, float] = field(default_factory=dict)
     stamp_ns: int = 0
     warning: str | None = None
@@ -200,17 +202,17 @@ class Mapper:
         Ks = np.stack([k.K for k in kfs])
         H, W = kfs[0].rgb.shape[:2]
         g_map, extra = self._refine(g_map, kfs, c2w, Ks)
-        with self.map_lock:
-            n_scored, quality_s = self.quality.score_pending(self._render_rgb, len(self.map) == 0, kfs[-1].stamp_ns)
-        extra.update(quality_s=quality_s, quality_views=float(n_scored))
         t_fuse = time.monotonic()
         with self.map_lock:
+            due = self.quality.take_due(kfs[-1].stamp_ns)  # what the map saw of them before this window
+            pending = self.quality.views(due, self._cull) if due and len(self.map) else []
             cams = WindowCameras(c2w=torch.from_numpy(c2w), K=torch.from_numpy(Ks), height=H, width=W)
             update = self.map.integrate(g_map.to("cpu"), cams, window_id=window.window_id,
                                         keyframe_ids=window.keyframe_ids, robot_position=c2w[-1, :3, 3])
             self.num_windows += 1
         t_map = time.monotonic()
         return WindowResult(window=window, update=update, num_gaussians_window=len(g_map), gaussians=g_map,
+                            quality_views=pending,
                             stamp_ns=kfs[-1].stamp_ns, warning=self.keep_up.check(t_map - t0),
                             timings={"queued_s": t0 - window.trigger_time,
                                      "handoff_s": t0 - window.submit_time if window.submit_time else 0.0,
@@ -235,10 +237,20 @@ class Mapper:
                      "refine_psnr_before_db": st.psnr_before, "refine_psnr_after_db": st.psnr_after,
                      "refine_gain_db": gain}
 
-    def _render_rgb(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> torch.Tensor:
-        """The global map rendered from one camera -> (3, height, width) float in [0, 1] (call under map_lock)."""
-        g = self.map.gaussians_in_frustum(torch.as_tensor(c2w, dtype=torch.float32),
-                                          torch.as_tensor(K, dtype=torch.float32), width, height)
+    def score_quality(self, result: WindowResult) -> None:
+        """Render and score the keyframes ``process_window`` gathered (``quality.*``); adds quality_s and
+        quality_views. Call after the window's chunks went out (it adds no latency to them)."""
+        n, seconds = self.quality.score(result.quality_views, self._render_rgb)
+        result.quality_views = []
+        result.timings.update(quality_s=seconds, quality_views=float(n))
+
+    def _cull(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> Gaussians:
+        """The map's Gaussians one camera may see (call under map_lock)."""
+        return self.map.gaussians_in_frustum(torch.as_tensor(c2w, dtype=torch.float32),
+                                             torch.as_tensor(K, dtype=torch.float32), width, height)
+
+    def _render_rgb(self, g: Gaussians, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> torch.Tensor:
+        """Gaussians (N, k) rendered from one camera -> (3, height, width) float in [0, 1]."""
         c2w_t = torch.as_tensor(c2w, dtype=torch.float32, device=self.device)[None]
         K_t = torch.as_tensor(K, dtype=torch.float32, device=self.device)[None]
         with torch.no_grad():

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["QUALITY_MODES", "QualityConfig", "PSNR_CAP", "ViewScore", "score_view", "QualityStats", "QualityTracker", "is_held_out", "HoldoutPolicy"]
 
-QUALITY_MODES = ("off", "new_keyframes", "holdout")
+QUALITY_MODES = ("none", "new_keyframes", "holdout")
 
 
 @dataclass
@@ -31,7 +31,7 @@ class QualityConfig:
 
     mode: str = param("new_keyframes", "Which keyframes score the map: new_keyframes = each new keyframe, rendered "
                                         "from the map before the window holding it is fused (costs no data); "
-                                        "holdout = every holdout_every_n-th keyframe, never fed to a window; off",
+                                        "holdout = every holdout_every_n-th keyframe, never fed to a window; none = no scoring",
                       choices=QUALITY_MODES)
     holdout_every_n: int = param(5, "holdout mode: every N-th admitted keyframe is held out and scored", 2, 1000)
     render_scale: float = param(0.5, "Scores are rendered at this fraction of the model input size (bounds the "

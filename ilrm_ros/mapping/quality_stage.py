@@ -8,12 +8,13 @@
 - ``new_keyframes``: every admitted keyframe is scored against the map as it is before the
   window holding it is fused (the map has not been fitted to it yet); it is also fed to windows.
 - ``holdout``: every ``holdout_every_n``-th admitted keyframe is scored and never fed to a window.
-- ``off``: nothing is scored.
+- ``none``: nothing is scored (not "off": YAML and ROS parameter parsing read an unquoted off as false).
 
-Scoring runs on the window worker (``Mapper.process_window``), never on the input path: before
-a window is fused, the queued keyframes stamped up to its newest keyframe are scored (newer ones
-wait for their window). A keyframe is scored only when the map holds Gaussians (the first
-window's keyframes are not).
+Scoring runs on the window worker, never on the input path: before a window is fused
+(``Mapper.process_window``), the map Gaussians each queued keyframe stamped up to the window's
+newest keyframe sees are gathered (newer ones wait for their window); rendering and scoring them
+(``Mapper.score_quality``) happens after the window's chunks went out, so it adds no latency to
+them. A keyframe is scored only when the map holds Gaussians (the first window's are not).
 Renders are made at ``render_scale`` of the model size, against the keyframe's image box-filtered
 to that size (intrinsics scaled exactly).
 """
@@ -23,12 +24,14 @@ import collections
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.io.frames import Frame
 from ilrm_ros.mapping.quality import HoldoutPolicy, QualityConfig, QualityTracker, score_view
 
@@ -37,8 +40,22 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 16
 """Keyframes waiting to be scored; beyond this the oldest is not scored (the worker is behind)."""
 
-RenderFn = Callable[[np.ndarray, np.ndarray, int, int], torch.Tensor]
-"""(c2w (4, 4), K (3, 3), width, height) -> the map rendered there, (3, height, width) float in [0, 1]."""
+CullFn = Callable[[np.ndarray, np.ndarray, int, int], Gaussians]
+"""(c2w (4, 4), K (3, 3), width, height) -> the map's Gaussians (N, k) that camera may see (a copy)."""
+RenderFn = Callable[[Gaussians, np.ndarray, np.ndarray, int, int], torch.Tensor]
+"""(Gaussians, c2w, K, width, height) -> their render, (3, height, width) float in [0, 1]."""
+
+
+@dataclass
+class PendingView:
+    """A keyframe to score and the map Gaussians (N, k) it saw before its window was fused;
+    K (3, 3) at the scored size (width x height)."""
+
+    keyframe: Frame
+    K: np.ndarray
+    width: int
+    height: int
+    gaussians: Gaussians
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -78,7 +95,7 @@ class QualityStage:
 
     def offer(self, keyframe: Frame) -> bool:
         """An admitted keyframe (model size, posed); returns True when it is held out (not for windows)."""
-        if self.cfg.mode == "off":
+        if self.cfg.mode == "none":
             return False
         with self._lock:
             held = self.holdout.next()
@@ -87,25 +104,35 @@ class QualityStage:
                 self._pending.append(keyframe)
         return held
 
-    def score_pending(self, render: RenderFn, map_empty: bool, up_to_ns: int) -> tuple[int, float]:
-        """Score the queued keyframes stamped at or before ``up_to_ns`` (the newest keyframe of the
-        window about to be fused) against the map; returns (views scored, seconds). Later ones wait
-        for their own window. With an empty map they are dropped unscored (nothing to judge yet).
-        """
+    def take_due(self, up_to_ns: int) -> list[Frame]:
+        """Remove and return the queued keyframes stamped at or before ``up_to_ns`` (the newest keyframe
+        of the window about to be fused); later ones wait for their own window."""
         with self._lock:
-            todo = [kf for kf in self._pending if kf.stamp_ns <= up_to_ns]
+            due = [kf for kf in self._pending if kf.stamp_ns <= up_to_ns]
             later = [kf for kf in self._pending if kf.stamp_ns > up_to_ns]
             self._pending.clear()
             self._pending.extend(later)
-        if not todo or map_empty:
-            return 0, 0.0
-        t0 = time.monotonic()
-        scored = 0
-        for kf in todo:
+        return due
+
+    def views(self, keyframes: list[Frame], cull: CullFn) -> list[PendingView]:
+        """The map's Gaussians that each keyframe sees, gathered now (before the window is fused),
+        at ``render_scale`` of its size; rendering and scoring them (:meth:`score`) can wait."""
+        out = []
+        for kf in keyframes:
             H, W = kf.rgb.shape[:2]
             h, w = scaled_size(H, W, self.cfg.render_scale)
-            pred = render(kf.c2w, scaled_intrinsics(kf.K, H, W, h, w), w, h)
-            scored += int(self.tracker.update(score_view(pred.float().cpu(), truth_image(kf.rgb, h, w))))
+            K = scaled_intrinsics(kf.K, H, W, h, w)
+            out.append(PendingView(kf, K, w, h, cull(kf.c2w, K, w, h)))
+        return out
+
+    def score(self, views: list[PendingView], render: RenderFn) -> tuple[int, float]:
+        """Render and score gathered views; returns (views scored, seconds)."""
+        t0 = time.monotonic()
+        scored = 0
+        for v in views:
+            pred = render(v.gaussians, v.keyframe.c2w, v.K, v.width, v.height)
+            scored += int(self.tracker.update(score_view(pred.float().cpu(), truth_image(v.keyframe.rgb, v.height,
+                                                                                          v.width))))
         seconds = time.monotonic() - t0
         log.debug("scored %d keyframes against the map in %.3f s", scored, seconds)
         return scored, seconds

@@ -100,7 +100,7 @@ def make_map_info(header: Header, map_id: str, stats: dict, model_id: str, check
     msg.last_refine_s = float(t.get("refine_s", 0.0))
     msg.last_refine_iterations = int(t.get("refine_iters", 0))
     msg.refine_gain_mean_db = float(stats.get("refine_gain_mean_db", math.nan))
-    msg.quality_mode = str(stats.get("quality_mode", "off"))
+    msg.quality_mode = str(stats.get("quality_mode", "none"))
     msg.quality_count = int(stats.get("quality_count", 0))
     for name in ("quality_psnr_latest_db", "quality_psnr_mean_db", "quality_ssim_latest", "quality_ssim_mean"):
         setattr(msg, name, float(stats.get(name, math.nan)))

@@ -69,7 +69,7 @@ def map_statuses(stats: dict[str, Any]) -> list[DiagnosticStatus]:
     rest = {k: v for k, v in stats.items() if not k.startswith(QUALITY_PREFIXES)}
     n = int(quality.get("quality_count", 0))
     message = (f"map PSNR {quality['quality_psnr_mean_db']:.2f} dB, SSIM {quality['quality_ssim_mean']:.3f} "
-               f"(mean of {n} views)") if n else f"no views scored yet (mode {quality.get('quality_mode', 'off')})"
+               f"(mean of {n} views)") if n else f"no views scored yet (mode {quality.get('quality_mode', 'none')})"
     return [status("ilrm_mapping: map", DiagnosticStatus.OK, "ok", rest),
             status("ilrm_mapping: map quality", DiagnosticStatus.OK, message, quality)]
 

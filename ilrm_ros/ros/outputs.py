@@ -84,6 +84,7 @@ class MapOutputs:
             for view in mapper.window_renders(result):
                 self.publish_render(view, header.stamp, camera_frame)
         node.occupancy_out.on_window(result)
+        mapper.score_quality(result)  # live map quality, after the chunks went out
         self.maybe_publish_map()
         self.publish_info()
         if result.warning:

@@ -231,6 +231,7 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
         if window is None:
             continue
         res = mapper.process_window(window)
+        mapper.score_quality(res)
         mapper.update_occupancy(res)
         if outbag:
             outbag.write_update(res.update, res.stamp_ns)

@@ -7,7 +7,8 @@
 4. listens to ~/chunks (rebuilding the map as a subscriber would), ~/map, ~/rendered/*;
 5. renders each held-out pose with ~/render_view and scores it against the true image,
    next to the nearest published keyframe as a baseline;
-6. saves the map with ~/save_map, stops the node, writes report.json and prints a summary.
+6. saves the map with ~/save_map, stops the node, writes report.json and prints a summary,
+   with the live map quality and window refinement gain the node published on ~/map_info.
 """
 from __future__ import annotations
 
@@ -51,8 +52,18 @@ def _wait(pred, timeout: float, spin) -> bool:
     return pred()
 
 
+def live_quality(info) -> dict:
+    """The node's live map quality and window refinement from a MapInfo (NaN: nothing yet)."""
+    return {"quality": {"mode": info.quality_mode, "count": int(info.quality_count),
+                        "psnr_latest_db": float(info.quality_psnr_latest_db),
+                        "psnr_mean_db": float(info.quality_psnr_mean_db),
+                        "ssim_latest": float(info.quality_ssim_latest), "ssim_mean": float(info.quality_ssim_mean)},
+            "refine_gain_mean_db": float(info.refine_gain_mean_db)}
+
+
 def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate_hz: float = 4.0,
-             checkpoint: str = "", timeout_s: float = 600.0) -> dict:
+             checkpoint: str = "", timeout_s: float = 600.0, params: list[str] | None = None) -> dict:
+    """Run the demo; ``params`` are extra node parameters as ``name:=value`` (e.g. ``refine.window_iters:=50``)."""
     import rclpy
     from rclpy.node import Node
     from diagnostic_msgs.msg import DiagnosticArray
@@ -63,7 +74,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     from ilrm_ros.mapping.chunks import MapReplica
     from ilrm_ros.io.image_codec import decode_image
     from ilrm_ros.render.panels import image_grid
-    from ilrm_ros.tools.bag import nearest_camera, psnr_u8
+    from ilrm_ros.tools.bag import json_safe, nearest_camera, psnr_u8
     from ilrm_ros.msg import GaussianChunk, MapInfo
     from ilrm_ros.ros.conversions import cloud_to_array, msg_to_update
     from ilrm_ros.ros.conversions import camera_info_msg
@@ -79,11 +90,12 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     published = np.array([i for i in range(frames) if (i % holdout) != holdout - 1])
     held_out = np.array([i for i in range(frames) if (i % holdout) == holdout - 1])
 
-    params = [f"map.save_path:={out / 'map_on_shutdown.ply'}", f"model.height:={res}", f"model.width:={res}"]
+    node_params = [f"map.save_path:={out / 'map_on_shutdown.ply'}", f"model.height:={res}", f"model.width:={res}"]
     if checkpoint:
-        params.append(f"model.checkpoint:={checkpoint}")
+        node_params.append(f"model.checkpoint:={checkpoint}")
+    node_params += list(params or [])
     cmd = [sys.executable, "-m", "ilrm_ros.ros.node", "--params-file", str(default_params_file()), "--ros-args"]
-    for p in params:
+    for p in node_params:
         cmd += ["-p", p]
     cmd += ["-r", "image:=/demo/image", "-r", "camera_info:=/demo/camera_info"]
     log_path = out / "node.log"
@@ -105,12 +117,14 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     node.create_subscription(GaussianChunk, "/ilrm_mapping/chunks", on_chunk, CHUNK_QOS)
     node.create_subscription(PointCloud2, "/ilrm_mapping/map", lambda m: got.__setitem__("map", m), latched)
     node.create_subscription(MapInfo, "/ilrm_mapping/map_info", lambda m: got.__setitem__("info", m), latched)
-    per_window: dict[int, tuple[float, float]] = {}  # window count -> (end-to-end s, model s), one per window
+    # window count -> (end-to-end s, model s, refine s, refine gain dB), one per window
+    per_window: dict[int, tuple[float, float, float, float]] = {}
 
     def on_info(msg):
         if msg.num_windows > 0:
             per_window.setdefault(int(msg.num_windows), (float(msg.last_window_latency_s),
-                                                        float(msg.last_model_latency_s)))
+                                                        float(msg.last_model_latency_s), float(msg.last_refine_s),
+                                                        float(msg.last_refine_gain_db)))
 
     node.create_subscription(MapInfo, "/ilrm_mapping/map_info", on_info,
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
@@ -199,6 +213,9 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
             "last_model_latency_s": float(info.last_model_latency_s),
             "window_latency_s": [per_window[k][0] for k in sorted(per_window)],
             "window_model_s": [per_window[k][1] for k in sorted(per_window)],
+            "window_refine_s": [per_window[k][2] for k in sorted(per_window)],
+            "window_refine_gain_db": [per_window[k][3] for k in sorted(per_window)],
+            **live_quality(info), "node_params": list(params or []),
             "model_id": info.model_id,
             "device": info.device, "chunk_messages": got["chunks"], "gaussians_rebuilt_from_chunks": rebuilt,
             "latched_map_points": int(len(cloud_to_array(got["map"]))) if got["map"] is not None else 0,
@@ -220,6 +237,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     report["node_exit_code"] = proc.returncode
     report["saved_on_shutdown"] = (out / "map_on_shutdown.ply").exists()
     report["wall_time_s"] = time.monotonic() - t_start
+    report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -232,9 +250,11 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--holdout", type=int, default=5, help="hold back every N-th frame for evaluation")
     parser.add_argument("--rate", type=float, default=4.0, help="frames per second played")
     parser.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped one)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="extra node parameter, e.g. -p refine.window_iters:=50 (repeatable)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    report = run_demo(out, args.frames, args.res, args.holdout, args.rate, args.checkpoint)
+    report = run_demo(out, args.frames, args.res, args.holdout, args.rate, args.checkpoint, params=args.param)
     print("\n[demo] results")
     print(f"  windows {report['windows']}, keyframes {report['keyframes']}, Gaussians {report['gaussians']} "
           f"in {report['chunks']} chunks, {report['map_memory_bytes'] / 1e6:.1f} MB, device {report['device']}")
@@ -246,6 +266,14 @@ def cli_main(argv: list[str]) -> int:
           f"(max {max(lat):.2f} s), model median {np.median(mod):.2f} s; frames dropped {report['frames_dropped']}")
     print(f"  held-out PSNR: map {report['mean_psnr_map']:.2f} dB vs nearest keyframe "
           f"{report['mean_psnr_nearest_keyframe']:.2f} dB over {len(report['held_out'])} views")
+    q = report["quality"]
+    if q["count"]:
+        print(f"  live map quality published by the node ({q['mode']}, {q['count']} keyframes scored before their "
+              f"window): PSNR mean {q['psnr_mean_db']:.2f} dB, SSIM mean {q['ssim_mean']:.3f}")
+    if report["refine_gain_mean_db"] is not None:
+        print(f"  window refinement: context PSNR {report['refine_gain_mean_db']:+.2f} dB mean, "
+              f"{np.mean(report['window_refine_s']):.2f} s per window")
+    print(f"  wall time {report['wall_time_s']:.1f} s")
     print(f"  outputs in {out}: map.ply, rendered/*.png, report.json, node.log "
           f"(map saved on shutdown: {report['saved_on_shutdown']})")
     return 0 if report["node_exit_code"] == 0 else 1

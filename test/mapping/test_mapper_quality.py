@@ -52,6 +52,7 @@ def run(mapper: Mapper, seq, frames: int) -> list:
         window = mapper.add_frame(frame)
         if window is not None:
             results.append(mapper.process_window(window))
+            mapper.score_quality(results[-1])
     return results
 
 
@@ -80,14 +81,15 @@ def test_the_mapper_reports_refinement_over_windows(tiny_checkpoint, sequence):
 
 
 def test_the_refinement_budget_holds_in_the_mapper(tiny_checkpoint, sequence):
-    budget = 2.5  # well above the default (1 s): refinement that ran longer than 1.5 s got this budget
+    budget = 2.5  # well above the default (1 s): refinement that ran longer than 1 s got this budget
     mapper = new_mapper(tiny_checkpoint, **{"refine.window_iters": 100_000, "refine.window_budget_s": budget,
                                             "refine.downscale": 4, "model.max_gaussians_per_window": 256})
     results = run(mapper, sequence, 6)
-    assert len(results) == 2
-    for t in (r.timings for r in results):
-        assert 2 < t["refine_iters"] < 100_000, t  # it ran, and the budget stopped it
-        assert 1.5 < t["refine_s"] <= budget + 0.3, t  # + one step's misprediction on a busy CPU
+    timings = [r.timings for r in results]
+    assert len(timings) == 2
+    for t in timings:
+        assert 1 <= t["refine_iters"] < 100_000, timings  # it ran, and the budget stopped it
+        assert 1.0 < t["refine_s"] <= budget + 0.3, timings  # + one step's misprediction on a busy CPU
         assert t["process_s"] >= t["refine_s"]
 
 
@@ -118,8 +120,8 @@ def test_holdout_mode_keeps_every_nth_keyframe_from_the_windows_and_scores_it(ti
     assert s["quality_count"] == sum(int(r.timings["quality_views"]) for r in results) >= 1
 
 
-def test_quality_off_scores_nothing(tiny_checkpoint, sequence):
-    mapper = new_mapper(tiny_checkpoint, **{"quality.mode": "off"})
+def test_quality_mode_none_scores_nothing(tiny_checkpoint, sequence):
+    mapper = new_mapper(tiny_checkpoint, **{"quality.mode": "none"})
     results = run(mapper, sequence, 8)
     assert all(r.timings["quality_views"] == 0 for r in results)
     assert mapper.stats()["quality_count"] == 0

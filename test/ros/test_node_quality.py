@@ -22,5 +22,9 @@ def test_held_out_views_from_the_map_beat_the_nearest_keyframe(tmp_path):
     assert all(e >= m > 0 for e, m in zip(report["window_latency_s"], report["window_model_s"]))
     assert report["gaussians_rebuilt_from_chunks"] == report["gaussians"] == report["latched_map_points"]
     assert report["mean_psnr_map"] > report["mean_psnr_nearest_keyframe"], report["held_out"]
+    # the node's own live quality on ~/map_info: each new keyframe scored before its window (the default)
+    q = report["quality"]
+    assert q["mode"] == "new_keyframes" and q["count"] >= 2 * (report["windows"] - 1) > 0
+    assert 10 < q["psnr_mean_db"] < 60 and 0 < q["ssim_mean"] <= 1 and q["psnr_latest_db"] is not None
     grid = np.asarray(Image.open(tmp_path / "demo" / "rendered" / "heldout_grid.png"))
     assert grid.shape[0] > len(report["held_out"]) * 128 and grid.shape[1] > 3 * 128  # truth | render | nearest

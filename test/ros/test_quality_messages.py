@@ -52,5 +52,5 @@ def test_diagnostics_put_quality_and_refinement_in_their_own_status():
     assert q["quality_count"] == "7" and q["quality_psnr_mean_db"] == "20.25" and q["quality_ssim_latest"] == "0.625"
     assert q["refine_gain_mean_db"] == "1.25" and q["quality_mode"] == "new_keyframes"
     assert m["num_gaussians"] == "1000" and not any(k.startswith(("quality_", "refine_")) for k in m)
-    _, empty = map_statuses({"quality_mode": "off", "quality_count": 0})
+    _, empty = map_statuses({"quality_mode": "none", "quality_count": 0})
     assert "no views scored" in empty.message
