@@ -21,12 +21,14 @@ bf16/fp16 and autocast runs take the plain path.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["fused_ok", "WeightCache", "rms_scale", "qk_weight", "uplift_rows", "uplift_cols", "linear_residual"]
+__all__ = ["fused_ok", "WeightCache", "rms_scale", "qk_weight", "uplift_rows", "uplift_cols", "linear_residual",
+           "normed_heads", "heads_view", "merged", "attend", "layer_norm"]
 
 
 def fused_ok(x: torch.Tensor) -> bool:
@@ -46,7 +48,8 @@ class WeightCache:
     def _stamp(sources: tuple[torch.Tensor, ...]) -> tuple:
         return tuple((id(t), t.data_ptr(), t._version, t.device, t.dtype) for t in sources)
 
-    def get(self, sources: tuple[torch.Tensor, ...], build) -> tuple[torch.Tensor, ...]:
+    def get(self, sources: tuple[torch.Tensor, ...],
+            build: Callable[..., tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
         """The cached ``build(*sources)`` (a tuple of tensors), rebuilt when a source changed."""
         key = self._stamp(sources)
         if key != self._key:
@@ -126,5 +129,3 @@ def layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """The module's LayerNorm as a plain call (no module dispatch)."""
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
-
-__all__ += ["normed_heads", "heads_view", "merged", "attend", "layer_norm"]

@@ -197,7 +197,8 @@ class ReadCrossAttention(nn.Module):
             out = out.view(n, nq, u, d).transpose(-1, -2)  # (N, Nq, d, u): back to (d, u) channel order
         return self.proj(out.reshape(n, nq, d * u))
 
-    def _fused_weights(self, wq, wk, wv, wp, gq, gk) -> tuple[torch.Tensor, ...]:
+    def _fused_weights(self, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor, wp: torch.Tensor,
+                       gq: torch.Tensor, gk: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(q rows in (u, d) order, [k; v] (2d, d), proj columns in (u, d) order, q factor (D,))."""
         u = self.uplift
         return fz.uplift_rows(wq, u), torch.cat((wk, wv)), fz.uplift_cols(wp, u), fz.qk_weight(gq, gk)[0]
