@@ -316,8 +316,10 @@ def prune_mask(rows: torch.Tensor, cfg: MapConfig) -> torch.Tensor:
     r = rows.detach().cpu().numpy()   # numpy: its comparisons are several times faster than torch's on CPU
     c = COL_SCALES.start  # the largest of three scales; reductions over a 3- or 14-wide axis are slow
     smax = np.maximum(np.maximum(r[:, c], r[:, c + 1]), r[:, c + 2])
-    # all 14 values finite <=> their float64 sum is (float32 magnitudes cannot overflow it; inf - inf is nan)
-    keep = np.isfinite(r.astype(np.float64) @ np.ones(ROW_FLOATS))
+    finite = np.isfinite(r)
+    keep = finite[:, 0].copy()
+    for col in range(1, ROW_FLOATS):   # column by column: no short-axis reduction, no BLAS threads
+        keep &= finite[:, col]
     keep &= r[:, COL_OPACITY] >= cfg.min_opacity
     keep &= smax >= cfg.min_scale
     if cfg.max_scale > 0:

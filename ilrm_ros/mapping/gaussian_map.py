@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -58,6 +59,30 @@ __all__ = ["GaussianMap"]
 
 def _new_map_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+@contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """torch's intra-op threads set to 1 for the block, then restored."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _source_distance(proj: Projection) -> torch.Tensor:
+    """(N,) distance of each Gaussian to the closest window camera that sees it, else to the closest
+    camera (numpy: the same float32 minima as torch, with faster masking)."""
+    dist = proj.dist.numpy()
+    if dist.shape[1] == 0:
+        return torch.zeros(0)
+    seen = np.where(proj.visible.numpy(), dist, np.float32(np.inf)).min(0)
+    return torch.from_numpy(np.where(np.isfinite(seen), seen, dist.min(0)))
 
 
 class GaussianMap:
@@ -191,7 +216,15 @@ class GaussianMap:
         cameras:   the window's V cameras (c2w (V, 4, 4), K (V, 3, 3), image size).
         robot_position: (3,) for "local" eviction; default the mean camera centre.
         Returns the chunk updates, revision already applied.
+
+        Runs torch single-threaded: its ops here are small, and with a second OpenMP thread on a
+        shared 2-core machine they take up to 5x longer whenever another process holds a core.
         """
+        with _one_torch_thread():
+            return self._integrate(gaussians, cameras, window_id, keyframe_ids, robot_position)
+
+    def _integrate(self, gaussians: Gaussians, cameras: WindowCameras, window_id: int,
+                   keyframe_ids: Sequence[int], robot_position: torch.Tensor | Sequence[float] | None) -> MapUpdate:
         cfg = self.config
         kf = tuple(int(k) for k in keyframe_ids)
         self._keyframes.update(kf)
@@ -202,15 +235,12 @@ class GaussianMap:
         n_in = rows.shape[0]
         rows = rows[prune_mask(rows, cfg)]
         proj_new = project(rows[:, COL_MEANS], cameras, cfg.depth_downsample, cfg.near)
-        dist = proj_new.dist                                                     # (V, N)
         if cfg.max_integration_distance_m > 0 and rows.shape[0]:
-            near_enough = dist.amin(0) <= cfg.max_integration_distance_m
-            rows, dist = rows[near_enough], dist[:, near_enough]
-            proj_new = Projection(z=proj_new.z[:, near_enough], cell=proj_new.cell[:, near_enough],
-                                  visible=proj_new.visible[:, near_enough], dist=dist)
-        src_dist = torch.where(proj_new.visible, dist, torch.inf).amin(0) if rows.shape[0] else torch.zeros(0)
-        if rows.shape[0]:
-            src_dist = torch.where(torch.isfinite(src_dist), src_dist, dist.amin(0))
+            near_enough = proj_new.dist.numpy().min(0) <= cfg.max_integration_distance_m
+            rows = torch.from_numpy(rows.numpy()[near_enough])
+            proj_new = Projection(*(torch.from_numpy(t.numpy()[:, near_enough]) for t in
+                                    (proj_new.z, proj_new.cell, proj_new.visible, proj_new.dist)))
+        src_dist = _source_distance(proj_new)
         new_obs = torch.ones(rows.shape[0], dtype=torch.int32)
 
         update = MapUpdate(map_id=self.map_id, revision=self.revision, window_id=int(window_id))

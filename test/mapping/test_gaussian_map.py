@@ -582,3 +582,30 @@ def test_prune_mask_equals_its_plain_torch_twin_on_non_finite_and_huge_rows():
     assert torch.equal(got, plain) and not got[:3].any() and 0 < int(got.sum()) < 400
     rows[3, 6:10] = torch.tensor([0.5, 0.01, 0.01, 0.01])    # huge means, plausible rest: kept
     assert bool(prune_mask(rows, cfg)[3])
+
+
+def test_integrate_runs_torch_single_threaded_and_restores_the_thread_count():
+    import ilrm_ros.mapping.fusion as fusion_module
+
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    g = observe(cams)
+    seen = []
+    project = fusion_module.project
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return project(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gmap = GaussianMap(unlimited())
+        import ilrm_ros.mapping.gaussian_map as gm
+        gm.project = spy
+        try:
+            gmap.integrate(g, cams, window_id=0)
+        finally:
+            gm.project = project
+        assert seen == [1] and torch.get_num_threads() == 2 and len(gmap) > 0
+    finally:
+        torch.set_num_threads(before)
