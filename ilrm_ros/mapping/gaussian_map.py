@@ -293,6 +293,20 @@ class GaussianMap:
         ups = [self._chunk_update(code) for code in self._codes()]
         return MapUpdate(map_id=self.map_id, revision=self.revision, updates=[clear] + ups)
 
+    def replace_rows(self, edits: dict[ChunkKey, tuple[np.ndarray, np.ndarray]], window_id: int = -1,
+                     keyframe_ids: tuple[int, ...] = ()) -> MapUpdate:
+        """Rewrite existing chunks (e.g. refined Gaussians): per key, (keep (K,) ascending row indices, rows (K, 14)
+        float32 whose means stay in that chunk's block); bookkeeping follows the kept rows. One new revision;
+        UPSERTs (DELETE when emptied) as from ``integrate``. Never adds rows, so the caps still hold."""
+        update = MapUpdate(map_id=self.map_id, revision=self.revision, window_id=int(window_id))
+        codes = encode_keys(torch.tensor(list(edits), dtype=torch.int32).reshape(-1, 3)).tolist()
+        for code, (keep, rows) in zip(codes, edits.values()):
+            b = self._blocks[code]
+            update.num_removed += len(b) - len(keep)
+            b.set(np.ascontiguousarray(rows, np.float32), b.book.take(keep))
+        self._emit(set(codes), update, int(window_id), tuple(keyframe_ids))
+        return update
+
     # ------------------------------------------------------------------ internals
 
     def _fuse(self, rows: torch.Tensor, proj_new: Projection, cams: WindowCameras, window_id: int,

@@ -36,7 +36,8 @@ from ilrm_ros.render.render import render_gaussians
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RefineConfig", "RefineStats", "WindowViews", "refine_window", "to_unconstrained", "activate"]
+__all__ = ["RefineConfig", "RefineStats", "WindowViews", "WorkingViews", "refine_window", "optimise_gaussians",
+           "working_views", "to_unconstrained", "activate"]
 
 OPACITY_EPS = 1e-4
 """Opacities are clamped into [eps, 1 - eps] before the logit (fp32 sigmoid saturates to 1)."""
@@ -64,11 +65,22 @@ class RefineConfig:
     downscale: int = param(2, "Optimise at 1/downscale of the model input size (about downscale^2 fewer pixels "
                               "per step)", 1, 16)
     seed: int = param(0, "Seeds the choice of keyframes per step (the only randomness)", 0, 2**31 - 1)
+    map_enabled: bool = param(False, "Background map refinement: while no window waits, optimise the map's "
+                                     "Gaussians seen by one stored keyframe at a time and publish the changed "
+                                     "chunks (off = the map changes only by fusion)")
+    map_step_budget_s: float = param(0.5, "Wall-clock budget of one background map refinement step in seconds "
+                                          "(gathering, optimisation and write-back)", 0.01, 60.0)
+    map_iters_per_step: int = param(10, "Optimisation steps of one background map refinement step", 1, 10_000)
+    map_covisible: int = param(1, "Covisible keyframes (closest camera centres) optimised together with the "
+                                  "chosen one in a map refinement step", 0, 8)
 
     def __post_init__(self) -> None:
         if self.window_iters < 0 or self.views_per_iter < 0 or self.downscale < 1:
             raise ValueError("window_iters and views_per_iter must be >= 0 and downscale >= 1; got "
                              f"{self.window_iters}, {self.views_per_iter}, {self.downscale}")
+        if self.map_step_budget_s <= 0.0 or self.map_iters_per_step < 1 or self.map_covisible < 0:
+            raise ValueError("map_step_budget_s must be > 0, map_iters_per_step >= 1, map_covisible >= 0; got "
+                             f"{self.map_step_budget_s}, {self.map_iters_per_step}, {self.map_covisible}")
         if self.ssim_weight < 0.0 or self.ssim_weight > 1.0:
             raise ValueError(f"ssim_weight must be in [0, 1], got {self.ssim_weight}")
 
@@ -100,7 +112,7 @@ class WindowViews(Protocol):
 
 
 @dataclass
-class _Views:
+class WorkingViews:
     """Context views at the working resolution: c2w (V, 4, 4), K (V, 3, 3), images (V, 3, h, w)."""
 
     c2w: Tensor
@@ -123,7 +135,7 @@ def activate(p: dict[str, Tensor]) -> Gaussians:
                      opacities=torch.sigmoid(p["opacities"]), colors=p["colors"])
 
 
-def _working_views(cameras: WindowViews, images: Tensor, downscale: int, like: Tensor) -> _Views:
+def working_views(cameras: WindowViews, images: Tensor, downscale: int, like: Tensor) -> WorkingViews:
     """Cameras and images on the Gaussians' device/dtype, box-downscaled by ``downscale``.
 
     images (V, 3, H, W) in [0, 1] -> (V, 3, H // s, W // s); K rows 0-1 divided by s (pixel
@@ -139,10 +151,10 @@ def _working_views(cameras: WindowViews, images: Tensor, downscale: int, like: T
         h, w = img.shape[-2] // downscale * downscale, img.shape[-1] // downscale * downscale
         img = F.avg_pool2d(img[..., :h, :w], downscale)
         K[:, :2] /= downscale
-    return _Views(c2w=c2w, K=K, images=img)
+    return WorkingViews(c2w=c2w, K=K, images=img)
 
 
-def _render(g: Gaussians, views: _Views, idx: Tensor | None, background: Tensor | None) -> Tensor:
+def _render(g: Gaussians, views: WorkingViews, idx: Tensor | None, background: Tensor | None) -> Tensor:
     """Render the views ``idx`` (None = all) -> (C, 3, h, w)."""
     c2w, K = (views.c2w, views.K) if idx is None else (views.c2w[idx], views.K[idx])
     h, w = views.images.shape[-2:]
@@ -150,7 +162,7 @@ def _render(g: Gaussians, views: _Views, idx: Tensor | None, background: Tensor 
     return out.rgb.permute(0, 3, 1, 2)
 
 
-def _context_psnr(params: dict[str, Tensor], views: _Views, background: Tensor | None) -> float:
+def _context_psnr(params: dict[str, Tensor], views: WorkingViews, background: Tensor | None) -> float:
     """PSNR (dB) of all context views together, from the pooled MSE."""
     with torch.no_grad():
         pred = _render(activate(params), views, None, background)
@@ -212,7 +224,7 @@ def _loss(pred: Tensor, target: Tensor, ssim_weight: float) -> Tensor:
     return (1.0 - ssim_weight) * l1 + ssim_weight * (1.0 - ssim(pred, target).mean())
 
 
-def _step(params: dict[str, Tensor], opt: _Adam, views: _Views, idx: Tensor | None,
+def _step(params: dict[str, Tensor], opt: _Adam, views: WorkingViews, idx: Tensor | None,
           cfg: RefineConfig, background: Tensor | None) -> float:
     """One Adam step on the views ``idx``; colours projected into [0, 1]. Returns the loss."""
     for t in params.values():
@@ -249,11 +261,24 @@ def refine_window(gaussians: Gaussians, cameras: WindowViews, images: Tensor, cf
     Returns (Gaussians with the input's shapes, dtype, device and conventions, detached; the
     input object itself when nothing ran or the context PSNR did not improve; RefineStats).
     """
+    return optimise_gaussians(gaussians, cameras, images, cfg, (cfg.window_iters, cfg.window_budget_s),
+                              clock, background)
+
+
+def optimise_gaussians(gaussians: Gaussians, cameras: WindowViews, images: Tensor, cfg: RefineConfig,
+                       limits: tuple[int, float], clock: Callable[[], float] = time.monotonic,
+                       background: Tensor | None = None) -> tuple[Gaussians, RefineStats]:
+    """The optimisation behind :func:`refine_window` and the map refiner (``map_refine``).
+
+    As :func:`refine_window`, with the limits given explicitly: limits = (max steps, wall-clock
+    budget in seconds, 0 = no time limit); the learning rates, loss, views and seed come from cfg.
+    """
     nan = math.nan
-    if cfg.window_iters == 0 or len(gaussians) == 0:
+    max_iters, budget_s = limits
+    if max_iters == 0 or len(gaussians) == 0:
         return gaussians, RefineStats(0, 0.0, nan, nan, 0.0, "off")
     t0 = clock()
-    views = _working_views(cameras, images, cfg.downscale, gaussians.means)
+    views = working_views(cameras, images, cfg.downscale, gaussians.means)
     bg = None if background is None else background.to(gaussians.means)
     params = to_unconstrained(gaussians)
     psnr_before = _context_psnr(params, views, bg)
@@ -262,8 +287,8 @@ def refine_window(gaussians: Gaussians, cameras: WindowViews, images: Tensor, cf
     pick = _view_picker(views.c2w.shape[0], cfg)
     predicted, iters, stopped_by, step_total = 3.0 * eval_s, 0, "iters", 0.0  # fwd+bwd ≈ 3-4 fwd
     now = clock()
-    while iters < cfg.window_iters:
-        if _out_of_time(now - t0, predicted, eval_s, cfg.window_budget_s):
+    while iters < max_iters:
+        if _out_of_time(now - t0, predicted, eval_s, budget_s):
             stopped_by = "budget"
             break
         _step(params, opt, views, pick(), cfg, bg)
@@ -278,10 +303,10 @@ def refine_window(gaussians: Gaussians, cameras: WindowViews, images: Tensor, cf
     if iters == 0 or not psnr_after > psnr_before:
         stopped_by = stopped_by if iters == 0 else "no_gain"
         stats = RefineStats(iters, clock() - t0, psnr_before, psnr_before, step_s, stopped_by)
-        log.debug("window refinement kept the feed-forward Gaussians (%s, %d steps)", stopped_by, iters)
+        log.debug("refinement kept the input Gaussians (%s, %d steps)", stopped_by, iters)
         return gaussians, stats
     out = activate(params).detach()
     stats = RefineStats(iters, clock() - t0, psnr_before, psnr_after, step_s, stopped_by)
-    log.debug("window refinement: %d steps in %.2f s (%s), context PSNR %.2f -> %.2f dB",
+    log.debug("refinement: %d steps in %.2f s (%s), context PSNR %.2f -> %.2f dB",
               iters, stats.seconds, stopped_by, psnr_before, psnr_after)
     return out, stats

@@ -1,0 +1,192 @@
+"""Background map refinement: one bounded photometric step on the map's Gaussians seen by a keyframe.
+
+    stored keyframes ──least recently refined first──▶ keyframe (+ ``map_covisible`` nearest ones)
+    ──rows of the map in their frusta (the covisible chunks)──▶ optimise_gaussians (refine.py)
+    ──clamp means into their chunk, prune below min_opacity──▶ GaussianMap.replace_rows ──▶ MapUpdate
+
+The step changes rows of existing chunks only (never adds any), so fusion's bookkeeping, the
+caps and eviction stay as they were; the changed chunks go out as ordinary UPSERTs (DELETE when
+pruning emptied one) with one new map revision, so a ``MapReplica`` fed every update stays exact.
+
+Chunk membership: a refined mean that left its chunk's block is clamped back onto the block's
+boundary (chunks never exchange Gaussians here; a mean that still floors into another block after
+the float32 cast keeps its previous position). Rows that became invalid (opacity below the
+map's ``min_opacity``, scale out of range, not finite) are pruned.
+
+Time: ``budget_s`` bounds the whole step (gathering, optimisation, evaluations); the write-back
+(array copies, milliseconds) is not predicted. Determinism: the choice of keyframes is a pure
+function of the stored keyframes and the refiner's history, the optimisation one of ``refine.seed``
+(on CPU; see refine.py for CUDA).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
+from ilrm_ros.io.frames import Keyframe
+from ilrm_ros.mapping.chunks import ChunkKey, MapUpdate, array_to_gaussians, chunk_keys, gaussians_to_array
+from ilrm_ros.mapping.fusion import prune_mask
+from ilrm_ros.mapping.gaussian_map import GaussianMap
+from ilrm_ros.mapping.refine import RefineConfig, optimise_gaussians
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MapRefineStats", "MapRefiner", "pick_keyframes", "visible_rows"]
+
+
+@dataclass
+class MapRefineStats:
+    """One map refinement step: the keyframes used, rows optimised, chunks published, rows pruned,
+    optimisation steps, wall time (s), PSNR (dB) of the used keyframes before/after, and why it
+    stopped ("off", "no_keyframes", "empty", "budget", "iters", "no_gain")."""
+
+    keyframe_ids: tuple[int, ...] = ()
+    gaussians: int = 0
+    chunks: int = 0
+    pruned: int = 0
+    iterations: int = 0
+    seconds: float = 0.0
+    psnr_before: float = math.nan
+    psnr_after: float = math.nan
+    stopped_by: str = "off"
+
+
+def pick_keyframes(keyframes: Sequence[Keyframe], last_refined: dict[int, int], covisible: int) -> list[Keyframe]:
+    """The least recently refined keyframe (never refined first, then the oldest id) and its
+    ``covisible`` nearest keyframes by camera centre (ties by id). Empty when there are none."""
+    if not keyframes:
+        return []
+    first = min(keyframes, key=lambda k: (last_refined.get(k.id, -1), k.id))
+    centre = np.asarray(first.c2w)[:3, 3]
+    others = sorted((k for k in keyframes if k.id != first.id),
+                    key=lambda k: (float(np.linalg.norm(np.asarray(k.c2w)[:3, 3] - centre)), k.id))
+    return [first] + others[:covisible]
+
+
+def visible_rows(rows: np.ndarray, c2w: np.ndarray, K: np.ndarray, width: int, height: int,
+                 sigmas: float = 3.0) -> np.ndarray:
+    """(M,) bool: rows (M, 14) whose mean, padded by ``sigmas`` times the largest scale, projects into
+    the image of one camera (c2w (4, 4) OpenCV, K (3, 3) pixels) in front of it; rows straddling the
+    camera plane count as visible."""
+    pc = (rows[:, COL_MEANS].astype(np.float64) - c2w[:3, 3]) @ c2w[:3, :3]
+    z = pc[:, 2]
+    pad = sigmas * rows[:, COL_SCALES].max(axis=1)
+    zs = np.maximum(z, 1e-6)
+    u = K[0, 0] * pc[:, 0] / zs + K[0, 2]
+    v = K[1, 1] * pc[:, 1] / zs + K[1, 2]
+    ru, rv = K[0, 0] * pad / zs, K[1, 1] * pad / zs
+    seen = (z + pad > 0.01) & (u + ru >= 0) & (u - ru < width) & (v + rv >= 0) & (v - rv < height)
+    return seen | (np.abs(z) <= pad)
+
+
+def _clamp_to_block(rows: np.ndarray, old: np.ndarray, key: ChunkKey, chunk_size: float) -> np.ndarray:
+    """rows (M, 14) with their means clamped into the block of ``key``; a mean that still floors into
+    another block (float32 rounding at the boundary) gets its value from ``old`` (M, 14) back."""
+    lo = np.asarray(key, np.float64) * chunk_size
+    hi = np.nextafter(lo + chunk_size, -np.inf)
+    out = rows.copy()
+    out[:, COL_MEANS] = np.clip(rows[:, COL_MEANS].astype(np.float64), lo, hi).astype(np.float32)
+    wrong = (chunk_keys(torch.from_numpy(out[:, COL_MEANS]), chunk_size).numpy() != np.asarray(key)).any(axis=1)
+    out[wrong, COL_MEANS] = old[wrong, COL_MEANS]
+    return out
+
+
+class MapRefiner:
+    """Background refinement of a :class:`GaussianMap` (``refine.map_*``), one bounded step per call.
+
+    Keeps only which keyframe was refined when (round-robin, least recently refined first). Call
+    :meth:`step` from the map's owner (it mutates the map) while no window is waiting.
+    """
+
+    def __init__(self, cfg: RefineConfig) -> None:
+        self.cfg = cfg
+        self.steps = 0
+        self._last_refined: dict[int, int] = {}
+
+    def step(self, gmap: GaussianMap, keyframes: Sequence[Keyframe], budget_s: float | None = None,
+             clock: Callable[[], float] = time.monotonic,
+             background: torch.Tensor | None = None) -> tuple[MapUpdate, MapRefineStats]:
+        """One refinement step within ``budget_s`` (default ``refine.map_step_budget_s``).
+
+        keyframes: stored keyframes (rgb (H, W, 3) uint8 at the model size, K, c2w in the map frame);
+        background: (3,) as the map is rendered. Returns the update (no chunk updates when nothing
+        changed, revision unchanged) and the step's stats.
+        """
+        cfg = self.cfg
+        nothing = MapUpdate(map_id=gmap.map_id, revision=gmap.revision)
+        if not cfg.map_enabled:
+            return nothing, MapRefineStats()
+        t0 = clock()
+        budget = cfg.map_step_budget_s if budget_s is None else budget_s
+        views = pick_keyframes(list(keyframes), self._last_refined, cfg.map_covisible)
+        if not views:
+            return nothing, MapRefineStats(stopped_by="no_keyframes")
+        self.steps += 1
+        self._last_refined[views[0].id] = self.steps
+        ids = tuple(k.id for k in views)
+        keys, parts, last_window = self._gather(gmap, views)
+        if not keys:
+            return nothing, MapRefineStats(ids, stopped_by="empty", seconds=clock() - t0)
+        rows = np.concatenate([p[1] for p in parts])
+        images = torch.from_numpy(np.stack([k.rgb for k in views])).permute(0, 3, 1, 2).float().div_(255.0)
+        cams = SimpleNamespace(c2w=torch.from_numpy(np.stack([np.asarray(k.c2w, np.float32) for k in views])),
+                               K=torch.from_numpy(np.stack([np.asarray(k.K, np.float32) for k in views])))
+        left = budget - (clock() - t0)
+        g = array_to_gaussians(torch.from_numpy(rows))
+        out, st = optimise_gaussians(g, cams, images, cfg, (cfg.map_iters_per_step, max(left, 1e-9)), clock,
+                                     background)
+        stats = MapRefineStats(ids, len(rows), 0, 0, st.iterations, 0.0, st.psnr_before, st.psnr_after,
+                               st.stopped_by)
+        if out is g:
+            stats.seconds = clock() - t0
+            return nothing, stats
+        edits = self._edits(gmap, keys, parts, gaussians_to_array(out).numpy())
+        update = gmap.replace_rows(edits, last_window, ids) if edits else nothing
+        stats.chunks, stats.pruned, stats.seconds = len(update.updates), update.num_removed, clock() - t0
+        log.debug("map refinement on keyframes %s: %d Gaussians, %d steps (%s), PSNR %.2f -> %.2f dB, %d chunks",
+                  ids, len(rows), st.iterations, st.stopped_by, st.psnr_before, st.psnr_after, stats.chunks)
+        return update, stats
+
+    @staticmethod
+    def _gather(gmap: GaussianMap, views: list[Keyframe]
+                ) -> tuple[list[ChunkKey], list[tuple[np.ndarray, np.ndarray]], int]:
+        """Per chunk with rows in any view's frustum: its key, (row indices (K,), rows (K, 14)); and the
+        newest window id among those chunks."""
+        keys, parts, last_window = [], [], -1
+        for key, chunk in gmap.chunks.items():
+            rows = chunk.rows.numpy()
+            seen = np.zeros(len(rows), bool)
+            for k in views:
+                h, w = k.rgb.shape[:2]
+                seen |= visible_rows(rows, np.asarray(k.c2w, np.float64), np.asarray(k.K, np.float64), w, h)
+            if seen.any():
+                idx = np.flatnonzero(seen)
+                keys.append(key)
+                parts.append((idx, rows[idx]))
+                last_window = max(last_window, chunk.last_window_id)
+        return keys, parts, last_window
+
+    @staticmethod
+    def _edits(gmap: GaussianMap, keys: list[ChunkKey], parts: list[tuple[np.ndarray, np.ndarray]],
+               refined: np.ndarray) -> dict[ChunkKey, tuple[np.ndarray, np.ndarray]]:
+        """Per changed chunk: (kept row indices, its full new rows): refined rows written over the
+        gathered ones (clamped into the block), invalid ones pruned."""
+        chunks, edits, start = gmap.chunks, {}, 0
+        for key, (idx, old) in zip(keys, parts):
+            new = _clamp_to_block(refined[start:start + len(idx)], old, key, gmap.chunk_size)
+            start += len(idx)
+            full = chunks[key].rows.numpy().copy()
+            full[idx] = new
+            keep = np.flatnonzero(prune_mask(torch.from_numpy(full), gmap.config).numpy())
+            if len(keep) == len(full) and np.array_equal(full, chunks[key].rows.numpy()):
+                continue
+            edits[key] = (keep, full[keep])
+        return edits
