@@ -106,8 +106,9 @@ class MapRefiner:
     :meth:`step` from the map's owner (it mutates the map) while no window is waiting.
     """
 
-    def __init__(self, cfg: RefineConfig) -> None:
+    def __init__(self, cfg: RefineConfig, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
+        self.device = torch.device(device)
         self.steps = 0
         self._last_refined: dict[int, int] = {}
 
@@ -140,7 +141,7 @@ class MapRefiner:
         cams = SimpleNamespace(c2w=torch.from_numpy(np.stack([np.asarray(k.c2w, np.float32) for k in views])),
                                K=torch.from_numpy(np.stack([np.asarray(k.K, np.float32) for k in views])))
         left = budget - (clock() - t0)
-        g = array_to_gaussians(torch.from_numpy(rows))
+        g = array_to_gaussians(torch.from_numpy(rows)).to(self.device)
         out, st = optimise_gaussians(g, cams, images, cfg, (cfg.map_iters_per_step, max(left, 1e-9)), clock,
                                      background)
         stats = MapRefineStats(ids, len(rows), 0, 0, st.iterations, 0.0, st.psnr_before, st.psnr_after,
@@ -148,7 +149,7 @@ class MapRefiner:
         if out is g:
             stats.seconds = clock() - t0
             return nothing, stats
-        edits = self._edits(gmap, keys, parts, gaussians_to_array(out).numpy())
+        edits = self._edits(gmap, keys, parts, gaussians_to_array(out.to("cpu")).numpy())
         update = gmap.replace_rows(edits, last_window, ids) if edits else nothing
         stats.chunks, stats.pruned, stats.seconds = len(update.updates), update.num_removed, clock() - t0
         log.debug("map refinement on keyframes %s: %d Gaussians, %d steps (%s), PSNR %.2f -> %.2f dB, %d chunks",

@@ -3,6 +3,7 @@
     Frame ──fit_to_model──▶ KeyframePolicy.admit ──▶ KeyframeBuffer ──WindowScheduler──▶ Window
     Window ──normalize_cameras──▶ ILRM ──▶ Gaussians (window frame) ──Similarity──▶ map frame
     ──refine_window (refine.*, off by default)──GaussianMap.integrate──▶ MapUpdate (changed chunks)
+    between windows: refine_map_step (map_refine, refine.map_*, off by default) ──▶ MapUpdate (UPSERTs)
     + renders of the window; new (or held-out) keyframes are scored against the map as it was
     before their window was fused (quality_stage, quality.*; score_quality after the chunks went out)
 
@@ -32,6 +33,7 @@ from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.mapping.map_io import load_map, load_sidecar, save_map
 from ilrm_ros.mapping import occupancy_stage
 from ilrm_ros.mapping.quality_stage import QualityStage
+from ilrm_ros.mapping.map_refine import MapRefiner, MapRefineStats
 from ilrm_ros.mapping.refine import refine_window
 from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy
 from ilrm_ros.mapping.scheduler import Window, WindowScheduler
@@ -138,6 +140,7 @@ class Mapper:
         self.occupancy = occupancy_stage.OccupancyMap(cfg.occupancy)
         self.quality = QualityStage(cfg.quality)
         self._refine_gain = (0, 0.0, math.nan)  # refined windows, sum and last of their context PSNR gains (dB)
+        self.map_refiner = MapRefiner(cfg.refine, self.device)
 
     # ------------------------------------------------------------------ input side
     def map_config(self) -> MapConfig:
@@ -236,6 +239,12 @@ class Mapper:
         return out, {"refine_s": st.seconds, "refine_iters": float(st.iterations),
                      "refine_psnr_before_db": st.psnr_before, "refine_psnr_after_db": st.psnr_after,
                      "refine_gain_db": gain}
+
+    def refine_map_step(self, budget_s: float | None = None) -> tuple[MapUpdate, MapRefineStats]:
+        """One background map refinement step (``refine.map_*``; nothing when off) over the stored
+        keyframes, within ``budget_s`` (default ``refine.map_step_budget_s``). Holds map_lock throughout."""
+        with self.map_lock:
+            return self.map_refiner.step(self.map, self.keyframes.snapshot(), budget_s, background=self.background)
 
     def score_quality(self, result: WindowResult) -> None:
         """Render and score the keyframes ``process_window`` gathered (``quality.*``); adds quality_s and

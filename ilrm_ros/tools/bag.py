@@ -11,7 +11,8 @@ and writes:
                                    frames the input stage dropped, by reason (as the node counts them),
                                    the live map quality the node publishes (quality.*: PSNR / SSIM of
                                    the map at keyframes it was not fitted to) and the window
-                                   refinement's context PSNR gain (refine.*), per window and overall
+                                   refinement's context PSNR gain (refine.*), per window and overall;
+                                   --refine-budget-s: map refinement after mapping, held-out PSNR before/after
     DIR/map_growth.png             map size over windows vs the sum of window outputs
     DIR/occupancy.png              the 2-D occupancy grid next to the true floor plan (generated
                                    sequences: scene.json next to the bag or --scene), scores in report.json
@@ -26,6 +27,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -198,15 +200,59 @@ def _occupancy_report(mapper, out: Path, scene_json: Path | None, title: str) ->
     return report
 
 
-def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_topic: str | None = None,
-            max_frames: int | None = None, write_bag: bool = True, scene: Path | None = None) -> dict:
-    """Map a bag; returns the report (also written to out/report.json)."""
+def _score_heldout(mapper, posed, held: np.ndarray, fed: np.ndarray, last_window, png_dir: Path | None) -> list[dict]:
+    """Held-out frames rendered from the map (and from the last window alone) vs the truth; PSNR rows.
+    With png_dir, the renders are written there next to the truth."""
     from PIL import Image as PILImage
 
+    from ilrm_ros.mapping.mapper import render_view
+
+    rows = []
+    c2w = np.asarray(posed.c2w, np.float64)
+    H, W = posed.images.shape[1:3]
+    for i in held:
+        K = np.asarray(posed.K[i], np.float64)
+        view = mapper.render(c2w[i], K, W, H, name=f"heldout_{i}")
+        last = render_view(last_window, c2w[i], K, W, H, mapper.background)
+        j = nearest_camera(c2w, fed, c2w[i])
+        rows.append({"frame": int(i), "psnr_map": psnr_u8(view.rgb, posed.images[i]),
+                     "psnr_last_window": psnr_u8(last.rgb, posed.images[i]),
+                     "psnr_nearest_frame": psnr_u8(posed.images[j], posed.images[i]), "nearest_frame": j})
+        if png_dir is not None:
+            PILImage.fromarray(np.concatenate([view.rgb, posed.images[i]], axis=1)).save(
+                png_dir / f"heldout_{i:04d}_render_vs_truth.png")
+    return rows
+
+
+def _refine_map(mapper, budget_s: float, outbag: "OutputBag | None", stamp_ns: int) -> dict:
+    """Background map refinement steps (refine.map_*) until ``budget_s`` seconds are spent; their
+    updates go to the output bag. Returns the totals for the report."""
+    t0 = time.monotonic()
+    steps = iters = chunks = pruned = 0
+    step_budget = mapper.cfg.refine.map_step_budget_s
+    while (left := budget_s - (time.monotonic() - t0)) > 0.05 * step_budget:
+        update, st = mapper.refine_map_step(min(step_budget, left))
+        if st.stopped_by in ("no_keyframes", "off"):
+            break
+        steps, iters, chunks, pruned = steps + 1, iters + st.iterations, chunks + len(update.updates), pruned + st.pruned
+        if outbag and update.updates:
+            outbag.write_update(update, stamp_ns)
+    seconds = time.monotonic() - t0
+    log.info("map refinement: %d steps, %d optimisation steps, %d chunk updates, %d pruned in %.1f s",
+             steps, iters, chunks, pruned, seconds)
+    return {"budget_s": budget_s, "seconds": seconds, "steps": steps, "iterations": iters,
+            "chunk_updates": chunks, "pruned": pruned}
+
+
+def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_topic: str | None = None,
+            max_frames: int | None = None, write_bag: bool = True, scene: Path | None = None,
+            refine_budget_s: float = 0.0) -> dict:
+    """Map a bag; then, with ``refine_budget_s`` > 0, refine the map for that long (held-out PSNR before
+    and after in the report); returns the report (also written to out/report.json)."""
     from ilrm_ros.io.bags import read_bag
     from ilrm_ros.io.drop_report import DropReporter, logging_emit
     from ilrm_ros.io.frames import Frame
-    from ilrm_ros.mapping.mapper import Mapper, render_view
+    from ilrm_ros.mapping.mapper import Mapper
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "rendered").mkdir(exist_ok=True)
@@ -221,6 +267,8 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
     fed = np.array([i for i in range(n) if i not in set(held.tolist())], dtype=np.int64)
     log.info("%s: %d frames (%d mapped, %d held out)", bag, n, len(fed), len(held))
 
+    if refine_budget_s > 0:
+        cfg = replace(cfg, refine=replace(cfg.refine, map_enabled=True))
     mapper = Mapper(cfg)
     camera_frame = cfg.frames.camera_frame or "camera"
     outbag = OutputBag(out / "outputs_bag", cfg.frames.map_frame) if write_bag else None
@@ -248,18 +296,14 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
     if not windows:
         raise RuntimeError(f"no window was formed from {len(fed)} frames: need at least {cfg.window.size} keyframes")
 
-    rows = []
-    H, W = posed.images.shape[1:3]
-    for i in held:
-        K = np.asarray(posed.K[i], np.float64)
-        view = mapper.render(c2w[i], K, W, H, name=f"heldout_{i}")
-        last = render_view(last_window, c2w[i], K, W, H, mapper.background)
-        j = nearest_camera(c2w, fed, c2w[i])
-        rows.append({"frame": int(i), "psnr_map": psnr_u8(view.rgb, posed.images[i]),
-                     "psnr_last_window": psnr_u8(last.rgb, posed.images[i]),
-                     "psnr_nearest_frame": psnr_u8(posed.images[j], posed.images[i]), "nearest_frame": j})
-        PILImage.fromarray(np.concatenate([view.rgb, posed.images[i]], axis=1)).save(
-            out / "rendered" / f"heldout_{i:04d}_render_vs_truth.png")
+    refine_map = None
+    if refine_budget_s > 0:
+        before = _score_heldout(mapper, posed, held, fed, last_window, None)
+        refine_map = _refine_map(mapper, refine_budget_s, outbag, int(stamps[-1]))
+        refine_map["psnr_map_before"] = float(np.mean([r["psnr_map"] for r in before])) if before else None
+    rows = _score_heldout(mapper, posed, held, fed, last_window, out / "rendered")
+    if refine_map is not None:
+        refine_map["psnr_map_after"] = float(np.mean([r["psnr_map"] for r in rows])) if rows else None
     write_growth_plot(out / "map_growth.png", windows, str(bag))
     occupancy = _occupancy_report(mapper, out, scene or find_scene_truth(bag), str(bag)) if cfg.occupancy.enabled \
         else None
@@ -281,7 +325,7 @@ def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_to
         "mean_psnr_last_window": float(np.mean([r["psnr_last_window"] for r in rows])) if rows else None,
         "mean_psnr_nearest_frame": float(np.mean([r["psnr_nearest_frame"] for r in rows])) if rows else None,
         "model_id": mapper.model_id, "device": str(mapper.device), "wall_time_s": time.monotonic() - t0,
-        "occupancy": occupancy, **quality_summary(stats, windows),
+        "occupancy": occupancy, "refine_map": refine_map, **quality_summary(stats, windows),
     }
     report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -298,6 +342,9 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--image-topic", default=None, help="image topic (default: the only one in the bag)")
     parser.add_argument("--holdout", type=int, default=5, help="hold out every N-th frame for evaluation (0 = none)")
     parser.add_argument("--max-frames", type=int, default=None)
+    parser.add_argument("--refine-budget-s", type=float, default=0.0,
+                        help="after mapping, refine the map for this many seconds (refine.map_*; 0 = off); "
+                             "the report gives held-out PSNR before and after")
     parser.add_argument("--no-output-bag", action="store_true", help="skip writing outputs_bag/")
     parser.add_argument("--scene", default=None, help="scene.json with the true geometry (default: next to the bag)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -318,7 +365,7 @@ def cli_main(argv: list[str]) -> int:
     cfg = load_mapping_config(args.params_file, overrides)
     try:
         report = run_bag(Path(args.bag), Path(args.out), cfg, args.holdout, args.image_topic, args.max_frames,
-                         not args.no_output_bag, Path(args.scene) if args.scene else None)
+                         not args.no_output_bag, Path(args.scene) if args.scene else None, args.refine_budget_s)
     except CheckpointError as exc:  # one clear line naming the file and what was found
         print(f"ilrm-ros bag: cannot load the model: {exc}", file=sys.stderr)
         return 2
@@ -337,6 +384,12 @@ def cli_main(argv: list[str]) -> int:
     if r["windows"]:
         print(f"window refinement: context PSNR {r['gain_mean_db']:+.2f} dB mean over {r['windows']} windows, "
               f"{r['seconds_mean']:.2f} s and {r['iterations_mean']:.1f} steps each")
+    rm = report.get("refine_map")
+    if rm:
+        fmt = lambda v: "n/a" if v is None else f"{v:.2f} dB"  # noqa: E731
+        print(f"map refinement: {rm['steps']} steps ({rm['iterations']} optimisation steps, {rm['chunk_updates']} "
+              f"chunk updates, {rm['pruned']} pruned) in {rm['seconds']:.1f} s; held-out PSNR of the map "
+              f"{fmt(rm['psnr_map_before'])} -> {fmt(rm['psnr_map_after'])}")
     occ = report.get("occupancy") or {}
     if occ.get("scores_3d"):
         s3 = occ["scores_3d"]

@@ -22,6 +22,31 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
+def replay_chunks(bag):
+    """The chunk stream of an output bag applied to a MapReplica; returns it and the bag's topics."""
+    from rosbags.rosbag2 import Reader
+
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    from ilrm_ros.mapping.chunks import ChunkUpdate, UpdateAction
+    from ilrm_ros.tools.bag import _msg_definition
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    ts.register(get_types_from_msg(_msg_definition("GaussianChunk"), "ilrm_ros/msg/GaussianChunk"))
+    replica = MapReplica()
+    with Reader(bag) as reader:
+        topics = {c.topic for c in reader.connections}
+        for conn, _, raw in reader.messages():
+            if conn.topic != "/ilrm_mapping/chunks":
+                continue
+            m = ts.deserialize_cdr(raw, conn.msgtype)
+            rows = np.frombuffer(bytes(m.gaussians.data), dtype="<f4").reshape(-1, 14)
+            replica.apply(ChunkUpdate(UpdateAction(m.action), m.map_id, tuple(int(k) for k in m.chunk_key),
+                                      m.chunk_size, int(m.revision), rows=rows, part=m.part,
+                                      num_parts=m.num_parts))
+    return replica, topics
+
+
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_checkpoint, storage):
     _, posed = synth_sequence(11, 0, SynthConfig(width=64, height=48, num_frames=12, trajectory="ground",
@@ -58,28 +83,29 @@ def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_
     assert PlyData.read(out / "map.ply")["vertex"].count == report["map"]["num_gaussians"]
 
     # the output bag replays: its chunk stream rebuilds the saved map
-    from rosbags.rosbag2 import Reader
-
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-    from ilrm_ros.mapping.chunks import ChunkUpdate, UpdateAction
-    from ilrm_ros.tools.bag import _msg_definition
-
-    ts = get_typestore(Stores.ROS2_JAZZY)
-    ts.register(get_types_from_msg(_msg_definition("GaussianChunk"), "ilrm_ros/msg/GaussianChunk"))
-    replica, topics = MapReplica(), set()
-    with Reader(out / "outputs_bag") as reader:
-        topics = {c.topic for c in reader.connections}
-        for conn, _, raw in reader.messages():
-            if conn.topic != "/ilrm_mapping/chunks":
-                continue
-            m = ts.deserialize_cdr(raw, conn.msgtype)
-            rows = np.frombuffer(bytes(m.gaussians.data), dtype="<f4").reshape(-1, 14)
-            replica.apply(ChunkUpdate(UpdateAction(m.action), m.map_id, tuple(int(k) for k in m.chunk_key),
-                                      m.chunk_size, int(m.revision), rows=rows, part=m.part,
-                                      num_parts=m.num_parts))
+    replica, topics = replay_chunks(out / "outputs_bag")
     assert {"/ilrm_mapping/chunks", "/ilrm_mapping/map", "/ilrm_mapping/rendered/image"} <= topics
     assert sum(len(a) for a in replica.chunk_arrays().values()) == report["map"]["num_gaussians"]
+
+
+def test_the_bag_tool_refines_the_map_within_its_budget_and_the_output_bag_follows(tmp_path, tiny_checkpoint):
+    _, posed = synth_sequence(11, 0, SynthConfig(width=64, height=48, num_frames=12, trajectory="ground",
+                                                  shadows=False))
+    write_bag(tmp_path / "in", posed)
+    cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
+                                         "model.width": 64, "keyframes.min_translation_m": 0.0,
+                                         "keyframes.min_rotation_deg": 0.0, "refine.map_step_budget_s": 0.3,
+                                         "refine.lr_opacities": 1.0})
+    report = run_bag(tmp_path / "in", tmp_path / "out", cfg, holdout=4, refine_budget_s=1.5)
+    rm = report["refine_map"]
+    assert rm["steps"] >= 1 and rm["chunk_updates"] > 0
+    assert rm["seconds"] <= 1.5 + 0.3  # the last step may use its whole budget
+    assert np.isfinite([rm["psnr_map_before"], rm["psnr_map_after"]]).all()
+    assert rm["psnr_map_after"] == pytest.approx(np.mean([r["psnr_map"] for r in report["held_out"]]))
+    # the refinement's UPSERTs are in the output bag: replaying it gives the refined map's chunks
+    replica, _ = replay_chunks(tmp_path / "out" / "outputs_bag")
+    assert sum(len(a) for a in replica.chunk_arrays().values()) == report["map"]["num_gaussians"]
+    assert max(replica.chunk_revisions().values()) == report["map"]["revision"]
 
 
 def test_the_bag_tool_drops_a_frame_with_a_bad_pose_by_reason_and_keeps_mapping(tmp_path, tiny_checkpoint):
