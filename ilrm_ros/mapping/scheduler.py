@@ -118,12 +118,21 @@ class WindowWorker:
     ``process`` returns a result handed to ``on_result`` (on the worker thread). An
     exception in ``process`` is logged (once per kind, then throttled), counted and
     the window skipped; the worker keeps going. Out-of-memory is counted separately.
+
+    ``idle`` (optional): called on the worker thread while no window waits, one bounded piece of
+    work per call (e.g. a map refinement step); it returns False when there is nothing to do, and
+    the worker then sleeps until the next window. The queue is checked before every call, so a
+    window waits at most for the call in progress. Its exceptions are logged and stop idle work
+    until the next window.
     """
 
     def __init__(self, process: Callable[[Window], Any], on_result: Callable[[Any], None],
-                 max_queue: int = 1, name: str = "ilrm-window-worker") -> None:
+                 max_queue: int = 1, name: str = "ilrm-window-worker",
+                 idle: Callable[[], bool] | None = None) -> None:
         self._process = process
         self._on_result = on_result
+        self._idle = idle
+        self._idle_done = idle is None
         self._queue: collections.deque[Window] = collections.deque()
         self._max_queue = max(1, int(max_queue))
         self._cv = threading.Condition()
@@ -175,13 +184,16 @@ class WindowWorker:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._queue and not self._stop:
+                while not self._queue and not self._stop and self._idle_done:
                     self._cv.wait()
                 if self._stop:
                     return
-                window = self._queue.popleft()
+                window = self._queue.popleft() if self._queue else None
                 self.stats.queue_depth = len(self._queue)
-                self.stats.busy = True
+                self.stats.busy = window is not None
+            if window is None:  # no window waits: one piece of idle work
+                self._idle_done = not self._run_idle()
+                continue
             try:
                 result = self._process(window)
                 self._on_result(result)
@@ -189,9 +201,19 @@ class WindowWorker:
             except Exception as exc:  # noqa: BLE001 - a failed window must never kill the worker
                 self._record_failure(window, exc)
             finally:
+                self._idle_done = self._idle is None  # a new window: new work for idle
                 with self._cv:
                     self.stats.busy = False
                     self._cv.notify_all()
+
+    def _run_idle(self) -> bool:
+        """One call of ``idle``; False (no more idle work until the next window) when it says so or fails."""
+        try:
+            return bool(self._idle())
+        except Exception as exc:  # noqa: BLE001 - idle work must never kill the worker
+            log.error("idle work failed (%s): %s; paused until the next window", type(exc).__name__, exc,
+                      exc_info=True)
+            return False
 
     def _record_failure(self, window: Window, exc: Exception) -> None:
         kind = type(exc).__name__

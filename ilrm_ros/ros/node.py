@@ -81,7 +81,8 @@ class MappingNode(Node):
                                 callback_group=service_group)
 
         self.worker = WindowWorker(self.mapper.process_window, guard("publishing a window")(self.outputs.on_window),
-                                   self.cfg.window.max_queue)
+                                   self.cfg.window.max_queue,
+                                   idle=self.outputs.refine_idle if self.cfg.refine.map_enabled else None)
         self.create_timer(self.tf.poll_period_s, guard("the TF resolver")(self.input.resolve),
                           callback_group=MutuallyExclusiveCallbackGroup())
         # diagnostics wait for the map lock while a window is fused: keep them off the TF resolver's group

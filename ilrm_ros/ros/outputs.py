@@ -3,7 +3,8 @@
 ``~/chunks`` (the map delta, first: latency ends there), the window renders on
 ``~/rendered/{,novel/}{image,depth,camera_info}`` (with the novel view's frame on
 /tf_static), the latched ``~/map`` (at most every ``map.publish_period_s``) and
-``~/map_info``. Publishing runs on the window worker's thread.
+``~/map_info``. Publishing runs on the window worker's thread, also for the background map
+refinement (``refine.map_enabled``), whose changed chunks go out on ``~/chunks`` like a window's.
 """
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class MapOutputs:
         self.window_timings: collections.deque[dict] = collections.deque(maxlen=1000)
         self.last_result: WindowResult | None = None
         self._last_map_publish = -math.inf
+        self.refine_steps_since_window = 0
         self._map_dirty = False
         self._novel_tf_sent: str | None = None
 
@@ -90,6 +92,7 @@ class MapOutputs:
         if result.warning:
             node.get_logger().warning(result.warning)
         result.gaussians = None  # do not keep the window's tensors alive
+        self.refine_steps_since_window = 0
         self.window_timings.append(dict(result.timings, window_id=result.window.window_id,
                                         gaussians=result.num_gaussians_window))
         t = result.timings
@@ -101,6 +104,25 @@ class MapOutputs:
             f"chunks out {t['end_to_end_s']:.2f} s after the last keyframe (queued {t['queued_s']:.2f} s), "
             f"render {t.get('render_s', 0.0):.2f} s; map {mapper.stats().get('num_gaussians', 0)} Gaussians",
             throttle_duration_sec=2.0)
+
+    def refine_idle(self) -> bool:
+        """The window worker's idle work: one background map refinement step, its chunks published.
+        Returns False (sleep until the next window) when it is off, has no keyframes, or made one round
+        over the stored keyframes since the last window (it stops instead of fitting them forever)."""
+        mapper = self.node.mapper
+        if self.refine_steps_since_window >= len(mapper.keyframes):
+            return False
+        update, stats = mapper.refine_map_step()
+        self.refine_steps_since_window += 1
+        if stats.stopped_by in ("off", "no_keyframes"):
+            return False
+        if update.updates:
+            header = self._header()
+            for part in update.transport_parts():
+                self.pub_chunks.publish(update_to_msg(part, header))
+            self._map_dirty = True
+            self.maybe_publish_map()
+        return True
 
     def maybe_publish_map(self, force: bool = False) -> None:
         """The latched ``~/map`` when the map changed and ``map.publish_period_s`` has passed (or ``force``)."""

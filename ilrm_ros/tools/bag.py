@@ -225,8 +225,7 @@ def _score_heldout(mapper, posed, held: np.ndarray, fed: np.ndarray, last_window
 
 
 def _refine_map(mapper, budget_s: float, outbag: "OutputBag | None", stamp_ns: int) -> dict:
-    """Background map refinement steps (refine.map_*) until ``budget_s`` seconds are spent; their
-    updates go to the output bag. Returns the totals for the report."""
+    """Map refinement steps (refine.map_*) for ``budget_s`` seconds, updates to the output bag; totals."""
     t0 = time.monotonic()
     steps = iters = chunks = pruned = 0
     step_budget = mapper.cfg.refine.map_step_budget_s
@@ -234,7 +233,8 @@ def _refine_map(mapper, budget_s: float, outbag: "OutputBag | None", stamp_ns: i
         update, st = mapper.refine_map_step(min(step_budget, left))
         if st.stopped_by in ("no_keyframes", "off"):
             break
-        steps, iters, chunks, pruned = steps + 1, iters + st.iterations, chunks + len(update.updates), pruned + st.pruned
+        steps, iters = steps + 1, iters + st.iterations
+        chunks, pruned = chunks + len(update.updates), pruned + st.pruned
         if outbag and update.updates:
             outbag.write_update(update, stamp_ns)
     seconds = time.monotonic() - t0

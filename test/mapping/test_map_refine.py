@@ -37,7 +37,8 @@ def scene(seed: int, n: int = 80, noise: float = 0.0) -> Gaussians:
     if noise == 0.0:
         return g
     return Gaussians(means=g.means + noise * torch.randn(n, 3, generator=gen), quats=g.quats, scales=g.scales * 1.3,
-                     opacities=g.opacities * 0.7, colors=(g.colors + 0.2 * torch.randn(n, 3, generator=gen)).clamp(0, 1))
+                     opacities=g.opacities * 0.7,
+                     colors=(g.colors + 0.2 * torch.randn(n, 3, generator=gen)).clamp(0, 1))
 
 
 def keyframes(truth: Gaussians, n: int = 3) -> list[Keyframe]:

@@ -92,3 +92,72 @@ def test_a_failing_window_is_counted_and_the_worker_keeps_going():
         assert "window 1" in worker.stats.last_error
     finally:
         worker.stop()
+
+
+def wait_for(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_idle_work_runs_only_while_no_window_waits_and_yields_to_a_new_one():
+    events, lock = [], threading.Lock()
+    state = {"steps": 3, "nothing_left": 0}
+
+    def idle():
+        with lock:
+            if state["steps"] == 0:
+                state["nothing_left"] += 1
+                return False
+            state["steps"] -= 1
+            events.append("idle")
+        time.sleep(0.05)  # one bounded step
+        return True
+
+    def process(window):
+        with lock:
+            events.append(f"window {window.window_id}")
+        return window.window_id
+
+    worker = WindowWorker(process, lambda r: None, max_queue=1, idle=idle)
+    try:
+        assert wait_for(lambda: state["nothing_left"] == 1)
+        time.sleep(0.1)
+        with lock:  # 3 steps, then idle said there is nothing left: asleep until a window comes
+            assert events == ["idle"] * 3 and state["nothing_left"] == 1
+            state["steps"] = 100
+        worker.submit(Window(7, [], 0.0))
+        assert wait_for(lambda: len(events) >= 5)   # the window ran first, then idle work resumed
+        with lock:
+            assert events[3] == "window 7" and set(events[4:]) == {"idle"}
+        t0 = time.monotonic()
+        worker.submit(Window(8, [], 0.0))
+        assert wait_for(lambda: "window 8" in events)
+        assert time.monotonic() - t0 < 1.0   # it waited for the step in progress (0.05 s), not for 95 more
+        with lock:
+            assert state["steps"] > 50
+    finally:
+        worker.stop()
+
+
+def test_failing_idle_work_is_paused_until_the_next_window():
+    calls = []
+
+    def idle():
+        calls.append(1)
+        raise ValueError("boom")
+
+    worker = WindowWorker(lambda w: w.window_id, lambda r: None, idle=idle)
+    try:
+        assert wait_for(lambda: len(calls) == 1)
+        time.sleep(0.1)
+        assert len(calls) == 1
+        worker.submit(Window(0, [], 0.0))
+        assert wait_for(lambda: len(calls) == 2)
+        time.sleep(0.1)
+        assert len(calls) == 2
+    finally:
+        worker.stop()

@@ -1,0 +1,80 @@
+"""The node's idle work (ros/outputs.MapOutputs.refine_idle): background map refinement steps whose chunks go
+out on ~/chunks, at most one round over the stored keyframes per window, nothing when off."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("rclpy")
+
+from ilrm_ros.core.gaussians import Gaussians  # noqa: E402
+from ilrm_ros.mapping.chunks import MapReplica  # noqa: E402
+from ilrm_ros.mapping.gaussian_map import GaussianMap  # noqa: E402
+from ilrm_ros.mapping.map_refine import MapRefineStats  # noqa: E402
+from ilrm_ros.ros.conversions import msg_to_update  # noqa: E402
+from ilrm_ros.ros.outputs import MapOutputs  # noqa: E402
+
+
+class Pub:
+    def __init__(self) -> None:
+        self.sent = []
+
+    def publish(self, msg) -> None:
+        self.sent.append(msg)
+
+
+class FakeMapper:
+    """Two keyframes; each step rewrites the map's chunks (a new revision) unless off."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.keyframes = [0, 1]
+        self.map = GaussianMap()
+        gen = torch.Generator().manual_seed(0)
+        self.map.add(Gaussians(means=torch.rand(20, 3, generator=gen) * 5, quats=torch.tensor([[1.0, 0, 0, 0]] * 20),
+                               scales=torch.full((20, 3), 0.05), opacities=torch.full((20,), 0.9),
+                               colors=torch.rand(20, 3, generator=gen)))
+        self.enabled, self.steps = enabled, 0
+
+    def refine_map_step(self):
+        self.steps += 1
+        if not self.enabled:
+            return SimpleNamespace(updates=[]), MapRefineStats()
+        edits = {k: (np.arange(len(c)), c.rows.numpy() * 0.99) for k, c in self.map.chunks.items()}
+        return self.map.replace_rows(edits), MapRefineStats(stopped_by="iters")
+
+    def all_rows(self):
+        return np.zeros((0, 14), np.float32)
+
+
+def outputs_for(mapper):
+    from builtin_interfaces.msg import Time
+
+    node = SimpleNamespace(mapper=mapper, map_frame="map",
+                           cfg=SimpleNamespace(map=SimpleNamespace(publish_period_s=0.0)),
+                           create_publisher=lambda *a, **k: Pub(),
+                           get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)))
+    return MapOutputs(node)
+
+
+def test_idle_steps_publish_their_chunks_and_stop_after_one_round():
+    mapper = FakeMapper(enabled=True)
+    out = outputs_for(mapper)
+    replica = MapReplica()
+    replica.apply_all(mapper.map.snapshot().updates)
+    assert out.refine_idle() and out.refine_idle()
+    assert not out.refine_idle()          # one round over the 2 keyframes, then sleep until the next window
+    assert mapper.steps == 2
+    for msg in out.pub_chunks.sent:
+        assert replica.apply(msg_to_update(msg))
+    mine = {k: c.rows.numpy() for k, c in mapper.map.chunks.items()}
+    assert list(replica.chunk_arrays()) == list(mine)
+    assert all(np.array_equal(replica.chunk_arrays()[k], v) for k, v in mine.items())
+    out.refine_steps_since_window = 0      # what on_window does
+    assert out.refine_idle()
+
+
+def test_idle_work_stops_at_once_when_refinement_is_off():
+    mapper = FakeMapper(enabled=False)
+    out = outputs_for(mapper)
+    assert not out.refine_idle() and out.pub_chunks.sent == []
