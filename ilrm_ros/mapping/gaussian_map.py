@@ -19,8 +19,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,7 +48,7 @@ from ilrm_ros.mapping.fusion import (
 )
 from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
 from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, cat_books, decode_key, encode_keys, refresh_bounds
-from ilrm_ros.mapping.window_fusion import fuse_with_chunks
+from ilrm_ros.mapping.window_fusion import fuse_with_chunks, one_torch_thread, source_distance
 from ilrm_ros.core.gaussians import Gaussians
 
 logger = logging.getLogger(__name__)
@@ -59,30 +58,6 @@ __all__ = ["GaussianMap"]
 
 def _new_map_id() -> str:
     return uuid.uuid4().hex[:16]
-
-
-@contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """torch's intra-op threads set to 1 for the block, then restored."""
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _source_distance(proj: Projection) -> torch.Tensor:
-    """(N,) distance of each Gaussian to the closest window camera that sees it, else to the closest
-    camera (numpy: the same float32 minima as torch, with faster masking)."""
-    dist = proj.dist.numpy()
-    if dist.shape[1] == 0:
-        return torch.zeros(0)
-    seen = np.where(proj.visible.numpy(), dist, np.float32(np.inf)).min(0)
-    return torch.from_numpy(np.where(np.isfinite(seen), seen, dist.min(0)))
 
 
 class GaussianMap:
@@ -220,7 +195,7 @@ class GaussianMap:
         Runs torch single-threaded: its ops here are small, and with a second OpenMP thread on a
         shared 2-core machine they take up to 5x longer whenever another process holds a core.
         """
-        with _one_torch_thread():
+        with one_torch_thread():
             return self._integrate(gaussians, cameras, window_id, keyframe_ids, robot_position)
 
     def _integrate(self, gaussians: Gaussians, cameras: WindowCameras, window_id: int,
@@ -240,7 +215,7 @@ class GaussianMap:
             rows = torch.from_numpy(rows.numpy()[near_enough])
             proj_new = Projection(*(torch.from_numpy(t.numpy()[:, near_enough]) for t in
                                     (proj_new.z, proj_new.cell, proj_new.visible, proj_new.dist)))
-        src_dist = _source_distance(proj_new)
+        src_dist = source_distance(proj_new)
         new_obs = torch.ones(rows.shape[0], dtype=torch.int32)
 
         update = MapUpdate(map_id=self.map_id, revision=self.revision, window_id=int(window_id))

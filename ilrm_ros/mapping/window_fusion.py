@@ -5,7 +5,9 @@ closer observation are marked to be dropped.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -158,3 +160,27 @@ def fuse_with_chunks(blocks: list[Block], rows: torch.Tensor, proj_new: Projecti
         else:
             b.book = book_old[a:e].copy()   # same rows (bounds stay valid), new bookkeeping
     return drop_new, new_obs, rewritten
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch's intra-op threads set to 1 for the block, then restored."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def source_distance(proj: Projection) -> torch.Tensor:
+    """(N,) distance of each Gaussian to the closest window camera that sees it, else to the closest
+    camera (numpy: the same float32 minima as torch, with faster masking)."""
+    dist = proj.dist.numpy()
+    if dist.shape[1] == 0:
+        return torch.zeros(0)
+    seen = np.where(proj.visible.numpy(), dist, np.float32(np.inf)).min(0)
+    return torch.from_numpy(np.where(np.isfinite(seen), seen, dist.min(0)))

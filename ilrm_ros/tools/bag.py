@@ -5,7 +5,8 @@ every frame but the held-out ones to the same Mapper the node uses (synchronousl
 and writes:
 
     DIR/map.ply (+ map.ply.json)   the global map, standard 3DGS PLY
-    DIR/rendered/*.png             held-out frames rendered from the map, next to the truth
+    DIR/rendered/*.png             held-out frames rendered from the map, next to the truth;
+                                   heldout_grid.png: truth | map render | nearest mapped frame
     DIR/report.json                per-window latency and Gaussians, held-out PSNR of the map,
                                    of the last window alone and of the nearest mapped frame, the
                                    frames the input stage dropped, by reason (as the node counts them),
@@ -27,21 +28,18 @@ import logging
 import sys
 import time
 from pathlib import Path
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ilrm_ros.core.progress import track
-from ilrm_ros.core.wire import MessageTypes, chunk_message, cloud_message
 from ilrm_ros.mapping.config import MappingConfig, load_mapping_config
 from ilrm_ros.mapping.occupancy_score import find_scene_truth
 from ilrm_ros.model.loading import CheckpointError
+from ilrm_ros.tools.output_bag import OutputBag
 
 log = logging.getLogger(__name__)
-
-_MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
-
 
 def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR (dB) of two uint8 images of the same shape."""
@@ -55,90 +53,6 @@ def nearest_camera(c2w: np.ndarray, candidates: np.ndarray, pose: np.ndarray) ->
     d = np.linalg.norm(c2w[candidates, :3, 3] - pose[:3, 3], axis=1)
     cos = c2w[candidates, :3, 2] @ pose[:3, 2]
     return int(candidates[np.lexsort((-cos, np.round(d, 3)))[0]])
-
-
-def _msg_definition(name: str) -> str:
-    """Text of one of our .msg files (source tree or installed share/)."""
-    path = _MSG_DIR / f"{name}.msg"
-    if not path.exists():
-        from ament_index_python.packages import get_package_share_directory
-
-        path = Path(get_package_share_directory("ilrm_ros")) / "msg" / f"{name}.msg"
-    return path.read_text()
-
-
-def rosbags_message_types(ts: Any) -> MessageTypes:
-    """The wire builders' classes from a rosbags typestore that has ``GaussianChunk`` registered."""
-    T = ts.types
-    return MessageTypes(chunk=T["ilrm_ros/msg/GaussianChunk"], cloud=T["sensor_msgs/msg/PointCloud2"],
-                        field=T["sensor_msgs/msg/PointField"], point=T["geometry_msgs/msg/Point"],
-                        byte_array=lambda packed: packed.view(np.uint8).reshape(-1),
-                        uint64_array=lambda ids: np.asarray(ids, np.uint64))
-
-
-class OutputBag:
-    """An mcap bag of what the node would publish (rosbags writer, our types registered)."""
-
-    def __init__(self, path: Path, map_frame: str) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
-        from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-        self.ts = get_typestore(Stores.ROS2_JAZZY)
-        types = {}
-        for name in ("GaussianChunk", "MapInfo"):
-            types.update(get_types_from_msg(_msg_definition(name), f"ilrm_ros/msg/{name}"))
-        self.ts.register(types)
-        self.T = self.ts.types
-        self.types = rosbags_message_types(self.ts)
-        self.map_frame = map_frame
-        self.writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
-        self.writer.open()
-        self.conns = {}
-
-    def _conn(self, topic: str, msgtype: str):
-        if topic not in self.conns:
-            self.conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.ts)
-        return self.conns[topic]
-
-    def _header(self, stamp_ns: int, frame_id: str):
-        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-        return self.T["std_msgs/msg/Header"](stamp=self.T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec),
-                                             frame_id=frame_id)
-
-    def write(self, topic: str, msgtype: str, msg, stamp_ns: int) -> None:
-        self.writer.write(self._conn(topic, msgtype), int(stamp_ns), self.ts.serialize_cdr(msg, msgtype))
-
-    def write_update(self, update, stamp_ns: int) -> None:
-        for u in update.transport_parts():
-            msg = chunk_message(self.types, u, self._header(stamp_ns, self.map_frame))
-            self.write("/ilrm_mapping/chunks", "ilrm_ros/msg/GaussianChunk", msg, stamp_ns)
-
-    def write_image(self, topic: str, rgb: np.ndarray, stamp_ns: int, frame_id: str) -> None:
-        h, w = rgb.shape[:2]
-        msg = self.T["sensor_msgs/msg/Image"](header=self._header(stamp_ns, frame_id), height=h, width=w,
-                                               encoding="rgb8", is_bigendian=0, step=3 * w,
-                                               data=np.ascontiguousarray(rgb, np.uint8).reshape(-1))
-        self.write(topic, "sensor_msgs/msg/Image", msg, stamp_ns)
-
-    def write_map(self, rows: np.ndarray, stamp_ns: int) -> None:
-        self.write("/ilrm_mapping/map", "sensor_msgs/msg/PointCloud2",
-                   cloud_message(self.types, rows, self._header(stamp_ns, self.map_frame)), stamp_ns)
-
-    def write_grid(self, grid2d, z: float, stamp_ns: int) -> None:
-        """The occupancy grid as the node publishes it on ~/occupancy/grid (nav_msgs/OccupancyGrid)."""
-        T = self.T
-        header = self._header(stamp_ns, self.map_frame)
-        origin = T["geometry_msgs/msg/Pose"](
-            position=T["geometry_msgs/msg/Point"](x=float(grid2d.origin[0]), y=float(grid2d.origin[1]), z=float(z)),
-            orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
-        info = T["nav_msgs/msg/MapMetaData"](map_load_time=header.stamp, resolution=float(grid2d.resolution),
-                                            width=grid2d.width, height=grid2d.height, origin=origin)
-        msg = T["nav_msgs/msg/OccupancyGrid"](header=header, info=info,
-                                             data=np.ascontiguousarray(grid2d.values, np.int8).reshape(-1))
-        self.write("/ilrm_mapping/occupancy/grid", "nav_msgs/msg/OccupancyGrid", msg, stamp_ns)
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def json_safe(value: Any) -> Any:
@@ -206,8 +120,9 @@ def _score_heldout(mapper, posed, held: np.ndarray, fed: np.ndarray, last_window
     from PIL import Image as PILImage
 
     from ilrm_ros.mapping.mapper import render_view
+    from ilrm_ros.render.panels import image_grid
 
-    rows = []
+    rows, grid = [], []
     c2w = np.asarray(posed.c2w, np.float64)
     H, W = posed.images.shape[1:3]
     for i in held:
@@ -221,6 +136,10 @@ def _score_heldout(mapper, posed, held: np.ndarray, fed: np.ndarray, last_window
         if png_dir is not None:
             PILImage.fromarray(np.concatenate([view.rgb, posed.images[i]], axis=1)).save(
                 png_dir / f"heldout_{i:04d}_render_vs_truth.png")
+            grid.append((f"frame {i}", [posed.images[i], view.rgb, posed.images[j]]))
+    if grid:  # truth | map render | nearest mapped frame, one row per held-out frame
+        PILImage.fromarray(image_grid([imgs for _, imgs in grid], ("truth", "map render", "nearest frame"),
+                                      row_labels=[label for label, _ in grid])).save(png_dir / "heldout_grid.png")
     return rows
 
 
@@ -244,11 +163,28 @@ def _refine_map(mapper, budget_s: float, outbag: "OutputBag | None", stamp_ns: i
             "chunk_updates": chunks, "pruned": pruned}
 
 
-def run_bag(bag: Path, out: Path, cfg: MappingConfig, holdout: int = 5, image_topic: str | None = None,
-            max_frames: int | None = None, write_bag: bool = True, scene: Path | None = None,
-            refine_budget_s: float = 0.0) -> dict:
-    """Map a bag; then, with ``refine_budget_s`` > 0, refine the map for that long (held-out PSNR before
-    and after in the report); returns the report (also written to out/report.json)."""
+@dataclass(frozen=True)
+class BagOptions:
+    """What ``ilrm-ros bag`` does besides mapping with the node's configuration."""
+
+    holdout: int = 5
+    """Every holdout-th frame is not mapped but rendered from the map and scored (0 = none)."""
+    image_topic: str | None = None
+    """Image topic to read (None: the only image topic in the bag)."""
+    max_frames: int | None = None
+    write_bag: bool = True
+    """Write outputs_bag/ (the node's outputs as an mcap bag)."""
+    scene: Path | None = None
+    """scene.json of a generated sequence (occupancy ground truth); None: found next to the bag."""
+    refine_budget_s: float = 0.0
+    """Seconds of map refinement after mapping (held-out PSNR before and after in the report)."""
+
+
+def run_bag(bag: Path, out: Path, cfg: MappingConfig, options: BagOptions = BagOptions()) -> dict:
+    """Map a bag; then, with ``options.refine_budget_s`` > 0, refine the map for that long; returns the
+    report (also written to out/report.json)."""
+    holdout, image_topic, max_frames = options.holdout, options.image_topic, options.max_frames
+    write_bag, scene, refine_budget_s = options.write_bag, options.scene, options.refine_budget_s
     from ilrm_ros.io.bags import read_bag
     from ilrm_ros.io.drop_report import DropReporter, logging_emit
     from ilrm_ros.io.frames import Frame
@@ -364,8 +300,10 @@ def cli_main(argv: list[str]) -> int:
         overrides["model.device"] = args.device
     cfg = load_mapping_config(args.params_file, overrides)
     try:
-        report = run_bag(Path(args.bag), Path(args.out), cfg, args.holdout, args.image_topic, args.max_frames,
-                         not args.no_output_bag, Path(args.scene) if args.scene else None, args.refine_budget_s)
+        options = BagOptions(holdout=args.holdout, image_topic=args.image_topic, max_frames=args.max_frames,
+                             write_bag=not args.no_output_bag, scene=Path(args.scene) if args.scene else None,
+                             refine_budget_s=args.refine_budget_s)
+        report = run_bag(Path(args.bag), Path(args.out), cfg, options)
     except CheckpointError as exc:  # one clear line naming the file and what was found
         print(f"ilrm-ros bag: cannot load the model: {exc}", file=sys.stderr)
         return 2

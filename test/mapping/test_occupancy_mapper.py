@@ -82,7 +82,7 @@ def test_disabled_occupancy_costs_nothing(tiny_checkpoint):
 def test_bag_tool_writes_occupancy_png_and_scores_against_the_true_scene(tmp_path, tiny_checkpoint):
     from PIL import Image
 
-    from ilrm_ros.tools.bag import run_bag
+    from ilrm_ros.tools.bag import BagOptions, run_bag
 
     scene, posed = synth_sequence(1000, 3, SynthConfig(width=48, height=48, num_frames=10, trajectory="ground",
                                                        shadows=False))
@@ -90,7 +90,7 @@ def test_bag_tool_writes_occupancy_png_and_scores_against_the_true_scene(tmp_pat
     cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
                                          "model.width": 48, "keyframes.min_translation_m": 0.0,
                                          "keyframes.min_rotation_deg": 0.0, "occupancy.enabled": True})
-    report = run_bag(tmp_path / "scene_00003" / "bag", tmp_path / "out", cfg, holdout=5)
+    report = run_bag(tmp_path / "scene_00003" / "bag", tmp_path / "out", cfg, BagOptions(holdout=5))
     occ = report["occupancy"]
     assert occ["truth"].endswith("scene.json")
     for key in ("accuracy", "false_free_rate_3m", "observed_voxels", "missed_occupied_3m"):

@@ -79,10 +79,10 @@ def test_the_bag_tool_and_the_node_write_the_same_chunk_messages():
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     from ilrm_ros.core.wire import chunk_message
-    from ilrm_ros.tools.bag import _msg_definition, rosbags_message_types
+    from ilrm_ros.tools.output_bag import msg_definition, rosbags_message_types
 
     ts = get_typestore(Stores.ROS2_JAZZY)
-    ts.register(get_types_from_msg(_msg_definition("GaussianChunk"), "ilrm_ros/msg/GaussianChunk"))
+    ts.register(get_types_from_msg(msg_definition("GaussianChunk"), "ilrm_ros/msg/GaussianChunk"))
     T = ts.types
     bag_header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=12, nanosec=345), frame_id="map")
     for u in (ChunkUpdate(UpdateAction.UPSERT, "s", (1, -2, 3), 0.5, 7, rows=_rows(20), window_id=3,

@@ -3,12 +3,13 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ilrm_ros.mapping.config import load_mapping_config
 from ilrm_ros.io.bags import BagFormat, write_bag
 from ilrm_ros.data.synth import SynthConfig, synth_sequence
 from ilrm_ros.mapping.chunks import MapReplica
-from ilrm_ros.tools.bag import run_bag
+from ilrm_ros.tools.bag import BagOptions, run_bag
 from ilrm_ros.model.checkpoint import save_checkpoint
 from ilrm_ros.model.ilrm import ILRM, load_model_config
 
@@ -29,10 +30,10 @@ def replay_chunks(bag):
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     from ilrm_ros.mapping.chunks import ChunkUpdate, UpdateAction
-    from ilrm_ros.tools.bag import _msg_definition
+    from ilrm_ros.tools.output_bag import msg_definition
 
     ts = get_typestore(Stores.ROS2_JAZZY)
-    ts.register(get_types_from_msg(_msg_definition("GaussianChunk"), "ilrm_ros/msg/GaussianChunk"))
+    ts.register(get_types_from_msg(msg_definition("GaussianChunk"), "ilrm_ros/msg/GaussianChunk"))
     replica = MapReplica()
     with Reader(bag) as reader:
         topics = {c.topic for c in reader.connections}
@@ -56,7 +57,7 @@ def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_
                                          "model.width": 64, "keyframes.min_translation_m": 0.0,
                                          "keyframes.min_rotation_deg": 0.0, "refine.window_iters": 2,
                                          "refine.window_budget_s": 0.0})
-    report = run_bag(tmp_path / "in", tmp_path / "out", cfg, holdout=4)
+    report = run_bag(tmp_path / "in", tmp_path / "out", cfg, BagOptions(holdout=4))
     out = tmp_path / "out"
     assert report == json.loads((out / "report.json").read_text())
     assert report["frames"] == 12 and report["frames_mapped"] == 9 and len(report["held_out"]) == 3
@@ -77,7 +78,9 @@ def test_bag_is_mapped_into_ply_renders_report_and_an_output_bag(tmp_path, tiny_
     assert all(np.isfinite([r["psnr_map"], r["psnr_last_window"], r["psnr_nearest_frame"]]).all()
                for r in report["held_out"])
     assert (out / "map_growth.png").stat().st_size > 0
-    assert len(list((out / "rendered").glob("*.png"))) == 3
+    assert len(list((out / "rendered").glob("heldout_*_render_vs_truth.png"))) == 3
+    grid = np.asarray(Image.open(out / "rendered" / "heldout_grid.png"))  # truth | map render | nearest frame
+    assert grid.shape[0] > 3 * 48 and grid.shape[1] > 3 * 64
     from plyfile import PlyData
 
     assert PlyData.read(out / "map.ply")["vertex"].count == report["map"]["num_gaussians"]
@@ -96,7 +99,7 @@ def test_the_bag_tool_refines_the_map_within_its_budget_and_the_output_bag_follo
                                          "model.width": 64, "keyframes.min_translation_m": 0.0,
                                          "keyframes.min_rotation_deg": 0.0, "refine.map_step_budget_s": 0.3,
                                          "refine.lr_opacities": 1.0})
-    report = run_bag(tmp_path / "in", tmp_path / "out", cfg, holdout=4, refine_budget_s=1.5)
+    report = run_bag(tmp_path / "in", tmp_path / "out", cfg, BagOptions(holdout=4, refine_budget_s=1.5))
     rm = report["refine_map"]
     assert rm["steps"] >= 1 and rm["chunk_updates"] > 0
     assert rm["seconds"] <= 1.5 + 0.3  # the last step may use its whole budget
@@ -118,7 +121,7 @@ def test_the_bag_tool_drops_a_frame_with_a_bad_pose_by_reason_and_keeps_mapping(
     cfg = load_mapping_config(overrides={"model.checkpoint": str(tiny_checkpoint), "model.height": 48,
                                          "model.width": 64, "keyframes.min_translation_m": 0.0,
                                          "keyframes.min_rotation_deg": 0.0})
-    report = run_bag(tmp_path / "in", tmp_path / "out", cfg, holdout=0, write_bag=False)
+    report = run_bag(tmp_path / "in", tmp_path / "out", cfg, BagOptions(holdout=0, write_bag=False))
     assert report["drops"] == {"dropped_bad_pose": 1}
     assert report["frames"] == report["frames_mapped"] == 9
     # 9 keyframes, windows of 4 every 2 -> windows at keyframes 4, 6, 8, as with 9 good frames
