@@ -45,3 +45,17 @@ def authors_checkpoints(tmp_path_factory):
     for arch, name in (("re10k", "re10k_2view.ckpt"), ("dl3dv", "ilrm_undistort_dl3dv.pt")):
         paths[arch] = save_authors_layout(random_model(arch, seed=1), folder / name, arch, torch.float16)
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained checkpoint of the ``tiny`` architecture (fast enough for mapper/bag-tool specs),
+    with weights from a fixed seed whichever test asks for it first."""
+    from ilrm_ros.model.checkpoint import save_checkpoint
+    from ilrm_ros.model.ilrm import ILRM, load_model_config
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        save_checkpoint(path, ILRM(load_model_config("tiny")), {"note": "untrained"})
+    return path

@@ -12,20 +12,10 @@ from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.mapping.map_refine import MapRefiner, pick_keyframes
 from ilrm_ros.mapping.refine import RefineConfig
 from ilrm_ros.render.render import render_gaussians
+from support import look_from
 
 SIZE = 24
 
-
-def look_from(position) -> torch.Tensor:
-    """OpenCV camera-to-world at ``position`` looking at the origin."""
-    pos = torch.tensor(position, dtype=torch.float32)
-    fwd = -pos / pos.norm()
-    right = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0]), fwd)
-    right = right / right.norm()
-    c2w = torch.eye(4)
-    c2w[:3, :3] = torch.stack([right, torch.linalg.cross(fwd, right), fwd], dim=1)
-    c2w[:3, 3] = pos
-    return c2w
 
 
 def scene(seed: int, n: int = 80, noise: float = 0.0) -> Gaussians:

@@ -15,17 +15,9 @@ from ilrm_ros.data.synth import SynthConfig, synth_sequence
 from ilrm_ros.io.frames import Frame
 from ilrm_ros.mapping.config import load_mapping_config
 from ilrm_ros.mapping.mapper import Mapper
-from ilrm_ros.model.checkpoint import save_checkpoint
-from ilrm_ros.model.ilrm import ILRM, load_model_config
 
 RES = 32
 
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, ILRM(load_model_config("tiny")), {"note": "untrained"})
-    return path
 
 
 @pytest.fixture(scope="module")

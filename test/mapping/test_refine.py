@@ -10,20 +10,10 @@ from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.mapping.refine import RefineConfig, activate, refine_window, to_unconstrained
 from ilrm_ros.render.metrics import psnr
 from ilrm_ros.render.render import render_gaussians
+from support import look_from
 
 SIZE = 24
 
-
-def look_from(position) -> torch.Tensor:
-    """OpenCV camera-to-world at ``position`` looking at the origin."""
-    pos = torch.tensor(position, dtype=torch.float32)
-    fwd = -pos / pos.norm()
-    right = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0]), fwd)
-    right = right / right.norm()
-    c2w = torch.eye(4)
-    c2w[:3, :3] = torch.stack([right, torch.linalg.cross(fwd, right), fwd], dim=1)
-    c2w[:3, 3] = pos
-    return c2w
 
 
 def truth_scene(n: int = 60, seed: int = 0) -> Gaussians:

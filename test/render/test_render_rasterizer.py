@@ -15,6 +15,7 @@ from ilrm_ros.render.blending import _composite_step, _CompositeStep, _pixel_bas
 from ilrm_ros.render.projection import covariance_3d, project
 from ilrm_ros.render.raster_config import ALPHA_MIN
 from ilrm_ros.render.torch_rasterizer import rasterize
+from support import look_from
 
 
 def intrinsics(f: float, cx: float, cy: float, dtype=torch.float32) -> torch.Tensor:
@@ -34,18 +35,6 @@ def identity_quats(n: int, dtype=torch.float32) -> torch.Tensor:
     q[:, 0] = 1.0
     return q
 
-
-def look_from(position, dtype=torch.float32) -> torch.Tensor:
-    """OpenCV camera-to-world at ``position`` looking at the origin (y of the world is down)."""
-    pos = torch.tensor(position, dtype=dtype)
-    fwd = -pos / pos.norm()
-    right = torch.linalg.cross(torch.tensor([0.0, 1.0, 0.0], dtype=dtype), fwd)
-    right = right / right.norm()
-    down = torch.linalg.cross(fwd, right)
-    c2w = torch.eye(4, dtype=dtype)
-    c2w[:3, :3] = torch.stack([right, down, fwd], dim=1)
-    c2w[:3, 3] = pos
-    return c2w
 
 
 def random_scene(n: int, seed: int = 0, dtype=torch.float32) -> dict:

@@ -10,17 +10,9 @@ from ilrm_ros.io.bags import BagFormat, write_bag
 from ilrm_ros.data.synth import SynthConfig, synth_sequence
 from ilrm_ros.mapping.chunks import MapReplica
 from ilrm_ros.tools.bag import BagOptions, run_bag
-from ilrm_ros.model.checkpoint import save_checkpoint
-from ilrm_ros.model.ilrm import ILRM, load_model_config
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, ILRM(load_model_config("tiny")), {"note": "untrained"})
-    return path
 
 
 def replay_chunks(bag):
