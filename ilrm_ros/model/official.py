@@ -269,7 +269,10 @@ def detect_architecture(
     naming ``source`` and what was found.
     """
     if architecture != "auto":
-        cfg = load_model_config(architecture)
+        try:
+            cfg = load_model_config(architecture)
+        except FileNotFoundError as e:  # an unknown name: say which exist, in one line
+            raise ValueError(f"model.architecture={architecture!r}: {str(e).splitlines()[0]}") from e
         det, how = _fit(state, cfg, cfg.name, "given")
         if det is None:
             raise ValueError(f"{source}: does not hold model.architecture={architecture!r} ({how}; "

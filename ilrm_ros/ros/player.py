@@ -65,14 +65,20 @@ class SequencePlayer:
         self.pub_tf_static = node.create_publisher(TFMessage, "/tf_static", TF_STATIC_QOS)
         self.start_ns = start_ns
 
-    def wait_for_subscribers(self, timeout_s: float = 20.0) -> bool:
-        """Wait until the mapping node subscribed to images (DDS discovery takes a moment)."""
+    def wait_for_subscribers(self, timeout_s: float = 20.0, give_up=None) -> bool:
+        """Wait until the mapping node subscribed to images (DDS discovery takes a moment).
+
+        ``give_up``: optional callable checked while waiting (e.g. "the node's process exited");
+        when it returns True the wait ends at once with False.
+        """
         import rclpy
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.pub_image.get_subscription_count() > 0 and self.pub_info.get_subscription_count() > 0:
                 return True
+            if give_up is not None and give_up():
+                return False
             rclpy.spin_once(self.node, timeout_sec=0.05)
         return False
 

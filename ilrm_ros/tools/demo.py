@@ -136,8 +136,12 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
                                  "published": published.tolist(), "held_out": held_out.tolist(),
                                  **{k: v for k, v in seq.meta.items() if isinstance(v, (int, float, str))}}}
     try:
-        if not player.wait_for_subscribers(timeout_s=120.0) or proc.poll() is not None:
-            raise RuntimeError(f"the node did not come up; see {log_path}")
+        if not player.wait_for_subscribers(timeout_s=120.0, give_up=lambda: proc.poll() is not None) \
+                or proc.poll() is not None:
+            node_log.flush()
+            tail = log_path.read_text().strip().splitlines()[-3:]
+            exited = f"exited with code {proc.returncode}" if proc.poll() is not None else "did not subscribe in 120 s"
+            raise RuntimeError(f"the node {exited}; see {log_path}" + "".join(f"\n  {line}" for line in tail))
         player.publish_static()
         for _ in range(3):  # like a camera driver: camera_info keeps coming, the first may race discovery
             player.publish_camera_info(seq.K[0], res, res)
@@ -254,7 +258,11 @@ def cli_main(argv: list[str]) -> int:
                         help="extra node parameter, e.g. -p refine.window_iters:=50 (repeatable)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    report = run_demo(out, args.frames, args.res, args.holdout, args.rate, args.checkpoint, params=args.param)
+    try:
+        report = run_demo(out, args.frames, args.res, args.holdout, args.rate, args.checkpoint, params=args.param)
+    except RuntimeError as exc:  # the node failed: one clear message (its log is named), no traceback
+        print(f"[demo] failed: {exc}", file=sys.stderr)
+        return 1
     print("\n[demo] results")
     print(f"  windows {report['windows']}, keyframes {report['keyframes']}, Gaussians {report['gaussians']} "
           f"in {report['chunks']} chunks, {report['map_memory_bytes'] / 1e6:.1f} MB, device {report['device']}")

@@ -38,6 +38,13 @@ def test_a_given_architecture_overrides_detection_and_a_wrong_one_fails_in_one_l
     assert "\n" not in msg and "/x/ilrm_undistort_dl3dv.pt" in msg and "re10k" in msg
 
 
+def test_an_unknown_architecture_name_is_a_checkpoint_error_listing_the_known_ones():
+    with pytest.raises(CheckpointError) as err:
+        load_model_file(None, "nonsense", torch.device("cpu"))
+    msg = str(err.value)
+    assert "\n" not in msg and "'nonsense'" in msg and "re10k" in msg and "dl3dv" in msg
+
+
 def test_tensors_of_no_known_architecture_or_of_several_identical_configs_are_refused_clearly():
     with pytest.raises(ValueError, match=r"^f\.pt: no known iLRM architecture matches its 1 tensors"):
         detect_architecture({"foo.weight": torch.zeros(2)}, source="f.pt")
