@@ -1,5 +1,6 @@
-"""Hostile input through the ROS-free core: the input stage, the TF buffer, map files, render
-requests and parameter sets, in front of a real Mapper (tiny untrained model).
+"""Hostile input without DDS: the input stage, the TF buffer and map files (ROS-free core), and
+the node's render-request and parameter-set handlers called directly (ros/services.py,
+ros/parameters.py; no rclpy spin), in front of a real Mapper (tiny untrained model).
 
 For every category of test/hostile_cases.py it checks: nothing escapes but the typed
 rejection (alive), the rejection carries the expected reason and is counted under it, a
