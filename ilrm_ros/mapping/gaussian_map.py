@@ -47,7 +47,7 @@ from ilrm_ros.mapping.fusion import (
     zbuffer,
 )
 from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
-from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, cat_books, decode_key, encode_keys, refresh_bounds
+from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, decode_key, encode_keys, refresh_bounds
 from ilrm_ros.mapping.window_fusion import fuse_with_chunks, one_torch_thread, source_distance
 from ilrm_ros.core.gaussians import Gaussians
 
@@ -334,11 +334,7 @@ class GaussianMap:
         starts = np.concatenate([[0], breaks, [n]])
         for i, code in enumerate(codes[starts[:-1]].tolist()):
             a, e = int(starts[i]), int(starts[i + 1])
-            b = self._block(code)
-            if len(b):
-                b.set(np.concatenate([b.rows, rows[a:e]]), cat_books([b.book, book[a:e]]))
-            else:
-                b.set(rows[a:e].copy(), book[a:e].copy())
+            self._block(code).append(rows[a:e], book[a:e])
             changed.add(code)
 
     def _enforce_caps(self, changed: set[int]) -> int:

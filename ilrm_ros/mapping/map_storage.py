@@ -68,6 +68,19 @@ class Block:
     def set(self, rows: np.ndarray, book: np.ndarray) -> None:
         self.rows, self.book, self._bounds = rows, book, None
 
+    def append(self, rows: np.ndarray, book: np.ndarray) -> None:
+        """Add rows (K, 14) float32 and their bookkeeping (K,) after the current ones (copied). Cached
+        bounds are extended with the new rows' (min/max are exact: the same values a full refresh gives),
+        so appending to a large chunk costs its copy, not a pass over all of its rows."""
+        if not len(self):
+            self.set(rows.copy(), book.copy())
+            return
+        bounds = self._bounds
+        self.set(np.concatenate([self.rows, rows]), cat_books([self.book, book]))
+        if bounds is not None and len(rows):
+            lo, hi, smax = _row_bounds(rows)
+            self._bounds = (np.minimum(bounds[0], lo), np.maximum(bounds[1], hi), max(bounds[2], smax))
+
     def take(self, idx: np.ndarray) -> None:
         """Keep only the Gaussians ``idx`` (ascending indices), in that order."""
         self.set(self.rows.take(idx, axis=0), self.book.take(idx))
@@ -77,6 +90,14 @@ class Block:
         if self._bounds is None:
             refresh_bounds([self])
         return self._bounds if self._bounds is not None else (np.zeros(3), np.zeros(3), 0.0)
+
+
+def _row_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """lo, hi (3,) float64 of the means and the largest scale of rows (K >= 1, 14) float32."""
+    means = rows[:, COL_MEANS]
+    c = COL_SCALES.start
+    smax = np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2]).max()
+    return means.min(axis=0).astype(np.float64), means.max(axis=0).astype(np.float64), float(smax)
 
 
 def refresh_bounds(blocks: list[Block]) -> None:

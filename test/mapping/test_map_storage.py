@@ -1,0 +1,45 @@
+"""Chunk storage: appending keeps the cached bounds equal to a full recomputation."""
+from __future__ import annotations
+
+import numpy as np
+
+from ilrm_ros.core.wire import ROW_FLOATS
+from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, refresh_bounds
+
+
+def _rows(rng: np.random.Generator, n: int, shift: float) -> np.ndarray:
+    return (rng.standard_normal((n, ROW_FLOATS)) + shift).astype(np.float32)
+
+
+def _book(n: int, first_gid: int) -> np.ndarray:
+    book = np.zeros(n, BOOK_DTYPE)
+    book["gid"] = np.arange(first_gid, first_gid + n)
+    return book
+
+
+def test_append_extends_cached_bounds_exactly_as_a_refresh_computes_them():
+    rng = np.random.default_rng(3)
+    b = Block()
+    b.append(_rows(rng, 50, 0.0), _book(50, 0))
+    b.bounds()                                           # cached
+    for i, shift in enumerate((2.0, -3.0, 0.5)):
+        b.append(_rows(rng, 17, shift), _book(17, 50 + 17 * i))
+    lo, hi, smax = b.bounds()
+    fresh = Block()
+    fresh.set(b.rows.copy(), b.book.copy())
+    refresh_bounds([fresh])
+    f_lo, f_hi, f_smax = fresh.bounds()
+    assert np.array_equal(lo, f_lo) and np.array_equal(hi, f_hi) and smax == f_smax
+    assert len(b) == 50 + 3 * 17 and np.array_equal(b.book["gid"], np.arange(len(b)))
+
+
+def test_append_copies_and_never_changes_rows_handed_out_before():
+    rng = np.random.default_rng(4)
+    b = Block()
+    first = _rows(rng, 8, 0.0)
+    b.append(first, _book(8, 0))
+    assert b.rows is not first
+    before = b.rows
+    snapshot = before.copy()
+    b.append(_rows(rng, 4, 1.0), _book(4, 8))
+    assert np.array_equal(before, snapshot) and len(before) == 8 and len(b) == 12
