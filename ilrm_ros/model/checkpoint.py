@@ -53,6 +53,9 @@ __all__ = [
     "migrate_v1",
     "read_checkpoint_file",
     "default_checkpoint_path",
+    "SHARD_BYTES",
+    "split_file",
+    "join_shards",
 ]
 
 
@@ -202,3 +205,70 @@ def read_checkpoint_file(path: Path, trust_pickle: bool = False) -> Any:
             "if you trust its source, pass trust_pickle=True (node parameter model.trust_pickle) "
             "or convert it once with `ilrm-ros convert --trust-pickle`"
         ) from e
+
+
+# --------------------------------------------------------------------------- shards
+SHARD_BYTES = 16 * 1024 * 1024
+"""Largest shard :func:`split_file` writes by default (16 MiB)."""
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def split_file(path: str | Path, out_dir: str | Path, max_bytes: int = SHARD_BYTES) -> Path:
+    """Cut a file into ``<name>.partNNN`` pieces of at most ``max_bytes`` plus ``<name>.shards.json``.
+
+    The manifest lists each part's size and sha256 and the whole file's; the parts joined in
+    order (:func:`join_shards`, or ``cat NAME.part* > NAME``) are the file, byte for byte.
+    Returns the manifest's path.
+    """
+    import json
+
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    path, out_dir = Path(path), Path(out_dir)
+    data = path.read_bytes()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for i, start in enumerate(range(0, max(len(data), 1), max_bytes)):
+        chunk = data[start:start + max_bytes]
+        name = f"{path.name}.part{i:03d}"
+        (out_dir / name).write_bytes(chunk)
+        parts.append({"file": name, "bytes": len(chunk), "sha256": _sha256(chunk)})
+    manifest = {"file": path.name, "bytes": len(data), "sha256": _sha256(data), "max_bytes": max_bytes,
+                "parts": parts, "join": f"cat {path.name}.part* > {path.name}  (or: ilrm-ros checkpoint join)"}
+    out = out_dir / f"{path.name}.shards.json"
+    out.write_text(json.dumps(manifest, indent=1) + "\n")
+    log.info("split %s (%d bytes) into %d parts of <= %d bytes in %s", path, len(data), len(parts), max_bytes, out_dir)
+    return out
+
+
+def join_shards(manifest: str | Path, dst: str | Path | None = None) -> Path:
+    """Join the parts a :func:`split_file` manifest lists (next to it) into ``dst``.
+
+    Every part's and the whole file's size and sha256 are checked; a mismatch raises
+    ValueError and leaves no output. ``dst`` defaults to the original name next to the manifest.
+    """
+    import json
+
+    manifest = Path(manifest)
+    info = json.loads(manifest.read_text())
+    chunks = []
+    for part in info["parts"]:
+        chunk = (manifest.parent / part["file"]).read_bytes()
+        if len(chunk) != part["bytes"] or _sha256(chunk) != part["sha256"]:
+            raise ValueError(f"shard {part['file']} does not match {manifest.name} (size or sha256)")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if len(data) != info["bytes"] or _sha256(data) != info["sha256"]:
+        raise ValueError(f"joined shards do not match {manifest.name} (size or sha256)")
+    dst = Path(dst) if dst is not None else manifest.parent / info["file"]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, dst)
+    log.info("joined %d shards into %s (%d bytes)", len(chunks), dst, len(data))
+    return dst

@@ -2,6 +2,7 @@
 
     ilrm-ros info [--checkpoint PATH]   versions, device, ROS distro; what a checkpoint is
     ilrm-ros convert SRC --out DST      any checkpoint layout -> our format
+    ilrm-ros checkpoint split|join ...  checkpoint <-> parts of <= 16 MiB (+ manifest)
     ilrm-ros demo [--out DIR]           the mapping node on an embedded generated sequence
     ilrm-ros data synth ...             generate posed-image datasets (transforms.json / bags)
     ilrm-ros train --config ...         train a model
@@ -29,7 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
     "checkpoint": {"random": ("ilrm_ros.tools.checkpoints:random_main",
-                              "write a random-weight checkpoint in the authors' layout (tests, GPU checks)")},
+                              "write a random-weight checkpoint in the authors' layout (tests, GPU checks)"),
+                   "split": ("ilrm_ros.tools.checkpoints:split_main", "cut a checkpoint into <= 16 MiB parts + manifest"),
+                   "join": ("ilrm_ros.tools.checkpoints:join_main", "join checkpoint parts back into one file (checked)")},
     "data": {"synth": ("ilrm_ros.data.synth", "generate procedural indoor scenes (transforms.json and bags)")},
     "bench": {
         "model": ("ilrm_ros.tools.bench.model", "model latency/memory vs views and resolution"),

@@ -131,6 +131,10 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
                 save_training_state(run_dir, step, model, opt, sched, rng, cfg)
                 plot_log(run_dir / "log.csv", run_dir / "loss.png")
             bar.update()
+            if cfg.time_budget_s > 0 and time.time() - t0 > cfg.time_budget_s and step < end:
+                log.warning("time budget %.0f s spent at step %d/%d: stopping", cfg.time_budget_s, step, cfg.steps)
+                save_training_state(run_dir, step, model, opt, sched, rng, cfg)
+                break
     return {"run_dir": str(run_dir), "step": step, "start_step": start, "wall_s": time.time() - t0,
             "last_loss": None if last is None else last.loss}
 

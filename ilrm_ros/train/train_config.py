@@ -53,6 +53,9 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 200
     keep_checkpoints: int = 3
+    time_budget_s: float = 0.0
+    """Wall-clock limit of this call in seconds (0 = none): the loop stops with a checkpoint
+    after the first step past it. The schedule stays laid out for ``steps``."""
 
 
 # --------------------------------------------------------------------------- config I/O
