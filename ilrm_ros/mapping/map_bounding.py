@@ -14,7 +14,7 @@ import torch
 
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
 from ilrm_ros.mapping.chunks import chunk_keys
-from ilrm_ros.mapping.fusion import MapConfig, eviction_priority
+from ilrm_ros.mapping.fusion import MapConfig, contribution_score, eviction_priority
 from ilrm_ros.mapping.map_storage import Block, cat_books, encode_keys
 
 __all__ = ["smallest_first", "enforce_caps", "dedup"]
@@ -55,7 +55,7 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
             b = blocks[code]
             if len(b) > cfg.max_gaussians_per_chunk:
                 excess = len(b) - target
-                gone = smallest_first(_priority(b.rows, b.book, cfg, robot),
+                gone = smallest_first(_block_priority(b, cfg, robot),
                                       torch.from_numpy(np.ascontiguousarray(b.book["born"])),
                                       torch.from_numpy(np.ascontiguousarray(b.book["gid"])), excess)
                 keep = np.ones(len(b), dtype=bool)
@@ -68,8 +68,10 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
         order = codes()
         held = [blocks[c] for c in order]
         book = cat_books([b.book for b in held])
-        # one vectorised pass (means, colours, opacity, scales: the first 10 columns)
-        prio = _priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in held]), book, cfg, robot)
+        if cfg.eviction == "global":   # cached per chunk: only rows added since the last eviction are scored
+            prio = torch.from_numpy(np.concatenate([b.scores(_contribution) for b in held]))
+        else:   # one vectorised pass (means, colours, opacity, scales: the first 10 columns)
+            prio = _priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in held]), book, cfg, robot)
         gone = smallest_first(prio, torch.from_numpy(np.ascontiguousarray(book["born"])),
                               torch.from_numpy(np.ascontiguousarray(book["gid"])), excess)
         keep = np.ones(total, dtype=bool)
@@ -107,6 +109,20 @@ def dedup(blocks: Mapping[int, Block], changed: set[int], voxel: float) -> int:
             removed += len(b) - len(keep)
             b.take(keep)
     return removed
+
+
+def _contribution(rows: np.ndarray, book: np.ndarray) -> np.ndarray:
+    """"global" eviction's priority (K,) float32 of rows (K, >= 10) with their bookkeeping (K,): each
+    row's value on its own (the same bits in any batch), so a chunk can cache it (``Block.scores``)."""
+    return contribution_score(torch.from_numpy(rows),
+                              torch.from_numpy(np.ascontiguousarray(book["obs_count"]))).numpy()
+
+
+def _block_priority(b: Block, cfg: MapConfig, robot: torch.Tensor) -> torch.Tensor:
+    """Eviction priority (M,) of one chunk's rows (the cached score for "global")."""
+    if cfg.eviction == "global":
+        return torch.from_numpy(b.scores(_contribution))
+    return _priority(b.rows, b.book, cfg, robot)
 
 
 def _priority(rows: np.ndarray, book: np.ndarray, cfg: MapConfig, robot: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ bookkeeping (M,) :data:`BOOK_DTYPE`, with its bounds cached per content.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -50,40 +52,68 @@ def cat_books(books: list[np.ndarray]) -> np.ndarray:
 
 class Block:
     """Storage of one chunk: rows (M, 14) float32 (never modified in place: every change
-    assigns a new array, so rows handed out in updates stay valid) and book (M,) BOOK_DTYPE."""
+    assigns a new array, so rows handed out in updates stay valid) and book (M,) BOOK_DTYPE.
 
-    __slots__ = ("rows", "book", "revision", "last_window_id", "keyframe_ids", "_bounds")
+    Caches, per content: the bounds, and a per-row score (:meth:`scores`) for the leading rows it
+    was computed for (appending keeps it, :meth:`take` takes it along, new rows or bookkeeping drop it)."""
+
+    __slots__ = ("rows", "_book", "revision", "last_window_id", "keyframe_ids", "_bounds", "_score")
 
     def __init__(self) -> None:
         self.rows = np.zeros((0, ROW_FLOATS), np.float32)
-        self.book = np.zeros(0, BOOK_DTYPE)
+        self._book = np.zeros(0, BOOK_DTYPE)
         self.revision = 0             # map revision of the last change (0 = never sent)
         self.last_window_id = -1
         self.keyframe_ids: tuple[int, ...] = ()
         self._bounds: tuple[np.ndarray, np.ndarray, float] | None = None
+        self._score: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
+    @property
+    def book(self) -> np.ndarray:
+        """(M,) BOOK_DTYPE; assign a new array to change it (in-place edits would leave the score stale)."""
+        return self._book
+
+    @book.setter
+    def book(self, book: np.ndarray) -> None:
+        self._book, self._score = book, None
+
     def set(self, rows: np.ndarray, book: np.ndarray) -> None:
-        self.rows, self.book, self._bounds = rows, book, None
+        self.rows, self._book, self._bounds, self._score = rows, book, None, None
 
     def append(self, rows: np.ndarray, book: np.ndarray) -> None:
         """Add rows (K, 14) float32 and their bookkeeping (K,) after the current ones (copied). Cached
         bounds are extended with the new rows' (min/max are exact: the same values a full refresh gives),
-        so appending to a large chunk costs its copy, not a pass over all of its rows."""
+        so appending to a large chunk costs its copy, not a pass over all of its rows; the cached
+        score of the rows before stays valid."""
         if not len(self):
             self.set(rows.copy(), book.copy())
             return
-        bounds = self._bounds
-        self.set(np.concatenate([self.rows, rows]), cat_books([self.book, book]))
+        bounds, score = self._bounds, self._score
+        self.set(np.concatenate([self.rows, rows]), cat_books([self._book, book]))
+        self._score = score
         if bounds is not None and len(rows):
             lo, hi, smax = _row_bounds(rows)
             self._bounds = (np.minimum(bounds[0], lo), np.maximum(bounds[1], hi), max(bounds[2], smax))
 
     def take(self, idx: np.ndarray) -> None:
         """Keep only the Gaussians ``idx`` (ascending indices), in that order."""
-        self.set(self.rows.take(idx, axis=0), self.book.take(idx))
+        score = self._score
+        self.set(self.rows.take(idx, axis=0), self._book.take(idx))
+        if score is not None:
+            self._score = score.take(idx[:int(np.searchsorted(idx, len(score)))])
+
+    def scores(self, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+        """(M,) ``fn(rows, book)``, cached: only rows without a cached score are passed to ``fn``
+        (rows (K, 14), book (K,)), so ``fn`` must score each row on its own, and be the same function
+        at every call (the map passes only ``map_bounding``'s contribution score)."""
+        have = 0 if self._score is None else len(self._score)
+        if have < len(self):
+            tail = fn(self.rows[have:], self._book[have:])
+            self._score = tail if self._score is None else np.concatenate([self._score, tail])
+        return self._score
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray, float]:
         """AABB of the means lo, hi (3,) float64 and the largest scale (cached per content)."""

@@ -1,0 +1,72 @@
+"""Eviction's cached per-chunk scores against the plain computation over the whole map (the reference twin)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ilrm_ros.core.wire import COL_OPACITY, COL_SCALES, ROW_FLOATS
+from ilrm_ros.mapping.fusion import MapConfig
+from ilrm_ros.mapping.map_bounding import _contribution, _priority, enforce_caps
+from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block
+
+
+def _rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    rows = rng.standard_normal((n, ROW_FLOATS)).astype(np.float32)
+    rows[:, COL_SCALES] = rng.uniform(1e-3, 0.2, (n, 3)).astype(np.float32)
+    rows[:, COL_OPACITY] = rng.uniform(0.0, 1.0, n).astype(np.float32)
+    return rows
+
+
+def _book(rng: np.random.Generator, n: int, first_gid: int) -> np.ndarray:
+    book = np.zeros(n, BOOK_DTYPE)
+    book["obs_count"] = rng.integers(1, 5, n)
+    book["born"] = rng.integers(0, 4, n)
+    book["gid"] = np.arange(first_gid, first_gid + n)
+    return book
+
+
+def _reference(blocks: list[Block], cfg: MapConfig) -> torch.Tensor:
+    """The score as computed before the cache: one pass over the concatenated first 10 columns."""
+    rows = np.concatenate([b.rows[:, :COL_SCALES.stop] for b in blocks])
+    book = np.concatenate([b.book for b in blocks])
+    return _priority(rows, book, cfg, torch.zeros(3))
+
+
+def test_cached_scores_equal_the_whole_map_computation_bit_for_bit_through_appends_takes_and_book_edits():
+    rng = np.random.default_rng(11)
+    cfg = MapConfig()
+    blocks, gid = [Block() for _ in range(3)], 0
+    for step in range(6):
+        for b in blocks:
+            n = int(rng.integers(1, 300))
+            b.append(_rows(rng, n), _book(rng, n, gid))
+            gid += n
+        cached = torch.from_numpy(np.concatenate([b.scores(_contribution) for b in blocks]))
+        assert torch.equal(cached, _reference(blocks, cfg)), f"step {step}"
+        blocks[step % 3].take(np.flatnonzero(rng.random(len(blocks[step % 3])) < 0.8))
+        if step % 2:
+            book = blocks[1].book.copy()
+            book["obs_count"] += 1
+            blocks[1].book = book                       # new bookkeeping: the cached score must go
+    cached = torch.from_numpy(np.concatenate([b.scores(_contribution) for b in blocks]))
+    assert torch.equal(cached, _reference(blocks, cfg))
+
+
+def test_the_total_cap_evicts_the_lowest_scores_with_a_cache_from_an_earlier_eviction():
+    rng = np.random.default_rng(12)
+    cfg = MapConfig(max_gaussians=500, max_gaussians_per_chunk=0, evict_to_fraction=0.9)
+    blocks = {c: Block() for c in range(4)}
+    gid = 0
+    for _ in range(4):
+        for b in blocks.values():
+            b.append(_rows(rng, 60), _book(rng, 60, gid))
+            gid += 60
+        before = {c: (b.rows.copy(), b.book.copy()) for c, b in blocks.items()}
+        expected = _reference([blocks[c] for c in sorted(blocks)], cfg)
+        evicted = enforce_caps(blocks, lambda: sorted(blocks), set(), cfg, torch.zeros(3))
+        kept = np.concatenate([blocks[c].book["gid"] for c in sorted(blocks)])
+        all_gid = np.concatenate([before[c][1]["gid"] for c in sorted(blocks)])
+        if evicted:
+            gone = ~np.isin(all_gid, kept)
+            assert gone.sum() == evicted
+            assert expected[torch.from_numpy(gone)].max() <= expected[torch.from_numpy(~gone)].min()
