@@ -30,6 +30,7 @@ from ilrm_ros.io.frames import Frame, Keyframe, fit_to_model
 from ilrm_ros.mapping.chunks import MapUpdate, gaussians_to_array
 from ilrm_ros.mapping.fusion import MapConfig, WindowCameras
 from ilrm_ros.mapping.gaussian_map import GaussianMap
+from ilrm_ros.mapping.window_fusion import one_torch_thread
 from ilrm_ros.mapping.map_io import load_map, load_sidecar, save_map
 from ilrm_ros.mapping import occupancy_stage
 from ilrm_ros.mapping.quality_stage import QualityStage
@@ -199,8 +200,10 @@ class Mapper:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         t_model = time.monotonic()
-        g_win = select_window_gaussians(g_win, self.cfg.model.min_opacity, self.cfg.model.max_gaussians_per_window)
-        g_map = transform_gaussians(g_win, sim)
+        with one_torch_thread():   # small ops: a second OpenMP thread only waits for a shared core (same bits)
+            g_win = select_window_gaussians(g_win, self.cfg.model.min_opacity,
+                                            self.cfg.model.max_gaussians_per_window)
+            g_map = transform_gaussians(g_win, sim)
         c2w = np.stack([k.c2w for k in kfs])
         Ks = np.stack([k.K for k in kfs])
         H, W = kfs[0].rgb.shape[:2]
