@@ -6,7 +6,8 @@
 # The script's own budget is 510 s (--budget); every step is time-boxed to what is left.
 # wheels/ (git-ignored, optional) is filled here by scripts/fetch_gpu_wheels.sh: gsplat is then
 # installed into a scratch folder and its kernels compiled while the data is generated; if that
-# fails (or there is no wheel) training renders with the torch rasterizer on the GPU.
+# fails, is not done 60 s after the data (GPU_TRAIN_GSPLAT_WAIT), or there is no wheel, training
+# renders with the torch rasterizer on the GPU.
 # The machine needs a Python whose torch sees CUDA ($GPU_TRAIN_PYTHON, .venv/bin/python, python3,
 # python), numpy, pillow, pyyaml. No network, no ROS.
 #
@@ -166,9 +167,13 @@ step synth_train 120 "${ILRM[@]}" data synth --out "$WORK/data/train" "${TRAIN_D
   step synth_heldout 30 "${ILRM[@]}" data synth --out "$WORK/data/heldout" "${HELD_DATA[@]}" --seed 1000 \
     --format npz --workers "$WORKERS"
 SYNTH_RC=$?
-if [ -n "$GSPLAT_PID" ]; then
-  if wait "$GSPLAT_PID"; then export PYTHONPATH=$GSPLAT_SITE:$PYTHONPATH; say "gsplat on PYTHONPATH"
-  else say "gsplat NOT used: the torch rasterizer renders"; fi
+if [ -n "$GSPLAT_PID" ]; then  # wait at most GPU_TRAIN_GSPLAT_WAIT s more; training must not wait for a slow compile
+  for (( i = 0; i < ${GPU_TRAIN_GSPLAT_WAIT:-60}; i++ )); do kill -0 "$GSPLAT_PID" 2> /dev/null || break; sleep 1; done
+  if ! kill -0 "$GSPLAT_PID" 2> /dev/null && wait "$GSPLAT_PID"; then
+    export PYTHONPATH=$GSPLAT_SITE:$PYTHONPATH; say "gsplat on PYTHONPATH"
+  else
+    say "gsplat NOT used (failed or still compiling; its step ends at its own limit): the torch rasterizer renders"
+  fi
 fi
 if (( SYNTH_RC == 0 )); then
   TRAIN_S=$(( DEADLINE - $(date +%s) - RESERVE_S - RESERVE_AFTER_TRAIN_S - 45 ))  # 45 s: start-up, loading

@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 def load_candidate(path: Path, device: torch.device):
     """(model, meta) of a training-state checkpoint or of any checkpoint file the loader accepts."""
-    state = torch.load(path, map_location="cpu", weights_only=False) if path.parent.name == "checkpoints" else None
-    if isinstance(state, dict) and "train_config" in state and "model" in state:
+    state = torch.load(path, map_location="cpu", weights_only=False) if path.name.startswith("step_") else None
+    if isinstance(state, dict) and "train_config" in state and "model" in state:  # a training state
         from ilrm_ros.model.ilrm import ILRM, load_model_config
 
         cfg = config_from_dict(state["train_config"])
