@@ -15,7 +15,7 @@ import torch
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
 from ilrm_ros.mapping.chunks import chunk_keys
 from ilrm_ros.mapping.fusion import MapConfig, contribution_score, eviction_priority
-from ilrm_ros.mapping.map_storage import Block, cat_books, encode_keys
+from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, cat_books, encode_keys
 
 __all__ = ["smallest_first", "enforce_caps", "dedup"]
 
@@ -26,17 +26,38 @@ def smallest_first(priority: torch.Tensor, born: torch.Tensor, gid: torch.Tensor
     Exactly the first ``k`` of a full lexicographic sort, found in O(N) with a partition:
     deterministic for equal inputs. priority (N,) float, born (N,) int, gid (N,) int.
     """
-    n = int(priority.shape[0])
+    b, g = born.numpy(), gid.numpy()
+    return _smallest_first(priority.numpy(), k, lambda idx: (b[idx], g[idx]))
+
+
+def _smallest_first(p: np.ndarray, k: int, tie_keys: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+                    ) -> np.ndarray:
+    """:func:`smallest_first` of priorities p (N,); ``tie_keys(idx)`` gives born and gid (T,) of the
+    entries idx (T,) tied at the k-th priority (usually a handful: only they are looked up)."""
+    n = int(p.shape[0])
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
     if k >= n:
         return np.arange(n)
-    p = priority.numpy()
     kth = np.partition(p, k - 1)[k - 1]
     below = np.flatnonzero(p < kth)
     ties = np.flatnonzero(p == kth)
-    ties = ties[np.lexsort((gid.numpy()[ties], born.numpy()[ties]))][: k - len(below)]
+    born, gid = tie_keys(ties)
+    ties = ties[np.lexsort((gid, born))][: k - len(below)]
     return np.concatenate([below, ties])
+
+
+def _born_gid(held: list[Block], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """born (T,) and gid (T,) of the map-wide row indices idx (T,) ascending, over the chunks ``held``
+    in order (their rows concatenated), without concatenating their bookkeeping."""
+    starts = np.cumsum([0] + [len(b) for b in held])
+    blk = np.searchsorted(starts, idx, side="right") - 1
+    born, gid = np.empty(len(idx), BOOK_DTYPE["born"]), np.empty(len(idx), BOOK_DTYPE["gid"])
+    for j in np.unique(blk).tolist():
+        sel = blk == j
+        book = held[j].book[idx[sel] - starts[j]]
+        born[sel], gid[sel] = book["born"], book["gid"]
+    return born, gid
 
 
 def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], changed: set[int], cfg: MapConfig,
@@ -67,13 +88,12 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
         excess = total - max(1, int(cfg.max_gaussians * cfg.evict_to_fraction))
         order = codes()
         held = [blocks[c] for c in order]
-        book = cat_books([b.book for b in held])
         if cfg.eviction == "global":   # cached per chunk: only rows added since the last eviction are scored
-            prio = torch.from_numpy(np.concatenate([b.scores(_contribution) for b in held]))
+            prio = np.concatenate([b.scores(_contribution) for b in held])
         else:   # one vectorised pass (means, colours, opacity, scales: the first 10 columns)
-            prio = _priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in held]), book, cfg, robot)
-        gone = smallest_first(prio, torch.from_numpy(np.ascontiguousarray(book["born"])),
-                              torch.from_numpy(np.ascontiguousarray(book["gid"])), excess)
+            prio = _priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in held]),
+                             cat_books([b.book for b in held]), cfg, robot).numpy()
+        gone = _smallest_first(prio, excess, lambda idx: _born_gid(held, idx))
         keep = np.ones(total, dtype=bool)
         keep[gone] = False
         start = 0

@@ -99,11 +99,18 @@ class Block:
             self._bounds = (np.minimum(bounds[0], lo), np.maximum(bounds[1], hi), max(bounds[2], smax))
 
     def take(self, idx: np.ndarray) -> None:
-        """Keep only the Gaussians ``idx`` (ascending indices), in that order."""
-        score = self._score
-        self.set(self.rows.take(idx, axis=0), self._book.take(idx))
+        """Keep only the Gaussians ``idx`` (ascending indices), in that order. The cached bounds stay
+        when no removed Gaussian attains one of them (a kept one still does: the same values)."""
+        score, bounds, rows = self._score, self._bounds, self.rows
+        self.set(rows.take(idx, axis=0), self._book.take(idx))
         if score is not None:
             self._score = score.take(idx[:int(np.searchsorted(idx, len(score)))])
+        if bounds is not None and 0 < len(idx) < len(rows):
+            gone = np.ones(len(rows), dtype=bool)
+            gone[idx] = False
+            lo, hi, smax = _row_bounds(rows[gone])
+            if (lo > bounds[0]).all() and (hi < bounds[1]).all() and smax < bounds[2]:
+                self._bounds = bounds
 
     def scores(self, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
         """(M,) ``fn(rows, book)``, cached: only rows without a cached score are passed to ``fn``

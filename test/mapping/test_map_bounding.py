@@ -6,7 +6,7 @@ import torch
 
 from ilrm_ros.core.wire import COL_OPACITY, COL_SCALES, ROW_FLOATS
 from ilrm_ros.mapping.fusion import MapConfig
-from ilrm_ros.mapping.map_bounding import _contribution, _priority, enforce_caps
+from ilrm_ros.mapping.map_bounding import _contribution, _priority, enforce_caps, smallest_first
 from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block
 
 
@@ -70,3 +70,24 @@ def test_the_total_cap_evicts_the_lowest_scores_with_a_cache_from_an_earlier_evi
             gone = ~np.isin(all_gid, kept)
             assert gone.sum() == evicted
             assert expected[torch.from_numpy(gone)].max() <= expected[torch.from_numpy(~gone)].min()
+
+
+def test_ties_at_the_cut_are_broken_by_born_then_gid_across_chunks_as_over_the_concatenated_map():
+    rng = np.random.default_rng(13)
+    cfg = MapConfig(max_gaussians=300, max_gaussians_per_chunk=0, evict_to_fraction=0.5)
+    blocks, gid = {c: Block() for c in range(5)}, 0
+    rows = np.repeat(_rows(rng, 1), 80, axis=0)                # identical rows in every chunk: every score tied
+    for c, b in blocks.items():
+        book = _book(rng, 80, gid)
+        book["obs_count"] = 1
+        b.append(rows, book)
+        gid += 80
+    order = sorted(blocks)
+    book = np.concatenate([blocks[c].book for c in order])
+    prio = _reference([blocks[c] for c in order], cfg)
+    expected = np.sort(book["gid"][smallest_first(prio, torch.from_numpy(book["born"].copy()),
+                                                  torch.from_numpy(book["gid"].copy()), 400 - 150)])
+    assert enforce_caps(blocks, lambda: order, set(), cfg, torch.zeros(3)) == 250
+    kept = np.concatenate([blocks[c].book["gid"] for c in order])
+    assert np.array_equal(np.sort(np.setdiff1d(book["gid"], kept)), expected)
+    assert len(np.unique(book["born"][np.isin(book["gid"], expected)])) < 4   # the cut ran through born ties

@@ -43,3 +43,18 @@ def test_append_copies_and_never_changes_rows_handed_out_before():
     snapshot = before.copy()
     b.append(_rows(rng, 4, 1.0), _book(4, 8))
     assert np.array_equal(before, snapshot) and len(before) == 8 and len(b) == 12
+
+
+def test_take_keeps_or_recomputes_bounds_so_they_always_equal_a_refresh():
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        b = Block()
+        b.append(_rows(rng, 30, 0.0), _book(30, 0))
+        b.bounds()
+        keep = np.flatnonzero(rng.random(30) < (0.97 if trial % 2 else 0.5))
+        if trial == 0:   # drop the row holding the lowest x: the bounds must move
+            keep = np.setdiff1d(np.arange(30), [int(np.argmin(b.rows[:, 0]))])
+        b.take(keep)
+        fresh = Block()
+        fresh.set(b.rows.copy(), b.book.copy())
+        assert all(np.array_equal(x, y) for x, y in zip(b.bounds(), fresh.bounds())), trial
