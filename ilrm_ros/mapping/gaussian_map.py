@@ -208,12 +208,13 @@ class GaussianMap:
                                else torch.as_tensor(robot_position).detach().to("cpu", torch.float32).reshape(3))
         rows = gaussians_to_array(gaussians)
         n_in = rows.shape[0]
-        rows = rows[prune_mask(rows, cfg)]
+        # selections by index (numpy take: the same values as boolean masks, without their slow paths)
+        rows = torch.from_numpy(rows.numpy().take(np.flatnonzero(prune_mask(rows, cfg).numpy()), axis=0))
         proj_new = project(rows[:, COL_MEANS], cameras, cfg.depth_downsample, cfg.near)
         if cfg.max_integration_distance_m > 0 and rows.shape[0]:
-            near_enough = proj_new.dist.numpy().min(0) <= cfg.max_integration_distance_m
-            rows = torch.from_numpy(rows.numpy()[near_enough])
-            proj_new = Projection(*(torch.from_numpy(t.numpy()[:, near_enough]) for t in
+            near_enough = np.flatnonzero(proj_new.dist.numpy().min(0) <= cfg.max_integration_distance_m)
+            rows = torch.from_numpy(rows.numpy().take(near_enough, axis=0))
+            proj_new = Projection(*(torch.from_numpy(t.numpy().take(near_enough, axis=1)) for t in
                                     (proj_new.z, proj_new.cell, proj_new.visible, proj_new.dist)))
         src_dist = source_distance(proj_new)
         new_obs = torch.ones(rows.shape[0], dtype=torch.int32)
@@ -222,8 +223,9 @@ class GaussianMap:
         changed: set[int] = set()
         if cfg.fusion:
             drop_new, new_obs = self._fuse(rows, proj_new, cameras, int(window_id), changed, update)
-            keep = ~drop_new
-            rows, src_dist, new_obs = rows[keep], src_dist[keep], new_obs[keep]
+            keep = np.flatnonzero(~drop_new.numpy())
+            rows, src_dist, new_obs = (torch.from_numpy(t.numpy().take(keep, axis=0))
+                                       for t in (rows, src_dist, new_obs))
         update.num_added = int(rows.shape[0])
         self._insert(rows.numpy(), src_dist.numpy(), new_obs.numpy(), int(window_id), changed)
         if cfg.fusion and cfg.dedup_voxel > 0:
