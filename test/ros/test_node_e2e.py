@@ -60,7 +60,7 @@ class Harness:
             Parameter("model.width", value=RES), Parameter("input.qos", value="reliable"),
             Parameter("input.image_topic", value="/e2e/image"),
             Parameter("input.camera_info_topic", value="/e2e/camera_info"),
-            Parameter("frames.tf_timeout_s", value=0.5), Parameter("map.publish_period_s", value=0.0),
+            Parameter("frames.tf_timeout_s", value=2.0), Parameter("map.publish_period_s", value=0.0),
             Parameter("diagnostics.period_s", value=0.2), Parameter("keyframes.min_translation_m", value=0.0),
             Parameter("keyframes.min_rotation_deg", value=0.0), Parameter("window.max_queue", value=8),
             Parameter("refine.window_iters", value=2), Parameter("refine.window_budget_s", value=0.0)])
