@@ -77,41 +77,12 @@ mkdir -p "$WORK/logs" "$WORK/eval"
 : > "$LOG"
 : > "$STEPS"
 
-say() { echo "[gpu_train $(( $(date +%s) - START ))s] $*"; }
-record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >> "$STEPS"; }
+TAG=gpu_train
+TAIL_LINES=${GPU_TRAIN_TAIL:-6}
+# shellcheck source=scripts/gpu_steps.sh
+source "$ROOT/scripts/gpu_steps.sh"  # say, pick_python, record, append_log, step, skip
 
-step() {  # step NAME MAX_SECONDS CMD...: run CMD time-boxed to min(MAX, budget left); returns its rc
-  local name=$1 max=$2
-  shift 2
-  local left=$(( DEADLINE - $(date +%s) - RESERVE_S ))
-  local limit=$(( max < left ? max : left )) logf=$WORK/logs/$name.log t0 rc dt note=""
-  if (( limit < MIN_STEP_S )); then
-    record "$name" skip 0 0 "budget spent"; say "[$name] SKIPPED: budget spent"; return 99
-  fi
-  say "[$name] start (limit ${limit}s): $*"
-  t0=$(date +%s.%N)
-  timeout -k 10 "$limit" "$@" > "$logf" 2>&1
-  rc=$?
-  dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-  (( rc == 124 || rc == 137 )) && note="timed out after ${limit}s"
-  record "$name" "$rc" "$dt" "$limit" "$note"
-  { echo "===== $name (rc $rc, ${dt}s, limit ${limit}s): $*"; cat "$logf"; } >> "$LOG"
-  tail -n 6 "$logf" | sed "s/^/  [$name] /"
-  say "[$name] rc=$rc in ${dt}s${note:+ ($note)}"
-  return "$rc"
-}
-
-pick_python() {  # the first candidate with torch (and CUDA unless dry run)
-  local c check='import torch, sys; sys.exit(0 if torch.cuda.is_available() else 3)'
-  (( DRY )) && check='import torch'
-  for c in ${GPU_TRAIN_PYTHON:-} "$ROOT/.venv/bin/python" python3 python; do
-    command -v "$c" > /dev/null 2>&1 || continue
-    if "$c" -c "$check" > /dev/null 2>&1; then echo "$c"; return 0; fi
-  done
-  return 1
-}
-
-PY=$(pick_python) || { say "no Python with torch$( (( DRY )) || echo ' and CUDA') (set GPU_TRAIN_PYTHON)"; exit 2; }
+PY=$(pick_python "${GPU_TRAIN_PYTHON:-}") || { say "no Python with torch$( (( DRY )) || echo ' and CUDA') (set GPU_TRAIN_PYTHON)"; exit 2; }
 export PYTHONUNBUFFERED=1 PY WORK WHEELS GSPLAT_SITE DRY
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export TORCH_EXTENSIONS_DIR=$WORK/torch_extensions

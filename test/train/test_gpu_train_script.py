@@ -28,7 +28,8 @@ SCRIPT = ROOT / "scripts" / "gpu_train.sh"
 
 
 def _script() -> str:
-    return SCRIPT.read_text()
+    """The script and the step library it sources (scripts/gpu_steps.sh: step(), the time boxes)."""
+    return SCRIPT.read_text() + (SCRIPT.parent / "gpu_steps.sh").read_text()
 
 
 def test_script_parses_and_rejects_bad_arguments(tmp_path):

@@ -29,7 +29,8 @@ EXPECTED_STEPS = ["card", "wheels", "gsplat", "ckpt_re10k", "ckpt_dl3dv", "synth
 
 
 def _script() -> str:
-    return SCRIPT.read_text()
+    """The script and the step library it sources (scripts/gpu_steps.sh: step(), the time boxes)."""
+    return SCRIPT.read_text() + (SCRIPT.parent / "gpu_steps.sh").read_text()
 
 
 def test_script_parses():
