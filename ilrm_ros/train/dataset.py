@@ -25,13 +25,15 @@ log = logging.getLogger(__name__)
 class SceneData:
     """One scene held in memory at a fixed resolution.
 
-    images: (N, H, W, 3) uint8; c2w: (N, 4, 4) float32 OpenCV; K: (N, 3, 3) float32 pixels.
+    images: (N, H, W, 3) uint8; c2w: (N, 4, 4) float32 OpenCV; K: (N, 3, 3) float32 pixels;
+    depths: optional (N, H, W) float16 z-depth metres, 0 = invalid (generated scenes carry it).
     """
 
     name: str
     images: torch.Tensor
     c2w: torch.Tensor
     K: torch.Tensor
+    depths: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -46,7 +48,9 @@ class Batch:
     """A batch of windows, poses in each window's normalised frame.
 
     ctx_images (B, V, 3, H, W) float [0, 1]; ctx_c2w (B, V, 4, 4); ctx_K (B, V, 3, 3);
-    tgt_images (B, T, 3, H, W); tgt_c2w (B, T, 4, 4); tgt_K (B, T, 3, 3).
+    tgt_images (B, T, 3, H, W); tgt_c2w (B, T, 4, 4); tgt_K (B, T, 3, 3);
+    tgt_depths: optional (B, T, H, W) float32 z-depth in the normalised frame, 0 = invalid
+    (only when every scene of the batch has depth).
     """
 
     ctx_images: torch.Tensor
@@ -55,9 +59,11 @@ class Batch:
     tgt_images: torch.Tensor
     tgt_c2w: torch.Tensor
     tgt_K: torch.Tensor
+    tgt_depths: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+        return Batch(*(None if getattr(self, f) is None else getattr(self, f).to(device)
+                       for f in self.__dataclass_fields__))
 
 
 # --------------------------------------------------------------------------- loading
@@ -99,8 +105,18 @@ def resize_scene(images: torch.Tensor, K: torch.Tensor, size: tuple[int, int]) -
     return out, K
 
 
+def resize_depths(depths: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of (N, H, W) depth maps to ``size`` = (h, w) (no blending across edges)."""
+    if tuple(depths.shape[-2:]) == tuple(size):
+        return depths
+    return F.interpolate(depths[:, None].float(), size=size, mode="nearest")[:, 0].to(depths.dtype)
+
+
 def to_scene_data(posed, name: str, size: tuple[int, int] | None = None) -> SceneData:
-    """Convert ``PosedImages`` to tensors, optionally resized to ``size`` = (h, w)."""
+    """Convert ``PosedImages`` to tensors (depth, when present, as float16), optionally resized to ``size`` = (h, w)."""
+    depths = None
+    if getattr(posed, "depths", None) is not None:
+        depths = torch.as_tensor(np.nan_to_num(np.asarray(posed.depths), nan=0.0, posinf=0.0), dtype=torch.float16)
     images = torch.as_tensor(np.asarray(posed.images))
     c2w = torch.as_tensor(np.asarray(posed.c2w), dtype=torch.float32)
     K = torch.as_tensor(np.asarray(posed.K), dtype=torch.float32)
@@ -108,7 +124,8 @@ def to_scene_data(posed, name: str, size: tuple[int, int] | None = None) -> Scen
         K = K.expand(images.shape[0], 3, 3).clone()
     if size is not None:
         images, K = resize_scene(images, K, size)
-    return SceneData(name=name, images=images, c2w=c2w, K=K)
+        depths = None if depths is None else resize_depths(depths, size)
+    return SceneData(name=name, images=images, c2w=c2w, K=K, depths=depths)
 
 
 def load_scenes(root: str | Path, size: tuple[int, int] | None = None, max_scenes: int | None = None,
@@ -135,16 +152,24 @@ def load_scenes(root: str | Path, size: tuple[int, int] | None = None, max_scene
 
 # --------------------------------------------------------------------------- normalisation
 
-def normalize_context_and_targets(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor, method: str = "ilrm_ros"
-                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def normalize_targets_with_scale(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor, method: str = "ilrm_ros"
+                     ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Normalise a window's context cameras by ``method`` (geometry.normalization) and map targets alike.
 
-    ctx_c2w (V, 4, 4), tgt_c2w (T, 4, 4) -> same shapes in the normalised frame.
+    ctx_c2w (V, 4, 4), tgt_c2w (T, 4, 4) -> same shapes in the normalised frame, and the
+    similarity's scale (metres per normalised unit: a depth d in metres is d / scale there).
     """
     from ilrm_ros.geometry.normalization import normalize_cameras
 
     ctx_n, sim = normalize_cameras(ctx_c2w, method)
-    return ctx_n, sim.inverse().apply_c2w(tgt_c2w)
+    return ctx_n, sim.inverse().apply_c2w(tgt_c2w), float(sim.scale)
+
+
+def normalize_context_and_targets(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor, method: str = "ilrm_ros"
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`normalize_targets_with_scale` without the scale: (V, 4, 4), (T, 4, 4) in the normalised frame."""
+    ctx_n, tgt_n, _ = normalize_targets_with_scale(ctx_c2w, tgt_c2w, method)
+    return ctx_n, tgt_n
 
 
 def _imgs(x: torch.Tensor) -> torch.Tensor:
@@ -153,11 +178,18 @@ def _imgs(x: torch.Tensor) -> torch.Tensor:
 
 
 def make_batch(scenes: Sequence[SceneData], picks: Sequence[tuple[int, list[int], list[int]]]) -> Batch:
-    """Stack windows ``(scene index, context idx, target idx)`` into a normalised Batch."""
+    """Stack windows ``(scene index, context idx, target idx)`` into a normalised Batch
+    (with target depth in the normalised frame when every picked scene has depth)."""
     parts: list[tuple[torch.Tensor, ...]] = []
+    depths: list[torch.Tensor] | None = []
     for si, ctx, tgt in picks:
         s = scenes[si]
         ci, ti = torch.tensor(ctx), torch.tensor(tgt)
-        cc, tc = normalize_context_and_targets(s.c2w[ci], s.c2w[ti])
+        cc, tc, scale = normalize_targets_with_scale(s.c2w[ci], s.c2w[ti])
         parts.append((_imgs(s.images[ci]), cc, s.K[ci], _imgs(s.images[ti]), tc, s.K[ti]))
-    return Batch(*(torch.stack(list(col)) for col in zip(*parts)))
+        if depths is not None and s.depths is not None:
+            depths.append(s.depths[ti].float() / scale)
+        else:
+            depths = None
+    return Batch(*(torch.stack(list(col)) for col in zip(*parts)),
+                 tgt_depths=None if depths is None else torch.stack(depths))

@@ -1,4 +1,10 @@
-"""Training loss: MSE + λ·(1 − SSIM), plus an optional perceptual (LPIPS) term."""
+"""Training loss: MSE + λ·(1 − SSIM), plus optional perceptual (LPIPS) and depth terms.
+
+The depth term (``depth_weight``) is for generated scenes, whose exact depth is known: the
+mean |log d_rendered − log d_true| over the target pixels that have a true depth and a
+rendered opacity above ``DEPTH_MIN_ALPHA``. Photometric loss alone teaches a small model on
+a CPU budget colours long before geometry; the map's occupancy grid is built from exactly
+this rendered depth."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,6 +21,12 @@ class LossConfig:
     """λ of the (1 − SSIM) term."""
     lpips_weight: float = 0.0
     """Weight of the LPIPS term; used only when LPIPS is available."""
+    depth_weight: float = 0.0
+    """Weight of the log-depth term; used only when the batch has true depth."""
+
+
+DEPTH_MIN_ALPHA = 0.05
+"""Pixels whose rendered opacity is below this carry no depth to compare."""
 
 
 @dataclass
@@ -23,6 +35,7 @@ class LossTerms:
     mse: torch.Tensor
     ssim: torch.Tensor
     lpips: Optional[torch.Tensor] = None
+    depth: Optional[torch.Tensor] = None
 
 
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, cfg: LossConfig,
@@ -41,3 +54,16 @@ def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, cfg: LossConfi
         lp = lpips_fn(p, t).mean()
         total = total + cfg.lpips_weight * lp
     return LossTerms(total=total, mse=mse.detach(), ssim=s.detach(), lpips=None if lp is None else lp.detach())
+
+
+def depth_loss(depth: torch.Tensor, alpha: torch.Tensor, true_depth: torch.Tensor) -> torch.Tensor:
+    """Mean |log(depth / alpha) − log(true)| over pixels with true > 0 and alpha > DEPTH_MIN_ALPHA.
+
+    depth: (..., H, W) accumulated rendered z (``RenderOutput.depth``); alpha: (..., H, W);
+    true_depth: (..., H, W) z in the same units, 0 = invalid. 0 when no pixel qualifies.
+    """
+    valid = (true_depth > 0) & (alpha.detach() > DEPTH_MIN_ALPHA)
+    if not bool(valid.any()):
+        return depth.sum() * 0.0
+    expected = depth[valid].float() / alpha[valid].float()
+    return (expected.clamp_min(1e-4).log() - true_depth[valid].float().log()).abs().mean()

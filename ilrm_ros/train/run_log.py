@@ -10,12 +10,14 @@ from ilrm_ros.render.panels import line_chart
 from ilrm_ros.train.step import StepResult
 
 CSV_FIELDS = ["step", "loss", "mse", "ssim", "psnr", "lr", "views", "grad_norm", "sec_per_step",
-              "target_images_per_s", "elapsed_s"]
+              "target_images_per_s", "elapsed_s", "depth_log_err"]
 
 
 def log_row(step: int, acc: Sequence[StepResult], lr: float, sec_per_step: float, images_per_step: int,
             elapsed_s: float) -> dict:
-    """The CSV row of ``step``: means of the steps in ``acc`` since the last row, formatted."""
+    """The CSV row of ``step``: means of the steps in ``acc`` since the last row, formatted
+    (``depth_log_err`` empty when no step had true depth)."""
+    depth = [r.depth for r in acc if r.depth is not None]
     return {"step": step,
             "loss": f"{sum(r.loss for r in acc) / len(acc):.6f}",
             "mse": f"{sum(r.mse for r in acc) / len(acc):.6f}",
@@ -26,7 +28,8 @@ def log_row(step: int, acc: Sequence[StepResult], lr: float, sec_per_step: float
             "grad_norm": f"{sum(r.grad_norm for r in acc) / len(acc):.4f}",
             "sec_per_step": f"{sec_per_step:.3f}",
             "target_images_per_s": f"{images_per_step / max(sec_per_step, 1e-9):.2f}",
-            "elapsed_s": f"{elapsed_s:.1f}"}
+            "elapsed_s": f"{elapsed_s:.1f}",
+            "depth_log_err": f"{sum(depth) / len(depth):.4f}" if depth else ""}
 
 
 def read_log(path: Path) -> list[dict]:

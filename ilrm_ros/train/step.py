@@ -12,7 +12,7 @@ import torch
 
 from ilrm_ros.data.view_sampling import sample_window_indices
 from ilrm_ros.train.dataset import Batch, SceneData, make_batch
-from ilrm_ros.train.losses import LossConfig, reconstruction_loss
+from ilrm_ros.train.losses import LossConfig, depth_loss, reconstruction_loss
 from ilrm_ros.render.metrics import psnr
 from ilrm_ros.train.train_config import TrainConfig
 
@@ -49,20 +49,29 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim
         opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
 
 
-def render_targets(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                   background: torch.Tensor) -> torch.Tensor:
+def render_targets_rgbd(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                        background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Render each window's Gaussians from its target cameras.
 
-    gaussians: fields (B, N, k); c2w (B, T, 4, 4); K (B, T, 3, 3) -> (B, T, 3, H, W).
+    gaussians: fields (B, N, k); c2w (B, T, 4, 4); K (B, T, 3, 3) -> rgb (B, T, 3, H, W),
+    accumulated depth (B, T, H, W) and alpha (B, T, H, W) (``RenderOutput``'s conventions).
     """
     from ilrm_ros.render.render import render_gaussians
 
-    outs = []
+    rgb, depth, alpha = [], [], []
     for b in range(c2w.shape[0]):
         gb = gaussians.map(lambda t, b=b: t[b].float())
         out = render_gaussians(gb, c2w[b].float(), K[b].float(), width, height, background=background)
-        outs.append(out.rgb.permute(0, 3, 1, 2))
-    return torch.stack(outs)
+        rgb.append(out.rgb.permute(0, 3, 1, 2))
+        depth.append(out.depth)
+        alpha.append(out.alpha)
+    return torch.stack(rgb), torch.stack(depth), torch.stack(alpha)
+
+
+def render_targets(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                   background: torch.Tensor) -> torch.Tensor:
+    """:func:`render_targets_rgbd`'s colours only: (B, T, 3, H, W)."""
+    return render_targets_rgbd(gaussians, c2w, K, width, height, background)[0]
 
 
 def sample_batch(scenes: list[SceneData], cfg: TrainConfig, rng: random.Random) -> Batch:
@@ -91,6 +100,8 @@ class StepResult:
     psnr: float
     grad_norm: float
     views: int
+    depth: float | None = None
+    """Mean |log depth error| of the targets (when the batch has true depth), else None."""
 
 
 def train_step(model: torch.nn.Module, batch: Batch, opt: torch.optim.Optimizer, cfg: TrainConfig,
@@ -101,16 +112,22 @@ def train_step(model: torch.nn.Module, batch: Batch, opt: torch.optim.Optimizer,
     h, w = batch.tgt_images.shape[-2:]
     with autocast_ctx(device):
         g = model(batch.ctx_images, batch.ctx_c2w, batch.ctx_K)
-    pred = render_targets(g, batch.tgt_c2w, batch.tgt_K, w, h, background)
+    pred, depth, alpha = render_targets_rgbd(g, batch.tgt_c2w, batch.tgt_K, w, h, background)
     terms = reconstruction_loss(pred, batch.tgt_images, LossConfig(cfg.ssim_weight, cfg.lpips_weight), lpips_fn)
+    total, d_err = terms.total, None
+    if batch.tgt_depths is not None:
+        d = depth_loss(depth, alpha, batch.tgt_depths)
+        d_err = float(d.detach())
+        if cfg.depth_weight > 0:
+            total = total + cfg.depth_weight * d
     opt.zero_grad(set_to_none=True)
-    terms.total.backward()
+    total.backward()
     gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     opt.step()
     with torch.no_grad():
         p = psnr(pred.detach().clamp(0, 1), batch.tgt_images).mean().item()
-    return StepResult(terms.total.item(), terms.mse.item(), terms.ssim.item(), p, float(gn),
-                      int(batch.ctx_images.shape[1]))
+    return StepResult(total.item(), terms.mse.item(), terms.ssim.item(), p, float(gn),
+                      int(batch.ctx_images.shape[1]), d_err)
 
 
 def build_model(cfg: TrainConfig, device: torch.device):

@@ -123,8 +123,9 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
                 row = log_row(step, acc, sched.get_last_lr()[0], (time.time() - t_last) / len(acc),
                               cfg.batch_size * cfg.targets, elapsed0 + time.time() - t0)
                 append_log(run_dir / "log.csv", row)
-                log.info("step %d/%d loss %s psnr %s lr %s V %s %s s/step %s img/s", step, cfg.steps, row["loss"],
-                         row["psnr"], row["lr"], row["views"], row["sec_per_step"], row["target_images_per_s"])
+                log.info("step %d/%d loss %s psnr %s depth |log err| %s lr %s V %s %s s/step %s img/s", step,
+                         cfg.steps, row["loss"], row["psnr"], row["depth_log_err"] or "n/a", row["lr"], row["views"],
+                         row["sec_per_step"], row["target_images_per_s"])
                 bar.set_status(f"loss {row['loss']}, PSNR {row['psnr']} dB")
                 acc, t_last = [], time.time()
             if step % cfg.ckpt_every == 0 or step == end:

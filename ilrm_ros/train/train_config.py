@@ -44,6 +44,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     ssim_weight: float = 0.2
     lpips_weight: float = 0.0
+    depth_weight: float = 0.0
+    """Weight of the log-depth term (train.losses.depth_loss) on scenes with true depth (generated ones)."""
     background: list = field(default_factory=lambda: [1.0, 1.0, 1.0])
     """Render background, RGB; white like the node (config.RenderConfig.background)."""
     seed: int = 0
