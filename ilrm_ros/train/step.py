@@ -74,13 +74,23 @@ def render_targets(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, he
     return render_targets_rgbd(gaussians, c2w, K, width, height, background)[0]
 
 
+def draw_span(lo: int, hi: int, rng: random.Random) -> int:
+    """A window span in frames, log-uniform over [lo, hi] (narrow and wide windows alike)."""
+    lo, hi = max(1, min(lo, hi)), max(1, hi)
+    return min(hi, max(lo, int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))))
+
+
 def sample_batch(scenes: list[SceneData], cfg: TrainConfig, rng: random.Random) -> Batch:
-    """One training batch with a single V drawn from [views_min, views_max]."""
+    """One training batch with a single V drawn from [views_min, views_max]; each window's span
+    is ``window_span``, or drawn by :func:`draw_span` when ``window_span_min`` > 0."""
     v = rng.randint(cfg.views_min, cfg.views_max)
     picks = []
     for _ in range(cfg.batch_size):
         si = rng.randrange(len(scenes))
-        ctx, tgt = sample_window_indices(len(scenes[si]), v, cfg.targets, cfg.window_span, rng)
+        span = cfg.window_span
+        if cfg.window_span_min > 0:
+            span = draw_span(max(cfg.window_span_min, v + cfg.targets), cfg.window_span, rng)
+        ctx, tgt = sample_window_indices(len(scenes[si]), v, cfg.targets, span, rng)
         picks.append((si, ctx, tgt))
     return make_batch(scenes, picks)
 

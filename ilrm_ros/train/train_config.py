@@ -35,6 +35,11 @@ class TrainConfig:
     views_max: int = 8
     targets: int = 2
     window_span: int = 16
+    """Context and targets of a window are drawn from this many consecutive frames (the widest window)."""
+    window_span_min: int = 0
+    """> 0: each window's span is drawn log-uniformly from [window_span_min, window_span] (clamped
+    to V + T), so narrow windows like the node's (a few keyframes ~0.1 m apart) are trained too;
+    0: every window spans ``window_span``."""
     """Context and targets come from this many consecutive frames."""
     lr: float = 3e-4
     min_lr_ratio: float = 0.05

@@ -80,3 +80,17 @@ def test_lr_warms_up_linearly_then_decays_by_cosine_to_the_floor():
     assert f[10] == pytest.approx(1.0) and f[60] == pytest.approx(0.55)
     assert f[110] == pytest.approx(0.1)
     assert all(a >= b - 1e-12 for a, b in zip(f[10:], f[11:]))
+
+
+def test_window_spans_are_drawn_log_uniformly_between_the_bounds():
+    import random
+
+    from ilrm_ros.train.step import draw_span
+
+    rng = random.Random(0)
+    spans = [draw_span(4, 32, rng) for _ in range(4000)]
+    assert min(spans) == 4 and max(spans) == 32
+    # log-uniform: the geometric middle (~11 frames) splits the draws in half
+    below = sum(s < 11.3 for s in spans) / len(spans)
+    assert 0.45 < below < 0.55, below
+    assert draw_span(40, 32, rng) == 32  # lower bound above the upper one: the upper one wins
