@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 from ilrm_ros.core.progress import track
 from ilrm_ros.data.view_sampling import eval_window_indices
-from ilrm_ros.train.dataset import SceneData, load_scenes, normalize_context_and_targets
+from ilrm_ros.train.dataset import SceneData, load_scenes, normalize_targets_with_scale
 from ilrm_ros.render.metrics import psnr, ssim
 from ilrm_ros.train.metrics import load_lpips
-from ilrm_ros.train.step import pick_device, render_targets
+from ilrm_ros.train.step import pick_device, render_targets_rgbd
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,29 @@ def _scores(pred: torch.Tensor, target: torch.Tensor, lpips_fn: Optional[Callabl
     return out
 
 
+DEPTH_MIN_ALPHA = 0.5
+"""Target pixels whose rendered opacity is below this carry no depth to score."""
+
+
+def depth_scores(depth: torch.Tensor, alpha: torch.Tensor, true: torch.Tensor) -> dict:
+    """Rendered vs true z-depth (same units) over pixels with true > 0 and alpha > DEPTH_MIN_ALPHA.
+
+    depth: (T, H, W) accumulated rendered z; alpha, true: (T, H, W). Returns ``abs_rel``
+    (mean |d − d*| / d*), ``delta1`` (share with max(d/d*, d*/d) < 1.25), ``median_ratio``
+    (median d / d*) and ``coverage`` (share of true-depth pixels scored); NaN when none is.
+    """
+    valid = (true > 0) & (alpha > DEPTH_MIN_ALPHA)
+    n_true = int((true > 0).sum())
+    if not bool(valid.any()):
+        return {"abs_rel": float("nan"), "delta1": float("nan"), "median_ratio": float("nan"),
+                "coverage": 0.0}
+    d, t = depth[valid] / alpha[valid], true[valid]
+    ratio = d / t
+    return {"abs_rel": float(((d - t).abs() / t).mean()),
+            "delta1": float((torch.maximum(ratio, 1.0 / ratio.clamp_min(1e-9)) < 1.25).float().mean()),
+            "median_ratio": float(ratio.median()), "coverage": float(valid.sum()) / max(1, n_true)}
+
+
 def resize_views(images: torch.Tensor, K: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize float images (V, 3, H, W) to ``size`` = (h, w) and rescale pixel K (V, 3, 3)."""
     h, w = images.shape[-2:]
@@ -104,7 +127,8 @@ class EvalSettings:
 @torch.no_grad()
 def evaluate_scene(model, scene: SceneData, settings: EvalSettings, device: torch.device,
                    lpips_fn: Optional[Callable] = None) -> dict:
-    """Scores of the model and both baselines on one scene's deterministic window."""
+    """Scores of the model and both baselines on one scene's deterministic window (and the
+    model's rendered target depth against the scene's, when it has depth: ``depth``)."""
     background = torch.tensor(list(settings.background), dtype=torch.float32)
     model_size = settings.model_size
     ctx, tgt = eval_window_indices(len(scene), settings.views, settings.targets, settings.span)
@@ -113,17 +137,20 @@ def evaluate_scene(model, scene: SceneData, settings: EvalSettings, device: torc
     ctx_img, tgt_img = imgs[ci], imgs[ti]
     h, w = ctx_img.shape[-2:]
 
-    ctx_n, tgt_n = normalize_context_and_targets(scene.c2w[ci], scene.c2w[ti], model.cfg.pose_normalization)
+    ctx_n, tgt_n, scale = normalize_targets_with_scale(scene.c2w[ci], scene.c2w[ti], model.cfg.pose_normalization)
     m_img, m_K = resize_views(ctx_img, scene.K[ci], model_size) if model_size else (ctx_img, scene.K[ci])
     g = model(m_img[None].to(device), ctx_n[None].to(device), m_K[None].to(device))
-    pred = render_targets(g, tgt_n[None].to(device), scene.K[ti][None].to(device), w, h,
-                          background.to(device))[0].float().cpu()
+    rgb, depth, alpha = render_targets_rgbd(g, tgt_n[None].to(device), scene.K[ti][None].to(device), w, h,
+                                            background.to(device))
+    pred = rgb[0].float().cpu()
 
     nn_idx = nearest_view_indices(scene.c2w[ci], scene.c2w[ti])
     row = {"scene": scene.name, "context": ctx, "targets": tgt,
            "model": _scores(pred, tgt_img, lpips_fn),
            "nearest_view": _scores(ctx_img[nn_idx], tgt_img, lpips_fn),
            "mean_color": _scores(mean_color_prediction(ctx_img, len(tgt)), tgt_img, lpips_fn)}
+    if scene.depths is not None:
+        row["depth"] = depth_scores(depth[0].float().cpu() * scale, alpha[0].float().cpu(), scene.depths[ti].float())
     return row
 
 
@@ -133,6 +160,9 @@ def aggregate(rows: Sequence[dict]) -> dict:
     for m in METHODS:
         keys = rows[0][m].keys() if rows else ("psnr", "ssim")
         out[m] = {k: (sum(r[m][k] for r in rows) / len(rows) if rows else float("nan")) for k in keys}
+    with_depth = [r["depth"] for r in rows if "depth" in r and r["depth"]["coverage"] > 0]
+    if with_depth:
+        out["depth"] = {k: sum(d[k] for d in with_depth) / len(with_depth) for k in with_depth[0]}
     return out
 
 
@@ -164,6 +194,10 @@ def format_table(report: dict) -> str:
         r = report[m]
         lp = f"{r['lpips']:8.4f}" if has_lpips else f"{'n/a':>8}"
         lines.append(f"{m:<14} {r['psnr']:8.3f} {r['ssim']:8.4f} {lp}")
+    if "depth" in report:
+        d = report["depth"]
+        lines.append(f"model depth at the targets: AbsRel {d['abs_rel']:.3f}, delta<1.25 {d['delta1']:.3f}, "
+                     f"median ratio {d['median_ratio']:.3f}, coverage {d['coverage']:.3f}")
     return "\n".join(lines)
 
 

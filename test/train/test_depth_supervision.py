@@ -88,3 +88,23 @@ def test_depth_loss_ignores_pixels_without_truth_or_opacity_and_is_differentiabl
     assert depth.grad is not None
     none = depth_loss(depth, torch.zeros_like(alpha), true)
     assert float(none) == 0.0 and none.requires_grad
+
+
+def test_eval_depth_scores_relative_error_threshold_accuracy_and_coverage():
+    from ilrm_ros.train.evaluate import depth_scores
+
+    true = torch.tensor([[[2.0, 2.0], [4.0, 0.0]]])  # one pixel without truth
+    alpha = torch.tensor([[[1.0, 0.5], [0.2, 1.0]]])  # 0.2 is below the scoring opacity
+    depth = torch.tensor([[[2.0, 0.5 * 3.0], [1.0, 7.0]]])  # accumulated: the second pixel is 3.0 / 0.5 alpha
+    s = depth_scores(depth, alpha, true)
+    # scored: only (0,0) (exact); (0,1) has alpha 0.5, not above the threshold; (1,0) alpha 0.2; (1,1) no truth
+    assert s["coverage"] == pytest.approx(1 / 3)
+    assert s["abs_rel"] == pytest.approx(0.0) and s["delta1"] == pytest.approx(1.0)
+    alpha[0, 0, 1] = 0.6
+    s = depth_scores(depth * torch.tensor([[[1.0, 1.2], [1.0, 1.0]]]), alpha, true)
+    # (0,1): 1.8 / 0.6 = 3.0 vs 2.0: relative error 0.5, ratio 1.5 > 1.25
+    assert s["coverage"] == pytest.approx(2 / 3)
+    assert s["abs_rel"] == pytest.approx(0.25) and s["delta1"] == pytest.approx(0.5)
+    assert s["median_ratio"] in (pytest.approx(1.0), pytest.approx(1.5))
+    none = depth_scores(depth, torch.zeros_like(alpha), true)
+    assert none["coverage"] == 0.0 and math.isnan(none["abs_rel"])

@@ -99,13 +99,16 @@ def test_eval_cli_writes_the_report_schema(tmp_path, tiny_data, caplog):
     assert rc == 0
     assert _progress_lines(caplog, "eval")[-1].startswith("eval: done, 2/2 scene in ")
     rep = json.loads(out.read_text())
-    assert set(rep) == {"model", "nearest_view", "mean_color", "views", "per_scene"}
+    # generated scenes carry depth: every row scores the rendered target depth; the average
+    # ("depth") exists when some scene had rendered pixels opaque enough to score
+    assert set(rep) - {"depth"} == {"model", "nearest_view", "mean_color", "views", "per_scene"}
     assert rep["views"] == 2 and len(rep["per_scene"]) == 2
     for m in ("model", "nearest_view", "mean_color"):
         assert set(rep[m]) == {"psnr", "ssim"}
         assert all(isinstance(rep[m][k], float) for k in ("psnr", "ssim"))
     row = rep["per_scene"][0]
-    assert {"scene", "context", "targets", "model", "nearest_view", "mean_color"} <= set(row)
+    assert {"scene", "context", "targets", "model", "nearest_view", "mean_color", "depth"} <= set(row)
+    assert set(row["depth"]) == {"abs_rel", "delta1", "median_ratio", "coverage"}
     assert len(row["context"]) == 2 and len(row["targets"]) == 2
     # the average is the mean of the rows
     assert rep["model"]["psnr"] == pytest.approx(sum(r["model"]["psnr"] for r in rep["per_scene"]) / 2)
@@ -121,8 +124,8 @@ def test_eval_takes_the_authors_layouts_and_feeds_the_model_its_own_pose_normali
     path = tmp_path / "dl3dv_like.pt"
     torch.save({"model": ILRM(load_model_config("tiny")).state_dict(), "step": 3}, path)  # DL3DV container
     seen = []
-    real = evaluate.normalize_context_and_targets
-    monkeypatch.setattr(evaluate, "normalize_context_and_targets", lambda c, t, m: seen.append(m) or real(c, t, m))
+    real = evaluate.normalize_targets_with_scale
+    monkeypatch.setattr(evaluate, "normalize_targets_with_scale", lambda c, t, m: seen.append(m) or real(c, t, m))
     rc = evaluate.cli_main(["--checkpoint", str(path), "--data", str(tiny_data), "--views", "2", "--targets", "1",
                             "--max-scenes", "1", "--device", "cpu", "--architecture", "tiny"])
     assert rc == 0 and seen == ["ilrm_ros"]
