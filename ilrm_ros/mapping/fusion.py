@@ -215,10 +215,15 @@ def project_camera(pc: np.ndarray, k: np.ndarray, size: tuple[int, int], downsam
     return visible, cell.astype(np.int64)
 
 
+def squared_norms(pc: np.ndarray) -> np.ndarray:
+    """|p|^2 of camera-frame points (..., 3, N) -> (..., N) float32, summed x, y, z in that order."""
+    x, y, z = pc[..., 0, :], pc[..., 1, :], pc[..., 2, :]
+    return x * x + y * y + z * z
+
+
 def distances(pc: np.ndarray) -> torch.Tensor:
     """|p| of camera-frame points (..., 3, N) -> (..., N), with torch's sqrt (numpy's rounds differently)."""
-    x, y, z = pc[..., 0, :], pc[..., 1, :], pc[..., 2, :]
-    return torch.from_numpy(x * x + y * y + z * z).sqrt_()
+    return torch.from_numpy(squared_norms(pc)).sqrt_()
 
 
 def project(means: torch.Tensor, cams: WindowCameras, downsample: int, near: float) -> Projection:
@@ -288,6 +293,10 @@ def frustum_planes(cams: WindowCameras, near: float, far: float) -> torch.Tensor
     return torch.stack(planes, 1)
 
 
+_CORNER_BITS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.float32)
+"""(8, 3) the corners of the unit box."""
+
+
 def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, near: float, far: float) -> torch.Tensor:
     """Conservative AABB-vs-frustum test: (C,) bool, True if box C may touch any camera's frustum.
 
@@ -296,8 +305,7 @@ def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, nea
     """
     if lo.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool)
-    bits = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.float32)
-    corners = lo[:, None, :] + bits[None] * (hi - lo)[:, None, :]                  # (C, 8, 3)
+    corners = lo[:, None, :] + _CORNER_BITS[None] * (hi - lo)[:, None, :]          # (C, 8, 3)
     pc = (corners[None] - cams.centers[:, None, None, :]) @ cams.c2w[:, None, :3, :3]  # (V, C, 8, 3)
     planes = frustum_planes(cams, near, far)                                       # (V, 6, 4)
     vals = torch.einsum("vcki,vpi->vckp", pc, planes[..., :3]) + planes[:, None, None, :, 3]

@@ -47,7 +47,7 @@ from ilrm_ros.mapping.fusion import (
     zbuffer,
 )
 from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
-from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, decode_key, encode_keys, refresh_bounds
+from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, BoundsTable, decode_key, encode_keys, refresh_bounds
 from ilrm_ros.mapping.window_fusion import fuse_with_chunks, one_torch_thread, source_distance
 from ilrm_ros.core.gaussians import Gaussians
 
@@ -84,6 +84,7 @@ class GaussianMap:
         self._keyframes: set[int] = set()
         self._blocks: dict[int, Block] = {}     # chunk code -> storage
         self._sorted: list[int] | None = None    # cached sorted codes
+        self._bounds_table = BoundsTable()        # their bounds, stacked
         self._next_gid = 0
         self.robot_position: torch.Tensor | None = None
 
@@ -171,14 +172,11 @@ class GaussianMap:
         codes = self._codes()
         if not codes:
             return []
-        refresh_bounds([self._blocks[c] for c in codes])
-        bounds = [self._blocks[c].bounds() for c in codes]
-        lo = np.stack([b[0] for b in bounds])
-        hi = np.stack([b[1] for b in bounds])
-        pad = sigmas * np.array([b[2] for b in bounds])[:, None]
-        hit = boxes_in_frusta(torch.tensor(lo - pad, dtype=torch.float32), torch.tensor(hi + pad, dtype=torch.float32),
-                              cams, near, far)
-        return [c for c, h in zip(codes, hit.tolist()) if h]
+        table = self._bounds_table.table(codes, [self._blocks[c] for c in codes])
+        pad = sigmas * table[:, 6:]
+        hit = boxes_in_frusta(torch.from_numpy((table[:, :3] - pad).astype(np.float32)),
+                              torch.from_numpy((table[:, 3:6] + pad).astype(np.float32)), cams, near, far)
+        return [codes[i] for i in np.flatnonzero(hit.numpy()).tolist()]
 
     # ------------------------------------------------------------------ updates
 

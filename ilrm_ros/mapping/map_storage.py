@@ -13,7 +13,7 @@ import torch
 
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES, ROW_FLOATS
 
-__all__ = ["encode_keys", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds"]
+__all__ = ["encode_keys", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds", "BoundsTable"]
 
 
 _KEY_BITS = 21
@@ -151,3 +151,30 @@ def refresh_bounds(blocks: list[Block]) -> None:
     smax = np.maximum.reduceat(np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2]), starts)
     for i, b in enumerate(stale):
         b._bounds = (lo[i], hi[i], float(smax[i]))
+
+
+class BoundsTable:
+    """The bounds of every chunk stacked for one vectorised test, kept across calls: rows are
+    carried over by chunk code and rebuilt only for chunks whose cached bounds changed."""
+
+    def __init__(self) -> None:
+        self._codes = np.zeros(0, np.int64)
+        self._refs: list[tuple[np.ndarray, np.ndarray, float] | None] = []
+        self._table = np.zeros((0, 7))
+
+    def table(self, codes: list[int], blocks: list[Block]) -> np.ndarray:
+        """(C, 7) float64 lo (3), hi (3), largest scale of ``blocks`` (non-empty, codes (C,) ascending):
+        the values of ``Block.bounds``."""
+        refresh_bounds(blocks)
+        refs = [b.bounds() for b in blocks]
+        code_arr = np.fromiter(codes, np.int64, len(codes))
+        table = np.empty((len(codes), 7))
+        pos = np.minimum(np.searchsorted(self._codes, code_arr), max(len(self._codes) - 1, 0))
+        known = self._codes[pos] == code_arr if len(self._codes) else np.zeros(len(codes), bool)
+        table[known] = self._table[pos[known]]
+        old = [self._refs[p] if k else None for p, k in zip(pos.tolist(), known.tolist())]
+        for i, (ref, was) in enumerate(zip(refs, old)):
+            if ref is not was:
+                table[i, :3], table[i, 3:6], table[i, 6] = ref
+        self._codes, self._refs, self._table = code_arr, refs, table
+        return table

@@ -19,9 +19,9 @@ from ilrm_ros.mapping.fusion import (
     Projection,
     WindowCameras,
     camera_points,
-    distances,
     gather_cells,
     project_camera,
+    squared_norms,
 )
 from ilrm_ros.mapping.map_storage import Block, cat_books
 
@@ -34,8 +34,8 @@ class OldGaussians:
 
     near_v (V, M) bool: at the observed surface for that camera; flat (V, M) int64: their cell
     in the cameras' stacked (V * cells) grids; z (V, M): camera depth; any_free, any_near (M,)
-    bool: in free space / at the surface for some camera; closest (M,): distance to the closest
-    camera that sees it at the surface (inf if none).
+    bool: in free space / at the surface for some camera; closest (M,) float32: distance to the
+    closest camera that sees it at the surface (inf if none).
     """
 
     near_v: np.ndarray
@@ -69,7 +69,9 @@ def classify_old(means: torch.Tensor, cams: WindowCameras, dmin: np.ndarray, dma
         out.any_near |= near
         out.near_v[i], out.flat[i] = near, cell + i * n_cells
         if cfg.replace:
-            np.minimum(out.closest, np.where(near, distances(pc[i]).numpy(), np.float32(np.inf)), out=out.closest)
+            np.minimum(out.closest, squared_norms(pc[i]), out=out.closest, where=near)
+    if cfg.replace:   # sqrt is monotonic: the root of the smallest square is the smallest root, bit for bit
+        out.closest = torch.from_numpy(out.closest).sqrt_().numpy()
     return out
 
 
