@@ -15,7 +15,7 @@ import torch
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
 from ilrm_ros.mapping.chunks import chunk_keys
 from ilrm_ros.mapping.fusion import MapConfig, contribution_score, eviction_priority
-from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, cat_books, encode_keys
+from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, cat_books, encode_keys, refresh_scores
 
 __all__ = ["smallest_first", "enforce_caps", "dedup"]
 
@@ -39,12 +39,28 @@ def _smallest_first(p: np.ndarray, k: int, tie_keys: Callable[[np.ndarray], tupl
         return np.zeros(0, dtype=np.int64)
     if k >= n:
         return np.arange(n)
-    kth = np.partition(p, k - 1)[k - 1]
+    kth = _kth_smallest(p, k)
     below = np.flatnonzero(p < kth)
     ties = np.flatnonzero(p == kth)
     born, gid = tie_keys(ties)
     ties = ties[np.lexsort((gid, born))][: k - len(below)]
     return np.concatenate([below, ties])
+
+
+def _kth_smallest(p: np.ndarray, k: int, sample: int = 64) -> float:
+    """``np.partition(p, k - 1)[k - 1]`` of p (N,), 1 <= k < N: partitioned among the entries at most a
+    threshold taken from every ``sample``-th entry when at least k entries are (all of the k smallest are
+    then among them), else over all of p."""
+    n = int(p.shape[0])
+    if n < 8 * sample * sample:
+        return np.partition(p, k - 1)[k - 1]
+    thin = p[::sample]
+    pick = min(len(thin) - 1, (k * len(thin)) // n + 4 * int(np.sqrt(k / sample)) + 8)   # a margin of 4 sigma
+    cut = np.partition(thin, pick)[pick]
+    candidates = p[p <= cut]
+    if len(candidates) < k:
+        return np.partition(p, k - 1)[k - 1]
+    return np.partition(candidates, k - 1)[k - 1]
 
 
 def _born_gid(held: list[Block], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +105,7 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
         order = codes()
         held = [blocks[c] for c in order]
         if cfg.eviction == "global":   # cached per chunk: only rows added since the last eviction are scored
+            refresh_scores(held, _contribution)
             prio = np.concatenate([b.scores(_contribution) for b in held])
         else:   # one vectorised pass (means, colours, opacity, scales: the first 10 columns)
             prio = _priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in held]),

@@ -13,7 +13,7 @@ import torch
 
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES, ROW_FLOATS
 
-__all__ = ["encode_keys", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds", "BoundsTable"]
+__all__ = ["encode_keys", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds", "refresh_scores", "BoundsTable"]
 
 
 _KEY_BITS = 21
@@ -108,8 +108,7 @@ class Block:
         if bounds is not None and 0 < len(idx) < len(rows):
             gone = np.ones(len(rows), dtype=bool)
             gone[idx] = False
-            lo, hi, smax = _row_bounds(rows[gone])
-            if (lo > bounds[0]).all() and (hi < bounds[1]).all() and smax < bounds[2]:
+            if _strictly_inside(rows.take(np.flatnonzero(gone), axis=0), bounds):
                 self._bounds = bounds
 
     def scores(self, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
@@ -121,6 +120,14 @@ class Block:
             tail = fn(self.rows[have:], self._book[have:])
             self._score = tail if self._score is None else np.concatenate([self._score, tail])
         return self._score
+
+    def score_tail(self) -> int:
+        """How many leading rows have a cached score."""
+        return 0 if self._score is None else len(self._score)
+
+    def extend_score(self, tail: np.ndarray) -> None:
+        """Cache the scores (K,) of the rows after :meth:`score_tail` (all of them: K = M - score_tail())."""
+        self._score = tail if self._score is None else np.concatenate([self._score, tail])
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray, float]:
         """AABB of the means lo, hi (3,) float64 and the largest scale (cached per content)."""
@@ -135,6 +142,33 @@ def _row_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     c = COL_SCALES.start
     smax = np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2]).max()
     return means.min(axis=0).astype(np.float64), means.max(axis=0).astype(np.float64), float(smax)
+
+
+def _strictly_inside(rows: np.ndarray, bounds: tuple[np.ndarray, np.ndarray, float]) -> bool:
+    """Whether rows (K >= 1, 14) attain none of ``bounds`` (lo, hi (3,), largest scale): every mean strictly
+    inside, every scale below. Reduced along a transposed copy (numpy's reductions over the rows of a
+    narrow strided view are several times slower)."""
+    cols = rows[:, :COL_SCALES.stop].T.copy()   # (10, K)
+    means, scales = cols[COL_MEANS], cols[COL_SCALES]
+    return bool((means.min(axis=1) > bounds[0]).all() and (means.max(axis=1) < bounds[1]).all()
+                and scales.max() < bounds[2])
+
+
+def refresh_scores(blocks: list[Block], fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
+    """Score, in one call of ``fn``, the rows of ``blocks`` without a cached score (``Block.scores``: ``fn``
+    scores each row on its own, so one batch of every block's unscored rows gives each row the same value).
+    Blocks with no cached score at all are scored on their own rows (no copy)."""
+    stale = [(b, b.score_tail()) for b in blocks if 0 < b.score_tail() < len(b)]
+    for b in blocks:
+        if b.score_tail() == 0:
+            b.scores(fn)
+    if not stale:
+        return
+    sizes = [len(b) - have for b, have in stale]
+    rows = np.concatenate([b.rows[have:] for b, have in stale])
+    tails = fn(rows, cat_books([b.book[have:] for b, have in stale]))
+    for (b, _), tail in zip(stale, np.split(tails, np.cumsum(sizes[:-1]))):
+        b.extend_score(tail)
 
 
 def refresh_bounds(blocks: list[Block]) -> None:

@@ -91,3 +91,33 @@ def test_ties_at_the_cut_are_broken_by_born_then_gid_across_chunks_as_over_the_c
     kept = np.concatenate([blocks[c].book["gid"] for c in order])
     assert np.array_equal(np.sort(np.setdiff1d(book["gid"], kept)), expected)
     assert len(np.unique(book["born"][np.isin(book["gid"], expected)])) < 4   # the cut ran through born ties
+
+
+def test_the_thresholded_kth_smallest_equals_a_full_partition_with_ties_and_nans():
+    from ilrm_ros.mapping.map_bounding import _kth_smallest
+
+    rng = np.random.default_rng(5)
+    for n, k in ((100_000, 5_000), (100_000, 1), (100_000, 99_999), (300_000, 15_000)):
+        p = rng.integers(0, 2000, n).astype(np.float32)       # many ties
+        p[rng.integers(0, n, 50)] = np.nan
+        np.testing.assert_equal(_kth_smallest(p, k), np.partition(p, k - 1)[k - 1])   # nan (past the numbers) too
+        q = rng.standard_normal(n).astype(np.float32)
+        assert _kth_smallest(q, k) == np.partition(q, k - 1)[k - 1]
+
+
+def test_batched_score_tails_equal_each_chunks_own_scores():
+    from ilrm_ros.mapping.map_storage import refresh_scores
+
+    rng = np.random.default_rng(8)
+    batched, alone, gid = [Block() for _ in range(4)], [Block() for _ in range(4)], 0
+    for step in range(3):
+        for b, c in zip(batched, alone):
+            n = int(rng.integers(1, 40))
+            rows, book = _rows(rng, n), _book(rng, n, gid)
+            b.append(rows, book)
+            c.append(rows, book)
+            gid += n
+        refresh_scores(batched[: 2 + step % 3], _contribution)
+    refresh_scores(batched, _contribution)
+    for b, c in zip(batched, alone):
+        np.testing.assert_array_equal(b.scores(_contribution), c.scores(_contribution))

@@ -58,3 +58,24 @@ def test_take_keeps_or_recomputes_bounds_so_they_always_equal_a_refresh():
         fresh = Block()
         fresh.set(b.rows.copy(), b.book.copy())
         assert all(np.array_equal(x, y) for x, y in zip(b.bounds(), fresh.bounds())), trial
+
+
+def test_the_bounds_table_follows_created_changed_and_deleted_chunks():
+    from ilrm_ros.mapping.map_storage import BoundsTable
+
+    rng = np.random.default_rng(4)
+    blocks = {code: Block() for code in (3, 7, 9)}
+    for b in blocks.values():
+        b.append(_rows(rng, 20, 0.0), _book(20, 0))
+    table = BoundsTable()
+    for step in range(4):
+        codes = sorted(blocks)
+        got = table.table(codes, [blocks[c] for c in codes])
+        want = np.array([np.concatenate([lo, hi, [smax]]) for lo, hi, smax in (blocks[c].bounds() for c in codes)])
+        np.testing.assert_array_equal(got, want)
+        blocks[codes[step % len(codes)]].append(_rows(rng, 5, 4.0 + step), _book(5, 100))   # moves its bounds
+        blocks[codes[0]].take(np.arange(10))
+        blocks[20 + step] = Block()                                                           # a new chunk
+        blocks[20 + step].append(_rows(rng, 3, -step), _book(3, 200))
+        if step == 2:
+            del blocks[codes[1]]
