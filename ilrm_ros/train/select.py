@@ -4,7 +4,8 @@
 Candidates are the run's kept training-state checkpoints (``checkpoints/step_*.pt``) plus any
 ``--candidate`` checkpoint file (e.g. the one the run started from, so a fine-tune that only
 got worse is not shipped). Each is scored by the mean model PSNR over the ``--views`` values
-with :func:`ilrm_ros.train.evaluate.evaluate` on ``--data``, which must be **validation**
+(and over the ``--span`` values: e.g. ``--span 16 6`` scores wide windows and narrow ones like
+the node's) with :func:`ilrm_ros.train.evaluate.evaluate` on ``--data``, which must be **validation**
 scenes, never the held-out ones the final numbers are reported on. The best one is written
 in our format (fp16 by default) with the scores in its meta; ``--json`` writes all scores.
 """
@@ -45,12 +46,15 @@ def load_candidate(path: Path, device: torch.device):
 
 
 def validation_score(model, scenes: Sequence[SceneData], views: Sequence[int], device: torch.device,
-                     span: Optional[int] = None) -> dict:
-    """Mean model PSNR over ``views`` (the selection key) and each V's model/baseline PSNR."""
+                     spans: Sequence[Optional[int]] = (None,)) -> dict:
+    """Mean model PSNR over ``views`` x ``spans`` (the selection key) and each window's
+    model/baseline PSNR, keyed ``"V"`` (one span) or ``"V@span"`` (several; span None = all frames)."""
     per_v = {}
-    for v in views:
-        rep = evaluate(model, scenes, EvalSettings(v, 2, span), device)
-        per_v[str(v)] = {m: round(rep[m]["psnr"], 4) for m in ("model", "nearest_view", "mean_color")}
+    for span in spans:
+        for v in views:
+            rep = evaluate(model, scenes, EvalSettings(v, 2, span), device)
+            key = str(v) if len(spans) == 1 else f"{v}@{span or 'all'}"
+            per_v[key] = {m: round(rep[m]["psnr"], 4) for m in ("model", "nearest_view", "mean_color")}
     mean = sum(r["model"] for r in per_v.values()) / max(1, len(per_v))
     return {"mean_model_psnr": round(mean, 4), "views": per_v}
 
@@ -71,7 +75,8 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--run", type=Path, required=True, help="run directory of `ilrm-ros train`")
     ap.add_argument("--data", required=True, help="VALIDATION scenes (never the held-out set)")
     ap.add_argument("--views", type=int, nargs="+", default=[2, 4, 8])
-    ap.add_argument("--span", type=int, default=0, help="window over the first SPAN frames (0 = all)")
+    ap.add_argument("--span", type=int, nargs="+", default=[0],
+                    help="windows over the first SPAN frames (0 = all); several spans are averaged")
     ap.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize validation scenes")
     ap.add_argument("--candidate", type=Path, action="append", default=[], help="another checkpoint to compare")
     ap.add_argument("--out", type=Path, required=True, help="the chosen weights (our format)")
@@ -89,7 +94,8 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     for p in paths:
         model, _ = load_candidate(p, device)
         with torch.no_grad():
-            scores.append({"candidate": str(p), **validation_score(model, scenes, args.views, device, args.span or None)})
+            spans = [s or None for s in args.span]
+            scores.append({"candidate": str(p), **validation_score(model, scenes, args.views, device, spans)})
         log.info("validation %s: mean model PSNR %.3f dB", p.name, scores[-1]["mean_model_psnr"])
     i = best_index(scores)
     model, meta = load_candidate(paths[i], device)

@@ -126,3 +126,21 @@ def test_dry_run_end_to_end(tmp_path):
     assert all(r["trained"] and r["shipped"] and r["nearest_view"] and r["mean_color"] for r in report["eval"])
     assert {s["step"]: s["rc"] for s in report["steps"]}["join_cmp"] == "0"
     assert "time budget" in (o / "log.txt").read_text()  # the dry run stopped on its wall-clock budget
+
+
+def test_validation_score_averages_every_view_count_and_span(monkeypatch):
+    seen = []
+
+    def fake_evaluate(model, scenes, settings, device):
+        seen.append((settings.views, settings.span))
+        psnr = 20.0 + settings.views + (0.0 if settings.span is None else settings.span / 10)
+        return {m: {"psnr": psnr} for m in ("model", "nearest_view", "mean_color")}
+
+    monkeypatch.setattr(select, "evaluate", fake_evaluate)
+    one = select.validation_score(None, [], [2, 4], "cpu")
+    assert set(one["views"]) == {"2", "4"} and one["mean_model_psnr"] == pytest.approx(23.0)
+    seen.clear()
+    two = select.validation_score(None, [], [2, 4], "cpu", spans=(16, 6))
+    assert seen == [(2, 16), (4, 16), (2, 6), (4, 6)]
+    assert set(two["views"]) == {"2@16", "4@16", "2@6", "4@6"}
+    assert two["mean_model_psnr"] == pytest.approx(23.0 + (1.6 + 0.6) / 2)
