@@ -318,16 +318,25 @@ def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, nea
 # ---------------------------------------------------------------------------------------
 
 
+_ALL_TRUE = np.frombuffer(np.ones(8, dtype=bool).tobytes(), np.uint64)[0]
+
+
+def finite_rows(r: np.ndarray) -> np.ndarray:
+    """(N,) bool: rows of r (N, ROW_FLOATS) whose values are all finite. The flags go into rows of 16 bytes
+    (two padding flags set) read as two uint64 words: no reduction along the short axis."""
+    flags = np.ones((r.shape[0], 16), dtype=bool)
+    np.isfinite(r, out=flags[:, :ROW_FLOATS])
+    words = flags.view(np.uint64)                                    # (N, 2)
+    return (words[:, 0] == _ALL_TRUE) & (words[:, 1] == _ALL_TRUE)
+
+
 def prune_mask(rows: torch.Tensor, cfg: MapConfig) -> torch.Tensor:
     """(N,) bool: rows (N, 14) that survive pruning (opacity, scale, finite values)."""
     assert rows.shape[1] == ROW_FLOATS
     r = rows.detach().cpu().numpy()   # numpy: its comparisons are several times faster than torch's on CPU
     c = COL_SCALES.start  # the largest of three scales; reductions over a 3- or 14-wide axis are slow
     smax = np.maximum(np.maximum(r[:, c], r[:, c + 1]), r[:, c + 2])
-    finite = np.isfinite(r)
-    keep = finite[:, 0].copy()
-    for col in range(1, ROW_FLOATS):   # column by column: no short-axis reduction, no BLAS threads
-        keep &= finite[:, col]
+    keep = finite_rows(r)
     keep &= r[:, COL_OPACITY] >= cfg.min_opacity
     keep &= smax >= cfg.min_scale
     if cfg.max_scale > 0:

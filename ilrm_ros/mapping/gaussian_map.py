@@ -32,7 +32,6 @@ from ilrm_ros.mapping.chunks import (
     MapUpdate,
     UpdateAction,
     array_to_gaussians,
-    chunk_keys,
     gaussians_to_array,
 )
 from ilrm_ros.mapping.fusion import (
@@ -47,7 +46,8 @@ from ilrm_ros.mapping.fusion import (
     zbuffer,
 )
 from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
-from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, BoundsTable, decode_key, encode_keys, refresh_bounds
+from ilrm_ros.mapping.map_storage import (BOOK_DTYPE, Block, BoundsTable, chunk_order, decode_key, encode_keys,
+                                          refresh_bounds)
 from ilrm_ros.mapping.window_fusion import fuse_with_chunks, one_torch_thread, source_distance
 from ilrm_ros.core.gaussians import Gaussians
 
@@ -219,13 +219,14 @@ class GaussianMap:
 
         update = MapUpdate(map_id=self.map_id, revision=self.revision, window_id=int(window_id))
         changed: set[int] = set()
+        removals: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # chunk code -> rows kept, bookkeeping
         if cfg.fusion:
-            drop_new, new_obs = self._fuse(rows, proj_new, cameras, int(window_id), changed, update)
+            drop_new, new_obs = self._fuse(rows, proj_new, cameras, int(window_id), changed, update, removals)
             keep = np.flatnonzero(~drop_new.numpy())
             rows, src_dist, new_obs = (torch.from_numpy(t.numpy().take(keep, axis=0))
                                        for t in (rows, src_dist, new_obs))
         update.num_added = int(rows.shape[0])
-        self._insert(rows.numpy(), src_dist.numpy(), new_obs.numpy(), int(window_id), changed)
+        self._insert(rows.numpy(), src_dist.numpy(), new_obs.numpy(), int(window_id), changed, removals)
         if cfg.fusion and cfg.dedup_voxel > 0:
             update.num_removed += dedup(self._blocks, changed, cfg.dedup_voxel)
         update.num_evicted = self._enforce_caps(changed)
@@ -285,8 +286,10 @@ class GaussianMap:
     # ------------------------------------------------------------------ internals
 
     def _fuse(self, rows: torch.Tensor, proj_new: Projection, cams: WindowCameras, window_id: int,
-              changed: set[int], update: MapUpdate) -> tuple[torch.Tensor, torch.Tensor]:
-        """Carve/replace/confirm old Gaussians seen by the window; returns (drop_new (N,), new_obs (N,))."""
+              changed: set[int], update: MapUpdate, removals: dict[int, tuple[np.ndarray, np.ndarray]]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Carve/replace/confirm old Gaussians seen by the window; returns (drop_new (N,), new_obs (N,)).
+        The chunks that lose Gaussians are listed in ``removals`` (for ``_insert``) and ``changed``."""
         cfg = self.config
         n_new = rows.shape[0]
         drop_new = torch.zeros(n_new, dtype=torch.bool)
@@ -304,9 +307,10 @@ class GaussianMap:
         hit = self._chunks_in_frusta(cams, cfg.near, far, sigmas=0.0)
         if not hit:
             return drop_new, new_obs
-        drop_new, new_obs, rewritten = fuse_with_chunks([self._blocks[c] for c in hit], rows, proj_new, cams,
-                                                         (dmin, dmax), cfg, window_id, update)
-        changed.update(hit[j] for j in rewritten)
+        drop_new, new_obs, lost = fuse_with_chunks([self._blocks[c] for c in hit], rows, proj_new, cams,
+                                                    (dmin, dmax), cfg, window_id, update)
+        removals.update((hit[j], r) for j, r in lost.items())
+        changed.update(removals)
         return drop_new, new_obs
 
     def _block(self, code: int) -> Block:
@@ -317,25 +321,28 @@ class GaussianMap:
         return b
 
     def _insert(self, rows: np.ndarray, src_dist: np.ndarray, obs: np.ndarray, window_id: int,
-                changed: set[int]) -> None:
-        """Append rows (N, 14) to their chunks (grouped by key, original order within)."""
+                changed: set[int], removals: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        """Append rows (N, 14) to their chunks (grouped by key, original order within); a chunk in ``removals``
+        (code -> rows kept, updated bookkeeping: ``Block.splice``) is written once, its kept rows first."""
         n = rows.shape[0]
-        if n == 0:
-            return
+        pending = dict(removals or {})
         book = np.empty(n, BOOK_DTYPE)
         book["src_dist"], book["born"], book["last_seen"] = src_dist, window_id, window_id
         book["obs_count"], book["gid"] = obs, np.arange(self._next_gid, self._next_gid + n, dtype=np.int64)
         self._next_gid += n
-        codes = encode_keys(chunk_keys(torch.from_numpy(np.ascontiguousarray(rows[:, COL_MEANS])), self.chunk_size))
-        order = np.argsort(codes, kind="stable")
-        codes = codes[order]
+        order, codes = chunk_order(rows[:, COL_MEANS], self.chunk_size)
         rows, book = rows.take(order, axis=0), book.take(order)
         breaks = np.flatnonzero(np.diff(codes)) + 1
         starts = np.concatenate([[0], breaks, [n]])
-        for i, code in enumerate(codes[starts[:-1]].tolist()):
+        for i, code in enumerate(codes[starts[:-1]].tolist() if n else ()):
             a, e = int(starts[i]), int(starts[i + 1])
-            self._block(code).append(rows[a:e], book[a:e])
+            if code in pending:
+                self._blocks[code].splice(*pending.pop(code), rows[a:e], book[a:e])
+            else:
+                self._block(code).append(rows[a:e], book[a:e])
             changed.add(code)
+        for code, (keep, kept_book) in pending.items():   # chunks that only lost Gaussians
+            self._blocks[code].splice(keep, kept_book, rows[:0], book[:0])
 
     def _enforce_caps(self, changed: set[int]) -> int:
         """The caps of the config (``map_bounding.enforce_caps``); returns how many were evicted."""

@@ -13,7 +13,7 @@ import torch
 
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES, ROW_FLOATS
 
-__all__ = ["encode_keys", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds", "refresh_scores", "BoundsTable"]
+__all__ = ["encode_keys", "chunk_order", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds", "refresh_scores", "BoundsTable"]
 
 
 _KEY_BITS = 21
@@ -31,6 +31,26 @@ def encode_keys(keys: torch.Tensor) -> np.ndarray:
     return (k[:, 0] << (2 * _KEY_BITS)) | (k[:, 1] << _KEY_BITS) | k[:, 2]
 
 
+def chunk_order(means: np.ndarray, chunk_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Group means (N, 3) float32 by chunk: order (N,) the stable sort by chunk code, and the codes (N,)
+    int64 in that order. Keys as ``chunks.chunk_keys`` computes them (floor(mean / chunk_size) in float64);
+    when the means span fewer than 2^16 chunks they are sorted as dense uint16 codes in the same
+    (lexicographic) order: numpy's radix sort, the same permutation as a stable sort of the codes."""
+    keys = np.floor(means.astype(np.float64) / float(chunk_size)).astype(np.int32)
+    codes = encode_keys(torch.from_numpy(keys))
+    if not len(keys):
+        return np.zeros(0, np.int64), codes
+    cols = [keys[:, i] for i in range(3)]
+    lo = [int(c.min()) for c in cols]
+    span = [int(c.max()) - low + 1 for c, low in zip(cols, lo)]
+    if span[0] * span[1] * span[2] <= 1 << 16:
+        dense = ((cols[0] - lo[0]) * span[1] + (cols[1] - lo[1])) * span[2] + (cols[2] - lo[2])
+        order = np.argsort(dense.astype(np.uint16), kind="stable")
+    else:
+        order = np.argsort(codes, kind="stable")
+    return order, codes[order]
+
+
 def decode_key(code: int) -> tuple[int, int, int]:
     mask = (1 << _KEY_BITS) - 1
     return ((code >> (2 * _KEY_BITS)) - _KEY_OFFSET, ((code >> _KEY_BITS) & mask) - _KEY_OFFSET,
@@ -42,6 +62,10 @@ BOOK_DTYPE = np.dtype([("src_dist", "<f4"), ("born", "<i4"), ("last_seen", "<i4"
 """Per-Gaussian bookkeeping (24 bytes): distance to the closest camera of the producing
 window, producing window (-1 = loaded), last window that observed it, number of windows
 that observed its surface, map-wide insertion counter (a stable total order)."""
+
+
+_OPAQUE = np.dtype(f"V{BOOK_DTYPE.itemsize}")
+"""BOOK_DTYPE as opaque bytes (copies of structured dtypes take numpy's slow field-by-field path)."""
 
 
 def cat_books(books: list[np.ndarray]) -> np.ndarray:
@@ -97,6 +121,20 @@ class Block:
         if bounds is not None and len(rows):
             lo, hi, smax = _row_bounds(rows)
             self._bounds = (np.minimum(bounds[0], lo), np.maximum(bounds[1], hi), max(bounds[2], smax))
+
+    def splice(self, keep: np.ndarray, book: np.ndarray, rows: np.ndarray, new_book: np.ndarray) -> None:
+        """Keep the rows ``keep`` (K,) ascending with their entries of ``book`` (M,) (the updated bookkeeping
+        of the current rows), then append rows (J, 14) with new_book (J,): each written once, the content
+        of ``take`` then ``append`` (bounds and score are recomputed when next needed)."""
+        k, size = len(keep), len(keep) + len(rows)
+        out = np.empty((size, ROW_FLOATS), np.float32)
+        np.take(self.rows, keep, axis=0, out=out[:k], mode="clip")   # clip: unbuffered (indices are valid)
+        out[k:] = rows
+        out_book = np.empty(size, BOOK_DTYPE)
+        opaque = out_book.view(_OPAQUE)
+        np.take(book.view(_OPAQUE), keep, out=opaque[:k], mode="clip")
+        opaque[k:] = new_book.view(_OPAQUE)
+        self.set(out, out_book)
 
     def take(self, idx: np.ndarray) -> None:
         """Keep only the Gaussians ``idx`` (ascending indices), in that order. The cached bounds stay

@@ -95,15 +95,16 @@ def _cell_max(flat: np.ndarray, values: np.ndarray, size: int, fill: float | int
 
 def fuse_with_chunks(blocks: list[Block], rows: torch.Tensor, proj_new: Projection, cams: WindowCameras,
                      depth: tuple[torch.Tensor, torch.Tensor], cfg: MapConfig, window_id: int,
-                     update: MapUpdate) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+                     update: MapUpdate) -> tuple[torch.Tensor, torch.Tensor, dict[int, tuple[np.ndarray, np.ndarray]]]:
     """Carve/replace/confirm the Gaussians of ``blocks`` (the chunks in the window's frusta).
 
     rows: the window's Gaussians (N, 14) with their projection ``proj_new`` (V, N);
     depth: the observed depth per camera and cell, dmin and dmax (V, cells) (+-inf where empty).
-    Blocks are rewritten in place (removed Gaussians, updated bookkeeping) and ``update``'s
-    counts increased. Returns drop_new (N,) bool (window Gaussians duplicating a kept one),
-    new_obs (N,) int32 (observation counts inherited from replaced Gaussians) and the indices
-    of the blocks whose Gaussians changed.
+    Blocks that only had Gaussians seen again get their new bookkeeping in place; ``update``'s
+    counts are increased. Returns drop_new (N,) bool (window Gaussians duplicating a kept one),
+    new_obs (N,) int32 (observation counts inherited from replaced Gaussians) and the removals:
+    per index of a block that loses Gaussians, the rows it keeps (K,) ascending and its updated
+    bookkeeping (all of its rows), for :meth:`~ilrm_ros.mapping.map_storage.Block.splice`.
     """
     dmin, dmax = depth
     n_new = rows.shape[0]
@@ -149,19 +150,18 @@ def fuse_with_chunks(blocks: list[Block], rows: torch.Tensor, proj_new: Projecti
     if seen.any():
         book_old["obs_count"][seen] += 1
         book_old["last_seen"][seen] = window_id
-    # Only the chunks with something removed or seen again are written back.
-    rewritten: list[int] = []
+    # Only the chunks with something removed or seen again are written back; removals are left to the
+    # insertion, which writes each chunk once (the kept rows, then the window's).
+    removals: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     n_rm = np.add.reduceat(remove, starts[:-1])
     n_seen = np.add.reduceat(seen, starts[:-1])
     for j in np.flatnonzero(n_rm + n_seen).tolist():
-        b, a, e = blocks[j], int(starts[j]), int(starts[j + 1])
+        a, e = int(starts[j]), int(starts[j + 1])
         if n_rm[j]:
-            keep = np.flatnonzero(~remove[a:e])
-            b.set(b.rows.take(keep, axis=0), book_old[a:e].take(keep))   # with the updated bookkeeping
-            rewritten.append(j)
+            removals[j] = (np.flatnonzero(~remove[a:e]), book_old[a:e])   # with the updated bookkeeping
         else:
-            b.book = book_old[a:e].copy()   # same rows (bounds stay valid), new bookkeeping
-    return drop_new, new_obs, rewritten
+            blocks[j].book = book_old[a:e].copy()   # same rows (bounds stay valid), new bookkeeping
+    return drop_new, new_obs, removals
 
 
 @contextmanager

@@ -79,3 +79,30 @@ def test_the_bounds_table_follows_created_changed_and_deleted_chunks():
         blocks[20 + step].append(_rows(rng, 3, -step), _book(3, 200))
         if step == 2:
             del blocks[codes[1]]
+
+
+def test_chunk_order_is_the_stable_sort_of_the_chunk_codes_for_narrow_and_wide_spans():
+    import torch
+
+    from ilrm_ros.mapping.chunks import chunk_keys
+    from ilrm_ros.mapping.map_storage import chunk_order, encode_keys
+
+    rng = np.random.default_rng(6)
+    for spread in (10.0, 3000.0):   # a window's few chunks (dense uint16 sort), then more than 2^16 of them
+        means = (rng.standard_normal((5000, 3)) * spread).astype(np.float32)
+        means[::7] = means[3]                                   # repeated chunks: stability matters
+        codes = encode_keys(chunk_keys(torch.from_numpy(means), 2.0))
+        order, sorted_codes = chunk_order(means, 2.0)
+        np.testing.assert_array_equal(order, np.argsort(codes, kind="stable"))
+        np.testing.assert_array_equal(sorted_codes, codes[order])
+
+
+def test_finite_rows_flags_rows_with_any_nan_or_inf():
+    from ilrm_ros.mapping.fusion import finite_rows
+
+    rng = np.random.default_rng(2)
+    rows = _rows(rng, 3000, 0.0)
+    for value in (np.nan, np.inf, -np.inf):
+        at = rng.integers(0, 3000, 200)
+        rows[at, rng.integers(0, ROW_FLOATS, 200)] = value
+    np.testing.assert_array_equal(finite_rows(rows), np.isfinite(rows).all(axis=1))
