@@ -7,6 +7,13 @@ names the frame and scale it was trained with (``ILRMConfig.pose_normalization``
     the first camera at the origin with identity rotation, camera centres scaled so the
     largest distance from it is 1 (:func:`~ilrm_ros.geometry.poses.normalize_window`).
 
+``"ilrm_ros_floor"`` (our models from stage 2 of the shipped checkpoint on)
+    as ``"ilrm_ros"``, but the scale never drops below :data:`ILRM_ROS_FLOOR_M` = 1 m: a
+    window narrower than that (a node window of a few keyframes ~0.1 m apart) keeps metres.
+    Under ``"ilrm_ros"`` a 0.3 m window puts a wall 3 m away at 10 units, the ceiling of the
+    small models' depth head (``max_depth`` 10), so such windows came out far too short;
+    with the floor, normalised depths stay within a room's size in metres.
+
 ``"wide"`` (the authors' DL3DV pipeline)
     the *mean-camera frame* (below); translations then divided by their largest absolute
     coordinate, so the window's cameras span max |coordinate| = 1.
@@ -40,9 +47,11 @@ from ilrm_ros.geometry.poses import Similarity, normalize_window
 
 log = logging.getLogger(__name__)
 
-__all__ = ["POSE_NORMALIZATIONS", "RE10K_SPREAD", "mean_camera_frame", "normalize_cameras"]
+__all__ = ["ILRM_ROS_FLOOR_M", "POSE_NORMALIZATIONS", "RE10K_SPREAD", "mean_camera_frame", "normalize_cameras"]
 
-POSE_NORMALIZATIONS = ("ilrm_ros", "re10k", "wide")
+POSE_NORMALIZATIONS = ("ilrm_ros", "ilrm_ros_floor", "re10k", "wide")
+#: Smallest scale (metres per normalised unit) of the ``"ilrm_ros_floor"`` rule.
+ILRM_ROS_FLOOR_M = 1.0
 #: Largest |coordinate| of a window's camera spread after RE10K-style normalisation (see module doc).
 RE10K_SPREAD = 0.72
 
@@ -85,6 +94,8 @@ def normalize_cameras(
     """
     if method == "ilrm_ros":
         return normalize_window(c2w, "first", min_extent)
+    if method == "ilrm_ros_floor":  # below the floor normalize_window keeps scale 1 (metres): max(extent, floor)
+        return normalize_window(c2w, "first", max(min_extent, ILRM_ROS_FLOOR_M))
     if method not in POSE_NORMALIZATIONS:
         raise ValueError(f"pose normalisation must be one of {POSE_NORMALIZATIONS}, got {method!r}")
     if c2w.ndim != 3 or c2w.shape[-2:] != (4, 4):

@@ -177,15 +177,17 @@ def _imgs(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float() / 255.0
 
 
-def make_batch(scenes: Sequence[SceneData], picks: Sequence[tuple[int, list[int], list[int]]]) -> Batch:
-    """Stack windows ``(scene index, context idx, target idx)`` into a normalised Batch
-    (with target depth in the normalised frame when every picked scene has depth)."""
+def make_batch(scenes: Sequence[SceneData], picks: Sequence[tuple[int, list[int], list[int]]],
+               method: str = "ilrm_ros") -> Batch:
+    """Stack windows ``(scene index, context idx, target idx)`` into a Batch normalised by
+    ``method`` (the model's ``pose_normalization``), with target depth in the normalised frame
+    when every picked scene has depth."""
     parts: list[tuple[torch.Tensor, ...]] = []
     depths: list[torch.Tensor] | None = []
     for si, ctx, tgt in picks:
         s = scenes[si]
         ci, ti = torch.tensor(ctx), torch.tensor(tgt)
-        cc, tc, scale = normalize_targets_with_scale(s.c2w[ci], s.c2w[ti])
+        cc, tc, scale = normalize_targets_with_scale(s.c2w[ci], s.c2w[ti], method)
         parts.append((_imgs(s.images[ci]), cc, s.K[ci], _imgs(s.images[ti]), tc, s.K[ti]))
         if depths is not None and s.depths is not None:
             depths.append(s.depths[ti].float() / scale)

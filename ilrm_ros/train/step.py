@@ -80,9 +80,11 @@ def draw_span(lo: int, hi: int, rng: random.Random) -> int:
     return min(hi, max(lo, int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))))
 
 
-def sample_batch(scenes: list[SceneData], cfg: TrainConfig, rng: random.Random) -> Batch:
+def sample_batch(scenes: list[SceneData], cfg: TrainConfig, rng: random.Random,
+                 pose_normalization: str = "ilrm_ros") -> Batch:
     """One training batch with a single V drawn from [views_min, views_max]; each window's span
-    is ``window_span``, or drawn by :func:`draw_span` when ``window_span_min`` > 0."""
+    is ``window_span``, or drawn by :func:`draw_span` when ``window_span_min`` > 0. Cameras are
+    normalised by the model's rule (``pose_normalization``)."""
     v = rng.randint(cfg.views_min, cfg.views_max)
     picks = []
     for _ in range(cfg.batch_size):
@@ -92,7 +94,7 @@ def sample_batch(scenes: list[SceneData], cfg: TrainConfig, rng: random.Random) 
             span = draw_span(max(cfg.window_span_min, v + cfg.targets), cfg.window_span, rng)
         ctx, tgt = sample_window_indices(len(scenes[si]), v, cfg.targets, span, rng)
         picks.append((si, ctx, tgt))
-    return make_batch(scenes, picks)
+    return make_batch(scenes, picks, pose_normalization)
 
 
 def autocast_ctx(device: torch.device):

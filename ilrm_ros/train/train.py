@@ -112,7 +112,7 @@ def train(cfg: TrainConfig, resume: bool = False, scenes: Optional[list[SceneDat
     end = cfg.steps if until is None else min(cfg.steps, until)
     with Progress(end - start, "train", unit="step", logger=log) as bar:
         for step in range(start + 1, end + 1):
-            batch = sample_batch(scenes, cfg, rng)
+            batch = sample_batch(scenes, cfg, rng, model.cfg.pose_normalization)
             res = train_step(model, batch, opt, cfg, device, background, lpips_fn)
             sched.step()
             if not math.isfinite(res.loss):

@@ -37,7 +37,7 @@ def test_mean_camera_frame_of_two_cameras_turned_symmetrically_is_their_mean_pos
     torch.testing.assert_close(t, torch.tensor([1.0, 0, 0], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("method", ["ilrm_ros", "re10k", "wide"])
+@pytest.mark.parametrize("method", ["ilrm_ros", "ilrm_ros_floor", "re10k", "wide"])
 def test_every_rule_returns_the_similarity_that_maps_the_normalised_cameras_back(method):
     c2w = _window()
     norm, sim = normalize_cameras(c2w, method)
@@ -74,7 +74,7 @@ def test_a_camera_rotating_in_place_keeps_metres():
         assert sim.scale == 1.0 and torch.isfinite(norm).all()
 
 
-@pytest.mark.parametrize("method", ["ilrm_ros", "re10k", "wide"])
+@pytest.mark.parametrize("method", ["ilrm_ros", "ilrm_ros_floor", "re10k", "wide"])
 def test_gaussians_a_model_places_on_a_known_wall_land_on_it_in_metres(method):
     """Known scene: a wall at z = 4 m in front of the cameras. A perfect model sees the window in
     its normalised frame, where the wall is at (4 - t_z)/s along the frame's axes; its Gaussians,
@@ -84,9 +84,11 @@ def test_gaussians_a_model_places_on_a_known_wall_land_on_it_in_metres(method):
     # Points on the wall, written in the normalised frame with the *documented* rule, computed here
     # independently of the code under test.
     wall = torch.tensor([[u, v, 4.0] for u in (-1.0, 0.0, 1.5) for v in (-0.5, 0.5)], dtype=torch.float64)
-    if method == "ilrm_ros":
+    if method in ("ilrm_ros", "ilrm_ros_floor"):
         R, t = c2w[0, :3, :3], c2w[0, :3, 3]
         s = ((c2w[:, :3, 3] - t) @ R).norm(dim=-1).max()
+        if method == "ilrm_ros_floor":  # this 0.5 m window is under the 1 m floor: metres
+            s = max(float(s), 1.0)
     else:
         R, t = mean_camera_frame(c2w)
         if method == "wide":
@@ -105,3 +107,18 @@ def test_gaussians_a_model_places_on_a_known_wall_land_on_it_in_metres(method):
 def test_unknown_rules_are_refused():
     with pytest.raises(ValueError, match="pose normalisation"):
         normalize_cameras(_window(), "colmap")
+
+
+def test_floor_rule_keeps_metres_for_narrow_windows_and_matches_ilrm_ros_for_wide_ones():
+    from ilrm_ros.geometry.normalization import ILRM_ROS_FLOOR_M
+
+    narrow = torch.stack([_pose(torch.eye(3), [0, 0, 0]), _pose(_yaw(5), [0.3, 0, 0]), _pose(_yaw(-5), [0.1, 0.05, 0])])
+    c2w_n, sim = normalize_cameras(narrow.double(), "ilrm_ros_floor")
+    assert sim.scale == pytest.approx(ILRM_ROS_FLOOR_M)  # a 0.3 m window: 1 m per unit, not 0.3
+    assert float(c2w_n[:, :3, 3].norm(dim=-1).max()) == pytest.approx(0.3, abs=1e-9)
+    wide = narrow.clone().double()
+    wide[:, :3, 3] *= 10.0  # 3 m: above the floor, the same frame and scale as "ilrm_ros"
+    a, sa = normalize_cameras(wide, "ilrm_ros_floor")
+    b, sb = normalize_cameras(wide, "ilrm_ros")
+    assert sa.scale == pytest.approx(sb.scale) == pytest.approx(3.0)
+    assert torch.allclose(a, b)
