@@ -204,14 +204,30 @@ def project_camera(pc: np.ndarray, k: np.ndarray, size: tuple[int, int], downsam
     """
     x, y, z = pc
     height, width = size
-    inv_z = np.reciprocal(np.maximum(z, np.float32(1e-9)))
-    u = (k[0, 0] * x + k[0, 1] * y) * inv_z + k[0, 2]
-    v = k[1, 1] * y * inv_z + k[1, 2]
-    visible = (z > near) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    inv_z = np.maximum(z, np.float32(1e-9))
+    np.reciprocal(inv_z, out=inv_z)
+    # the operations of (k00 x + k01 y) / z + cx and k11 y / z + cy in that order, in place (fewer temporaries)
+    u = k[0, 0] * x
+    u += k[0, 1] * y
+    u *= inv_z
+    u += k[0, 2]
+    v = k[1, 1] * y
+    v *= inv_z
+    v += k[1, 2]
+    visible = z > near
+    visible &= u >= 0
+    visible &= u < width
+    visible &= v >= 0
+    visible &= v < height
     w = grid_shape(height, width, downsample)[1]
     # Inside the image u, v >= 0, so truncation is the floor; outside, the cell is 0. int32: 4x faster casts.
+    u /= downsample
+    v /= downsample
     with np.errstate(invalid="ignore"):   # non-finite u, v of invisible points cast to anything: masked
-        cell = ((v / downsample).astype(np.int32) * w + (u / downsample).astype(np.int32)) * visible
+        cell = v.astype(np.int32)
+        cell *= w
+        cell += u.astype(np.int32)
+    cell *= visible
     return visible, cell.astype(np.int64)
 
 
@@ -277,48 +293,13 @@ def gather_cells(img: torch.Tensor, proj: Projection) -> torch.Tensor:
     return torch.gather(img, 1, proj.cell)
 
 
-def frustum_planes(cams: WindowCameras, near: float, far: float) -> torch.Tensor:
-    """(V, 6, 4) planes (n, d) in camera coordinates, inside where n.p + d >= 0."""
-    k = cams.K
-    fx, fy, cx, cy = k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]
-    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
-    planes = [
-        torch.stack([fx, zero, cx, zero], -1),                       # u >= 0
-        torch.stack([-fx, zero, cams.width - cx, zero], -1),         # u <= W
-        torch.stack([zero, fy, cy, zero], -1),                       # v >= 0
-        torch.stack([zero, -fy, cams.height - cy, zero], -1),        # v <= H
-        torch.stack([zero, zero, one, -near * one], -1),             # z >= near
-        torch.stack([zero, zero, -one, far * one], -1),              # z <= far
-    ]
-    return torch.stack(planes, 1)
-
-
-_CORNER_BITS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.float32)
-"""(8, 3) the corners of the unit box."""
-
-
-def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, near: float, far: float) -> torch.Tensor:
-    """Conservative AABB-vs-frustum test: (C,) bool, True if box C may touch any camera's frustum.
-
-    lo, hi: (C, 3) box corners in the map frame. A box is rejected only when all of its
-    eight corners are outside one plane of a frustum.
-    """
-    if lo.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.bool)
-    corners = lo[:, None, :] + _CORNER_BITS[None] * (hi - lo)[:, None, :]          # (C, 8, 3)
-    pc = (corners[None] - cams.centers[:, None, None, :]) @ cams.c2w[:, None, :3, :3]  # (V, C, 8, 3)
-    planes = frustum_planes(cams, near, far)                                       # (V, 6, 4)
-    vals = torch.einsum("vcki,vpi->vckp", pc, planes[..., :3]) + planes[:, None, None, :, 3]
-    outside = (vals < 0).all(dim=2).any(dim=-1)                                     # (V, C)
-    return (~outside).any(dim=0)
-
-
 # ---------------------------------------------------------------------------------------
 # Pruning and eviction order
 # ---------------------------------------------------------------------------------------
 
 
-_ALL_TRUE = np.frombuffer(np.ones(8, dtype=bool).tobytes(), np.uint64)[0]
+EIGHT_TRUE = np.frombuffer(np.ones(8, dtype=bool).tobytes(), np.uint64)[0]
+"""Eight True flags (bool bytes) read as one uint64 word."""
 
 
 def finite_rows(r: np.ndarray) -> np.ndarray:
@@ -327,7 +308,7 @@ def finite_rows(r: np.ndarray) -> np.ndarray:
     flags = np.ones((r.shape[0], 16), dtype=bool)
     np.isfinite(r, out=flags[:, :ROW_FLOATS])
     words = flags.view(np.uint64)                                    # (N, 2)
-    return (words[:, 0] == _ALL_TRUE) & (words[:, 1] == _ALL_TRUE)
+    return (words[:, 0] == EIGHT_TRUE) & (words[:, 1] == EIGHT_TRUE)
 
 
 def prune_mask(rows: torch.Tensor, cfg: MapConfig) -> torch.Tensor:

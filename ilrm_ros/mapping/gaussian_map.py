@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
+from ilrm_ros.core.wire import COL_MEANS
 from ilrm_ros.mapping.chunks import (
     Chunk,
     ChunkKey,
@@ -38,13 +38,13 @@ from ilrm_ros.mapping.fusion import (
     MapConfig,
     Projection,
     WindowCameras,
-    boxes_in_frusta,
     depth_image_bounds,
     grid_shape,
     project,
     prune_mask,
     zbuffer,
 )
+from ilrm_ros.mapping.frustum import boxes_in_frusta, in_view
 from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
 from ilrm_ros.mapping.map_storage import (BOOK_DTYPE, Block, BoundsTable, chunk_order, decode_key, encode_keys,
                                           refresh_bounds)
@@ -151,21 +151,9 @@ class GaussianMap:
         hit = self._chunks_in_frusta(cams, near, far, sigmas)
         if not hit:
             return Gaussians.empty()
-        rows = torch.from_numpy(np.concatenate([self._blocks[c].rows for c in hit]))
-        rot = cams.c2w[0, :3, :3]
-        pc = (rows[:, COL_MEANS] - cams.centers[0]) @ rot
-        z = pc[:, 2]
-        pad = sigmas * rows[:, COL_SCALES].amax(dim=1)
-        k = cams.K[0]
-        zs = z.clamp_min(1e-6)
-        u = k[0, 0] * pc[:, 0] / zs + k[0, 2]
-        v = k[1, 1] * pc[:, 1] / zs + k[1, 2]
-        r_u, r_v = k[0, 0] * pad / zs, k[1, 1] * pad / zs
-        keep = (z + pad > near) & (z - pad < far)
-        keep &= (u + r_u >= 0) & (u - r_u < width) & (v + r_v >= 0) & (v - r_v < height)
-        # Gaussians straddling the camera plane cannot be projected reliably: keep them.
-        keep |= (z.abs() <= pad)
-        return array_to_gaussians(rows[keep])
+        rows = np.concatenate([self._blocks[c].rows for c in hit])
+        keep = np.flatnonzero(in_view(rows, cams, near, far, sigmas))
+        return array_to_gaussians(torch.from_numpy(rows.take(keep, axis=0)))
 
     def _chunks_in_frusta(self, cams: WindowCameras, near: float, far: float, sigmas: float = 3.0) -> list[int]:
         """Codes (key order) of the chunks whose padded bounds may touch a camera frustum."""
@@ -204,29 +192,30 @@ class GaussianMap:
         centers = cameras.centers
         self.robot_position = (centers.mean(0) if robot_position is None
                                else torch.as_tensor(robot_position).detach().to("cpu", torch.float32).reshape(3))
-        rows = gaussians_to_array(gaussians)
+        rows = gaussians_to_array(gaussians).numpy()
         n_in = rows.shape[0]
-        # selections by index (numpy take: the same values as boolean masks, without their slow paths)
-        rows = torch.from_numpy(rows.numpy().take(np.flatnonzero(prune_mask(rows, cfg).numpy()), axis=0))
-        proj_new = project(rows[:, COL_MEANS], cameras, cfg.depth_downsample, cfg.near)
-        if cfg.max_integration_distance_m > 0 and rows.shape[0]:
+        # The window's rows are selected by index (prune, distance, duplicates) and copied once, sorted by
+        # chunk, at the insertion; the steps before read only the means (the same values as masked copies).
+        sel = np.flatnonzero(prune_mask(torch.from_numpy(rows), cfg).numpy())
+        means = torch.from_numpy(rows[:, COL_MEANS].take(sel, axis=0))
+        proj_new = project(means, cameras, cfg.depth_downsample, cfg.near)
+        if cfg.max_integration_distance_m > 0 and len(sel):
             near_enough = np.flatnonzero(proj_new.dist.numpy().min(0) <= cfg.max_integration_distance_m)
-            rows = torch.from_numpy(rows.numpy().take(near_enough, axis=0))
+            sel, means = sel.take(near_enough), torch.from_numpy(means.numpy().take(near_enough, axis=0))
             proj_new = Projection(*(torch.from_numpy(t.numpy().take(near_enough, axis=1)) for t in
                                     (proj_new.z, proj_new.cell, proj_new.visible, proj_new.dist)))
         src_dist = source_distance(proj_new)
-        new_obs = torch.ones(rows.shape[0], dtype=torch.int32)
+        new_obs = torch.ones(len(sel), dtype=torch.int32)
 
         update = MapUpdate(map_id=self.map_id, revision=self.revision, window_id=int(window_id))
         changed: set[int] = set()
         removals: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # chunk code -> rows kept, bookkeeping
         if cfg.fusion:
-            drop_new, new_obs = self._fuse(rows, proj_new, cameras, int(window_id), changed, update, removals)
+            drop_new, new_obs = self._fuse(means, proj_new, cameras, int(window_id), changed, update, removals)
             keep = np.flatnonzero(~drop_new.numpy())
-            rows, src_dist, new_obs = (torch.from_numpy(t.numpy().take(keep, axis=0))
-                                       for t in (rows, src_dist, new_obs))
-        update.num_added = int(rows.shape[0])
-        self._insert(rows.numpy(), src_dist.numpy(), new_obs.numpy(), int(window_id), changed, removals)
+            sel, src_dist, new_obs = sel.take(keep), src_dist.numpy().take(keep), new_obs.numpy().take(keep)
+        update.num_added = len(sel)
+        self._insert(rows, sel, np.asarray(src_dist), np.asarray(new_obs), int(window_id), changed, removals)
         if cfg.fusion and cfg.dedup_voxel > 0:
             update.num_removed += dedup(self._blocks, changed, cfg.dedup_voxel)
         update.num_evicted = self._enforce_caps(changed)
@@ -240,10 +229,10 @@ class GaussianMap:
     def add(self, gaussians: Gaussians, window_id: int = -1, src_dist: float = float("inf")) -> MapUpdate:
         """Insert Gaussians without fusion (e.g. a loaded map); pruning and caps apply."""
         rows = gaussians_to_array(gaussians)
-        rows = rows[prune_mask(rows, self.config)]
-        n = rows.shape[0]
+        sel = np.flatnonzero(prune_mask(rows, self.config).numpy())
+        n = len(sel)
         changed: set[int] = set()
-        self._insert(rows.numpy(), np.full(n, src_dist, np.float32), np.ones(n, np.int32), window_id, changed)
+        self._insert(rows.numpy(), sel, np.full(n, src_dist, np.float32), np.ones(n, np.int32), window_id, changed)
         update = MapUpdate(map_id=self.map_id, revision=self.revision, window_id=window_id, num_added=n)
         update.num_evicted = self._enforce_caps(changed)
         self._emit(changed, update, window_id, ())
@@ -285,13 +274,13 @@ class GaussianMap:
 
     # ------------------------------------------------------------------ internals
 
-    def _fuse(self, rows: torch.Tensor, proj_new: Projection, cams: WindowCameras, window_id: int,
+    def _fuse(self, means: torch.Tensor, proj_new: Projection, cams: WindowCameras, window_id: int,
               changed: set[int], update: MapUpdate, removals: dict[int, tuple[np.ndarray, np.ndarray]]
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Carve/replace/confirm old Gaussians seen by the window; returns (drop_new (N,), new_obs (N,)).
         The chunks that lose Gaussians are listed in ``removals`` (for ``_insert``) and ``changed``."""
         cfg = self.config
-        n_new = rows.shape[0]
+        n_new = means.shape[0]
         drop_new = torch.zeros(n_new, dtype=torch.bool)
         new_obs = torch.ones(n_new, dtype=torch.int32)
         h, w = grid_shape(cams.height, cams.width, cfg.depth_downsample)
@@ -307,7 +296,7 @@ class GaussianMap:
         hit = self._chunks_in_frusta(cams, cfg.near, far, sigmas=0.0)
         if not hit:
             return drop_new, new_obs
-        drop_new, new_obs, lost = fuse_with_chunks([self._blocks[c] for c in hit], rows, proj_new, cams,
+        drop_new, new_obs, lost = fuse_with_chunks([self._blocks[c] for c in hit], means, proj_new, cams,
                                                     (dmin, dmax), cfg, window_id, update)
         removals.update((hit[j], r) for j, r in lost.items())
         changed.update(removals)
@@ -320,20 +309,20 @@ class GaussianMap:
             self._sorted = None
         return b
 
-    def _insert(self, rows: np.ndarray, src_dist: np.ndarray, obs: np.ndarray, window_id: int,
+    def _insert(self, rows: np.ndarray, sel: np.ndarray, src_dist: np.ndarray, obs: np.ndarray, window_id: int,
                 changed: set[int], removals: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
-        """Append rows (N, 14) to their chunks (grouped by key, original order within); a chunk in ``removals``
-        (code -> rows kept, updated bookkeeping: ``Block.splice``) is written once, its kept rows first."""
-        n = rows.shape[0]
+        """Append the rows ``sel`` (N,) of rows (N_in, 14), with their src_dist and obs (N,), to their chunks
+        (grouped by key, original order within; copied once); a chunk in ``removals`` (code -> rows kept,
+        updated bookkeeping: ``Block.splice``) is written once, its kept rows first."""
         pending = dict(removals or {})
+        n = len(sel)
         book = np.empty(n, BOOK_DTYPE)
         book["src_dist"], book["born"], book["last_seen"] = src_dist, window_id, window_id
         book["obs_count"], book["gid"] = obs, np.arange(self._next_gid, self._next_gid + n, dtype=np.int64)
         self._next_gid += n
-        order, codes = chunk_order(rows[:, COL_MEANS], self.chunk_size)
-        rows, book = rows.take(order, axis=0), book.take(order)
-        breaks = np.flatnonzero(np.diff(codes)) + 1
-        starts = np.concatenate([[0], breaks, [n]])
+        order, codes = chunk_order(rows[:, COL_MEANS].take(sel, axis=0), self.chunk_size)
+        rows, book = rows.take(sel.take(order), axis=0), book.take(order)
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1, [n]])
         for i, code in enumerate(codes[starts[:-1]].tolist() if n else ()):
             a, e = int(starts[i]), int(starts[i + 1])
             if code in pending:

@@ -93,12 +93,12 @@ def _cell_max(flat: np.ndarray, values: np.ndarray, size: int, fill: float | int
     return torch.full((size,), fill, dtype=vals.dtype).scatter_reduce_(0, torch.from_numpy(flat), vals, reduce=reduce)
 
 
-def fuse_with_chunks(blocks: list[Block], rows: torch.Tensor, proj_new: Projection, cams: WindowCameras,
+def fuse_with_chunks(blocks: list[Block], means: torch.Tensor, proj_new: Projection, cams: WindowCameras,
                      depth: tuple[torch.Tensor, torch.Tensor], cfg: MapConfig, window_id: int,
                      update: MapUpdate) -> tuple[torch.Tensor, torch.Tensor, dict[int, tuple[np.ndarray, np.ndarray]]]:
     """Carve/replace/confirm the Gaussians of ``blocks`` (the chunks in the window's frusta).
 
-    rows: the window's Gaussians (N, 14) with their projection ``proj_new`` (V, N);
+    means: the window's Gaussians' means (N, 3) with their projection ``proj_new`` (V, N);
     depth: the observed depth per camera and cell, dmin and dmax (V, cells) (+-inf where empty).
     Blocks that only had Gaussians seen again get their new bookkeeping in place; ``update``'s
     counts are increased. Returns drop_new (N,) bool (window Gaussians duplicating a kept one),
@@ -107,7 +107,7 @@ def fuse_with_chunks(blocks: list[Block], rows: torch.Tensor, proj_new: Projecti
     bookkeeping (all of its rows), for :meth:`~ilrm_ros.mapping.map_storage.Block.splice`.
     """
     dmin, dmax = depth
-    n_new = rows.shape[0]
+    n_new = means.shape[0]
     drop_new = torch.zeros(n_new, dtype=torch.bool)
     new_obs = torch.ones(n_new, dtype=torch.int32)
     starts = np.cumsum([0] + [len(b) for b in blocks])

@@ -1,0 +1,72 @@
+"""Which parts of the map a camera may see: chunk boxes against the window's frusta, and the map's
+Gaussians (padded by their scale) against one camera (the culling behind ``GaussianMap``'s frustum
+queries and the chunks a window is fused with)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
+from ilrm_ros.mapping.fusion import EIGHT_TRUE, WindowCameras
+
+__all__ = ["frustum_planes", "boxes_in_frusta", "in_view"]
+
+
+def frustum_planes(cams: WindowCameras, near: float, far: float) -> torch.Tensor:
+    """(V, 6, 4) planes (n, d) in camera coordinates, inside where n.p + d >= 0."""
+    k = cams.K
+    fx, fy, cx, cy = k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    planes = [
+        torch.stack([fx, zero, cx, zero], -1),                       # u >= 0
+        torch.stack([-fx, zero, cams.width - cx, zero], -1),         # u <= W
+        torch.stack([zero, fy, cy, zero], -1),                       # v >= 0
+        torch.stack([zero, -fy, cams.height - cy, zero], -1),        # v <= H
+        torch.stack([zero, zero, one, -near * one], -1),             # z >= near
+        torch.stack([zero, zero, -one, far * one], -1),              # z <= far
+    ]
+    return torch.stack(planes, 1)
+
+
+_CORNER_BITS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.float32)
+"""(8, 3) the corners of the unit box."""
+
+
+def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, near: float, far: float) -> torch.Tensor:
+    """Conservative AABB-vs-frustum test: (C,) bool, True if box C may touch any camera's frustum.
+
+    lo, hi: (C, 3) box corners in the map frame. A box is rejected only when all of its
+    eight corners are outside one plane of a frustum.
+    """
+    if lo.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    corners = lo[:, None, :] + _CORNER_BITS[None] * (hi - lo)[:, None, :]          # (C, 8, 3)
+    pc = (corners[None] - cams.centers[:, None, None, :]) @ cams.c2w[:, None, :3, :3]  # (V, C, 8, 3)
+    planes = frustum_planes(cams, near, far)                                       # (V, 6, 4)
+    vals = torch.einsum("vcki,vpi->vckp", pc, planes[..., :3]) + planes[:, None, None, :, 3]
+    # a plane with all 8 corners outside: their 8 flags, made contiguous, read as one uint64 word
+    corners_out = np.ascontiguousarray((vals.numpy() < 0).transpose(0, 1, 3, 2)).view(np.uint64)[..., 0]
+    outside = (corners_out == EIGHT_TRUE).any(axis=-1)                               # (V, C)
+    return torch.from_numpy(~outside.all(axis=0))
+
+
+def in_view(rows: np.ndarray, cams: WindowCameras, near: float, far: float, sigmas: float) -> np.ndarray:
+    """(N,) bool: rows (N, 14) whose mean, padded by ``sigmas`` times the largest scale, may project into
+    the first camera of ``cams`` between ``near`` and ``far`` (or straddles its camera plane).
+
+    The camera-frame means come from torch's matmul; the tests are numpy float32 on (3, N) rows: the
+    IEEE operations of the torch expressions they replace, in the same order (the same flags).
+    """
+    pc = ((torch.from_numpy(rows[:, COL_MEANS]) - cams.centers[0]) @ cams.c2w[0, :3, :3]).numpy().T.copy()
+    x, y, z = pc
+    c = COL_SCALES.start
+    pad = np.float32(sigmas) * np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2])
+    fx, fy, cx, cy = (np.float32(v) for v in cams.K[0].numpy()[[0, 1, 0, 1], [0, 1, 2, 2]])
+    zs = np.maximum(z, np.float32(1e-6))
+    keep = (z + pad > np.float32(near)) & (z - pad < np.float32(far))
+    for centre, f, p, size in ((x, fx, cx, cams.width), (y, fy, cy, cams.height)):
+        at, r = f * centre / zs + p, f * pad / zs
+        keep &= at + r >= 0
+        keep &= at - r < size
+    keep |= np.abs(z) <= pad   # straddling the camera plane: cannot be projected reliably, kept
+    return keep
