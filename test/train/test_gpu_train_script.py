@@ -65,10 +65,11 @@ def test_selection_uses_validation_data_and_eval_uses_heldout_data_with_distinct
     assert "--max-mib 16" in text
 
 
-def test_gpu_config_trains_wide_windows_at_the_node_resolution():
+def test_gpu_config_trains_wide_and_narrow_windows_with_depth_at_the_node_resolution():
     cfg = load_train_config("gpu_128")
     assert cfg.image_size == [128, 128] and (cfg.views_min, cfg.views_max) == (2, 8)
-    assert cfg.window_span >= 32 and cfg.init_from.endswith("ilrm_small.pt") and cfg.time_budget_s > 0
+    assert cfg.window_span >= 32 and 0 < cfg.window_span_min <= 4 and cfg.depth_weight > 0
+    assert cfg.init_from.endswith("ilrm_small.pt") and cfg.time_budget_s > 0
     assert (ROOT / cfg.init_from).exists() and cfg.keep_checkpoints >= 4
 
 
