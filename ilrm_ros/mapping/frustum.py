@@ -9,7 +9,7 @@ import torch
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
 from ilrm_ros.mapping.fusion import EIGHT_TRUE, WindowCameras
 
-__all__ = ["frustum_planes", "boxes_in_frusta", "in_view"]
+__all__ = ["frustum_planes", "rotate_rows", "boxes_in_frusta", "in_view"]
 
 
 def frustum_planes(cams: WindowCameras, near: float, far: float) -> torch.Tensor:
@@ -32,6 +32,12 @@ _CORNER_BITS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)],
 """(8, 3) the corners of the unit box."""
 
 
+def rotate_rows(offsets: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """offsets (V, N, 3) @ rot (V, 3, 3) -> (V, N, 3) (a view), computed as (rot^T offsets^T)^T: the same
+    BLAS products and sums bit for bit (tested), several times faster on CPU for these shapes."""
+    return (rot.transpose(1, 2) @ offsets.transpose(1, 2)).transpose(1, 2)
+
+
 def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, near: float, far: float) -> torch.Tensor:
     """Conservative AABB-vs-frustum test: (C,) bool, True if box C may touch any camera's frustum.
 
@@ -41,7 +47,8 @@ def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, nea
     if lo.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool)
     corners = lo[:, None, :] + _CORNER_BITS[None] * (hi - lo)[:, None, :]          # (C, 8, 3)
-    pc = (corners[None] - cams.centers[:, None, None, :]) @ cams.c2w[:, None, :3, :3]  # (V, C, 8, 3)
+    pc = rotate_rows((corners[None] - cams.centers[:, None, None, :]).reshape(len(cams), -1, 3),
+                     cams.c2w[:, :3, :3]).reshape(len(cams), -1, 8, 3)             # (V, C, 8, 3)
     planes = frustum_planes(cams, near, far)                                       # (V, 6, 4)
     vals = torch.einsum("vcki,vpi->vckp", pc, planes[..., :3]) + planes[:, None, None, :, 3]
     # a plane with all 8 corners outside: their 8 flags, made contiguous, read as one uint64 word
@@ -54,11 +61,13 @@ def in_view(rows: np.ndarray, cams: WindowCameras, near: float, far: float, sigm
     """(N,) bool: rows (N, 14) whose mean, padded by ``sigmas`` times the largest scale, may project into
     the first camera of ``cams`` between ``near`` and ``far`` (or straddles its camera plane).
 
-    The camera-frame means come from torch's matmul; the tests are numpy float32 on (3, N) rows: the
-    IEEE operations of the torch expressions they replace, in the same order (the same flags).
+    The camera-frame means (mean - centre) @ R come from torch's matmul as its transpose, R^T (mean -
+    centre)^T (3, N): the same BLAS products and sums (tested), ~3x faster on CPU for N x 3 by 3 x 3,
+    and already in rows. The tests are numpy float32: the IEEE operations of the torch expressions they
+    replace, in the same order (the same flags).
     """
-    pc = ((torch.from_numpy(rows[:, COL_MEANS]) - cams.centers[0]) @ cams.c2w[0, :3, :3]).numpy().T.copy()
-    x, y, z = pc
+    offsets = torch.from_numpy(rows[:, COL_MEANS]) - cams.centers[0]             # (N, 3)
+    x, y, z = rotate_rows(offsets[None], cams.c2w[:1, :3, :3])[0].T.numpy()    # (3, N) rows
     c = COL_SCALES.start
     pad = np.float32(sigmas) * np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2])
     fx, fy, cx, cy = (np.float32(v) for v in cams.K[0].numpy()[[0, 1, 0, 1], [0, 1, 2, 2]])

@@ -160,7 +160,9 @@ class GaussianMap:
         codes = self._codes()
         if not codes:
             return []
-        table = self._bounds_table.table(codes, [self._blocks[c] for c in codes])
+        table = self._bounds_table.cached(self.revision)   # every content change bumps the revision
+        if table is None:
+            table = self._bounds_table.table(codes, [self._blocks[c] for c in codes], stamp=self.revision)
         pad = sigmas * table[:, 6:]
         hit = boxes_in_frusta(torch.from_numpy((table[:, :3] - pad).astype(np.float32)),
                               torch.from_numpy((table[:, 3:6] + pad).astype(np.float32)), cams, near, far)

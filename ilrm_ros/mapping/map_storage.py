@@ -230,16 +230,23 @@ def refresh_bounds(blocks: list[Block]) -> None:
 
 class BoundsTable:
     """The bounds of every chunk stacked for one vectorised test, kept across calls: rows are
-    carried over by chunk code and rebuilt only for chunks whose cached bounds changed."""
+    carried over by chunk code and rebuilt only for chunks whose cached bounds changed; the whole
+    table is reused while the owner's content stamp (the map revision) stays the same."""
 
     def __init__(self) -> None:
         self._codes = np.zeros(0, np.int64)
         self._refs: list[tuple[np.ndarray, np.ndarray, float] | None] = []
         self._table = np.zeros((0, 7))
+        self._stamp: object = None
 
-    def table(self, codes: list[int], blocks: list[Block]) -> np.ndarray:
+    def cached(self, stamp: object) -> np.ndarray | None:
+        """The last table if it was built at content ``stamp``, else None."""
+        return self._table if stamp is not None and stamp == self._stamp else None
+
+    def table(self, codes: list[int], blocks: list[Block], stamp: object = None) -> np.ndarray:
         """(C, 7) float64 lo (3), hi (3), largest scale of ``blocks`` (non-empty, codes (C,) ascending):
-        the values of ``Block.bounds``."""
+        the values of ``Block.bounds``; ``stamp`` names the content (see :meth:`cached`)."""
+        self._stamp = stamp
         refresh_bounds(blocks)
         refs = [b.bounds() for b in blocks]
         code_arr = np.fromiter(codes, np.int64, len(codes))

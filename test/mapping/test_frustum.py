@@ -39,3 +39,19 @@ def test_in_view_equals_the_torch_expressions_bit_for_bit():
         want = _torch_reference(torch.from_numpy(rows), cams, near, far, sigmas).numpy()
         assert 0 < got.sum() < len(rows)
         np.testing.assert_array_equal(got, want)
+
+
+def test_rotate_rows_gives_the_products_of_the_plain_matmuls_it_replaced():
+    """(means - c) @ R of one camera (in_view) and the corners' (V, C, 8, 3) @ (V, 1, 3, 3) (boxes_in_frusta)."""
+    from ilrm_ros.mapping.frustum import rotate_rows
+
+    gen = torch.Generator().manual_seed(1)
+    for n in (1, 7, 300, 40_000):
+        for scale in (0.01, 1.0, 300.0):
+            c2w = torch.eye(4).repeat(4, 1, 1)
+            c2w[:, :3, :3] = torch.linalg.qr(torch.randn(4, 3, 3, generator=gen))[0]
+            offsets = torch.randn(n, 3, generator=gen) * scale
+            assert torch.equal(rotate_rows(offsets[None], c2w[:1, :3, :3])[0], offsets @ c2w[0, :3, :3])
+            corners = torch.randn(4, max(n // 8, 1), 8, 3, generator=gen) * scale
+            plain = corners @ c2w[:, None, :3, :3]
+            assert torch.equal(rotate_rows(corners.reshape(4, -1, 3), c2w[:, :3, :3]).reshape(plain.shape), plain)
