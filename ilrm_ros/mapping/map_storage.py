@@ -151,6 +151,8 @@ class Block:
             gone[idx] = False
             if _strictly_inside(rows.take(np.flatnonzero(gone), axis=0), bounds):
                 self._bounds = bounds
+            elif len(idx) >= _OWN_PASS_ROWS:   # the rows were just written: recompute while they are in cache
+                self._bounds = _segment_bounds(self.rows, np.zeros(1, np.int64))[0]
 
     def scores(self, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
         """(M,) ``fn(rows, book)``, cached: only rows without a cached score are passed to ``fn``
@@ -215,17 +217,29 @@ def refresh_scores(blocks: list[Block], fn: Callable[[np.ndarray, np.ndarray], n
 def refresh_bounds(blocks: list[Block]) -> None:
     """Compute the bounds of the non-empty blocks whose cache is stale, in one vectorised pass."""
     stale = [b for b in blocks if b._bounds is None and len(b)]
-    if not stale:
-        return
-    starts = np.cumsum([0] + [len(b) for b in stale[:-1]])
-    rows = np.concatenate([b.rows for b in stale])
+    for b in [b for b in stale if len(b) >= _OWN_PASS_ROWS]:   # large chunks: read in place, not copied
+        b._bounds = _segment_bounds(b.rows, np.zeros(1, np.int64))[0]
+    stale = [b for b in stale if b._bounds is None]
+    if stale:
+        starts = np.cumsum([0] + [len(b) for b in stale[:-1]])
+        for b, bounds in zip(stale, _segment_bounds(np.concatenate([b.rows for b in stale]), starts)):
+            b._bounds = bounds
+
+
+_OWN_PASS_ROWS = 4096
+"""Chunks of at least this many rows get their bounds from a pass over their own rows (copying
+them into one batch costs more than the pass)."""
+
+
+def _segment_bounds(rows: np.ndarray, starts: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Bounds (lo, hi (3,) float64, largest scale) of the segments of rows (N, 14) starting at ``starts``
+    (S,) ascending: the same reductions, segment by segment, whether batched or not."""
     means = rows[:, COL_MEANS]
     lo = np.minimum.reduceat(means, starts, axis=0).astype(np.float64)
     hi = np.maximum.reduceat(means, starts, axis=0).astype(np.float64)
     c = COL_SCALES.start  # the largest of three scales; faster than max over a 3-wide axis
     smax = np.maximum.reduceat(np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2]), starts)
-    for i, b in enumerate(stale):
-        b._bounds = (lo[i], hi[i], float(smax[i]))
+    return [(lo[i], hi[i], float(smax[i])) for i in range(len(starts))]
 
 
 class BoundsTable:

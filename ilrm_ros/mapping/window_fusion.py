@@ -62,12 +62,19 @@ def classify_old(means: torch.Tensor, cams: WindowCameras, dmin: np.ndarray, dma
         visible, cell = project_camera(pc[i], k[i], (cams.height, cams.width), cfg.depth_downsample, cfg.near)
         d_lo, d_hi = dmin[i].take(cell), dmax[i].take(cell)
         known = visible & np.isfinite(d_lo)
-        tol = cfg.depth_tol_abs + cfg.depth_tol_rel * np.where(known, d_lo, np.float32(0))
-        free = known & (z < d_lo - tol)
-        near = known & ~free & (z <= d_hi + tol)
+        # tol, free and near are only read where known: tol is computed from d_lo everywhere (inf - inf
+        # where nothing was observed gives nan, which compares False), in place (fewer temporaries)
+        tol = cfg.depth_tol_rel * d_lo
+        tol += cfg.depth_tol_abs
+        with np.errstate(invalid="ignore"):
+            free = z < d_lo - tol
+            near = np.less_equal(z, d_hi + tol, out=out.near_v[i])
+        free &= known
+        near &= known
+        near &= ~free
         out.any_free |= free
         out.any_near |= near
-        out.near_v[i], out.flat[i] = near, cell + i * n_cells
+        np.add(cell, i * n_cells, out=out.flat[i])
         if cfg.replace:
             np.minimum(out.closest, squared_norms(pc[i]), out=out.closest, where=near)
     if cfg.replace:   # sqrt is monotonic: the root of the smallest square is the smallest root, bit for bit

@@ -48,15 +48,19 @@ def test_append_copies_and_never_changes_rows_handed_out_before():
 def test_take_keeps_or_recomputes_bounds_so_they_always_equal_a_refresh():
     rng = np.random.default_rng(5)
     for trial in range(40):
+        n = 30 if trial < 30 else 9000   # the last ones large enough to be recomputed at once
         b = Block()
-        b.append(_rows(rng, 30, 0.0), _book(30, 0))
+        b.append(_rows(rng, n, 0.0), _book(n, 0))
         b.bounds()
-        keep = np.flatnonzero(rng.random(30) < (0.97 if trial % 2 else 0.5))
-        if trial == 0:   # drop the row holding the lowest x: the bounds must move
-            keep = np.setdiff1d(np.arange(30), [int(np.argmin(b.rows[:, 0]))])
+        keep = np.flatnonzero(rng.random(n) < (0.97 if trial % 2 else 0.5))
+        if trial in (0, 30):   # drop the row holding the lowest x: the bounds must move
+            keep = np.setdiff1d(np.arange(n), [int(np.argmin(b.rows[:, 0]))])
         b.take(keep)
         fresh = Block()
         fresh.set(b.rows.copy(), b.book.copy())
+        small = Block()   # batched with others in one refresh
+        small.set(_rows(rng, 5, 0.0), _book(5, 0))
+        refresh_bounds([small, fresh])
         assert all(np.array_equal(x, y) for x, y in zip(b.bounds(), fresh.bounds())), trial
 
 
