@@ -97,7 +97,7 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
                                       torch.from_numpy(np.ascontiguousarray(b.book["gid"])), excess)
                 keep = np.ones(len(b), dtype=bool)
                 keep[gone] = False
-                b.take(np.flatnonzero(keep))
+                b.take(np.flatnonzero(keep), removed=np.sort(gone))
                 evicted += excess
     total = sum(len(b) for b in blocks.values())
     if 0 < cfg.max_gaussians < total:
@@ -118,7 +118,7 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
             k = keep[start:start + len(b)]
             start += len(b)
             if not k.all():
-                b.take(np.flatnonzero(k))
+                b.take(np.flatnonzero(k), removed=np.flatnonzero(~k))
                 changed.add(code)
         evicted += excess
     return evicted

@@ -139,17 +139,20 @@ class Block:
         opaque[k:] = new_book.view(_OPAQUE)
         self.set(out, out_book)
 
-    def take(self, idx: np.ndarray) -> None:
-        """Keep only the Gaussians ``idx`` (ascending indices), in that order. The cached bounds stay
-        when no removed Gaussian attains one of them (a kept one still does: the same values)."""
+    def take(self, idx: np.ndarray, removed: np.ndarray | None = None) -> None:
+        """Keep only the Gaussians ``idx`` (ascending indices), in that order; ``removed``: the other
+        indices, when the caller has them. The cached bounds stay when no removed Gaussian attains one
+        of them (a kept one still does: the same values)."""
         score, bounds, rows = self._score, self._bounds, self.rows
         self.set(rows.take(idx, axis=0), self._book.take(idx))
         if score is not None:
             self._score = score.take(idx[:int(np.searchsorted(idx, len(score)))])
         if bounds is not None and 0 < len(idx) < len(rows):
-            gone = np.ones(len(rows), dtype=bool)
-            gone[idx] = False
-            if _strictly_inside(rows.take(np.flatnonzero(gone), axis=0), bounds):
+            if removed is None:
+                gone = np.ones(len(rows), dtype=bool)
+                gone[idx] = False
+                removed = np.flatnonzero(gone)
+            if _strictly_inside(rows.take(removed, axis=0), bounds):
                 self._bounds = bounds
             elif len(idx) >= _OWN_PASS_ROWS:   # the rows were just written: recompute while they are in cache
                 self._bounds = _segment_bounds(self.rows, np.zeros(1, np.int64))[0]
