@@ -48,10 +48,14 @@ def load_candidate(path: Path, device: torch.device):
 def validation_score(model, scenes: Sequence[SceneData], views: Sequence[int], device: torch.device,
                      spans: Sequence[Optional[int]] = (None,)) -> dict:
     """Mean model PSNR over ``views`` x ``spans`` (the selection key) and each window's
-    model/baseline PSNR, keyed ``"V"`` (one span) or ``"V@span"`` (several; span None = all frames)."""
+    model/baseline PSNR, keyed ``"V"`` (one span) or ``"V@span"`` (several; span None = all frames).
+    A window no scene can hold (V + 2 targets > span) is left out, with a warning."""
     per_v = {}
     for span in spans:
         for v in views:
+            if span is not None and v + 2 > span:
+                log.warning("validation: V=%d does not fit a %d-frame span (+2 targets): left out", v, span)
+                continue
             rep = evaluate(model, scenes, EvalSettings(v, 2, span), device)
             key = str(v) if len(spans) == 1 else f"{v}@{span or 'all'}"
             per_v[key] = {m: round(rep[m]["psnr"], 4) for m in ("model", "nearest_view", "mean_color")}

@@ -145,3 +145,6 @@ def test_validation_score_averages_every_view_count_and_span(monkeypatch):
     assert seen == [(2, 16), (4, 16), (2, 6), (4, 6)]
     assert set(two["views"]) == {"2@16", "4@16", "2@6", "4@6"}
     assert two["mean_model_psnr"] == pytest.approx(23.0 + (1.6 + 0.6) / 2)
+    seen.clear()
+    narrow = select.validation_score(None, [], [2, 8], "cpu", spans=(16, 6))  # 8 views + 2 targets > 6 frames
+    assert seen == [(2, 16), (8, 16), (2, 6)] and set(narrow["views"]) == {"2@16", "8@16", "2@6"}
