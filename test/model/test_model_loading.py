@@ -121,10 +121,10 @@ def test_format_1_files_are_permuted_at_load_into_the_same_function(tmp_path):
     assert torch.load(resaved, weights_only=True)["format"] == FORMAT
 
 
-def test_the_shipped_checkpoint_is_format_1_and_loads_as_our_small_model():
+def test_the_shipped_checkpoint_is_our_format_and_loads_as_our_small_model():
     model, source = load_model_file(None)
-    assert source.layout == FORMAT_V1 and source.how == "file config" and source.architecture == "small_rc"
-    assert model.cfg.qk_norm_eps == 1e-6 and model.cfg.pose_normalization == "ilrm_ros"
+    assert source.layout == FORMAT and source.how == "file config" and source.architecture == "small_rc"
+    assert model.cfg.pose_normalization == "ilrm_ros_floor"  # stage 2: narrow windows keep metres
     assert source.model_id.startswith("ilrm_small.pt@")
     assert inspect_checkpoint(default_checkpoint_path()).summary()["input size"].startswith("128x128")
 
