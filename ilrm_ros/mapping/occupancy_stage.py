@@ -44,7 +44,7 @@ class OccupancyConfig:
     min_alpha: float = param(0.9, "Integrate only pixels whose rendered opacity reaches this", 0.0, 1.0)
     max_range_m: float = param(5.0, "Rays longer than this carve free space up to it and mark no surface", 0.1, 100.0)
     free_margin_m: float = param(0.1, "Free space stops this far short of the rendered surface", 0.0, 5.0)
-    free_margin_rel: float = param(0.35, "Free space also stops this fraction of the range short of the surface "
+    free_margin_rel: float = param(0.65, "Free space also stops this fraction of the range short of the surface "
                                           "(for depth whose error grows with range)", 0.0, 0.95)
     prob_hit: float = param(0.7, "Occupancy probability a surface observation gives its voxel (> 0.5)", 0.5, 0.999)
     prob_miss: float = param(0.4, "Occupancy probability a ray passing through gives a voxel (< 0.5)", 0.001, 0.5)
