@@ -94,8 +94,8 @@ def normalize_cameras(
     """
     if method == "ilrm_ros":
         return normalize_window(c2w, "first", min_extent)
-    if method == "ilrm_ros_floor":  # below the floor normalize_window keeps scale 1 (metres): max(extent, floor)
-        return normalize_window(c2w, "first", max(min_extent, ILRM_ROS_FLOOR_M))
+    if method == "ilrm_ros_floor":
+        return normalize_window(c2w, "first", min_extent, min_scale=ILRM_ROS_FLOOR_M)
     if method not in POSE_NORMALIZATIONS:
         raise ValueError(f"pose normalisation must be one of {POSE_NORMALIZATIONS}, got {method!r}")
     if c2w.ndim != 3 or c2w.shape[-2:] != (4, 4):

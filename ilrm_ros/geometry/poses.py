@@ -80,7 +80,7 @@ class Similarity:
 
 
 def normalize_window(
-    c2w: torch.Tensor, reference: str = "first", min_extent: float = 1e-6
+    c2w: torch.Tensor, reference: str = "first", min_extent: float = 1e-6, min_scale: float = 0.0
 ) -> tuple[torch.Tensor, Similarity]:
     """Express a window of cameras relative to a reference pose, with max |t| = 1.
 
@@ -93,6 +93,9 @@ def normalize_window(
         scale is unobservable: the window is only moved and rotated (scale 1, world units
         kept, max |t| < 1) instead of being magnified by 1/extent. Callers that see
         nearly static windows may raise it (e.g. 0.05 m).
+    min_scale: the scale (world units per normalised unit) is never below this: a window
+        narrower than ``min_scale`` keeps that scale (max |t| < 1) instead of being
+        magnified to max |t| = 1 (0 = no floor).
 
     Returns ``(c2w_norm (V, 4, 4), sim)`` with ``sim.apply_c2w(c2w_norm) == c2w`` (up to
     rounding). Computed in float64, returned in the input dtype.
@@ -113,7 +116,7 @@ def normalize_window(
         log.debug("degenerate window: camera extent %.3g < %.3g, keeping scale 1", extent, min_extent)
         scale = 1.0
     else:
-        scale = extent
+        scale = max(extent, min_scale)
     sim64 = Similarity(R0, t0, scale)
     norm = sim64.inverse().apply_c2w(P)
     sim = Similarity(R0.to(c2w.dtype), t0.to(c2w.dtype), scale)

@@ -115,7 +115,7 @@ def resize_depths(depths: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def to_scene_data(posed, name: str, size: tuple[int, int] | None = None) -> SceneData:
     """Convert ``PosedImages`` to tensors (depth, when present, as float16), optionally resized to ``size`` = (h, w)."""
     depths = None
-    if getattr(posed, "depths", None) is not None:
+    if posed.depths is not None:
         depths = torch.as_tensor(np.nan_to_num(np.asarray(posed.depths), nan=0.0, posinf=0.0), dtype=torch.float16)
     images = torch.as_tensor(np.asarray(posed.images))
     c2w = torch.as_tensor(np.asarray(posed.c2w), dtype=torch.float32)
@@ -153,7 +153,7 @@ def load_scenes(root: str | Path, size: tuple[int, int] | None = None, max_scene
 # --------------------------------------------------------------------------- normalisation
 
 def normalize_targets_with_scale(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor, method: str = "ilrm_ros"
-                     ) -> tuple[torch.Tensor, torch.Tensor, float]:
+                                 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Normalise a window's context cameras by ``method`` (geometry.normalization) and map targets alike.
 
     ctx_c2w (V, 4, 4), tgt_c2w (T, 4, 4) -> same shapes in the normalised frame, and the
@@ -164,12 +164,6 @@ def normalize_targets_with_scale(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor, m
     ctx_n, sim = normalize_cameras(ctx_c2w, method)
     return ctx_n, sim.inverse().apply_c2w(tgt_c2w), float(sim.scale)
 
-
-def normalize_context_and_targets(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor, method: str = "ilrm_ros"
-                                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`normalize_targets_with_scale` without the scale: (V, 4, 4), (T, 4, 4) in the normalised frame."""
-    ctx_n, tgt_n, _ = normalize_targets_with_scale(ctx_c2w, tgt_c2w, method)
-    return ctx_n, tgt_n
 
 
 def _imgs(x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Training loss: MSE + λ·(1 − SSIM), plus optional perceptual (LPIPS) and depth terms.
 
-The depth term (``depth_weight``) is for generated scenes, whose exact depth is known: the
+The depth term (``TrainConfig.depth_weight``, :func:`depth_loss`) is for generated scenes, whose exact depth is known: the
 mean |log d_rendered − log d_true| over the target pixels that have a true depth and a
 rendered opacity above ``DEPTH_MIN_ALPHA``. Photometric loss alone teaches a small model on
 a CPU budget colours long before geometry; the map's occupancy grid is built from exactly
@@ -21,8 +21,6 @@ class LossConfig:
     """λ of the (1 − SSIM) term."""
     lpips_weight: float = 0.0
     """Weight of the LPIPS term; used only when LPIPS is available."""
-    depth_weight: float = 0.0
-    """Weight of the log-depth term; used only when the batch has true depth."""
 
 
 DEPTH_MIN_ALPHA = 0.05
@@ -35,7 +33,6 @@ class LossTerms:
     mse: torch.Tensor
     ssim: torch.Tensor
     lpips: Optional[torch.Tensor] = None
-    depth: Optional[torch.Tensor] = None
 
 
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, cfg: LossConfig,

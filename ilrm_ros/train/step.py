@@ -68,12 +68,6 @@ def render_targets_rgbd(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: in
     return torch.stack(rgb), torch.stack(depth), torch.stack(alpha)
 
 
-def render_targets(gaussians, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                   background: torch.Tensor) -> torch.Tensor:
-    """:func:`render_targets_rgbd`'s colours only: (B, T, 3, H, W)."""
-    return render_targets_rgbd(gaussians, c2w, K, width, height, background)[0]
-
-
 def draw_span(lo: int, hi: int, rng: random.Random) -> int:
     """A window span in frames, log-uniform over [lo, hi] (narrow and wide windows alike)."""
     lo, hi = max(1, min(lo, hi)), max(1, hi)

@@ -40,7 +40,6 @@ class TrainConfig:
     """> 0: each window's span is drawn log-uniformly from [window_span_min, window_span] (clamped
     to V + T), so narrow windows like the node's (a few keyframes ~0.1 m apart) are trained too;
     0: every window spans ``window_span``."""
-    """Context and targets come from this many consecutive frames."""
     lr: float = 3e-4
     min_lr_ratio: float = 0.05
     warmup_steps: int = 100

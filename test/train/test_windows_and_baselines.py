@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ilrm_ros.train.dataset import make_batch, normalize_context_and_targets, resize_scene, SceneData
+from ilrm_ros.train.dataset import make_batch, normalize_targets_with_scale, resize_scene, SceneData
 from ilrm_ros.train.evaluate import aggregate, mean_color_prediction, nearest_view_indices
 from ilrm_ros.train.step import lr_factor
 
@@ -20,7 +20,7 @@ def _pose(center, yaw_deg=0.0):
 def test_targets_are_normalised_with_the_context_similarity():
     ctx = torch.stack([_pose([1, 2, 3], 10), _pose([3, 2, 3], 30), _pose([1, 4, 3], -20)])
     # a target identical to a context camera must land exactly on that camera's normalised pose
-    ctx_n, tgt_n = normalize_context_and_targets(ctx, ctx[1:2].clone())
+    ctx_n, tgt_n, _ = normalize_targets_with_scale(ctx, ctx[1:2].clone())
     assert torch.allclose(tgt_n[0], ctx_n[1], atol=1e-5)
     assert ctx_n[:, :3, 3].norm(dim=-1).max().item() == pytest.approx(1.0, abs=1e-5)
 
