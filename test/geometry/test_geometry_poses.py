@@ -156,3 +156,14 @@ def test_similarity_matrix_and_inverse_agree():
     x = torch.randn(7, 3, generator=gen, dtype=torch.float64)
     xh = torch.cat([x, torch.ones(7, 1, dtype=torch.float64)], dim=1)
     torch.testing.assert_close(sim.apply_points(x), (xh @ sim.matrix().mT)[:, :3])
+
+
+def test_min_scale_keeps_a_narrow_window_at_that_scale_and_leaves_wider_ones_alone():
+    c2w = torch.eye(4, dtype=torch.float64).repeat(3, 1, 1)
+    c2w[1, 0, 3], c2w[2, 1, 3] = 0.4, 0.2
+    norm, sim = normalize_window(c2w, min_scale=2.0)
+    assert sim.scale == 2.0 and float(norm[:, :3, 3].norm(dim=-1).max()) == pytest.approx(0.2)
+    torch.testing.assert_close(sim.apply_c2w(norm), c2w)
+    wide = c2w.clone()
+    wide[:, :3, 3] *= 10.0  # 4 m: above the floor, max |t| = 1 as without it
+    assert normalize_window(wide, min_scale=2.0)[1].scale == pytest.approx(normalize_window(wide)[1].scale)
