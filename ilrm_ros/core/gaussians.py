@@ -9,6 +9,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
+#: Degree-0 real spherical harmonic, 1 / (2 sqrt(pi)): colour = 0.5 + SH_C0 * DC coefficient
+#: (the model's colour head and the PLY files' f_dc fields both use it).
+SH_C0 = 0.28209479177387814
+
 
 @dataclass
 class Gaussians:

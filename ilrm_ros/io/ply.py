@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from plyfile import PlyData
 
-from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.core.gaussians import SH_C0, Gaussians
 
 logger = logging.getLogger(__name__)
 
-SH_C0 = 0.28209479177387814  # the degree-0 spherical-harmonic basis constant
+
 OPACITY_EPS = 1e-6
 SCALE_MIN = 1e-12
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -39,16 +39,17 @@ from ilrm_ros.geometry.cameras import (
     ray_features,
     rays_through_pixels,
 )
-from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.core.gaussians import SH_C0, Gaussians
 from ilrm_ros.geometry.normalization import POSE_NORMALIZATIONS
+from ilrm_ros.model import fused as fz
+from ilrm_ros.model.fused_tokens import image_token_input
+from ilrm_ros.model.head import activate_gaussians, activate_offsets
 from ilrm_ros.model.layers import ATTENTION_BACKENDS, QK_NORM_EPS, Patchify, Processor, patchify
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ILRMConfig", "ILRM", "load_model_config", "config_dir", "activate_offsets", "activate_gaussians", "SH_C0"]
 
-#: Degree-0 real spherical harmonic, 1 / (2 sqrt(pi)).
-SH_C0 = 0.28209479177387814
 LAYOUTS = ("re10k", "wide")
 
 
@@ -183,49 +184,6 @@ def load_model_config(name_or_path: str | Path) -> ILRMConfig:
     return ILRMConfig.from_dict(data)
 
 
-def activate_offsets(raw_offsets: torch.Tensor) -> torch.Tensor:
-    """Raw offset outputs ``(..., 2)`` -> pixel offsets ``(..., 2)`` in viewpoint-grid pixels, in (-0.5, 0.5)."""
-    return torch.sigmoid(raw_offsets) - 0.5
-
-
-def activate_gaussians(
-    raw: torch.Tensor,
-    origins: torch.Tensor,
-    directions: torch.Tensor,
-    cfg: ILRMConfig,
-    base_rgb: torch.Tensor | None = None,
-) -> tuple[Gaussians, torch.Tensor | None]:
-    """Raw head outputs -> activated Gaussians placed along their pixel rays.
-
-    raw: (..., C) per viewpoint-grid pixel, in the order [offset(2)] xyz(3) colour(3)
-    scale(3) rotation(4) opacity(1). origins, directions: (..., 3) ray of each Gaussian
-    (unit directions; already through the offset pixel when offsets are predicted).
-    base_rgb: (..., 3) input colour of each Gaussian's cell, used when ``cfg.color_residual``.
-    Returns the Gaussians (fields shaped like ``raw[..., :k]``) and, if predicted, the
-    activated offsets (..., 2) in grid pixels (else None).
-    """
-    i = 0
-    offset = None
-    if cfg.predict_offset:
-        offset = activate_offsets(raw[..., 0:2])
-        i = 2
-    xyz, rgb, scale, rot, opa = raw[..., i : i + 3], raw[..., i + 3 : i + 6], raw[..., i + 6 : i + 9], raw[..., i + 9 : i + 13], raw[..., i + 13]
-    distance = torch.sigmoid(xyz.mean(dim=-1, keepdim=True)) * cfg.max_depth
-    means = origins + directions * distance
-    scales = torch.exp(torch.clamp(scale + cfg.scale_bias, max=cfg.scale_max_log))
-    opacities = torch.sigmoid(opa + cfg.opacity_bias)
-    quats = rot / rot.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-    if cfg.color_residual:
-        if base_rgb is None:
-            raise ValueError("color_residual needs the input colours (base_rgb)")
-        colors = torch.clamp(base_rgb.to(rgb.dtype) + SH_C0 * rgb, 0.0, 1.0)
-    else:
-        # Degree-0 SH as the authors activate it, but also clamped at 1 (they clamp at 0 only and let
-        # the renderer saturate): Gaussians carry colours in [0, 1] everywhere in this package.
-        colors = torch.clamp(0.5 + SH_C0 * rgb, 0.0, 1.0)
-    return Gaussians(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors), offset
-
-
 class ILRM(nn.Module):
     """Images + cameras -> 3D Gaussians (one per viewpoint-grid pixel of every view)."""
 
@@ -252,6 +210,7 @@ class ILRM(nn.Module):
             )
             self.viewpoint_token_decoder = nn.Sequential(nn.LayerNorm(d, bias=False), nn.Linear(d, out, bias=False))
             self.processor = self._make_processor()
+        self._fused = fz.WeightCache()
         self.reset_parameters()
 
     def _make_processor(self) -> Processor:
@@ -300,6 +259,23 @@ class ILRM(nn.Module):
     def _decoder(self) -> nn.Sequential:
         return self.token_decoder if self.cfg.layout == "re10k" else self.viewpoint_token_decoder
 
+    def _token_layers(self) -> tuple[nn.Linear, nn.LayerNorm, nn.Linear, nn.LayerNorm, nn.LayerNorm, nn.Linear]:
+        """(image Linear, image LN, viewpoint Linear, viewpoint LN, decoder LN, decoder Linear) of either layout."""
+        if self.cfg.layout == "re10k":
+            return (self.support_tokenizer, self.support_layernorm, self.input_tokenizer, self.input_layernorm,
+                    self.token_decoder[0], self.token_decoder[1])
+        return (self.image_tokenizer[1], self.image_tokenizer[2], self.viewpoint_tokenizer[1],
+                self.viewpoint_tokenizer[2], self.viewpoint_token_decoder[0], self.viewpoint_token_decoder[1])
+
+    def _fused_io(self, images: torch.Tensor) -> bool:
+        """Whether this forward takes the fused float32 inference path outside the processor too."""
+        return self.processor.fused_enabled() and self.cfg.attention == "sdpa" and fz.fused_ok(images)
+
+    def _packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tokenizers' and decoder's Linear weights, :func:`~ilrm_ros.model.fused.pack`-ed (cached)."""
+        img, _, vp, _, _, dec = self._token_layers()
+        return self._fused.get((img.weight, vp.weight, dec.weight), lambda *w: tuple(fz.pack(t) for t in w))
+
     # ------------------------------------------------------------------ forward
     def forward(
         self, images: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, return_offsets: bool = False
@@ -328,18 +304,30 @@ class ILRM(nn.Module):
 
         # Rays, computed once: full resolution for image tokens, viewpoint grid for the
         # viewpoint tokens and the Gaussian placement (shared when f == 1).
+        fused = self._fused_io(images)
         with no_autocast:
-            o_full, d_full = camera_rays(c2w, K, H, W, 1)  # (B, V, H, W, 3)
-            o_vp, d_vp = (o_full, d_full) if f == 1 else camera_rays(c2w, K, H, W, f)  # (B, V, h, w, 3)
-            rays_full = ray_features(o_full, d_full, cfg.ray_encoding).flatten(0, 1).to(images.dtype)
-            rays_vp = rays_full if f == 1 else ray_features(o_vp, d_vp, cfg.ray_encoding).flatten(0, 1).to(images.dtype)
+            o_vp, d_vp = camera_rays(c2w, K, H, W, f)  # (B, V, h, w, 3)
+            rays_vp = ray_features(o_vp, d_vp, cfg.ray_encoding).flatten(0, 1).to(images.dtype)
+            if not fused:
+                rays_full = rays_vp if f == 1 else ray_features(*camera_rays(c2w, K, H, W, 1), cfg.ray_encoding)
+                rays_full = rays_full.flatten(0, 1).to(images.dtype) if f > 1 else rays_full
 
-        img_tokens = self._image_tokens(images.flatten(0, 1) * 2.0 - 1.0, rays_full)  # (B*V, Ni, d)
-        vp_tokens = self._viewpoint_tokens(rays_vp)  # (B*V, Nv, d)
+        if fused:  # same values, token-order inputs and oneDNN GEMMs (model/fused_tokens.py)
+            img_lin, img_ln, vp_lin, vp_ln, dec_ln, _ = self._token_layers()
+            w_img, w_vp, w_dec = self._packed()
+            x_img = image_token_input(images * 2.0 - 1.0, c2w, K, p, cfg.ray_encoding, cfg.layout == "re10k")
+            img_tokens = fz.layer_norm(img_ln, fz.linear(x_img, w_img))  # (B*V, Ni, d)
+            vp_tokens = fz.layer_norm(vp_ln, fz.linear(patchify(rays_vp.permute(0, 3, 1, 2), p), w_vp))
+        else:
+            img_tokens = self._image_tokens(images.flatten(0, 1) * 2.0 - 1.0, rays_full)  # (B*V, Ni, d)
+            vp_tokens = self._viewpoint_tokens(rays_vp)  # (B*V, Nv, d)
         nv = vp_tokens.shape[1]
         x = self.processor(vp_tokens.reshape(b, v * nv, cfg.dim), img_tokens)
 
-        raw = self._decoder()(x)  # (B, V*Nv, p*p*C)
+        if fused:
+            raw = fz.linear(fz.layer_norm(dec_ln, x), w_dec)  # (B, V*Nv, p*p*C)
+        else:
+            raw = self._decoder()(x)  # (B, V*Nv, p*p*C)
         C = cfg.gaussian_channels
         raw = raw.reshape(b, v, h // p, w // p, p, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(b, v, h, w, C)
 

@@ -136,16 +136,19 @@ class MLP(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps, bias=False)
         self.fc1 = nn.Linear(dim, ratio * dim, bias=False)
         self.fc2 = nn.Linear(ratio * dim, dim, bias=False)
+        self._fused = fz.WeightCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(self.norm(x))))
 
     def residual(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
-        """``x + forward(x)``, x (B, N, d); ``fused``: the residual add inside the second GEMM."""
+        """``x + forward(x)``, x (B, N, d); ``fused``: the GELU inside the first GEMM (oneDNN) and the
+        residual add inside the second."""
         if not fused:
             return x + self.forward(x)
-        h = F.gelu(F.linear(fz.layer_norm(self.norm, x), self.fc1.weight))
-        return fz.linear_residual(x, h, self.fc2.weight.t())
+        w1, w2 = self._fused.get((self.fc1.weight, self.fc2.weight), lambda a, b: (fz.pack(a), fz.pack(b)))
+        h = fz.linear_gelu(fz.layer_norm(self.norm, x), w1)
+        return fz.linear_residual(x, h, w2)
 
 
 class ReadCrossAttention(nn.Module):
@@ -199,9 +202,11 @@ class ReadCrossAttention(nn.Module):
 
     def _fused_weights(self, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor, wp: torch.Tensor,
                        gq: torch.Tensor, gk: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(q rows in (u, d) order, [k; v] (2d, d), proj columns in (u, d) order, q factor (D,))."""
+        """(q rows in (u, d) order, [k; v] (2d, d), proj columns in (u, d) order, q factor (D,)); the
+        three projections :func:`~ilrm_ros.model.fused.pack`-ed."""
         u = self.uplift
-        return fz.uplift_rows(wq, u), torch.cat((wk, wv)), fz.uplift_cols(wp, u), fz.qk_weight(gq, gk)[0]
+        return (fz.pack(fz.uplift_rows(wq, u)), fz.pack(torch.cat((wk, wv))), fz.pack(fz.uplift_cols(wp, u)),
+                fz.qk_weight(gq, gk)[0])
 
     def residual(self, x: torch.Tensor, context: torch.Tensor, fused: bool = False) -> torch.Tensor:
         """``x + forward(x, context)``; ``fused``: the kernels of :mod:`ilrm_ros.model.fused`."""
@@ -211,12 +216,12 @@ class ReadCrossAttention(nn.Module):
         u, heads = self.uplift, d // self.head_dim
         wq, wkv, wp, gq = self._fused.get((self.q.weight, self.k.weight, self.v.weight, self.proj.weight,
                                             self.q_norm.weight, self.k_norm.weight), self._fused_weights)
-        q = F.linear(fz.layer_norm(self.norm, x), wq).view(n, nq * u, d)  # sub-queries of a token adjacent
-        kv = F.linear(context, wkv)                                        # (N, Nk, 2d)
+        q = fz.linear(fz.layer_norm(self.norm, x), wq).view(n, nq * u, d)  # sub-queries of a token adjacent
+        kv = fz.linear(context, wkv)                                        # (N, Nk, 2d)
         q = fz.normed_heads(q, heads, _eps(self.q_norm, x), gq)
         k = fz.normed_heads(kv[..., :d], heads, _eps(self.k_norm, x))
         out = fz.merged(fz.attend(q, k, fz.heads_view(kv[..., d:], heads)))  # (N, Nq*u, d)
-        return fz.linear_residual(x, out.view(n, nq, u * d), wp.t())
+        return fz.linear_residual(x, out.view(n, nq, u * d), wp)
 
 
 class SelfAttention(nn.Module):
@@ -243,12 +248,13 @@ class SelfAttention(nn.Module):
             return x + self.forward(x)
         d = x.shape[-1]
         heads = d // self.head_dim
-        (gq,) = self._fused.get((self.q_norm.weight, self.k_norm.weight), fz.qk_weight)
-        qkv = F.linear(fz.layer_norm(self.norm, x), self.qkv.weight)       # (B, N, 3d)
+        wqkv, wp, gq = self._fused.get((self.qkv.weight, self.proj.weight, self.q_norm.weight, self.k_norm.weight),
+                                       lambda a, b, gq, gk: (fz.pack(a), fz.pack(b), fz.qk_weight(gq, gk)[0]))
+        qkv = fz.linear(fz.layer_norm(self.norm, x), wqkv)                 # (B, N, 3d)
         q = fz.normed_heads(qkv[..., :d], heads, _eps(self.q_norm, x), gq)
         k = fz.normed_heads(qkv[..., d:2 * d], heads, _eps(self.k_norm, x))
         out = fz.merged(fz.attend(q, k, fz.heads_view(qkv[..., 2 * d:], heads)))
-        return fz.linear_residual(x, out, self.proj.weight.t())
+        return fz.linear_residual(x, out, wp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, d) -> (B, N, d)."""
@@ -324,6 +330,10 @@ class Processor(nn.Module):
         for m in self.modules():
             if isinstance(m, (ReadCrossAttention, SelfAttention)):
                 m.backend = backend
+
+    def fused_enabled(self) -> bool:
+        """Whether every block takes the fused float32 inference kernels (where they apply)."""
+        return all(m.fused for m in self.blocks)
 
     def set_fused(self, on: bool) -> None:
         """Use the fused float32 inference kernels (default) or always the plain reference code."""

@@ -155,9 +155,11 @@ def test_head_activations_follow_the_paper():
 
 @pytest.mark.parametrize("layout", ["re10k", "wide"])
 def test_image_token_channels_are_ordered_as_in_each_release(layout):
-    """re10k reads (rgb, o x d, d); wide reads (o, d, o x d, rgb) — checked on pixel (0, 0)."""
+    """re10k reads (rgb, o x d, d); wide reads (o, d, o x d, rgb) — checked on pixel (0, 0) of the plain
+    path (the fused twin builds the same input: test_model_fused_tokens.py)."""
     cfg = tiny_config(layout)
     model = ILRM(cfg).eval()
+    model.processor.set_fused(False)
     linear = model.support_tokenizer if layout == "re10k" else model.image_tokenizer[1]
     seen = {}
 

@@ -157,7 +157,9 @@ def _efficiency(case: Case, forward, model: ILRM, device: torch.device, runs: in
                                  c.viewpoint_factor)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     case.gflop, case.ref_shape = flops / 1e9, list(shape)
-    case.gflops, case.ref_gflops, case.ratio = paired_rates(forward, flops, shape, device, max(runs, 3), dtype)
+    case.gflops, case.ref_gflops, case.ratio, kernels = paired_rates(forward, flops, shape, device, max(runs, 3),
+                                                                      dtype)
+    case.ref_kernels = {k: round(v, 1) for k, v in kernels.items()}
     if profile:
         case.profile = profile_top(forward)
 

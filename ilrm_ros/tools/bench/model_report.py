@@ -39,7 +39,11 @@ class Case:
     gflops: float = 0.0
     """achieved FLOP rate of the forward, median over runs alternating with the reference, GFLOP/s."""
     ref_gflops: float = 0.0
-    """FLOP rate of a matmul of the model's dominant shape, timed between the model's runs."""
+    """FLOP rate of a matmul of the model's dominant shape, timed between the model's runs: the faster
+    of the kernels in ``ref_kernels``."""
+    ref_kernels: dict = field(default_factory=dict)
+    """GFLOP/s of each reference kernel at that shape ("matmul": torch.matmul, "onednn": oneDNN's
+    linear; 0.0 where it cannot run)."""
     ratio: float = 0.0
     """median over those pairs of model rate / reference rate (the machine-independent figure)."""
     ref_shape: list[int] = field(default_factory=list)
@@ -68,10 +72,11 @@ def format_table(cases: list[Case], notes: list[str]) -> str:
             f"{_mem_text(c.render_peak_mem_mb):>11}"
         )
     lines.append("efficiency (same process): counted GFLOP, achieved GFLOP/s, reference matmul of the dominant "
-                 "shape GFLOP/s, ratio")
+                 "shape GFLOP/s (the faster kernel; each kernel's rate), ratio")
     for c in cases:
+        kernels = " ".join(f"{k} {v:.0f}" for k, v in c.ref_kernels.items() if v)
         lines.append(f"  {c.device:<5}{c.config:<8}{c.views:>3} x {c.height}x{c.width}: {c.gflop:8.1f} GFLOP "
-                     f"{c.gflops:8.1f} GFLOP/s  ref {c.ref_gflops:7.1f} GFLOP/s {tuple(c.ref_shape)}  "
+                     f"{c.gflops:8.1f} GFLOP/s  ref {c.ref_gflops:7.1f} GFLOP/s {tuple(c.ref_shape)} ({kernels})  "
                      f"ratio {100 * c.ratio:5.1f} %")
         for p in c.profile:
             lines.append(f"      {p['op']:<48} {p['ms_per_call']:>9.2f} ms  {100 * p['share']:5.1f} %")
