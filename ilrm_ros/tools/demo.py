@@ -207,7 +207,16 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
         saved = fut.result()
         if saved is None or not saved.success:
             raise RuntimeError(f"save_map failed: {getattr(saved, 'message', 'timeout')}")
-        _wait(lambda: got["map"] is not None, 10.0, spin)
+        # MapInfo, the chunk stream and the latched ~/map arrive on separate topics: read all three once
+        # they describe the same map (a window or refinement step may land between the idle check and here)
+        def agreed() -> bool:
+            if got["map"] is None or got["info"] is None:
+                return False
+            n = got["info"].num_gaussians
+            return sum(len(a) for a in replica.chunk_arrays().values()) == n == len(cloud_to_array(got["map"]))
+
+        _wait(agreed, 15.0, spin)
+        info = got["info"]
         rebuilt = sum(len(a) for a in replica.chunk_arrays().values())
         report.update({
             "windows": int(info.num_windows), "keyframes": int(info.num_keyframes),
