@@ -184,10 +184,10 @@ class Block:
 
 def _row_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """lo, hi (3,) float64 of the means and the largest scale of rows (K >= 1, 14) float32."""
-    means = rows[:, COL_MEANS]
-    c = COL_SCALES.start
-    smax = np.maximum(np.maximum(rows[:, c], rows[:, c + 1]), rows[:, c + 2]).max()
-    return means.min(axis=0).astype(np.float64), means.max(axis=0).astype(np.float64), float(smax)
+    cols = rows[:, :COL_SCALES.stop].T.copy()   # (10, K): reducing strided (K, 3) views along axis 0 is ~20x slower
+    means = cols[COL_MEANS]
+    smax = cols[COL_SCALES].max()
+    return means.min(axis=1).astype(np.float64), means.max(axis=1).astype(np.float64), float(smax)
 
 
 def _strictly_inside(rows: np.ndarray, bounds: tuple[np.ndarray, np.ndarray, float]) -> bool:
