@@ -66,6 +66,16 @@ class WeightCache:
         self._key: tuple | None = None
         self._value: tuple[torch.Tensor, ...] = ()
 
+    def __deepcopy__(self, memo: dict) -> "WeightCache":
+        """An empty cache: derived weights are rebuilt on first use (oneDNN-packed tensors cannot be copied)."""
+        return WeightCache()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
     @staticmethod
     def _stamp(sources: tuple[torch.Tensor, ...]) -> tuple:
         return tuple((id(t), t.data_ptr(), t._version, t.device, t.dtype) for t in sources)

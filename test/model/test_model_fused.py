@@ -98,3 +98,15 @@ def test_fused_path_is_only_taken_without_autograd_in_float32():
         assert fz.fused_ok(x) and not fz.fused_ok(x.double())
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not fz.fused_ok(x)
+
+
+def test_a_model_with_built_caches_deep_copies_and_pickles_and_the_copy_rebuilds_them():
+    import copy
+    import pickle
+
+    torch.manual_seed(4)
+    model = tiny(iterations=1).eval()
+    args = inputs()
+    ref = _outputs(model, True, *args)   # builds the caches (oneDNN-packed weights on CPU)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        torch.testing.assert_close(_outputs(clone, True, *args).means, ref.means, rtol=0, atol=0)
