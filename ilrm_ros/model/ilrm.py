@@ -8,6 +8,9 @@ viewpoint factor f, width d)::
     processor: [read block (per view cross-attn) , self block (global)] x iterations
     head: LN + Linear -> p*p*C values per viewpoint token -> one Gaussian per viewpoint-grid pixel
 
+float32 inference without autograd builds the image tokenizer's input directly in token order and
+runs every projection through oneDNN on CPU (model/fused.py, fused_tokens.py; same values to rounding).
+
 Two parameter-name layouts match the authors' two checkpoints (``layout``):
 - ``"re10k"``: ``input_tokenizer``/``input_layernorm`` (viewpoint tokens),
   ``support_tokenizer``/``support_layernorm`` (image tokens), ``token_decoder``; image

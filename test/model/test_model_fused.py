@@ -23,7 +23,11 @@ def _outputs(model, fused: bool, *args):
         return model(*args)
 
 
-@pytest.mark.parametrize("layout,kw", [("wide", {}), ("wide", {"uplift": 3, "head_dim": 16}), ("re10k", {})])
+@pytest.mark.parametrize("layout,kw", [
+    ("wide", {}), ("wide", {"uplift": 3, "head_dim": 16}), ("re10k", {}),
+    ("wide", {"viewpoint_factor": 2, "ray_encoding": "plucker9", "predict_offset": True, "uplift": 2}),
+    ("wide", {"viewpoint_factor": 2, "ray_encoding": "plucker9", "predict_offset": False}),
+])
 def test_fused_forward_matches_the_reference_to_float32_rounding(layout, kw):
     torch.manual_seed(0)
     model = tiny(layout, iterations=2, **kw).eval()
