@@ -3,13 +3,17 @@ Gaussians (padded by their scale) against one camera (the culling behind ``Gauss
 queries and the chunks a window is fused with)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
+from ilrm_ros.mapping.chunks import array_to_gaussians
 from ilrm_ros.mapping.fusion import EIGHT_TRUE, WindowCameras
 
-__all__ = ["frustum_planes", "rotate_rows", "boxes_in_frusta", "in_view"]
+__all__ = ["frustum_planes", "rotate_rows", "boxes_in_frusta", "in_view", "FrustumRows"]
 
 
 def frustum_planes(cams: WindowCameras, near: float, far: float) -> torch.Tensor:
@@ -79,3 +83,24 @@ def in_view(rows: np.ndarray, cams: WindowCameras, near: float, far: float, sigm
         keep &= at - r < size
     keep |= np.abs(z) <= pad   # straddling the camera plane: cannot be projected reliably, kept
     return keep
+
+
+@dataclass(frozen=True)
+class FrustumRows:
+    """The rows of the chunks one camera's frustum touches, held as the chunks' own arrays (which the map
+    never modifies in place: every change assigns new ones), so taking it costs no copy and the
+    Gaussians it gives later are those of the moment it was taken. cams: that one camera."""
+
+    chunks: tuple[np.ndarray, ...]
+    cams: WindowCameras
+    near: float
+    far: float
+    sigmas: float
+
+    def gaussians(self) -> Gaussians:
+        """The Gaussians (N, k) of those chunks that may be visible from the camera (:func:`in_view`)."""
+        if not self.chunks:
+            return Gaussians.empty()
+        rows = np.concatenate(self.chunks)
+        keep = np.flatnonzero(in_view(rows, self.cams, self.near, self.far, self.sigmas))
+        return array_to_gaussians(torch.from_numpy(rows.take(keep, axis=0)))

@@ -44,7 +44,7 @@ from ilrm_ros.mapping.fusion import (
     prune_mask,
     zbuffer,
 )
-from ilrm_ros.mapping.frustum import boxes_in_frusta, in_view
+from ilrm_ros.mapping.frustum import FrustumRows, boxes_in_frusta
 from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
 from ilrm_ros.mapping.map_storage import (BOOK_DTYPE, Block, BoundsTable, chunk_order, decode_key, encode_keys,
                                           refresh_bounds)
@@ -147,13 +147,15 @@ class GaussianMap:
         Chunks are selected by their padded bounds against the frustum, then each Gaussian
         by its projected mean with a margin of ``sigmas`` times its largest scale.
         """
+        return self.frustum_rows(c2w, K, width, height, near, far, sigmas).gaussians()
+
+    def frustum_rows(self, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                     near: float = 0.01, far: float = 1e4, sigmas: float = 3.0) -> FrustumRows:
+        """What :meth:`gaussians_in_frustum` returns, deferred: the chunk selection now (no copy), the
+        per-Gaussian culling when ``.gaussians()`` is called, on the rows as they are now."""
         cams = WindowCameras(c2w=c2w, K=K, height=height, width=width)
         hit = self._chunks_in_frusta(cams, near, far, sigmas)
-        if not hit:
-            return Gaussians.empty()
-        rows = np.concatenate([self._blocks[c].rows for c in hit])
-        keep = np.flatnonzero(in_view(rows, cams, near, far, sigmas))
-        return array_to_gaussians(torch.from_numpy(rows.take(keep, axis=0)))
+        return FrustumRows(tuple(self._blocks[c].rows for c in hit), cams, near, far, sigmas)
 
     def _chunks_in_frusta(self, cams: WindowCameras, near: float, far: float, sigmas: float = 3.0) -> list[int]:
         """Codes (key order) of the chunks whose padded bounds may touch a camera frustum."""

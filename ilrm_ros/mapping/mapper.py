@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from typing import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -256,10 +257,11 @@ class Mapper:
         result.quality_views = []
         result.timings.update(quality_s=seconds, quality_views=float(n))
 
-    def _cull(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> Gaussians:
-        """The map's Gaussians one camera may see (call under map_lock)."""
-        return self.map.gaussians_in_frustum(torch.as_tensor(c2w, dtype=torch.float32),
-                                             torch.as_tensor(K, dtype=torch.float32), width, height)
+    def _cull(self, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> Callable[[], Gaussians]:
+        """The map's Gaussians one camera may see, as of now, given when called (call under map_lock; the
+        call needs no lock: ``FrustumRows`` holds the chunks' immutable arrays)."""
+        return self.map.frustum_rows(torch.as_tensor(c2w, dtype=torch.float32),
+                                     torch.as_tensor(K, dtype=torch.float32), width, height).gaussians
 
     def _render_rgb(self, g: Gaussians, c2w: np.ndarray, K: np.ndarray, width: int, height: int) -> torch.Tensor:
         """Gaussians (N, k) rendered from one camera -> (3, height, width) float in [0, 1]."""

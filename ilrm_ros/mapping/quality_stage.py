@@ -11,9 +11,10 @@
 - ``none``: nothing is scored (not "off": YAML and ROS parameter parsing read an unquoted off as false).
 
 Scoring runs on the window worker, never on the input path: before a window is fused
-(``Mapper.process_window``), the map Gaussians each queued keyframe stamped up to the window's
-newest keyframe sees are gathered (newer ones wait for their window); rendering and scoring them
-(``Mapper.score_quality``) happens after the window's chunks went out, so it adds no latency to
+(``Mapper.process_window``), the map chunks each queued keyframe stamped up to the window's
+newest keyframe sees are taken (references to their arrays, which the map never changes in place;
+newer keyframes wait for their window); culling, rendering and scoring them
+(``Mapper.score_quality``) happen after the window's chunks went out, so they add no latency to
 them. A keyframe is scored only when the map holds Gaussians (the first window's are not).
 Renders are made at ``render_scale`` of the model size, against the keyframe's image box-filtered
 to that size (intrinsics scaled exactly).
@@ -40,22 +41,24 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 16
 """Keyframes waiting to be scored; beyond this the oldest is not scored (the worker is behind)."""
 
-CullFn = Callable[[np.ndarray, np.ndarray, int, int], Gaussians]
-"""(c2w (4, 4), K (3, 3), width, height) -> the map's Gaussians (N, k) that camera may see (a copy)."""
+CullFn = Callable[[np.ndarray, np.ndarray, int, int], Callable[[], Gaussians]]
+"""(c2w (4, 4), K (3, 3), width, height) -> a function giving, when called later, the map's Gaussians
+(N, k) that camera may see *as the map was when cull ran* (e.g. ``FrustumRows.gaussians``: it holds the
+chunks' immutable arrays, so gathering is cheap and the copy waits until scoring)."""
 RenderFn = Callable[[Gaussians, np.ndarray, np.ndarray, int, int], torch.Tensor]
 """(Gaussians, c2w, K, width, height) -> their render, (3, height, width) float in [0, 1]."""
 
 
 @dataclass
 class PendingView:
-    """A keyframe to score and the map Gaussians (N, k) it saw before its window was fused;
-    K (3, 3) at the scored size (width x height)."""
+    """A keyframe to score and the map Gaussians (N, k) it saw before its window was fused (``gaussians()``
+    gives them); K (3, 3) at the scored size (width x height)."""
 
     keyframe: Frame
     K: np.ndarray
     width: int
     height: int
-    gaussians: Gaussians
+    gaussians: Callable[[], Gaussians]
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -115,8 +118,9 @@ class QualityStage:
         return due
 
     def views(self, keyframes: list[Frame], cull: CullFn) -> list[PendingView]:
-        """The map's Gaussians that each keyframe sees, gathered now (before the window is fused),
-        at ``render_scale`` of its size; rendering and scoring them (:meth:`score`) can wait."""
+        """The map's Gaussians that each keyframe sees, taken now (before the window is fused: a
+        reference to the chunks, no copy), at ``render_scale`` of its size; culling, rendering and
+        scoring them (:meth:`score`) can wait until the window's chunks went out."""
         out = []
         for kf in keyframes:
             H, W = kf.rgb.shape[:2]
@@ -130,7 +134,7 @@ class QualityStage:
         t0 = time.monotonic()
         scored = 0
         for v in views:
-            pred = render(v.gaussians, v.keyframe.c2w, v.K, v.width, v.height)
+            pred = render(v.gaussians(), v.keyframe.c2w, v.K, v.width, v.height)
             scored += int(self.tracker.update(score_view(pred.float().cpu(), truth_image(v.keyframe.rgb, v.height,
                                                                                           v.width))))
         seconds = time.monotonic() - t0

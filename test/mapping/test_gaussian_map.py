@@ -336,6 +336,23 @@ def test_memory_and_stats_track_the_content():
 # ------------------------------------------------------------------ queries
 
 
+def test_frustum_rows_taken_before_a_window_give_the_map_as_it_was_then():
+    """The live-quality views take the rows before their window is fused and cull them after its chunks
+    went out: the map's arrays are never changed in place, so the result is that of the earlier map."""
+    first = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)))
+    gmap = GaussianMap(MapConfig(chunk_size_m=0.5))
+    gmap.integrate(observe(first), first, window_id=0)
+    query = look_at((0.2, 0, -0.5), (0.0, 0.2, 3.0))
+    before = gmap.gaussians_in_frustum(query, intrinsics(), IMG, IMG)
+    taken = gmap.frustum_rows(query, intrinsics(), IMG, IMG)
+    closer = cameras(look_at((0, 0, 1.0), (0, 0, 3.0)))
+    update = gmap.integrate(observe(closer, noise=0.01, seed=3), closer, window_id=1)   # replaces / adds there
+    assert update.updates and len(before) > 0
+    later = taken.gaussians()
+    assert torch.equal(later.means, before.means) and torch.equal(later.colors, before.colors)
+    assert not torch.equal(gmap.gaussians_in_frustum(query, intrinsics(), IMG, IMG).means, before.means)
+
+
 def test_frustum_query_matches_brute_force_culling_and_skips_chunks_behind():
     cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)), look_at((2.0, 0, 5.0), (2.0, 0.5, 0.0)))
     gmap = GaussianMap(unlimited(chunk_size_m=0.5))
