@@ -21,7 +21,8 @@
 #               wide baselines), from the shipped checkpoint (--from-scratch: random init),
 #               time_budget_s = what is left minus RESERVE_AFTER_TRAIN_S
 #   select      python -m ilrm_ros.train.select: every kept snapshot and the starting checkpoint
-#               scored on the VALIDATION scenes (mean model PSNR over V=2/4/8); the best -> fp16
+#               scored on the VALIDATION scenes (mean model PSNR over V=2/4/8 in 16-frame windows and
+#               V=2/4 in 6-frame ones, the node's narrow windows); the best -> fp16
 #   eval_*      ilrm-ros eval V=2/4/8 on the held-out scenes (span 16, 2 targets, as the shipped
 #               table), for the chosen and the shipped checkpoints, with both baselines
 #   shard       ilrm-ros checkpoint split: $OUT/ilrm_gpu128.pt.partNNN (each <= 16 MiB) + .shards.json
@@ -98,13 +99,13 @@ if (( DRY )); then
   HELD_DATA=(--scenes 2 --frames 12 --res 32)
   TRAIN_SET=(--set steps=400 --set batch_size=1 --set image_size=[32,32] --set window_span=12 --set ckpt_every=5
              --set log_every=5 --set warmup_steps=1 --set threads=2)
-  SPAN=12
+  SPAN=12; SELECT_SPANS=(12 6)
 else
   DEV=cuda
   TRAIN_DATA=(--scenes 480 --frames 32 --res 128); VAL_DATA=(--scenes 16 --frames 32 --res 128)
   HELD_DATA=(--scenes 24 --frames 24 --res 128)
   TRAIN_SET=()
-  SPAN=16
+  SPAN=16; SELECT_SPANS=(16 6)   # select on wide windows and on the node's narrow ones, as the CPU recipe
 fi
 (( SCRATCH )) && TRAIN_SET+=(--set "init_from=''")
 SHIPPED=ilrm_ros/checkpoints/ilrm_small.pt
@@ -156,7 +157,7 @@ if (( SYNTH_RC == 0 )); then
   CANDIDATES=()
   (( SCRATCH )) || CANDIDATES=(--candidate "$SHIPPED")
   step select 90 "$PY" -m ilrm_ros.train.select --run "$WORK/run" --data "$WORK/data/val" --views "${VIEWS[@]}" \
-    --span "$SPAN" --device "$DEV" --out "$WORK/$NAME" --json "$WORK/select.json" "${CANDIDATES[@]}"
+    --span "${SELECT_SPANS[@]}" --device "$DEV" --out "$WORK/$NAME" --json "$WORK/select.json" "${CANDIDATES[@]}"
   for v in "${VIEWS[@]}"; do  # held-out V=2/4/8 for the chosen and the shipped checkpoints
     for which in trained shipped; do
       ckpt=$SHIPPED
