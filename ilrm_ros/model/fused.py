@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["fused_ok", "WeightCache", "ONEDNN_LINEAR", "pack", "linear", "linear_gelu", "linear_residual",
-           "rms_scale", "qk_weight", "uplift_rows", "uplift_cols", "normed_heads", "heads_view", "merged", "attend",
-           "layer_norm"]
+           "rms_scale", "qk_weight", "uplift_rows", "uplift_cols", "normed_heads", "normed_qk", "heads_view", "merged",
+           "attend", "layer_norm"]
 
 
 def _onednn_linear():
@@ -165,6 +165,17 @@ def normed_heads(x: torch.Tensor, heads: int, eps: float, weight: torch.Tensor |
     if weight is not None:
         y.mul_(weight)
     return y.transpose(1, 2)
+
+
+def normed_qk(qk: torch.Tensor, heads: int, eps: float, q_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries and keys side by side (B, N, 2*H*D) (last dim contiguous) -> RMS-normalised q, k, each
+    (B, H, N, D), in one (B, N, 2H, D) buffer: one norm pass and one scaling pass for both, the values
+    of two :func:`normed_heads` calls bit for bit (~1 % of the 4 x 128^2 forward); ``q_weight`` (D,)
+    multiplies the queries."""
+    both = normed_heads(qk, 2 * heads, eps)   # (B, 2H, N, D)
+    q, k = both[:, :heads], both[:, heads:]
+    q.mul_(q_weight)
+    return q, k
 
 
 def heads_view(x: torch.Tensor, heads: int) -> torch.Tensor:

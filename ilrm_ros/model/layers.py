@@ -251,8 +251,11 @@ class SelfAttention(nn.Module):
         wqkv, wp, gq = self._fused.get((self.qkv.weight, self.proj.weight, self.q_norm.weight, self.k_norm.weight),
                                        lambda a, b, gq, gk: (fz.pack(a), fz.pack(b), fz.qk_weight(gq, gk)[0]))
         qkv = fz.linear(fz.layer_norm(self.norm, x), wqkv)                 # (B, N, 3d)
-        q = fz.normed_heads(qkv[..., :d], heads, _eps(self.q_norm, x), gq)
-        k = fz.normed_heads(qkv[..., d:2 * d], heads, _eps(self.k_norm, x))
+        if _eps(self.q_norm, x) == _eps(self.k_norm, x):   # one pass over q and k together
+            q, k = fz.normed_qk(qkv[..., :2 * d], heads, _eps(self.q_norm, x), gq)
+        else:
+            q = fz.normed_heads(qkv[..., :d], heads, _eps(self.q_norm, x), gq)
+            k = fz.normed_heads(qkv[..., d:2 * d], heads, _eps(self.k_norm, x))
         out = fz.merged(fz.attend(q, k, fz.heads_view(qkv[..., 2 * d:], heads)))
         return fz.linear_residual(x, out, wp)
 

@@ -114,3 +114,12 @@ def test_a_model_with_built_caches_deep_copies_and_pickles_and_the_copy_rebuilds
     ref = _outputs(model, True, *args)   # builds the caches (oneDNN-packed weights on CPU)
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         torch.testing.assert_close(_outputs(clone, True, *args).means, ref.means, rtol=0, atol=0)
+
+
+def test_queries_and_keys_normalised_together_equal_two_separate_passes_bit_for_bit():
+    torch.manual_seed(5)
+    qkv = torch.randn(2, 7, 3 * 4 * 8)   # (B, N, 3 H D), H = 4, D = 8
+    g = torch.rand(8) + 0.5
+    q, k = fz.normed_qk(qkv[..., :64], 4, 1e-5, g)
+    assert torch.equal(q, fz.normed_heads(qkv[..., :32], 4, 1e-5, g))
+    assert torch.equal(k, fz.normed_heads(qkv[..., 32:64], 4, 1e-5))
