@@ -13,6 +13,8 @@ reports coalescing). For each window:
                  scheduling, fusion, serialisation, publishing
   queued_s       arrival of the last keyframe -> the worker starts the window
                  (handoff_s: from the worker queue to the start)
+  prepare_s      process_s - model_s - integrate_s: the worker's other steps before the chunks
+                 (opacity selection, map-frame transform, live-quality views; summary only)
   render_s       the two window renders (after the chunks went out; not in end_to_end_s)
   occupancy_*    the occupancy grid's stage, after the renders (see ilrm_ros.tools.bench.occupancy:
                  the grid is first filled to a 20 m x 20 m x 3 m observed area)
@@ -171,6 +173,7 @@ def summarise(result: dict) -> dict:
          "render_s_median": float(np.median(col("render_s"))),
          "rest_s_median": float(np.median(rest)), "rest_fraction_median": float(np.median(rest / e2e)),
          "rest_without_fusion_fraction_median": float(np.median((rest - col("integrate_s")) / e2e)),
+         "prepare_s_median": float(np.median(col("process_s") - model - col("integrate_s"))),
          **bench_occupancy.summarise(steady)}
     if result["rss_samples"]:
         non_map = np.array([x["rss"] - x["map_bytes"] for x in result["rss_samples"]], dtype=np.float64)
@@ -213,7 +216,8 @@ def cli_main(argv: list[str]) -> int:
     print(f"(medians over windows after the first; e2e = last keyframe in -> chunks out; max e2e "
           f"{s['end_to_end_s_max']:.3f} s; rest without fusion {100 * s['rest_without_fusion_fraction_median']:.1f}%;"
           f" keyframe in -> worker start {1e3 * s['queued_s_median']:.1f} ms, of which hand-off to the worker "
-          f"{1e3 * s['handoff_s_median']:.1f} ms)")
+          f"{1e3 * s['handoff_s_median']:.1f} ms; on the worker besides model and fusion (window selection, map "
+          f"frame, live-quality views) {1e3 * s['prepare_s_median']:.1f} ms)")
     print(bench_occupancy.table(s, result["occupancy"]))
     if "rss_max_mb" in s:
         print(f"RSS max {s['rss_max_mb']:.0f} MB; RSS minus map: first half {s['rss_minus_map_first_half_mb']:.0f} MB,"
