@@ -59,8 +59,9 @@ class FramesConfig:
 
     map_frame: str = param("map", "Fixed frame of the map (REP 105)")
     camera_frame: str = param("", "Camera optical frame; empty = frame_id of the image header")
-    tf_timeout_s: float = param(1.0, "How long a frame may wait for its TF before it is dropped", 0.0, 60.0,
-                                runtime=True)
+    tf_timeout_s: float = param(1.0, "How long a frame may wait for its TF before it is dropped (time the node "
+                                     "could not run, a gap of over 1 s between resolver passes, does not count)",
+                                0.0, 60.0, runtime=True)
     tf_max_future_s: float = param(10.0, "Reject /tf samples stamped more than this after the node's clock "
                                          "(0 = no check)", 0.0, 1e9, runtime=True)
 

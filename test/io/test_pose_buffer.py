@@ -457,3 +457,28 @@ def test_lookups_match_tf2_ros_where_it_is_installed():
             expected[:3, :3] = quat_xyzw_to_matrix([ro.x, ro.y, ro.z, ro.w])
             expected[:3, 3] = [tr.x, tr.y, tr.z]
             np.testing.assert_allclose(ours.lookup(target, source, stamp), expected, atol=1e-9)
+
+
+def test_a_stall_of_the_caller_does_not_count_as_waiting_for_tf():
+    """After the process could not run for 3 s, the first passes must not expire frames whose TF came in
+    meanwhile and is still queued behind them: only serviced time counts towards the timeout."""
+    queue = PendingQueue(capacity=8, timeout_s=2.0, stall_s=1.0)
+    never = lambda item, stamp: None  # noqa: E731
+    queue.push("f", stamp_ns=0, now_ns=0)
+    assert queue.pop_ready(never, now_ns=S // 2) == ([], [])
+    assert queue.pop_ready(never, now_ns=S // 2 + 3 * S) == ([], [])   # 3 s without a call: a stall
+    assert queue.stalls == 1 and len(queue) == 1
+    assert queue.pop_ready(never, now_ns=4 * S) == ([], [])              # 1 s of serviced waiting
+    for t in range(41, 51):                                               # a resolver timer at 0.1 s
+        assert queue.pop_ready(never, now_ns=t * S // 10) == ([], [])   # 2.0 s serviced at t = 5.0 s
+    ready, expired = queue.pop_ready(never, now_ns=51 * S // 10)
+    assert expired == ["f"] and queue.stalls == 1
+
+
+def test_regular_calls_are_no_stall():
+    queue = PendingQueue(capacity=8, timeout_s=1.0, stall_s=1.0)
+    never = lambda item, stamp: None  # noqa: E731
+    queue.push("f", stamp_ns=0, now_ns=0)
+    for t in range(1, 11):
+        assert queue.pop_ready(never, now_ns=t * S // 10) == ([], [])
+    assert queue.pop_ready(never, now_ns=11 * S // 10) == ([], ["f"]) and queue.stalls == 0
