@@ -13,7 +13,8 @@ import torch
 
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES, ROW_FLOATS
 
-__all__ = ["encode_keys", "chunk_order", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds", "refresh_scores", "BoundsTable"]
+__all__ = ["encode_keys", "chunk_order", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds",
+           "refresh_scores", "BoundsTable"]
 
 
 _KEY_BITS = 21
@@ -26,9 +27,20 @@ def encode_keys(keys: torch.Tensor) -> np.ndarray:
     Each component must lie in [-2^20, 2^20) (a million chunk edges from the origin).
     """
     k = keys.to(torch.int64).numpy() + _KEY_OFFSET
-    if k.size and (k.min() < 0 or k.max() >= 1 << _KEY_BITS):
+    if k.size:
+        _check_encodable(int(k.min()), int(k.max()))
+    return _pack_codes(k[:, 0], k[:, 1], k[:, 2])
+
+
+def _check_encodable(lo: int, hi: int) -> None:
+    """Raise unless offset key components in [lo, hi] fit the code's 21 bits each."""
+    if lo < 0 or hi >= 1 << _KEY_BITS:
         raise ValueError("chunk key out of the encodable range (+-2^20 blocks): check the map frame / chunk_size")
-    return (k[:, 0] << (2 * _KEY_BITS)) | (k[:, 1] << _KEY_BITS) | k[:, 2]
+
+
+def _pack_codes(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Offset key components (N,) int64 each -> (N,) int64 codes in lexicographic key order."""
+    return (x << (2 * _KEY_BITS)) | (y << _KEY_BITS) | z
 
 
 def chunk_order(means: np.ndarray, chunk_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -41,10 +53,8 @@ def chunk_order(means: np.ndarray, chunk_size: float) -> tuple[np.ndarray, np.nd
     if not keys.shape[1]:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     lo, hi = [int(k.min()) for k in keys], [int(k.max()) for k in keys]
-    if min(lo) + _KEY_OFFSET < 0 or max(hi) + _KEY_OFFSET >= 1 << _KEY_BITS:
-        raise ValueError("chunk key out of the encodable range (+-2^20 blocks): check the map frame / chunk_size")
-    k = keys.astype(np.int64) + _KEY_OFFSET
-    codes = (k[0] << (2 * _KEY_BITS)) | (k[1] << _KEY_BITS) | k[2]
+    _check_encodable(min(lo) + _KEY_OFFSET, max(hi) + _KEY_OFFSET)
+    codes = _pack_codes(*(keys.astype(np.int64) + _KEY_OFFSET))
     span = [h - low + 1 for low, h in zip(lo, hi)]
     if span[0] * span[1] * span[2] <= 1 << 16:
         dense = ((keys[0] - lo[0]) * span[1] + (keys[1] - lo[1])) * span[2] + (keys[2] - lo[2])
@@ -163,8 +173,7 @@ class Block:
         at every call (the map passes only ``map_bounding``'s contribution score)."""
         have = 0 if self._score is None else len(self._score)
         if have < len(self):
-            tail = fn(self.rows[have:], self._book[have:])
-            self._score = tail if self._score is None else np.concatenate([self._score, tail])
+            self.extend_score(fn(self.rows[have:], self._book[have:]))
         return self._score
 
     def score_tail(self) -> int:
@@ -192,12 +201,9 @@ def _row_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
 def _strictly_inside(rows: np.ndarray, bounds: tuple[np.ndarray, np.ndarray, float]) -> bool:
     """Whether rows (K >= 1, 14) attain none of ``bounds`` (lo, hi (3,), largest scale): every mean strictly
-    inside, every scale below. Reduced along a transposed copy (numpy's reductions over the rows of a
-    narrow strided view are several times slower)."""
-    cols = rows[:, :COL_SCALES.stop].T.copy()   # (10, K)
-    means, scales = cols[COL_MEANS], cols[COL_SCALES]
-    return bool((means.min(axis=1) > bounds[0]).all() and (means.max(axis=1) < bounds[1]).all()
-                and scales.max() < bounds[2])
+    inside, every scale below."""
+    lo, hi, smax = _row_bounds(rows)
+    return bool((lo > bounds[0]).all() and (hi < bounds[1]).all() and smax < bounds[2])
 
 
 def refresh_scores(blocks: list[Block], fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:

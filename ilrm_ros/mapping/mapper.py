@@ -18,9 +18,9 @@ import logging
 import math
 import threading
 import time
-from typing import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch

@@ -43,10 +43,8 @@ def _onednn_linear():
     if not torch.backends.mkldnn.is_available():
         return None
     ops = torch.ops.mkldnn
-    try:
-        return ops._linear_pointwise if hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight") else None
-    except (AttributeError, RuntimeError):  # pragma: no cover - depends on the torch build
-        return None
+    has_ops = hasattr(ops, "_linear_pointwise") and hasattr(ops, "_reorder_linear_weight")
+    return ops._linear_pointwise if has_ops else None
 
 
 ONEDNN_LINEAR = _onednn_linear()

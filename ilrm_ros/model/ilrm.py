@@ -316,7 +316,7 @@ class ILRM(nn.Module):
                 rays_full = rays_full.flatten(0, 1).to(images.dtype) if f > 1 else rays_full
 
         if fused:  # same values, token-order inputs and oneDNN GEMMs (model/fused_tokens.py)
-            img_lin, img_ln, vp_lin, vp_ln, dec_ln, _ = self._token_layers()
+            _, img_ln, _, vp_ln, dec_ln, _ = self._token_layers()
             w_img, w_vp, w_dec = self._packed()
             x_img = image_token_input(images * 2.0 - 1.0, c2w, K, p, cfg.ray_encoding, cfg.layout == "re10k")
             img_tokens = fz.layer_norm(img_ln, fz.linear(x_img, w_img))  # (B*V, Ni, d)

@@ -209,15 +209,17 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
             raise RuntimeError(f"save_map failed: {getattr(saved, 'message', 'timeout')}")
         # MapInfo, the chunk stream and the latched ~/map arrive on separate topics: read all three once
         # they describe the same map (a window or refinement step may land between the idle check and here)
+        def rebuilt_count() -> int:
+            return sum(len(a) for a in replica.chunk_arrays().values())
+
         def agreed() -> bool:
             if got["map"] is None or got["info"] is None:
                 return False
-            n = got["info"].num_gaussians
-            return sum(len(a) for a in replica.chunk_arrays().values()) == n == len(cloud_to_array(got["map"]))
+            return rebuilt_count() == got["info"].num_gaussians == len(cloud_to_array(got["map"]))
 
         _wait(agreed, 15.0, spin)
         info = got["info"]
-        rebuilt = sum(len(a) for a in replica.chunk_arrays().values())
+        rebuilt = rebuilt_count()
         report.update({
             "windows": int(info.num_windows), "keyframes": int(info.num_keyframes),
             "gaussians": int(info.num_gaussians), "chunks": int(info.num_chunks),

@@ -165,7 +165,6 @@ def normalize_targets_with_scale(ctx_c2w: torch.Tensor, tgt_c2w: torch.Tensor, m
     return ctx_n, sim.inverse().apply_c2w(tgt_c2w), float(sim.scale)
 
 
-
 def _imgs(x: torch.Tensor) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1]."""
     return x.permute(0, 3, 1, 2).float() / 255.0

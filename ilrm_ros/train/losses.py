@@ -1,7 +1,7 @@
 """Training loss: MSE + λ·(1 − SSIM), plus optional perceptual (LPIPS) and depth terms.
 
-The depth term (``TrainConfig.depth_weight``, :func:`depth_loss`) is for generated scenes, whose exact depth is known: the
-mean |log d_rendered − log d_true| over the target pixels that have a true depth and a
+The depth term (``TrainConfig.depth_weight``, :func:`depth_loss`) is for generated scenes,
+whose exact depth is known: the mean |log d_rendered − log d_true| over the target pixels that have a true depth and a
 rendered opacity above ``DEPTH_MIN_ALPHA``. Photometric loss alone teaches a small model on
 a CPU budget colours long before geometry; the map's occupancy grid is built from exactly
 this rendered depth."""

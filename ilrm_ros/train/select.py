@@ -95,10 +95,10 @@ def cli_main(argv: Optional[list[str]] = None) -> int:
     scenes = load_scenes(args.data, size=tuple(args.size) if args.size else None)
     paths = candidates(args.run, args.candidate)
     scores = []
+    spans = [s or None for s in args.span]
     for p in paths:
         model, _ = load_candidate(p, device)
         with torch.no_grad():
-            spans = [s or None for s in args.span]
             scores.append({"candidate": str(p), **validation_score(model, scenes, args.views, device, spans)})
         log.info("validation %s: mean model PSNR %.3f dB", p.name, scores[-1]["mean_model_psnr"])
     i = best_index(scores)

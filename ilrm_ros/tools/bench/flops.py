@@ -51,9 +51,9 @@ def _onednn_linear_flops(x_shape: torch.Size, *args, out_shape=None, **kwargs) -
 
 def _onednn_linear_mapping() -> dict:
     """The fused path's oneDNN linears (unknown to torch's counter, which would count them as zero)."""
-    ops = getattr(torch.ops, "mkldnn", None)
-    op = getattr(ops, "_linear_pointwise", None) if ops is not None and torch.backends.mkldnn.is_available() else None
-    return {op: _onednn_linear_flops} if op is not None else {}
+    from ilrm_ros.model.fused import ONEDNN_LINEAR
+
+    return {ONEDNN_LINEAR: _onednn_linear_flops} if ONEDNN_LINEAR is not None else {}
 
 
 def count_flops(fn: Callable[[], object]) -> int:
