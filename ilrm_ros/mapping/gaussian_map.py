@@ -117,8 +117,8 @@ class GaussianMap:
         return sum(len(b) for b in self._blocks.values())
 
     def memory_bytes(self) -> int:
-        """Bytes held by the Gaussian rows and their bookkeeping."""
-        return sum(b.rows.nbytes + b.book.nbytes for b in self._blocks.values())
+        """Bytes held by the Gaussian rows and their bookkeeping (spare capacity for appends included)."""
+        return sum(b.nbytes for b in self._blocks.values())
 
     def stats(self) -> dict:
         """Counts for logs and ``MapInfo``."""

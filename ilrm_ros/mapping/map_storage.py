@@ -88,17 +88,22 @@ def cat_books(books: list[np.ndarray]) -> np.ndarray:
 
 
 class Block:
-    """Storage of one chunk: rows (M, 14) float32 (never modified in place: every change
-    assigns a new array, so rows handed out in updates stay valid) and book (M,) BOOK_DTYPE.
+    """Storage of one chunk: rows (M, 14) float32 and book (M,) BOOK_DTYPE.
+
+    Rows are never modified in place: appending writes only past the current rows (into spare
+    capacity, growing by a quarter when full), every other change writes a new buffer, so rows handed
+    out in updates (views of the first M rows) stay valid. Appending costs the new rows, not a
+    copy of the chunk.
 
     Caches, per content: the bounds, and a per-row score (:meth:`scores`) for the leading rows it
     was computed for (appending keeps it, :meth:`take` takes it along, new rows or bookkeeping drop it)."""
 
-    __slots__ = ("rows", "_book", "revision", "last_window_id", "keyframe_ids", "_bounds", "_score")
+    __slots__ = ("_rbuf", "_bbuf", "_n", "revision", "last_window_id", "keyframe_ids", "_bounds", "_score")
 
     def __init__(self) -> None:
-        self.rows = np.zeros((0, ROW_FLOATS), np.float32)
-        self._book = np.zeros(0, BOOK_DTYPE)
+        self._rbuf = np.zeros((0, ROW_FLOATS), np.float32)   # (capacity, 14); rows are the first _n
+        self._bbuf = np.zeros(0, BOOK_DTYPE)                  # (capacity,); book is the first _n
+        self._n = 0
         self.revision = 0             # map revision of the last change (0 = never sent)
         self.last_window_id = -1
         self.keyframe_ids: tuple[int, ...] = ()
@@ -106,32 +111,51 @@ class Block:
         self._score: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return int(self.rows.shape[0])
+        return self._n
+
+    @property
+    def rows(self) -> np.ndarray:
+        """(M, 14) float32, a view never written to (see the class)."""
+        return self._rbuf[:self._n]
 
     @property
     def book(self) -> np.ndarray:
         """(M,) BOOK_DTYPE; assign a new array to change it (in-place edits would leave the score stale)."""
-        return self._book
+        return self._bbuf[:self._n]
 
     @book.setter
     def book(self, book: np.ndarray) -> None:
-        self._book, self._score = book, None
+        if len(book) != self._n:
+            raise ValueError(f"book of {len(book)} entries for {self._n} rows")
+        self._bbuf, self._score = book, None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held, spare capacity included."""
+        return int(self._rbuf.nbytes + self._bbuf.nbytes)
 
     def set(self, rows: np.ndarray, book: np.ndarray) -> None:
-        self.rows, self._book, self._bounds, self._score = rows, book, None, None
+        """Hold rows (M, 14) float32 and book (M,) as they are (not copied; full, no spare capacity)."""
+        self._rbuf, self._bbuf, self._n, self._bounds, self._score = rows, book, len(rows), None, None
 
     def append(self, rows: np.ndarray, book: np.ndarray) -> None:
         """Add rows (K, 14) float32 and their bookkeeping (K,) after the current ones (copied). Cached
         bounds are extended with the new rows' (min/max are exact: the same values a full refresh gives),
-        so appending to a large chunk costs its copy, not a pass over all of its rows; the cached
+        so appending to a large chunk costs the new rows, not a pass over all of its rows; the cached
         score of the rows before stays valid."""
-        if not len(self):
-            self.set(rows.copy(), book.copy())
+        k, n = len(rows), self._n
+        if not k:
             return
-        bounds, score = self._bounds, self._score
-        self.set(np.concatenate([self.rows, rows]), cat_books([self._book, book]))
-        self._score = score
-        if bounds is not None and len(rows):
+        bounds = self._bounds if n else None
+        if n + k > len(self._rbuf):
+            self._rbuf = _grown(self._rbuf, n, n + k)
+        if n + k > len(self._bbuf):
+            self._bbuf = _grown(self._bbuf, n, n + k)
+        self._rbuf[n:n + k] = rows
+        self._bbuf.view(_OPAQUE)[n:n + k] = book.view(_OPAQUE)
+        self._n = n + k
+        self._bounds = None
+        if bounds is not None:
             lo, hi, smax = _row_bounds(rows)
             self._bounds = (np.minimum(bounds[0], lo), np.maximum(bounds[1], hi), max(bounds[2], smax))
 
@@ -140,21 +164,29 @@ class Block:
         of the current rows), then append rows (J, 14) with new_book (J,): each written once, the content
         of ``take`` then ``append`` (bounds and score are recomputed when next needed)."""
         k, size = len(keep), len(keep) + len(rows)
-        out = np.empty((size, ROW_FLOATS), np.float32)
+        cap = _capacity(size) if len(rows) else size
+        out = np.empty((cap, ROW_FLOATS), np.float32)
         np.take(self.rows, keep, axis=0, out=out[:k], mode="clip")   # clip: unbuffered (indices are valid)
-        out[k:] = rows
-        out_book = np.empty(size, BOOK_DTYPE)
+        out[k:size] = rows
+        out_book = np.empty(cap, BOOK_DTYPE)
         opaque = out_book.view(_OPAQUE)
         np.take(book.view(_OPAQUE), keep, out=opaque[:k], mode="clip")
-        opaque[k:] = new_book.view(_OPAQUE)
+        opaque[k:size] = new_book.view(_OPAQUE)
         self.set(out, out_book)
+        self._n = size
 
     def take(self, idx: np.ndarray, removed: np.ndarray | None = None) -> None:
         """Keep only the Gaussians ``idx`` (ascending indices), in that order; ``removed``: the other
         indices, when the caller has them. The cached bounds stay when no removed Gaussian attains one
         of them (a kept one still does: the same values)."""
         score, bounds, rows = self._score, self._bounds, self.rows
-        self.set(rows.take(idx, axis=0), self._book.take(idx))
+        k = len(idx)
+        cap = min(len(self._rbuf), _capacity(k))   # room to grow again, never more than it had
+        out, out_book = np.empty((cap, ROW_FLOATS), np.float32), np.empty(cap, BOOK_DTYPE)
+        np.take(rows, idx, axis=0, out=out[:k], mode="clip")
+        np.take(self.book.view(_OPAQUE), idx, out=out_book.view(_OPAQUE)[:k], mode="clip")
+        self.set(out, out_book)
+        self._n = k
         if score is not None:
             self._score = score.take(idx[:int(np.searchsorted(idx, len(score)))])
         if bounds is not None and 0 < len(idx) < len(rows):
@@ -171,9 +203,9 @@ class Block:
         """(M,) ``fn(rows, book)``, cached: only rows without a cached score are passed to ``fn``
         (rows (K, 14), book (K,)), so ``fn`` must score each row on its own, and be the same function
         at every call (the map passes only ``map_bounding``'s contribution score)."""
-        have = 0 if self._score is None else len(self._score)
+        have = self.score_tail()
         if have < len(self):
-            self.extend_score(fn(self.rows[have:], self._book[have:]))
+            self.extend_score(fn(self.rows[have:], self.book[have:]))
         return self._score
 
     def score_tail(self) -> int:
@@ -189,6 +221,20 @@ class Block:
         if self._bounds is None:
             refresh_bounds([self])
         return self._bounds if self._bounds is not None else (np.zeros(3), np.zeros(3), 0.0)
+
+
+def _capacity(size: int) -> int:
+    """Buffer length for ``size`` rows that will grow: a quarter more (appends copy each row about four
+    times in all, instead of the whole chunk at every append; at most a fifth of a buffer is spare)."""
+    return size + size // 4 + 16
+
+
+def _grown(buf: np.ndarray, used: int, size: int) -> np.ndarray:
+    """A new buffer of :func:`_capacity` (size) entries holding buf's first ``used`` entries (same dtype)."""
+    out = np.empty((_capacity(size),) + buf.shape[1:], buf.dtype)
+    flat = out.view(_OPAQUE) if buf.dtype == BOOK_DTYPE else out
+    flat[:used] = buf.view(_OPAQUE)[:used] if buf.dtype == BOOK_DTYPE else buf[:used]
+    return out
 
 
 def _row_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

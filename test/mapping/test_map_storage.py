@@ -45,6 +45,27 @@ def test_append_copies_and_never_changes_rows_handed_out_before():
     assert np.array_equal(before, snapshot) and len(before) == 8 and len(b) == 12
 
 
+def test_appends_fill_spare_capacity_without_touching_rows_handed_out_before():
+    rng = np.random.default_rng(7)
+    b = Block()
+    handed, buffers = [], set()
+    for i in range(200):
+        b.append(_rows(rng, 10, float(i)), _book(10, 10 * i))
+        view = b.rows
+        handed.append((view, view.copy()))
+        buffers.add(id(view.base))
+    assert len(b) == 2000 and np.array_equal(b.book["gid"], np.arange(2000))
+    assert all(np.array_equal(v, snap) for v, snap in handed)        # earlier views never written to
+    assert len(buffers) <= 20                                       # amortised growth, not a copy per append
+    assert b.nbytes <= 1.3 * (b.rows.nbytes + b.book.nbytes) + 4096  # spare capacity stays bounded
+    kept = b.rows
+    snap = kept.copy()
+    b.take(np.arange(0, 2000, 3))
+    b.append(_rows(rng, 5, -1.0), _book(5, 5000))
+    b.splice(np.arange(10), b.book, _rows(rng, 3, 9.0), _book(3, 6000))
+    assert np.array_equal(kept, snap) and len(b) == 13
+
+
 def test_take_keeps_or_recomputes_bounds_so_they_always_equal_a_refresh():
     rng = np.random.default_rng(5)
     for trial in range(40):
