@@ -27,6 +27,7 @@ from transforms3d.quaternions import mat2quat, quat2mat
 
 __all__ = [
     "quat_multiply",
+    "quat_left_matrix",
     "quat_to_rotmat",
     "rotmat_to_quat",
     "project_to_rotation",
@@ -58,6 +59,16 @@ def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         ),
         dim=-1,
     )
+
+
+def quat_left_matrix(a: torch.Tensor) -> torch.Tensor:
+    """(w, x, y, z) quaternions ``(..., 4)`` -> ``(..., 4, 4)`` matrices L with ``L(a) b = a ⊗ b``
+    (:func:`quat_multiply` as a matrix: one left factor applied to many quaternions is one matmul)."""
+    w, x, y, z = a.unbind(-1)
+    return torch.stack((w, -x, -y, -z,
+                        x, w, -z, y,
+                        y, z, w, -x,
+                        z, -y, x, w), dim=-1).reshape(*a.shape[:-1], 4, 4)
 
 
 def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ilrm_ros.core.gaussians import Gaussians
-from ilrm_ros.core.rotations import project_to_rotation, quat_multiply, rotmat_to_quat
+from ilrm_ros.core.rotations import project_to_rotation, quat_left_matrix, rotmat_to_quat
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def transform_gaussians(g: Gaussians, sim: Similarity) -> Gaussians:
     """
     R, _ = sim._cast(g.means)
     q_R = rotmat_to_quat(R.to(torch.float64)).to(g.quats)
-    quats = quat_multiply(q_R, g.quats)
+    quats = g.quats @ quat_left_matrix(q_R).mT   # q_R ⊗ q for every q: one (..., N, 4) x (4, 4) product
     quats = quats / quats.norm(dim=-1, keepdim=True)
     return Gaussians(
         means=sim.apply_points(g.means),

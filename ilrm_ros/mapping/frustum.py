@@ -12,8 +12,9 @@ from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
 from ilrm_ros.mapping.chunks import array_to_gaussians
 from ilrm_ros.mapping.fusion import EIGHT_TRUE, WindowCameras
+from ilrm_ros.mapping.map_storage import rows_bounds
 
-__all__ = ["frustum_planes", "rotate_rows", "boxes_in_frusta", "in_view", "FrustumRows"]
+__all__ = ["frustum_planes", "rotate_rows", "boxes_in_frusta", "chunks_hit", "in_view", "FrustumRows"]
 
 
 def frustum_planes(cams: WindowCameras, near: float, far: float) -> torch.Tensor:
@@ -61,6 +62,15 @@ def boxes_in_frusta(lo: torch.Tensor, hi: torch.Tensor, cams: WindowCameras, nea
     return torch.from_numpy(~outside.all(axis=0))
 
 
+def chunks_hit(table: np.ndarray, cams: WindowCameras, near: float, far: float, sigmas: float) -> np.ndarray:
+    """Indices (H,) ascending of the chunks whose bounds, padded by ``sigmas`` times their largest scale, may
+    touch a camera frustum. table: (C, 7) float64 lo (3), hi (3), largest scale per chunk."""
+    pad = sigmas * table[:, 6:]
+    hit = boxes_in_frusta(torch.from_numpy((table[:, :3] - pad).astype(np.float32)),
+                          torch.from_numpy((table[:, 3:6] + pad).astype(np.float32)), cams, near, far)
+    return np.flatnonzero(hit.numpy())
+
+
 def in_view(rows: np.ndarray, cams: WindowCameras, near: float, far: float, sigmas: float) -> np.ndarray:
     """(N,) bool: rows (N, 14) whose mean, padded by ``sigmas`` times the largest scale, may project into
     the first camera of ``cams`` between ``near`` and ``far`` (or straddles its camera plane).
@@ -87,20 +97,29 @@ def in_view(rows: np.ndarray, cams: WindowCameras, near: float, far: float, sigm
 
 @dataclass(frozen=True)
 class FrustumRows:
-    """The rows of the chunks one camera's frustum touches, held as the chunks' own arrays (which the map
-    never modifies in place: every change assigns new ones), so taking it costs no copy and the
-    Gaussians it gives later are those of the moment it was taken. cams: that one camera."""
+    """What one camera may see of the map at the moment this was taken, selected later: every chunk's rows,
+    held as the chunks' own arrays (which the map never modifies in place: every change writes past the
+    rows or assigns new ones), and their bounds where the map had them cached (None: computed from the rows
+    when needed). Taking it costs no copy and no culling; the Gaussians it gives are those of that moment.
+    cams: that one camera."""
 
     chunks: tuple[np.ndarray, ...]
+    bounds: tuple[tuple[np.ndarray, np.ndarray, float] | None, ...]
     cams: WindowCameras
     near: float
     far: float
     sigmas: float
 
     def gaussians(self) -> Gaussians:
-        """The Gaussians (N, k) of those chunks that may be visible from the camera (:func:`in_view`)."""
+        """The Gaussians (N, k) that may be visible from the camera: the chunks :func:`chunks_hit` selects,
+        then their rows :func:`in_view` keeps."""
         if not self.chunks:
             return Gaussians.empty()
-        rows = np.concatenate(self.chunks)
+        table = np.array([np.concatenate([lo, hi, [smax]]) for lo, hi, smax in
+                          (b if b is not None else rows_bounds(r) for r, b in zip(self.chunks, self.bounds))])
+        hit = chunks_hit(table, self.cams, self.near, self.far, self.sigmas)
+        if not len(hit):
+            return Gaussians.empty()
+        rows = np.concatenate([self.chunks[i] for i in hit.tolist()])
         keep = np.flatnonzero(in_view(rows, self.cams, self.near, self.far, self.sigmas))
         return array_to_gaussians(torch.from_numpy(rows.take(keep, axis=0)))

@@ -44,7 +44,7 @@ from ilrm_ros.mapping.fusion import (
     prune_mask,
     zbuffer,
 )
-from ilrm_ros.mapping.frustum import FrustumRows, boxes_in_frusta
+from ilrm_ros.mapping.frustum import FrustumRows, chunks_hit
 from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
 from ilrm_ros.mapping.map_storage import (BOOK_DTYPE, Block, BoundsTable, chunk_order, decode_key, encode_keys,
                                           refresh_bounds)
@@ -151,11 +151,12 @@ class GaussianMap:
 
     def frustum_rows(self, c2w: torch.Tensor, K: torch.Tensor, width: int, height: int,
                      near: float = 0.01, far: float = 1e4, sigmas: float = 3.0) -> FrustumRows:
-        """What :meth:`gaussians_in_frustum` returns, deferred: the chunk selection now (no copy), the
-        per-Gaussian culling when ``.gaussians()`` is called, on the rows as they are now."""
+        """What :meth:`gaussians_in_frustum` returns, deferred: the chunks as they are now (held, no copy,
+        no culling), selected and culled when ``.gaussians()`` is called."""
         cams = WindowCameras(c2w=c2w, K=K, height=height, width=width)
-        hit = self._chunks_in_frusta(cams, near, far, sigmas)
-        return FrustumRows(tuple(self._blocks[c].rows for c in hit), cams, near, far, sigmas)
+        blocks = [self._blocks[c] for c in self._codes()]
+        return FrustumRows(tuple(b.rows for b in blocks), tuple(b.cached_bounds() for b in blocks), cams, near, far,
+                           sigmas)
 
     def _chunks_in_frusta(self, cams: WindowCameras, near: float, far: float, sigmas: float = 3.0) -> list[int]:
         """Codes (key order) of the chunks whose padded bounds may touch a camera frustum."""
@@ -165,10 +166,7 @@ class GaussianMap:
         table = self._bounds_table.cached(self.revision)   # every content change bumps the revision
         if table is None:
             table = self._bounds_table.table(codes, [self._blocks[c] for c in codes], stamp=self.revision)
-        pad = sigmas * table[:, 6:]
-        hit = boxes_in_frusta(torch.from_numpy((table[:, :3] - pad).astype(np.float32)),
-                              torch.from_numpy((table[:, 3:6] + pad).astype(np.float32)), cams, near, far)
-        return [codes[i] for i in np.flatnonzero(hit.numpy()).tolist()]
+        return [codes[i] for i in chunks_hit(table, cams, near, far, sigmas).tolist()]
 
     # ------------------------------------------------------------------ updates
 

@@ -14,7 +14,7 @@ import torch
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES, ROW_FLOATS
 
 __all__ = ["encode_keys", "chunk_order", "decode_key", "BOOK_DTYPE", "cat_books", "Block", "refresh_bounds",
-           "refresh_scores", "BoundsTable"]
+           "refresh_scores", "rows_bounds", "BoundsTable"]
 
 
 _KEY_BITS = 21
@@ -216,11 +216,21 @@ class Block:
         """Cache the scores (K,) of the rows after :meth:`score_tail` (all of them: K = M - score_tail())."""
         self._score = tail if self._score is None else np.concatenate([self._score, tail])
 
+    def cached_bounds(self) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """The cached :meth:`bounds` of the current rows, or None when not computed yet (never computes)."""
+        return self._bounds
+
     def bounds(self) -> tuple[np.ndarray, np.ndarray, float]:
         """AABB of the means lo, hi (3,) float64 and the largest scale (cached per content)."""
         if self._bounds is None:
             refresh_bounds([self])
         return self._bounds if self._bounds is not None else (np.zeros(3), np.zeros(3), 0.0)
+
+
+def rows_bounds(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """What :meth:`Block.bounds` gives for rows (M >= 1, 14): lo, hi (3,) float64 of the means, the largest
+    scale (the same reductions)."""
+    return _segment_bounds(rows, np.zeros(1, np.int64))[0]
 
 
 def _capacity(size: int) -> int:

@@ -13,6 +13,7 @@ from ilrm_ros.core.rotations import (
     R_BODY_OPTICAL,
     matrix_to_quat_xyzw,
     project_to_rotation,
+    quat_left_matrix,
     quat_multiply,
     quat_to_rotmat,
     quat_xyzw_to_matrix,
@@ -175,3 +176,11 @@ def test_the_optical_frame_looks_along_body_x_with_image_x_to_the_right():
     np.testing.assert_array_equal(forward, [1.0, 0.0, 0.0])  # optical z = body x (forward)
     np.testing.assert_array_equal(right, [0.0, -1.0, 0.0])   # optical x = body -y (right)
     np.testing.assert_array_equal(down, [0.0, 0.0, -1.0])    # optical y = body -z (down)
+
+
+def test_the_left_matrix_of_a_quaternion_multiplies_like_the_hamilton_product():
+    gen = torch.Generator().manual_seed(11)
+    a, b = random_quats(gen, 5), random_quats(gen, 5)
+    torch.testing.assert_close((quat_left_matrix(a) @ b[..., None])[..., 0], quat_multiply(a, b))
+    one = a[0]   # one left factor for many quaternions: a single (N, 4) x (4, 4) product
+    torch.testing.assert_close(b @ quat_left_matrix(one).mT, quat_multiply(one.expand_as(b), b))
