@@ -3,7 +3,9 @@ and the optional one-Gaussian-per-voxel deduplication of changed chunks.
 
 Eviction order (``MapConfig.eviction``, :func:`ilrm_ros.mapping.fusion.eviction_priority`):
 smallest priority first, ties broken by the oldest window (``born``), then the oldest
-insertion (``gid``), so equal inputs always lose the same Gaussians.
+insertion (``gid``), so equal inputs always lose the same Gaussians. The total cap takes its
+excess from a pool of about the first ``MapConfig.eviction_pool`` x excess in that order, whole
+chunks' worth at a time (:func:`_choose_evictions`), so that fewer chunks are rewritten.
 """
 from __future__ import annotations
 
@@ -40,8 +42,11 @@ def _smallest_first(p: np.ndarray, k: int, tie_keys: Callable[[np.ndarray], tupl
     if k >= n:
         return np.arange(n)
     kth = _kth_smallest(p, k)
-    below = np.flatnonzero(p < kth)
-    ties = np.flatnonzero(p == kth)
+    if np.isnan(kth):   # fewer than k numbers: all of them, then NaN entries (sorted last, as np.sort does)
+        nan = np.isnan(p)
+        below, ties = np.flatnonzero(~nan), np.flatnonzero(nan)
+    else:
+        below, ties = np.flatnonzero(p < kth), np.flatnonzero(p == kth)
     born, gid = tie_keys(ties)
     ties = ties[np.lexsort((gid, born))][: k - len(below)]
     return np.concatenate([below, ties])
@@ -61,6 +66,64 @@ def _kth_smallest(p: np.ndarray, k: int, sample: int = 64) -> float:
     if len(candidates) < k:
         return np.partition(p, k - 1)[k - 1]
     return np.partition(candidates, k - 1)[k - 1]
+
+
+def _choose_evictions(p: np.ndarray, excess: int, pool: float, held: list[Block]) -> dict[int, np.ndarray]:
+    """The total cap's evictions from priorities p (N,) of the chunks ``held`` (their rows concatenated in
+    order): {index in held: its rows to evict (K,) ascending}, ``excess`` rows in all.
+
+    pool 1: exactly the first ``excess`` in the order (priority, born, gid) (:func:`_smallest_first`).
+    pool > 1 (``MapConfig.eviction_pool``): the candidates are the rows whose priority is at most
+    :func:`_pool_threshold` (about the pool x excess first); chunks give all of their candidates, the
+    chunks with the most candidates per row rewritten (its rows + :data:`_REWRITE_ROWS`) first (ties: chunk
+    order), and the chunk that completes
+    the excess only its first ones in that order. Fewer candidates than the excess (a threshold
+    estimated too low): the exact selection.
+    """
+    size = np.fromiter((len(b) for b in held), np.int64, len(held))
+    starts = np.concatenate([[0], np.cumsum(size)])
+    if pool > 1.0:
+        cand = p <= _pool_threshold(p, min(len(p), int(np.ceil(pool * excess))))
+        counts = np.add.reduceat(cand, starts[:-1], dtype=np.int64)
+        if counts.sum() >= excess:
+            return _densest_chunks(p, cand, counts, starts, excess, held)
+    gone = np.sort(_smallest_first(p, excess, lambda idx: _born_gid(held, idx)))
+    cuts = np.searchsorted(gone, starts)
+    return {j: gone[cuts[j]:cuts[j + 1]] - starts[j] for j in np.flatnonzero(np.diff(cuts)).tolist()}
+
+
+def _pool_threshold(p: np.ndarray, k: int, sample: int = 64) -> float:
+    """About the k-th smallest of p (N,), 1 <= k <= N: exact for small maps (as :func:`_kth_smallest` decides),
+    else the matching order statistic of every ``sample``-th entry (deterministic; NaN compares False)."""
+    n = int(p.shape[0])
+    if n < 8 * sample * sample:
+        return np.partition(p, k - 1)[k - 1]
+    thin = p[::sample]
+    j = min(len(thin) - 1, max(0, (k * len(thin)) // n - 1))
+    return np.partition(thin, j)[j]
+
+
+_REWRITE_ROWS = 512
+"""What rewriting a chunk costs besides its rows, in rows: its message (~70 us to build and publish in
+the node, about as much as serialising 512 rows) and bookkeeping. Without it the densest-first order
+would prefer many tiny chunks."""
+
+
+def _densest_chunks(p: np.ndarray, cand: np.ndarray, counts: np.ndarray, starts: np.ndarray, excess: int,
+                    held: list[Block]) -> dict[int, np.ndarray]:
+    """:func:`_choose_evictions` for pool > 1: candidates cand (N,) bool, counts (C,) per chunk (sum >= excess)."""
+    size = np.diff(starts)
+    order = np.lexsort((np.arange(len(size)), -(counts / (size + _REWRITE_ROWS))))
+    cum = np.cumsum(counts[order])
+    n_full = int(np.searchsorted(cum, excess))                       # the chunk that completes the excess
+    out = {j: np.flatnonzero(cand[starts[j]:starts[j + 1]]) for j in order[:n_full].tolist()}
+    last = int(order[n_full])
+    need = excess - (int(cum[n_full - 1]) if n_full else 0)
+    mine = np.flatnonzero(cand[starts[last]:starts[last + 1]])
+    book = held[last].book
+    first = _smallest_first(p[starts[last] + mine], need, lambda idx: (book["born"][mine[idx]], book["gid"][mine[idx]]))
+    out[last] = np.sort(mine[first])
+    return out
 
 
 def _born_gid(held: list[Block], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,16 +173,11 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
         else:   # one vectorised pass (means, colours, opacity, scales: the first 10 columns)
             prio = _priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in held]),
                              cat_books([b.book for b in held]), cfg, robot).numpy()
-        gone = _smallest_first(prio, excess, lambda idx: _born_gid(held, idx))
-        keep = np.ones(total, dtype=bool)
-        keep[gone] = False
-        start = 0
-        for code, b in zip(order, held):
-            k = keep[start:start + len(b)]
-            start += len(b)
-            if not k.all():
-                b.take(np.flatnonzero(k), removed=np.flatnonzero(~k))
-                changed.add(code)
+        for j, removed in _choose_evictions(prio, excess, cfg.eviction_pool, held).items():
+            keep = np.ones(len(held[j]), dtype=bool)
+            keep[removed] = False
+            held[j].take(np.flatnonzero(keep), removed=removed)
+            changed.add(order[j])
         evicted += excess
     return evicted
 

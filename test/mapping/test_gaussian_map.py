@@ -268,7 +268,7 @@ def test_global_eviction_keeps_the_highest_contribution_scores():
     means = torch.rand(n, 3) * 4 - 2
     opac = torch.rand(n) * 0.9 + 0.05
     gmap = GaussianMap(MapConfig(max_gaussians_per_chunk=0, max_gaussians=50, eviction="global",
-                                    evict_to_fraction=1.0))
+                                    evict_to_fraction=1.0, eviction_pool=1.0))
     gmap.add(_flat_gaussians(means, opac), window_id=0)
     kept = gmap.all_gaussians().opacities
     assert len(kept) == 50
@@ -279,7 +279,7 @@ def test_local_eviction_drops_the_farthest_from_the_robot_first():
     n = 300
     means = torch.rand(n, 3) * 10 - 5
     gmap = GaussianMap(MapConfig(max_gaussians_per_chunk=0, max_gaussians=100, eviction="local",
-                                    evict_to_fraction=1.0))
+                                    evict_to_fraction=1.0, eviction_pool=1.0))
     cams = cameras(look_at((1.0, 0, 0), (1.0, 0, 5.0)))
     robot = torch.tensor([3.0, 0.0, 0.0])
     gmap.integrate(_flat_gaussians(means, torch.full((n,), 0.8)), cams, window_id=0, robot_position=robot)

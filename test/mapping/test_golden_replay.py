@@ -1,7 +1,7 @@
 """Golden replay: eight recorded iLRM windows fused into the global map give exactly the recorded
 update stream (every chunk update's key, action, revision, rows by sha256, bounds; every count)
-and the recorded final map, under three configurations (fusion with global / local eviction,
-append).
+and the recorded final map, under three configurations (fusion with global eviction in exact
+order, fusion with local eviction from a pool, append with pooled eviction).
 
 The windows (test/mapping/golden/windows.npz) are the real model's output on the demo's
 synthetic loop, cut to 2,500 Gaussians each; small caps make eviction run. A failure names

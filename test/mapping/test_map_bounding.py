@@ -1,4 +1,5 @@
-"""Eviction's cached per-chunk scores against the plain computation over the whole map (the reference twin)."""
+"""Eviction: cached per-chunk scores against the plain computation over the whole map (the reference twin),
+the exact order (eviction_pool 1) and the pooled choice that rewrites fewer chunks."""
 from __future__ import annotations
 
 import numpy as np
@@ -54,7 +55,7 @@ def test_cached_scores_equal_the_whole_map_computation_bit_for_bit_through_appen
 
 def test_the_total_cap_evicts_the_lowest_scores_with_a_cache_from_an_earlier_eviction():
     rng = np.random.default_rng(12)
-    cfg = MapConfig(max_gaussians=500, max_gaussians_per_chunk=0, evict_to_fraction=0.9)
+    cfg = MapConfig(max_gaussians=500, max_gaussians_per_chunk=0, evict_to_fraction=0.9, eviction_pool=1.0)
     blocks = {c: Block() for c in range(4)}
     gid = 0
     for _ in range(4):
@@ -74,7 +75,7 @@ def test_the_total_cap_evicts_the_lowest_scores_with_a_cache_from_an_earlier_evi
 
 def test_ties_at_the_cut_are_broken_by_born_then_gid_across_chunks_as_over_the_concatenated_map():
     rng = np.random.default_rng(13)
-    cfg = MapConfig(max_gaussians=300, max_gaussians_per_chunk=0, evict_to_fraction=0.5)
+    cfg = MapConfig(max_gaussians=300, max_gaussians_per_chunk=0, evict_to_fraction=0.5, eviction_pool=1.0)
     blocks, gid = {c: Block() for c in range(5)}, 0
     rows = np.repeat(_rows(rng, 1), 80, axis=0)                # identical rows in every chunk: every score tied
     for c, b in blocks.items():
@@ -121,3 +122,51 @@ def test_batched_score_tails_equal_each_chunks_own_scores():
     refresh_scores(batched, _contribution)
     for b, c in zip(batched, alone):
         np.testing.assert_array_equal(b.scores(_contribution), c.scores(_contribution))
+
+
+def _uniform_map(rng: np.random.Generator, chunks: int, per_chunk: int) -> dict[int, Block]:
+    blocks, gid = {c: Block() for c in range(chunks)}, 0
+    for b in blocks.values():
+        b.append(_rows(rng, per_chunk), _book(rng, per_chunk, gid))
+        gid += per_chunk
+    return blocks
+
+
+def _evict(blocks: dict[int, Block], cfg: MapConfig) -> tuple[int, set[int], np.ndarray, np.ndarray]:
+    """(evicted, chunks changed, every row's priority before, whether it went)."""
+    order = sorted(blocks)
+    prio = _reference([blocks[c] for c in order], cfg).numpy()
+    before = np.concatenate([blocks[c].book["gid"] for c in order])
+    changed: set[int] = set()
+    evicted = enforce_caps(blocks, lambda: order, changed, cfg, torch.zeros(3))
+    kept = np.concatenate([blocks[c].book["gid"] for c in order])
+    return evicted, changed, prio, ~np.isin(before, kept)
+
+
+def test_pooled_eviction_takes_the_excess_from_the_pool_and_rewrites_fewer_chunks_than_exact_order():
+    for pool, seed in ((4.0, 21), (2.0, 22), (4.0, 23)):
+        exact_cfg = MapConfig(max_gaussians=4000, max_gaussians_per_chunk=0, evict_to_fraction=0.9, eviction_pool=1.0)
+        pooled_cfg = MapConfig(max_gaussians=4000, max_gaussians_per_chunk=0, evict_to_fraction=0.9, eviction_pool=pool)
+        n_exact, changed_exact, _, _ = _evict(_uniform_map(np.random.default_rng(seed), 40, 110), exact_cfg)
+        n, changed, prio, gone = _evict(_uniform_map(np.random.default_rng(seed), 40, 110), pooled_cfg)
+        assert n == n_exact == gone.sum() == 4400 - 3600
+        pool_cut = np.partition(prio, int(pool * n) - 1)[int(pool * n) - 1]
+        assert prio[gone].max() <= pool_cut                             # only candidates of the pool go
+        assert len(changed) <= len(changed_exact) / pool + 2            # about 1/pool of the chunks rewritten
+        assert len(changed_exact) == 40
+
+
+def test_pooled_eviction_is_deterministic_and_falls_back_to_exact_order_without_enough_candidates():
+    cfg = MapConfig(max_gaussians=4000, max_gaussians_per_chunk=0, evict_to_fraction=0.9, eviction_pool=4.0)
+    first = _evict(_uniform_map(np.random.default_rng(5), 40, 110), cfg)
+    again = _evict(_uniform_map(np.random.default_rng(5), 40, 110), cfg)
+    assert first[0] == again[0] and first[1] == again[1] and np.array_equal(first[3], again[3])
+    from ilrm_ros.mapping.map_bounding import _choose_evictions
+
+    blocks = _uniform_map(np.random.default_rng(6), 3, 50)
+    held = [blocks[c] for c in sorted(blocks)]
+    p = np.full(150, np.nan, np.float32)       # no priority compares: no candidates, exact order (NaN last)
+    p[[3, 70, 140]] = 1.0
+    got = _choose_evictions(p, 5, 4.0, held)
+    assert sum(len(v) for v in got.values()) == 5
+    assert 3 in got[0] and 70 - 50 in got[1] and 140 - 100 in got[2]   # the three numbers first, then NaN ones

@@ -47,7 +47,8 @@ _MAP = {"model.device": "cpu", "map.fusion": True, "map.chunk_size_m": 4.0, "map
         "map.eviction": "global", "model.min_opacity": 0.005}
 CONFIGS: dict[str, dict[str, Any]] = {
     # fusion, small caps: per-chunk eviction (window 4) and total eviction by contribution score
-    "fused_global_eviction": {**_MAP, "map.max_gaussians": 9000, "map.max_gaussians_per_chunk": 1500},
+    "fused_global_eviction": {**_MAP, "map.max_gaussians": 9000, "map.max_gaussians_per_chunk": 1500,
+                              "map.eviction_pool": 1.0},   # the exact eviction order; the others pool (default)
     # fusion, eviction farthest from the robot, a nearer integration distance, a higher opacity floor
     "fused_local_eviction": {**_MAP, "map.chunk_size_m": 2.0, "map.max_integration_distance_m": 4.0,
                              "map.eviction": "local", "model.min_opacity": 0.3, "map.max_gaussians": 5000,
