@@ -211,7 +211,7 @@ def camera_points(means: torch.Tensor, cams: WindowCameras) -> np.ndarray:
 def project_camera(pc: np.ndarray, k: np.ndarray, size: tuple[int, int], downsample: int,
                    near: float) -> tuple[np.ndarray, np.ndarray]:
     """One camera's points pc (3, N) float32 with intrinsics k (3, 3), image (height, width) ->
-    visible (N,) bool (inside the image, z > near) and cell (N,) int64 (0 where not visible).
+    visible (N,) bool (inside the image, z > near) and cell (N,) int32 (0 where not visible).
 
     numpy on float32 (the IEEE operations torch would do, in the same order: the same bits), as
     its comparisons and float-to-int casts are several times faster than torch's CPU kernels.
@@ -242,7 +242,7 @@ def project_camera(pc: np.ndarray, k: np.ndarray, size: tuple[int, int], downsam
         cell *= w
         cell += u.astype(np.int32)
     cell *= visible
-    return visible, cell.astype(np.int64)
+    return visible, cell
 
 
 def squared_norms(pc: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ __all__ = ["fuse_with_chunks", "classify_old", "OldGaussians"]
 class OldGaussians:
     """The window's verdict on the map's Gaussians in its frusta (M of them, V cameras).
 
-    near_v (V, M) bool: at the observed surface for that camera; flat (V, M) int64: their cell
+    near_v (V, M) bool: at the observed surface for that camera; flat (V, M) int32: their cell
     in the cameras' stacked (V * cells) grids; z (V, M): camera depth; any_free, any_near (M,)
     bool: in free space / at the surface for some camera; closest (M,) float32: distance to the
     closest camera that sees it at the surface (inf if none).
@@ -54,7 +54,7 @@ def classify_old(means: torch.Tensor, cams: WindowCameras, dmin: np.ndarray, dma
     pc = camera_points(means, cams)
     k, n_cells = cams.K.numpy(), dmin.shape[1]
     shape = pc[:, 0].shape
-    out = OldGaussians(near_v=np.empty(shape, bool), flat=np.empty(shape, np.int64), z=pc[:, 2],
+    out = OldGaussians(near_v=np.empty(shape, bool), flat=np.empty(shape, np.int32), z=pc[:, 2],
                        any_free=np.zeros(shape[1], bool), any_near=np.zeros(shape[1], bool),
                        closest=np.full(shape[1], np.inf, np.float32))
     for i in range(len(cams)):
@@ -97,7 +97,8 @@ def _duplicates(proj_new: Projection, dmin: np.ndarray, kmin: np.ndarray, kmax: 
 def _cell_max(flat: np.ndarray, values: np.ndarray, size: int, fill: float | int, reduce: str) -> torch.Tensor:
     """Per cell the ``reduce`` ("amin"/"amax") of ``values`` (P,) at flat cell indices (P,): (size,)."""
     vals = torch.from_numpy(values)
-    return torch.full((size,), fill, dtype=vals.dtype).scatter_reduce_(0, torch.from_numpy(flat), vals, reduce=reduce)
+    return torch.full((size,), fill, dtype=vals.dtype).scatter_reduce_(0, torch.from_numpy(flat.astype(np.int64)), vals,
+                                                                       reduce=reduce)
 
 
 def fuse_with_chunks(blocks: list[Block], means: torch.Tensor, proj_new: Projection, cams: WindowCameras,
