@@ -35,9 +35,11 @@ def test_map_soak_cli_writes_json_png_and_fusion_stays_below_append(tmp_path, ca
     assert fused["reached_cap_at_s"] is None
     assert fused["final_gaussians"] < append["final_gaussians"]
     assert max(doc["results"]["append"]["series"]["num_gaussians"]) <= 8000
+    assert append["integrate_ms_evicting_max"] is not None and fused["integrate_ms_evicting_mean"] is None
+    assert len(doc["results"]["append"]["series"]["integrate_ms"]) == 20
     finals = [r.getMessage() for r in caplog.records if ": done, " in r.getMessage()]
     assert [m.split(" in ")[0] for m in finals] == ["map-soak fusion: done, 20/20 window",
                                                     "map-soak append: done, 20/20 window"]
     with Image.open(tmp_path / "map_soak.png") as img:
-        assert img.size == (960, 760)
+        assert img.size == (960, 1140)   # Gaussians, memory, fusion time per window
         assert len(img.getcolors(1 << 16)) > 3   # lines drawn, not a blank canvas
