@@ -10,8 +10,10 @@ points of ``GaussianChunk.gaussians`` and of ``~/map`` (a PointCloud2 of height 
 dense, 56 bytes per point) and of the offline bag tool's output bag.
 
 ROS-free: the message classes come in as :class:`MessageTypes` (rclpy's generated
-classes in ``ros/conversions.py``, a rosbags typestore's in ``tools/bag.py``), so a
-chunk message is built by :func:`chunk_message` in exactly one way for both.
+classes in ``ros/conversions.py``, a rosbags typestore's in ``tools/output_bag.py``), so a
+chunk message is built by :func:`chunk_message` in exactly one way for both. The node and
+the output bag send a chunk as the bytes that message serializes to, written directly by
+``core/chunk_cdr.py`` (tested against the serializers).
 """
 from __future__ import annotations
 

@@ -18,12 +18,13 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
+from ilrm_ros.core.chunk_cdr import chunk_cdr
 from ilrm_ros.io.frames import ns_to_stamp
 from ilrm_ros.io.image_codec import encode_image
 from ilrm_ros.mapping.chunks import MapUpdate
 from ilrm_ros.mapping.mapper import RenderedView, WindowResult
 from ilrm_ros.msg import GaussianChunk, MapInfo
-from ilrm_ros.ros.conversions import array_to_cloud, camera_info_msg, make_map_info, update_to_msg
+from ilrm_ros.ros.conversions import array_to_cloud, camera_info_msg, make_map_info
 from ilrm_ros.ros.qos import CHUNK_QOS, LATCHED, RELIABLE
 from ilrm_ros.ros.tf_source import TF_STATIC_QOS
 
@@ -73,8 +74,7 @@ class MapOutputs:
         header = Header(frame_id=node.map_frame)
         header.stamp.sec, header.stamp.nanosec = ns_to_stamp(result.stamp_ns)
         t0 = time.monotonic()
-        for part in result.update.transport_parts():
-            self.pub_chunks.publish(update_to_msg(part, header))
+        self.publish_chunks(result.update, header)
         t1 = time.monotonic()
         result.timings["publish_chunks_s"] = t1 - t0
         result.timings["end_to_end_s"] = t1 - result.window.trigger_time
@@ -117,12 +117,18 @@ class MapOutputs:
         if stats.stopped_by in ("off", "no_keyframes"):
             return False
         if update.updates:
-            header = self._header()
-            for part in update.transport_parts():
-                self.pub_chunks.publish(update_to_msg(part, header))
+            self.publish_chunks(update, self._header())
             self._map_dirty = True
             self.maybe_publish_map()
         return True
+
+    def publish_chunks(self, update: MapUpdate, header: Header) -> None:
+        """Every transport part of ``update`` on ``~/chunks``, stamped with ``header``, as serialized bytes
+        (``core.chunk_cdr``: the bytes rclpy would serialize ``update_to_msg(part, header)`` to, without
+        building the message; ~4x less time per message)."""
+        sec, nanosec, frame_id = int(header.stamp.sec), int(header.stamp.nanosec), str(header.frame_id)
+        for part in update.transport_parts():
+            self.pub_chunks.publish(chunk_cdr(part, sec, nanosec, frame_id))
 
     def maybe_publish_map(self, force: bool = False) -> None:
         """The latched ``~/map`` when the map changed and ``map.publish_period_s`` has passed (or ``force``)."""
@@ -142,9 +148,7 @@ class MapOutputs:
 
     def publish_whole_update(self, update: MapUpdate) -> None:
         """After reset/load: the chunk delta, then the latched map, occupancy and info, right away."""
-        header = self._header()
-        for part in update.transport_parts():
-            self.pub_chunks.publish(update_to_msg(part, header))
+        self.publish_chunks(update, self._header())
         self._map_dirty = True
         self.maybe_publish_map(force=True)
         self.node.occupancy_out.publish(force=True)

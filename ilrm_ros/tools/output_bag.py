@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ilrm_ros.core.wire import MessageTypes, chunk_message, cloud_message
+from ilrm_ros.core.chunk_cdr import chunk_cdr
+from ilrm_ros.core.wire import MessageTypes, cloud_message
 
 _MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
 
@@ -64,9 +65,11 @@ class OutputBag:
         self.writer.write(self._conn(topic, msgtype), int(stamp_ns), self.ts.serialize_cdr(msg, msgtype))
 
     def write_update(self, update, stamp_ns: int) -> None:
+        """Every transport part as the node publishes it (``core.chunk_cdr``: the serialized message)."""
+        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+        conn = self._conn("/ilrm_mapping/chunks", "ilrm_ros/msg/GaussianChunk")
         for u in update.transport_parts():
-            msg = chunk_message(self.types, u, self._header(stamp_ns, self.map_frame))
-            self.write("/ilrm_mapping/chunks", "ilrm_ros/msg/GaussianChunk", msg, stamp_ns)
+            self.writer.write(conn, int(stamp_ns), chunk_cdr(u, sec, nsec, self.map_frame))
 
     def write_image(self, topic: str, rgb: np.ndarray, stamp_ns: int, frame_id: str) -> None:
         h, w = rgb.shape[:2]

@@ -93,3 +93,15 @@ def test_the_bag_tool_and_the_node_write_the_same_chunk_messages():
         bag_bytes = ts.serialize_cdr(chunk_message(rosbags_message_types(ts), u, bag_header),
                                      "ilrm_ros/msg/GaussianChunk")
         assert deserialize_message(bytes(bag_bytes), GaussianChunk) == update_to_msg(u, header)
+
+
+def test_chunk_bytes_published_directly_read_back_as_the_built_message():
+    from ilrm_ros.core.chunk_cdr import chunk_cdr
+
+    header = Header(frame_id="map_frame")
+    header.stamp.sec, header.stamp.nanosec = 77, 123_456_789
+    updates = [ChunkUpdate(UpdateAction.UPSERT, "m1", (3, -4, 5), 2.0, 9, rows=_rows(300), window_id=4,
+                           keyframe_ids=(10, 11)),
+               ChunkUpdate(UpdateAction.DELETE, "m1", (0, 1, 0), 2.0, 10, window_id=5)]
+    for u in updates:
+        assert deserialize_message(chunk_cdr(u, 77, 123_456_789, "map_frame"), GaussianChunk) == update_to_msg(u, header)

@@ -21,6 +21,13 @@ class Pub:
         self.sent = []
 
     def publish(self, msg) -> None:
+        """What a subscriber gets: a message, also when serialized bytes were published (~/chunks)."""
+        if isinstance(msg, bytes):
+            from rclpy.serialization import deserialize_message
+
+            from ilrm_ros.msg import GaussianChunk
+
+            msg = deserialize_message(msg, GaussianChunk)
         self.sent.append(msg)
 
 

@@ -1,0 +1,106 @@
+"""A GaussianChunk message as its serialized bytes (CDR, little-endian), written directly.
+
+Publishing a chunk through rclpy builds a Python message (every nested default constructed,
+every field checked), which rclpy then converts and serializes: ~55-80 us per message, and
+a window sends dozens. The bytes here are those of :func:`ilrm_ros.core.wire.chunk_message`
+serialized by ROS: rosbags' serializer writes the same bytes, rclpy's the same but for the
+alignment padding, which it leaves uninitialised (padding is never read), and rclpy reads
+them back as the same message (tests). rclpy publishes bytes as they are
+(``Publisher.publish(bytes)``).
+
+Layout (OMG CDR v1, as rmw and rosbags write it): a 4-byte encapsulation header (CDR,
+little-endian), then the fields in message order, each primitive aligned to its size (8
+at most) from the start of the data after that header; a string is a uint32 length
+(with its NUL) and the bytes and NUL; a sequence is a uint32 count and its elements.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from ilrm_ros.core.wire import BYTES_PER_GAUSSIAN, FLOAT32, GAUSSIAN_FIELDS, ROW_DTYPE, ROW_FLOATS, pack_rows, row_bounds
+
+__all__ = ["chunk_cdr"]
+
+_ENCAPSULATION = b"\x00\x01\x00\x00"
+"""CDR_LE: plain CDR, little-endian."""
+
+
+class _Writer:
+    """Appends CDR fields, tracking the offset from the start of the data (for alignment)."""
+
+    __slots__ = ("parts", "pos")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = [_ENCAPSULATION]
+        self.pos = 0
+
+    def raw(self, data: bytes, align: int = 1) -> None:
+        pad = -self.pos % align
+        if pad:
+            self.parts.append(b"\0" * pad)
+        self.parts.append(data)
+        self.pos += pad + len(data)
+
+    def pack(self, fmt: str, align: int, *values: Any) -> None:
+        self.raw(struct.pack(fmt, *values), align)
+
+    def string(self, text: str) -> None:
+        data = text.encode() + b"\0"
+        self.pack("<I", 4, len(data))
+        self.raw(data)
+
+    def header(self, sec: int, nanosec: int, frame_id: str) -> None:
+        """std_msgs/Header: builtin_interfaces/Time (int32 sec, uint32 nanosec), string frame_id."""
+        self.pack("<iI", 4, sec, nanosec)
+        self.string(frame_id)
+
+
+def _point_fields() -> bytes:
+    """The 14 PointFields (name, uint32 offset, uint8 datatype, uint32 count) of a Gaussian cloud, with
+    their count: constant bytes, as the sequence starts 4-aligned and nothing in it needs more."""
+    w = _Writer()
+    w.pack("<I", 4, ROW_FLOATS)
+    for i, name in enumerate(GAUSSIAN_FIELDS):
+        w.string(name)
+        w.pack("<I", 4, 4 * i)
+        w.pack("<B", 1, FLOAT32)
+        w.pack("<I", 4, 1)
+    return b"".join(w.parts[1:])
+
+
+_FIELDS = _point_fields()
+
+
+def chunk_cdr(update: Any, sec: int, nanosec: int, frame_id: str) -> bytes:
+    """One transport part (a ``mapping.chunks.ChunkUpdate``) -> the serialized GaussianChunk that
+    :func:`~ilrm_ros.core.wire.chunk_message` with a header (sec, nanosec, frame_id) serializes to
+    (the same header in the chunk and its cloud; bounds as ``chunk_message`` sets them)."""
+    rows = pack_rows(update.rows if len(update.rows) else np.zeros((0, ROW_FLOATS), ROW_DTYPE))
+    lo, hi = (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)
+    if len(rows):
+        lo, hi = (update.bounds_min, update.bounds_max) if update.has_bounds() else row_bounds(rows)
+    w = _Writer()
+    w.header(sec, nanosec, frame_id)
+    w.string(update.map_id)
+    w.pack("<3i", 4, *(int(k) for k in update.key))
+    w.pack("<fB", 4, float(update.chunk_size), int(update.action))
+    w.pack("<Q", 8, int(update.revision))
+    w.pack("<II", 4, int(update.part), int(update.num_parts))
+    w.pack("<6d", 8, *(float(v) for v in lo), *(float(v) for v in hi))
+    w.pack("<Q", 8, int(update.window_id))
+    ids = update.keyframe_ids
+    w.pack("<I", 4, len(ids))
+    if len(ids):
+        w.raw(np.asarray(ids, dtype="<u8").tobytes(), 8)
+    width = int(rows.shape[0])
+    w.header(sec, nanosec, frame_id)                          # gaussians: sensor_msgs/PointCloud2
+    w.pack("<II", 4, 1, width)                                 # height, width
+    w.raw(_FIELDS, 4)
+    w.pack("<B", 1, 0)                                         # is_bigendian
+    w.pack("<III", 4, BYTES_PER_GAUSSIAN, BYTES_PER_GAUSSIAN * width, rows.nbytes)   # point_step, row_step, len
+    w.raw(memoryview(rows).cast("B") if width else b"")
+    w.pack("<B", 1, 1)                                         # is_dense
+    return b"".join(w.parts)
