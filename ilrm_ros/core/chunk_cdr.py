@@ -52,10 +52,12 @@ class _Writer:
         self.pack("<I", 4, len(data))
         self.raw(data)
 
-    def header(self, sec: int, nanosec: int, frame_id: str) -> None:
-        """std_msgs/Header: builtin_interfaces/Time (int32 sec, uint32 nanosec), string frame_id."""
-        self.pack("<iI", 4, sec, nanosec)
-        self.string(frame_id)
+
+def _header(sec: int, nanosec: int, frame_id: str) -> bytes:
+    """std_msgs/Header written at a 4-aligned offset: builtin_interfaces/Time (int32 sec, uint32 nanosec),
+    string frame_id (nothing in it needs more than 4-byte alignment: the same bytes wherever it starts)."""
+    name = frame_id.encode() + b"\0"
+    return struct.pack("<iII", sec, nanosec, len(name)) + name
 
 
 def _point_fields() -> bytes:
@@ -82,25 +84,22 @@ def chunk_cdr(update: Any, sec: int, nanosec: int, frame_id: str) -> bytes:
     lo, hi = (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)
     if len(rows):
         lo, hi = (update.bounds_min, update.bounds_max) if update.has_bounds() else row_bounds(rows)
-    w = _Writer()
-    w.header(sec, nanosec, frame_id)
-    w.string(update.map_id)
-    w.pack("<3i", 4, *(int(k) for k in update.key))
-    w.pack("<fB", 4, float(update.chunk_size), int(update.action))
-    w.pack("<Q", 8, int(update.revision))
-    w.pack("<II", 4, int(update.part), int(update.num_parts))
-    w.pack("<6d", 8, *(float(v) for v in lo), *(float(v) for v in hi))
-    w.pack("<Q", 8, int(update.window_id))
+    head = _header(sec, nanosec, frame_id)   # the chunk's and the cloud's: both start 4-aligned, same bytes
     ids = update.keyframe_ids
-    w.pack("<I", 4, len(ids))
+    width = int(rows.shape[0])
+    w = _Writer()
+    w.raw(head)
+    w.string(update.map_id)
+    w.pack("<3ifB", 4, *(int(k) for k in update.key), float(update.chunk_size), int(update.action))
+    w.pack("<QII", 8, int(update.revision), int(update.part), int(update.num_parts))
+    w.pack("<6dQI", 8, *(float(v) for v in lo), *(float(v) for v in hi), int(update.window_id), len(ids))
     if len(ids):
         w.raw(np.asarray(ids, dtype="<u8").tobytes(), 8)
-    width = int(rows.shape[0])
-    w.header(sec, nanosec, frame_id)                          # gaussians: sensor_msgs/PointCloud2
+    w.raw(head, 4)                                             # gaussians: sensor_msgs/PointCloud2
     w.pack("<II", 4, 1, width)                                 # height, width
-    w.raw(_FIELDS, 4)
-    w.pack("<B", 1, 0)                                         # is_bigendian
-    w.pack("<III", 4, BYTES_PER_GAUSSIAN, BYTES_PER_GAUSSIAN * width, rows.nbytes)   # point_step, row_step, len
+    w.raw(_FIELDS)                                             # 4-aligned here
+    # is_bigendian, padding to 4, point_step, row_step, the data's length
+    w.pack("<B3xIII", 4, 0, BYTES_PER_GAUSSIAN, BYTES_PER_GAUSSIAN * width, rows.nbytes)
     w.raw(memoryview(rows).cast("B") if width else b"")
     w.pack("<B", 1, 1)                                         # is_dense
     return b"".join(w.parts)
