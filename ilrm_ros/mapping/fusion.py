@@ -209,9 +209,11 @@ def camera_points(means: torch.Tensor, cams: WindowCameras) -> np.ndarray:
 
 
 def project_camera(pc: np.ndarray, k: np.ndarray, size: tuple[int, int], downsample: int,
-                   near: float) -> tuple[np.ndarray, np.ndarray]:
+                   near: float, offset: int = 0, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One camera's points pc (3, N) float32 with intrinsics k (3, 3), image (height, width) ->
-    visible (N,) bool (inside the image, z > near) and cell (N,) int32 (0 where not visible).
+    visible (N,) bool (inside the image, z > near) and cell (N,) int32 (0 where not visible), plus
+    ``offset`` where visible (the camera's first cell in stacked grids); written into ``out`` (N,) int32
+    when given.
 
     numpy on float32 (the IEEE operations torch would do, in the same order: the same bits), as
     its comparisons and float-to-int casts are several times faster than torch's CPU kernels.
@@ -237,18 +239,26 @@ def project_camera(pc: np.ndarray, k: np.ndarray, size: tuple[int, int], downsam
     # Inside the image u, v >= 0, so truncation is the floor; outside, the cell is 0. int32: 4x faster casts.
     u /= downsample
     v /= downsample
+    cell = np.empty(x.shape, np.int32) if out is None else out
     with np.errstate(invalid="ignore"):   # non-finite u, v of invisible points cast to anything: masked
-        cell = v.astype(np.int32)
+        np.copyto(cell, v, casting="unsafe")   # the truncating cast of astype, written in place
         cell *= w
         cell += u.astype(np.int32)
+    if offset:
+        cell += offset
     cell *= visible
     return visible, cell
 
 
-def squared_norms(pc: np.ndarray) -> np.ndarray:
-    """|p|^2 of camera-frame points (..., 3, N) -> (..., N) float32, summed x, y, z in that order."""
+def squared_norms(pc: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+    """|p|^2 of camera-frame points (..., 3, N) -> (..., N) float32, summed x, y, z in that order
+    (``scratch``: a (..., N) float32 buffer for the products, for repeated calls)."""
     x, y, z = pc[..., 0, :], pc[..., 1, :], pc[..., 2, :]
-    return x * x + y * y + z * z
+    out = x * x
+    sq = np.multiply(y, y, out=scratch)
+    out += sq
+    out += np.multiply(z, z, out=sq)
+    return out
 
 
 def distances(pc: np.ndarray) -> torch.Tensor:

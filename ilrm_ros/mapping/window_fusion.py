@@ -57,10 +57,13 @@ def classify_old(means: torch.Tensor, cams: WindowCameras, dmin: np.ndarray, dma
     out = OldGaussians(near_v=np.empty(shape, bool), flat=np.empty(shape, np.int32), z=pc[:, 2],
                        any_free=np.zeros(shape[1], bool), any_near=np.zeros(shape[1], bool),
                        closest=np.full(shape[1], np.inf, np.float32))
+    dmin_all, dmax_all = dmin.reshape(-1), dmax.reshape(-1)   # the cameras' grids stacked: indexed by flat cells
+    scratch = np.empty(shape[1], np.float32)
     for i in range(len(cams)):
         z = pc[i, 2]
-        visible, cell = project_camera(pc[i], k[i], (cams.height, cams.width), cfg.depth_downsample, cfg.near)
-        d_lo, d_hi = dmin[i].take(cell), dmax[i].take(cell)
+        visible, flat = project_camera(pc[i], k[i], (cams.height, cams.width), cfg.depth_downsample, cfg.near,
+                                       offset=i * n_cells, out=out.flat[i])
+        d_lo, d_hi = dmin_all.take(flat), dmax_all.take(flat)   # invisible points (flat 0) are masked by known
         known = visible & np.isfinite(d_lo)
         # tol, free and near are only read where known: tol is computed from d_lo everywhere (inf - inf
         # where nothing was observed gives nan, which compares False), in place (fewer temporaries)
@@ -74,9 +77,8 @@ def classify_old(means: torch.Tensor, cams: WindowCameras, dmin: np.ndarray, dma
         near &= ~free
         out.any_free |= free
         out.any_near |= near
-        np.add(cell, i * n_cells, out=out.flat[i])
         if cfg.replace:
-            np.minimum(out.closest, squared_norms(pc[i]), out=out.closest, where=near)
+            np.minimum(out.closest, squared_norms(pc[i], scratch), out=out.closest, where=near)
     if cfg.replace:   # sqrt is monotonic: the root of the smallest square is the smallest root, bit for bit
         out.closest = torch.from_numpy(out.closest).sqrt_().numpy()
     return out
