@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ilrm_ros.core.wire import BYTES_PER_GAUSSIAN, FLOAT32, GAUSSIAN_FIELDS, ROW_DTYPE, ROW_FLOATS, pack_rows, row_bounds
+from ilrm_ros.core.wire import (BYTES_PER_GAUSSIAN, FLOAT32, GAUSSIAN_FIELDS, ROW_DTYPE, ROW_FLOATS, pack_rows,
+                                row_bounds)
 
 __all__ = ["chunk_cdr"]
 

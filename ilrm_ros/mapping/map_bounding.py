@@ -74,11 +74,10 @@ def _choose_evictions(p: np.ndarray, excess: int, pool: float, held: list[Block]
 
     pool 1: exactly the first ``excess`` in the order (priority, born, gid) (:func:`_smallest_first`).
     pool > 1 (``MapConfig.eviction_pool``): the candidates are the rows whose priority is at most
-    :func:`_pool_threshold` (about the pool x excess first); chunks give all of their candidates, the
-    chunks with the most candidates per row rewritten (its rows + :data:`_REWRITE_ROWS`) first (ties: chunk
-    order), and the chunk that completes
-    the excess only its first ones in that order. Fewer candidates than the excess (a threshold
-    estimated too low): the exact selection.
+    :func:`_pool_threshold` (about the pool x excess first). Chunks give all of their candidates, those
+    with the most candidates per row rewritten (its rows + :data:`_REWRITE_ROWS`) first (ties: chunk
+    order); the chunk that completes the excess gives only its first ones in that order. Fewer
+    candidates than the excess (a threshold estimated too low): the exact selection.
     """
     size = np.fromiter((len(b) for b in held), np.int64, len(held))
     starts = np.concatenate([[0], np.cumsum(size)])
@@ -121,7 +120,8 @@ def _densest_chunks(p: np.ndarray, cand: np.ndarray, counts: np.ndarray, starts:
     need = excess - (int(cum[n_full - 1]) if n_full else 0)
     mine = np.flatnonzero(cand[starts[last]:starts[last + 1]])
     book = held[last].book
-    first = _smallest_first(p[starts[last] + mine], need, lambda idx: (book["born"][mine[idx]], book["gid"][mine[idx]]))
+    first = _smallest_first(p[starts[last] + mine], need,
+                            lambda idx: (book["born"][mine[idx]], book["gid"][mine[idx]]))
     out[last] = np.sort(mine[first])
     return out
 
