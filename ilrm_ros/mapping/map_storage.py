@@ -134,9 +134,11 @@ class Block:
         """Bytes held, spare capacity included."""
         return int(self._rbuf.nbytes + self._bbuf.nbytes)
 
-    def set(self, rows: np.ndarray, book: np.ndarray) -> None:
-        """Hold rows (M, 14) float32 and book (M,) as they are (not copied; full, no spare capacity)."""
-        self._rbuf, self._bbuf, self._n, self._bounds, self._score = rows, book, len(rows), None, None
+    def set(self, rows: np.ndarray, book: np.ndarray, n: int | None = None) -> None:
+        """Hold rows (C, 14) float32 and book (C,) as they are (not copied), the first ``n`` (default C) the
+        content, the rest spare capacity."""
+        self._rbuf, self._bbuf, self._bounds, self._score = rows, book, None, None
+        self._n = len(rows) if n is None else n
 
     def append(self, rows: np.ndarray, book: np.ndarray) -> None:
         """Add rows (K, 14) float32 and their bookkeeping (K,) after the current ones (copied). Cached
@@ -172,8 +174,7 @@ class Block:
         opaque = out_book.view(_OPAQUE)
         np.take(book.view(_OPAQUE), keep, out=opaque[:k], mode="clip")
         opaque[k:size] = new_book.view(_OPAQUE)
-        self.set(out, out_book)
-        self._n = size
+        self.set(out, out_book, size)
 
     def take(self, idx: np.ndarray, removed: np.ndarray | None = None) -> None:
         """Keep only the Gaussians ``idx`` (ascending indices), in that order; ``removed``: the other
@@ -185,8 +186,7 @@ class Block:
         out, out_book = np.empty((cap, ROW_FLOATS), np.float32), np.empty(cap, BOOK_DTYPE)
         np.take(rows, idx, axis=0, out=out[:k], mode="clip")
         np.take(self.book.view(_OPAQUE), idx, out=out_book.view(_OPAQUE)[:k], mode="clip")
-        self.set(out, out_book)
-        self._n = k
+        self.set(out, out_book, k)
         if score is not None:
             self._score = score.take(idx[:int(np.searchsorted(idx, len(score)))])
         if bounds is not None and 0 < len(idx) < len(rows):
