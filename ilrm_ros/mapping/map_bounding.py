@@ -19,7 +19,7 @@ from ilrm_ros.mapping.chunks import chunk_keys
 from ilrm_ros.mapping.fusion import MapConfig, contribution_score, eviction_priority
 from ilrm_ros.mapping.map_storage import BOOK_DTYPE, Block, cat_books, encode_keys, refresh_scores
 
-__all__ = ["smallest_first", "enforce_caps", "dedup"]
+__all__ = ["smallest_first", "enforce_caps", "prescore", "dedup"]
 
 
 def smallest_first(priority: torch.Tensor, born: torch.Tensor, gid: torch.Tensor, k: int) -> np.ndarray:
@@ -83,7 +83,7 @@ def _choose_evictions(p: np.ndarray, excess: int, pool: float, held: list[Block]
     starts = np.concatenate([[0], np.cumsum(size)])
     if pool > 1.0:
         cand = p <= _pool_threshold(p, min(len(p), int(np.ceil(pool * excess))))
-        counts = np.add.reduceat(cand, starts[:-1], dtype=np.int64)
+        counts = np.array([np.count_nonzero(cand[a:e]) for a, e in zip(starts[:-1], starts[1:])], np.int64)
         if counts.sum() >= excess:
             return _densest_chunks(p, cand, counts, starts, excess, held)
     gone = np.sort(_smallest_first(p, excess, lambda idx: _born_gid(held, idx)))
@@ -163,6 +163,8 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
                 b.take(np.flatnonzero(keep), removed=np.sort(gone))
                 evicted += excess
     total = sum(len(b) for b in blocks.values())
+    if cfg.eviction == "global" and 0 < PRESCORE_FROM * cfg.max_gaussians < total <= cfg.max_gaussians:
+        prescore(list(blocks.values()), PRESCORE_ROWS)
     if 0 < cfg.max_gaussians < total:
         excess = total - max(1, int(cfg.max_gaussians * cfg.evict_to_fraction))
         order = codes()
@@ -180,6 +182,28 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
             changed.add(order[j])
         evicted += excess
     return evicted
+
+
+PRESCORE_FROM = 0.5
+"""Above this fraction of the total cap (and under it), "global" eviction's scores are computed ahead."""
+PRESCORE_ROWS = 100_000
+"""At most this many unscored rows are scored ahead per call (about 2 ms on one core)."""
+
+
+def prescore(blocks: list[Block], max_rows: int) -> int:
+    """While more than ``max_rows`` rows lack a cached contribution score, score about ``max_rows`` of them,
+    whole chunks at a time (at least one), so that the eviction when the cap is first reached does not
+    score the whole map at once (~18 ms at 1M); fewer are left to the eviction (a few ms). The same values
+    as scoring at eviction (scores are per row). Returns the rows scored."""
+    stale = [len(b) - b.score_tail() for b in blocks]
+    if sum(stale) <= max_rows:
+        return 0
+    rows = 0
+    for b, n in zip(blocks, stale):
+        if n and (not rows or rows + n <= max_rows):
+            b.scores(_contribution)   # its own rows, no copy
+            rows += n
+    return rows
 
 
 def dedup(blocks: Mapping[int, Block], changed: set[int], voxel: float) -> int:

@@ -265,11 +265,12 @@ def _strictly_inside(rows: np.ndarray, bounds: tuple[np.ndarray, np.ndarray, flo
 def refresh_scores(blocks: list[Block], fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
     """Score, in one call of ``fn``, the rows of ``blocks`` without a cached score (``Block.scores``: ``fn``
     scores each row on its own, so one batch of every block's unscored rows gives each row the same value).
-    Blocks with no cached score at all are scored on their own rows (no copy)."""
-    stale = [(b, b.score_tail()) for b in blocks if 0 < b.score_tail() < len(b)]
+    Blocks with no cached score at all, or with a long unscored tail, are scored on their own rows (no
+    copy)."""
     for b in blocks:
-        if b.score_tail() == 0:
+        if b.score_tail() == 0 or len(b) - b.score_tail() >= _OWN_PASS_ROWS:
             b.scores(fn)
+    stale = [(b, b.score_tail()) for b in blocks if 0 < b.score_tail() < len(b)]
     if not stale:
         return
     sizes = [len(b) - have for b, have in stale]

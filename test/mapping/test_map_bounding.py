@@ -170,3 +170,20 @@ def test_pooled_eviction_is_deterministic_and_falls_back_to_exact_order_without_
     got = _choose_evictions(p, 5, 4.0, held)
     assert sum(len(v) for v in got.values()) == 5
     assert 3 in got[0] and 70 - 50 in got[1] and 140 - 100 in got[2]   # the three numbers first, then NaN ones
+
+
+def test_scores_computed_ahead_near_the_cap_leave_the_eviction_unchanged(monkeypatch):
+    import ilrm_ros.mapping.map_bounding as bounding
+
+    monkeypatch.setattr(bounding, "PRESCORE_ROWS", 1000)
+    cfg = MapConfig(max_gaussians=5000, max_gaussians_per_chunk=0, evict_to_fraction=0.9)
+    ahead, late = (_uniform_map(np.random.default_rng(31), 40, 110) for _ in range(2))   # 4,400 rows each
+    assert enforce_caps(ahead, lambda: sorted(ahead), set(), cfg, torch.zeros(3)) == 0       # over half the cap
+    scored = sum(b.score_tail() for b in ahead.values())
+    assert 1000 - 110 < scored <= 1000 and all(b.score_tail() == 0 for b in late.values())   # whole chunks
+    for blocks in (ahead, late):                                                            # now over the cap
+        extra = np.random.default_rng(33)
+        for c in range(0, 40, 4):
+            blocks[c].append(_rows(extra, 80), _book(extra, 80, 100_000 + 80 * c))
+    gone = [_evict(blocks, cfg)[3] for blocks in (ahead, late)]
+    assert gone[0].sum() == 5200 - 4500 and np.array_equal(gone[0], gone[1])
