@@ -341,6 +341,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest for these small ops on a shared machine)")
     args = p.parse_args(argv)
+    from ilrm_ros.ros.memory import pin_malloc_thresholds   # no ROS in it: the process setting only
+
+    args.malloc_pinned = pin_malloc_thresholds()   # as the node's main() does: its allocations behave the same
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -369,7 +372,7 @@ def _run_cli(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"note": f"Gaussians from a {STUB_LABEL}; only the map is under test.",
            "soak": asdict(soak), "stub": asdict(stub), "room_surface_m2": round(room.surface_area(), 2),
-           "results": results}
+           "malloc_pinned_as_in_the_node": bool(args.malloc_pinned), "results": results}
     (args.out / "map_soak.json").write_text(json.dumps(doc, indent=1))
     write_plot(args.out / "map_soak.png", results, soak)
     print(table(results))
