@@ -158,9 +158,7 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
                 gone = smallest_first(_block_priority(b, cfg, robot),
                                       torch.from_numpy(np.ascontiguousarray(b.book["born"])),
                                       torch.from_numpy(np.ascontiguousarray(b.book["gid"])), excess)
-                keep = np.ones(len(b), dtype=bool)
-                keep[gone] = False
-                b.take(np.flatnonzero(keep), removed=np.sort(gone))
+                b.drop(np.sort(gone))
                 evicted += excess
     total = sum(len(b) for b in blocks.values())
     if cfg.eviction == "global" and 0 < PRESCORE_FROM * cfg.max_gaussians < total <= cfg.max_gaussians:
@@ -176,9 +174,7 @@ def enforce_caps(blocks: Mapping[int, Block], codes: Callable[[], list[int]], ch
             prio = _priority(np.concatenate([b.rows[:, :COL_SCALES.stop] for b in held]),
                              cat_books([b.book for b in held]), cfg, robot).numpy()
         for j, removed in _choose_evictions(prio, excess, cfg.eviction_pool, held).items():
-            keep = np.ones(len(held[j]), dtype=bool)
-            keep[removed] = False
-            held[j].take(np.flatnonzero(keep), removed=removed)
+            held[j].drop(removed)
             changed.add(order[j])
         evicted += excess
     return evicted

@@ -199,6 +199,12 @@ class Block:
             elif len(idx) >= _OWN_PASS_ROWS:   # the rows were just written: recompute while they are in cache
                 self._bounds = _segment_bounds(self.rows, np.zeros(1, np.int64))[0]
 
+    def drop(self, removed: np.ndarray) -> None:
+        """Remove the Gaussians ``removed`` (ascending indices): :meth:`take` of the others."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[removed] = False
+        self.take(np.flatnonzero(keep), removed=removed)
+
     def scores(self, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
         """(M,) ``fn(rows, book)``, cached: only rows without a cached score are passed to ``fn``
         (rows (K, 14), book (K,)), so ``fn`` must score each row on its own, and be the same function
@@ -242,8 +248,10 @@ def _capacity(size: int) -> int:
 def _grown(buf: np.ndarray, used: int, size: int) -> np.ndarray:
     """A new buffer of :func:`_capacity` (size) entries holding buf's first ``used`` entries (same dtype)."""
     out = np.empty((_capacity(size),) + buf.shape[1:], buf.dtype)
-    flat = out.view(_OPAQUE) if buf.dtype == BOOK_DTYPE else out
-    flat[:used] = buf.view(_OPAQUE)[:used] if buf.dtype == BOOK_DTYPE else buf[:used]
+    if buf.dtype == BOOK_DTYPE:   # structured: copied as opaque bytes (numpy's field-by-field path is slow)
+        out.view(_OPAQUE)[:used] = buf.view(_OPAQUE)[:used]
+    else:
+        out[:used] = buf[:used]
     return out
 
 

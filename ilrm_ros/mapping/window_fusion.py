@@ -97,10 +97,10 @@ def _duplicates(proj_new: Projection, dmin: np.ndarray, kmin: np.ndarray, kmax: 
 
 
 def _cell_max(flat: np.ndarray, values: np.ndarray, size: int, fill: float | int, reduce: str) -> torch.Tensor:
-    """Per cell the ``reduce`` ("amin"/"amax") of ``values`` (P,) at flat cell indices (P,): (size,)."""
-    vals = torch.from_numpy(values)
-    return torch.full((size,), fill, dtype=vals.dtype).scatter_reduce_(0, torch.from_numpy(flat.astype(np.int64)), vals,
-                                                                       reduce=reduce)
+    """Per cell the ``reduce`` ("amin"/"amax") of ``values`` (P,) at flat cell indices (P,) (int32 are widened;
+    pass int64 to reuse them): (size,)."""
+    vals, index = torch.from_numpy(values), torch.from_numpy(flat.astype(np.int64, copy=False))
+    return torch.full((size,), fill, dtype=vals.dtype).scatter_reduce_(0, index, vals, reduce=reduce)
 
 
 def fuse_with_chunks(blocks: list[Block], means: torch.Tensor, proj_new: Projection, cams: WindowCameras,
@@ -141,7 +141,7 @@ def fuse_with_chunks(blocks: list[Block], means: torch.Tensor, proj_new: Project
     n_cams, n_cells = len(cams), dmin.shape[1]
     kept_v = old.near_v & kept_seen[None]
     if n_new and kept_v.any():
-        flat, z = old.flat[kept_v], old.z[kept_v]
+        flat, z = old.flat[kept_v].astype(np.int64), old.z[kept_v]   # widened once for both scatters
         kmin = _cell_max(flat, z, n_cams * n_cells, np.inf, "amin").view(n_cams, n_cells)
         kmax = _cell_max(flat, z, n_cams * n_cells, -np.inf, "amax").view(n_cams, n_cells)
         drop_new = torch.from_numpy(_duplicates(proj_new, dmin.numpy(), kmin.numpy(), kmax.numpy(), cfg))

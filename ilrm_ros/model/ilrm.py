@@ -312,8 +312,8 @@ class ILRM(nn.Module):
             o_vp, d_vp = camera_rays(c2w, K, H, W, f)  # (B, V, h, w, 3)
             rays_vp = ray_features(o_vp, d_vp, cfg.ray_encoding).flatten(0, 1).to(images.dtype)
             if not fused:
-                rays_full = rays_vp if f == 1 else ray_features(*camera_rays(c2w, K, H, W, 1), cfg.ray_encoding)
-                rays_full = rays_full.flatten(0, 1).to(images.dtype) if f > 1 else rays_full
+                rays_full = rays_vp if f == 1 else ray_features(*camera_rays(c2w, K, H, W, 1),
+                                                                cfg.ray_encoding).flatten(0, 1).to(images.dtype)
 
         if fused:  # same values, token-order inputs and oneDNN GEMMs (model/fused_tokens.py)
             _, img_ln, _, vp_ln, dec_ln, _ = self._token_layers()

@@ -9,6 +9,7 @@ import numpy as np
 
 from ilrm_ros.core.chunk_cdr import chunk_cdr
 from ilrm_ros.core.wire import MessageTypes, cloud_message
+from ilrm_ros.io.frames import ns_to_stamp
 
 _MSG_DIR = Path(__file__).resolve().parents[2] / "msg"
 
@@ -57,7 +58,7 @@ class OutputBag:
         return self.conns[topic]
 
     def _header(self, stamp_ns: int, frame_id: str):
-        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+        sec, nsec = ns_to_stamp(stamp_ns)
         return self.T["std_msgs/msg/Header"](stamp=self.T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec),
                                              frame_id=frame_id)
 
@@ -66,7 +67,7 @@ class OutputBag:
 
     def write_update(self, update, stamp_ns: int) -> None:
         """Every transport part as the node publishes it (``core.chunk_cdr``: the serialized message)."""
-        sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+        sec, nsec = ns_to_stamp(stamp_ns)
         conn = self._conn("/ilrm_mapping/chunks", "ilrm_ros/msg/GaussianChunk")
         for u in update.transport_parts():
             self.writer.write(conn, int(stamp_ns), chunk_cdr(u, sec, nsec, self.map_frame))

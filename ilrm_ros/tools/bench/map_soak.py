@@ -343,16 +343,16 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from ilrm_ros.ros.memory import pin_malloc_thresholds   # no ROS in it: the process setting only
 
-    args.malloc_pinned = pin_malloc_thresholds()   # as the node's main() does: its allocations behave the same
+    pinned = pin_malloc_thresholds()   # as the node's main() does: its allocations behave the same
     threads_before = torch.get_num_threads()
     torch.set_num_threads(max(1, args.threads))
     try:
-        return _run_cli(args, p)
+        return _run_cli(args, p, pinned)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run_cli(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+def _run_cli(args: argparse.Namespace, p: argparse.ArgumentParser, malloc_pinned: bool) -> int:
     soak = SoakConfig(duration_s=args.duration_s, period_s=args.period_s, views=args.views,
                       chunk_size=args.chunk_size, max_gaussians=args.max_gaussians,
                       max_gaussians_per_chunk=args.max_per_chunk, eviction=args.eviction,
@@ -372,7 +372,7 @@ def _run_cli(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"note": f"Gaussians from a {STUB_LABEL}; only the map is under test.",
            "soak": asdict(soak), "stub": asdict(stub), "room_surface_m2": round(room.surface_area(), 2),
-           "malloc_pinned_as_in_the_node": bool(args.malloc_pinned), "results": results}
+           "malloc_pinned_as_in_the_node": malloc_pinned, "results": results}
     (args.out / "map_soak.json").write_text(json.dumps(doc, indent=1))
     write_plot(args.out / "map_soak.png", results, soak)
     print(table(results))
