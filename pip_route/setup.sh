@@ -28,7 +28,7 @@ if [ "$(cat "$stamp/requirements" 2>/dev/null)" != "$want" ]; then
   # Some exported CMake files of the wheels name the wheel builder's include dirs.
   pyinc=$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
   npinc=$("$vpy" -c 'import numpy; print(numpy.get_include())')
-  grep -rl '/opt/python/cp311-cp311' "$venv/share" --include='*.cmake' 2>/dev/null | while read -r f; do
+  { grep -rl '/opt/python/cp311-cp311' "$venv/share" --include='*.cmake' 2>/dev/null || true; } | while read -r f; do
     sed -i -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$npinc#g" \
            -e "s#/opt/python/cp311-cp311/include/python3.11#$pyinc#g" "$f"
   done
@@ -83,5 +83,19 @@ if [ "$(cat "$stamp/package" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp/package"
 else
   log "ilrm_ros package up to date"
+fi
+# 5. the CPU compositing kernel (C; the same file and flags as CMakeLists.txt). Without a
+# compiler the renderer falls back to its torch steps, so a failure here only warns.
+want=$(digest ilrm_ros/render/csrc/composite_cpu.c ilrm_ros/render/native.py)
+lib=ilrm_ros/render/_native/libilrm_composite.so
+if [ "$(cat "$stamp/native" 2>/dev/null)" != "$want" ] || [ ! -f "$lib" ]; then
+  log "building the CPU compositing kernel"
+  if "$vpy" -c 'import sys; from ilrm_ros.render.native import cli_main; sys.exit(cli_main(["--build"]))'; then
+    echo "$want" > "$stamp/native"
+  else
+    log "WARNING: kernel not built; rendering on CPU uses the slower torch steps"
+  fi
+else
+  log "CPU compositing kernel up to date"
 fi
 log "done in $(( $(date +%s) - t0 )) s; activate with: source .venv/bin/activate"

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ilrm_ros.render import native
 from ilrm_ros.render.projection import Projection
 from ilrm_ros.render.raster_config import ALPHA_MAX, ALPHA_MIN, T_MIN, RasterConfig
 
@@ -275,6 +276,10 @@ def composite(
     n_cams, n = proj.depths.shape
     n_feats = feats.shape[-1]
     ts = config.tile_size
+    if config.native and native.available(feats, ts):
+        return native.composite_native(proj.means2d.reshape(-1, 2), proj.conics.reshape(-1, 3),
+                                       opacities.expand(n_cams, n).reshape(-1), feats.reshape(-1, n_feats), bins,
+                                       n_cams, (width, height), ts)
     n_pix = ts * ts
     dtype, device = feats.dtype, feats.device
     n_tiles = n_cams * bins.tiles_x * bins.tiles_y

@@ -28,5 +28,8 @@ class RasterConfig:
     analytic_backward: bool = True
     """Use the hand-written backward of a compositing step (fast); False = autograd through
     the reference step with activation checkpointing (slower, same gradients)."""
+    native: bool = True
+    """Blend with the compiled CPU kernel (``render/native.py``) for float32 CPU tensors where it is
+    built; False = always the batched torch steps below (its reference twin)."""
     eps2d: float = EPS2D
     """Dilation added to the 2-D covariance diagonal (px²)."""

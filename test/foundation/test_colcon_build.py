@@ -20,7 +20,7 @@ def test_colcon_build_installs_a_working_package(tmp_path: Path):
     src = tmp_path / "src" / "ilrm_ros"
     src.parent.mkdir(parents=True)
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", "build", "install", "log", ".git", "outputs",
-                                                             "data", "runs", "__pycache__", "*.egg-info"))
+                                                             "data", "runs", "__pycache__", "*.egg-info", "_native"))
     env = dict(os.environ)
     if not os.environ.get("ROS_DISTRO"):  # pip route: the wheels in this venv are the ROS install
         env.update(AMENT_PREFIX_PATH=str(VENV), CMAKE_PREFIX_PATH=str(VENV))
@@ -39,6 +39,8 @@ def test_colcon_build_installs_a_working_package(tmp_path: Path):
         "import ilrm_ros.mapping.config, ilrm_ros.ros.node\n"
         "from ilrm_ros.msg import GaussianChunk, MapInfo\n"
         "from ilrm_ros.srv import SaveMap, LoadMap, RenderView\n"
+        "from ilrm_ros.render import native\n"
+        "assert native.status() == '' and str(native.LIBRARY).startswith(str(native.SOURCE.parents[2])), native.status()\n"
         "print(ilrm_ros.mapping.config.__file__)\n"
         "print(ilrm_ros.mapping.config.default_params_file())\n")
     run = subprocess.run(["bash", "-c", f"source {tmp_path}/install/setup.bash && cd {tmp_path} && "

@@ -1,0 +1,180 @@
+"""The compiled CPU compositing kernel (``render/csrc/composite_cpu.c``): build, load, autograd.
+
+Step 3 of the CPU rasterizer, front-to-back blending with its backward, as plain C over the
+tile lists that :func:`~ilrm_ros.render.blending.bin_to_tiles` builds. It computes what
+:func:`~ilrm_ros.render.blending.composite`'s torch steps compute (its reference twin, compared
+in ``test/render/test_render_native.py``), one pixel at a time and only as far as each pixel's
+list matters, so it does a fraction of the batched torch steps' work.
+
+Building: ``make setup`` (``python -m ilrm_ros.render.native --build``) and colcon
+(``CMakeLists.txt``) compile it with the system C compiler into ``render/_native/``; where it
+is absent (no compiler, another platform) the torch steps run instead and :func:`status` says why.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SOURCE", "LIBRARY", "build", "load", "status", "available", "composite_native"]
+
+SOURCE = Path(__file__).parent / "csrc" / "composite_cpu.c"
+LIBRARY = Path(__file__).parent / "_native" / "libilrm_composite.so"
+"""Where builds put the library (git-ignored); ``ILRM_ROS_NATIVE_LIB`` overrides it."""
+ENV_PATH = "ILRM_ROS_NATIVE_LIB"
+MAX_FEATS = 8
+MAX_TILE = 16
+_GRAD_FIXED = 6  # per-instance gradient columns before the features: mean x, y, conic a, b, c, opacity
+
+_c_ptr = ctypes.c_void_p
+
+
+def build(dest: Path = LIBRARY, compiler: str | None = None) -> Path:
+    """Compile the kernel into ``dest`` (a shared library) with ``compiler`` (default ``$CC`` or cc).
+
+    -O3 for this machine's instruction set (``-march=native``, dropped where the compiler refuses it).
+    Raises ``RuntimeError`` with the compiler's message on failure.
+    """
+    cc = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise RuntimeError("no C compiler (cc) on PATH")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(f".{os.getpid()}.tmp")
+    base = [cc, "-O3", "-fopenmp-simd", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11", "-o", str(tmp), str(SOURCE), "-lpthread", "-lm"]
+    for flags in (["-march=native"], []):
+        done = subprocess.run(base[:2] + flags + base[2:], capture_output=True, text=True)
+        if done.returncode == 0:
+            os.replace(tmp, dest)
+            return dest
+    raise RuntimeError(f"compiling {SOURCE.name} failed: {done.stderr.strip()[-2000:]}")
+
+
+def _library_path() -> Path:
+    env = os.environ.get(ENV_PATH)
+    return Path(env) if env else LIBRARY
+
+
+@lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    path = _library_path()
+    if not path.is_file():
+        return None, f"{path} not built (make setup builds it)"
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        return None, f"cannot load {path}: {e}"
+    lib.ilrm_composite_forward.restype = ctypes.c_int
+    lib.ilrm_composite_forward.argtypes = [_c_ptr] * 7 + [ctypes.c_int, _c_ptr, _c_ptr, _c_ptr, _c_ptr, ctypes.c_int]
+    lib.ilrm_composite_backward.restype = ctypes.c_int
+    lib.ilrm_composite_backward.argtypes = ([_c_ptr] * 7 + [ctypes.c_int] + [_c_ptr] * 6
+                                            + [ctypes.c_int64, _c_ptr, ctypes.c_int])
+    return lib, ""
+
+
+def load() -> ctypes.CDLL | None:
+    """The loaded library, or None (see :func:`status`)."""
+    return _load()[0]
+
+
+def status() -> str:
+    """"" when the kernel is loaded, else why not (for logs and benchmarks)."""
+    return _load()[1]
+
+
+def available(feats: Tensor, tile_size: int) -> bool:
+    """Whether the kernel can blend ``feats`` (..., F) in tiles of ``tile_size``: loaded, CPU, float32,
+    F ≤ 8, tile_size ≤ 16."""
+    return (feats.device.type == "cpu" and feats.dtype == torch.float32 and 1 <= feats.shape[-1] <= MAX_FEATS
+            and 1 <= tile_size <= MAX_TILE and load() is not None)
+
+
+def _ptr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+class _Composite(torch.autograd.Function):
+    """Blending with the kernel: per-instance tables in, (out (C, H, W, F), trans (C, H, W)) out."""
+
+    @staticmethod
+    def forward(ctx, means2d: Tensor, conics: Tensor, opac: Tensor, feats: Tensor, bins: tuple, geometry: Tensor):
+        lib = load()
+        ids, starts, counts = bins
+        n_cams, width, height = (int(v) for v in geometry[:3])
+        nf = feats.shape[1]
+        tables = [t.detach().contiguous() for t in (means2d, conics, opac, feats)]
+        out = torch.empty(n_cams, height, width, nf)
+        trans = torch.empty(n_cams, height, width)
+        last = torch.empty(n_cams, height, width, dtype=torch.int32)
+        code = lib.ilrm_composite_forward(_ptr(ids), _ptr(starts), _ptr(counts), *(_ptr(t) for t in tables), nf,
+                                          _ptr(geometry), _ptr(out), _ptr(trans), _ptr(last), torch.get_num_threads())
+        if code != 0:
+            raise ValueError(f"native compositing refused F = {nf}, tile {int(geometry[3])} (code {code})")
+        ctx.save_for_backward(*tables, trans, last)
+        ctx.bins, ctx.geometry = bins, geometry
+        ctx.mark_non_differentiable(last)
+        return out, trans, last
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor | None, grad_trans: Tensor | None, _grad_last: Tensor | None):
+        means2d, conics, opac, feats, trans, last = ctx.saved_tensors
+        ids, starts, counts = ctx.bins
+        nf, m = feats.shape[1], feats.shape[0]
+        grad_out = torch.zeros(*trans.shape, nf) if grad_out is None else grad_out.contiguous()
+        grad_trans = torch.zeros_like(trans) if grad_trans is None else grad_trans.contiguous()
+        ng = _GRAD_FIXED + nf
+        grad_entries = torch.zeros(ids.numel(), ng)
+        grad_inst = torch.zeros(m, ng)
+        load().ilrm_composite_backward(
+            _ptr(ids), _ptr(starts), _ptr(counts), *(_ptr(t) for t in (means2d, conics, opac, feats)), nf,
+            _ptr(ctx.geometry), _ptr(trans), _ptr(last), _ptr(grad_out), _ptr(grad_trans), _ptr(grad_entries),
+            ids.numel(), _ptr(grad_inst), torch.get_num_threads())
+        return grad_inst[:, :2], grad_inst[:, 2:5], grad_inst[:, 5], grad_inst[:, 6:], None, None
+
+
+def composite_native(means2d: Tensor, conics: Tensor, opac: Tensor, feats: Tensor, bins, n_cams: int,
+                     size: tuple[int, int], tile_size: int) -> tuple[Tensor, Tensor]:
+    """Front-to-back blending of per-instance tables with the kernel (differentiable in the tables).
+
+    means2d (M, 2), conics (M, 3), opac (M,), feats (M, F) with M = C·N flat instances, bins a
+    :class:`~ilrm_ros.render.blending.TileBins`, size (width, height)
+    -> (Σ w f (C, H, W, F), transmittance (C, H, W)).
+    """
+    width, height = size
+    geometry = torch.tensor([n_cams, width, height, tile_size, bins.tiles_x, bins.tiles_y], dtype=torch.int32)
+    tables = (bins.ids.to(torch.int32).contiguous(), bins.starts.to(torch.int64).contiguous(),
+              bins.counts.to(torch.int64).contiguous())
+    out, trans, _ = _Composite.apply(means2d, conics, opac, feats, tables, geometry)
+    return out, trans
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ilrm_ros.render.native", description=__doc__.splitlines()[0])
+    ap.add_argument("--build", action="store_true", help=f"compile {SOURCE.name} into --out")
+    ap.add_argument("--out", type=Path, default=LIBRARY)
+    args = ap.parse_args(argv)
+    if args.build:
+        try:
+            print(f"built {build(args.out)}")
+        except RuntimeError as e:
+            print(f"native compositing kernel not built: {e}", file=sys.stderr)
+            return 1
+        return 0
+    _load.cache_clear()
+    why = status()
+    print("native compositing kernel: " + ("loaded from " + str(_library_path()) if not why else why))
+    return 0 if not why else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

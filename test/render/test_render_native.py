@@ -1,0 +1,129 @@
+"""The compiled CPU compositing kernel (render/native.py) computes what the torch steps compute.
+
+The torch steps of ``blending.composite`` are its reference twin: same images, depths, alphas
+and gradients (float32 tolerance) on random scenes, several tile sizes, opaque and sparse
+scenes, and cameras that see nothing. On a machine with a C compiler the kernel must build:
+``make setup`` builds it, so a missing library there is a failure, not a skip.
+"""
+import shutil
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ilrm_ros.core.gaussians import Gaussians
+from ilrm_ros.geometry.cameras import PinholeCameras
+from ilrm_ros.render import RasterConfig, native
+from ilrm_ros.render.blending import bin_to_tiles
+from ilrm_ros.render.projection import project
+from ilrm_ros.render.torch_rasterizer import rasterize
+from support import look_from
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and native.load() is None,
+                                reason="no C compiler and no built kernel on this machine")
+
+
+def test_the_kernel_is_built_where_a_compiler_exists():
+    assert native.status() == "", native.status()
+
+
+def assert_close_but_for_flips(a: torch.Tensor, b: torch.Tensor, atol: float, flip: float, share: float = 2e-3):
+    """a ≈ b within atol, except a share of elements may differ by up to ``flip``: the two evaluate the
+    exponent in different orders (the reference from its tile's centre), so an alpha at the 1/255 cut or a
+    transmittance at the 1e-4 stop may fall on the other side of it."""
+    diff = (a - b).abs()
+    assert float(diff.max()) <= flip, float(diff.max())
+    assert float((diff > atol).float().mean()) <= share, float((diff > atol).float().mean())
+
+
+def scene(n: int, seed: int, opacity: tuple[float, float] = (0.05, 0.95), spread: float = 2.0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        means=(torch.rand(n, 3, generator=gen) - 0.5) * spread,
+        quats=torch.nn.functional.normalize(torch.randn(n, 4, generator=gen), dim=-1),
+        scales=torch.rand(n, 3, generator=gen) * 0.15 + 0.01,
+        opacities=torch.rand(n, generator=gen) * (opacity[1] - opacity[0]) + opacity[0],
+        colors=torch.rand(n, 3, generator=gen),
+    )
+
+
+def rig(n_cams: int, width: int, height: int) -> PinholeCameras:
+    eyes = [(0.3 * c - 0.2, -0.1 * c, -3.0 + 0.2 * c) for c in range(n_cams)]
+    viewmats = torch.stack([torch.linalg.inv(look_from(e)) for e in eyes])
+    f = 0.9 * max(width, height)
+    K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]]).expand(n_cams, 3, 3)
+    return PinholeCameras(viewmats, K.contiguous(), width, height)
+
+
+def run(fields: dict, cams: PinholeCameras, config: RasterConfig, grad: bool):
+    leaves = {k: v.clone().requires_grad_(grad) for k, v in fields.items()}
+    rgb, depth, alpha = rasterize(Gaussians(**leaves), cams, background=torch.tensor([0.2, 0.3, 0.4]), config=config)
+    grads = {}
+    if grad:
+        gen = torch.Generator().manual_seed(1)
+        weights = [torch.rand(t.shape, generator=gen) for t in (rgb, depth, alpha)]
+        loss = sum((w * t).sum() for w, t in zip(weights, (rgb, depth, alpha)))
+        loss.backward()
+        grads = {k: v.grad for k, v in leaves.items()}
+    return (rgb.detach(), depth.detach(), alpha.detach()), grads
+
+
+@pytest.mark.parametrize("tile_size", [4, 8, 16])
+@pytest.mark.parametrize("case", ["mixed", "opaque", "sparse"])
+def test_kernel_matches_the_torch_steps_forward_and_backward(tile_size, case):
+    params = {"mixed": dict(n=300, seed=0), "opaque": dict(n=400, seed=1, opacity=(0.9, 1.0)),
+              "sparse": dict(n=40, seed=2, spread=4.0)}[case]
+    fields = scene(**params)
+    cams = rig(2, 37, 29)  # sizes not a multiple of the tile
+    config = RasterConfig(tile_size=tile_size)
+    fast, fast_grads = run(fields, cams, config, grad=True)
+    ref, ref_grads = run(fields, cams, replace(config, native=False), grad=True)
+    for a, b in zip(fast, ref):
+        assert_close_but_for_flips(a, b, atol=2e-5, flip=5e-3)
+    assert float(fast[2].max()) > 0.5  # something was drawn
+    for name in fields:
+        scale = float(ref_grads[name].abs().max()) + 1e-12
+        assert_close_but_for_flips(fast_grads[name] / scale, ref_grads[name] / scale, atol=2e-4, flip=5e-2)
+
+
+def test_kernel_without_gradients_matches_and_keeps_no_graph():
+    fields = scene(200, 3)
+    cams = rig(3, 32, 24)
+    with torch.no_grad():
+        fast, _ = run(fields, cams, RasterConfig(), grad=False)
+        ref, _ = run(fields, cams, RasterConfig(native=False), grad=False)
+    for a, b in zip(fast, ref):
+        assert not a.requires_grad
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_cameras_that_see_nothing_give_background_and_zero_gradients():
+    fields = scene(50, 4)
+    fields["means"] = fields["means"] + torch.tensor([0.0, 0.0, -10.0])  # behind the camera at z = -3
+    (rgb, depth, alpha), grads = run(fields, rig(1, 16, 16), RasterConfig(), grad=True)
+    assert float(alpha.abs().max()) == 0.0 and float(depth.abs().max()) == 0.0
+    torch.testing.assert_close(rgb, torch.tensor([0.2, 0.3, 0.4]).expand_as(rgb))
+    assert all(float(g.abs().max()) == 0.0 for g in grads.values())
+
+
+def test_results_do_not_depend_on_the_number_of_threads():
+    fields = scene(300, 5)
+    cams = rig(2, 40, 40)
+    with torch.no_grad():
+        proj = project(Gaussians(**fields), cams)
+        bins = bin_to_tiles(proj, 40, 40, 8)
+    tables = [proj.means2d.reshape(-1, 2), proj.conics.reshape(-1, 3), fields["opacities"].repeat(2),
+              torch.cat([fields["colors"].repeat(2, 1), proj.depths.reshape(-1, 1)], 1)]
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            leaves = [t.clone().requires_grad_(True) for t in tables]
+            out, trans = native.composite_native(*leaves, bins, 2, (40, 40), 8)
+            (out.sum() + trans.square().sum()).backward()
+            results.append([out, trans] + [t.grad for t in leaves])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
