@@ -49,32 +49,47 @@ class TileBins:
     tiles_y: int
 
 
-def bin_to_tiles(proj: Projection, width: int, height: int, tile_size: int) -> TileBins:
+def bin_to_tiles(proj: Projection, width: int, height: int, tile_size: int, use_native: bool = True) -> TileBins:
     """List every visible Gaussian in each tile its box touches, front to back per tile.
 
-    Works one camera at a time with int32 entries, so the transient memory is about
-    36 bytes per (Gaussian, tile) entry of the largest camera.
+    With the compiled kernel (CPU, ``use_native``) one counting sort over all cameras; else
+    (the reference) one camera at a time with int32 entries, so the transient memory is about
+    36 bytes per (Gaussian, tile) entry of the largest camera. Both give the same lists.
     """
     n_cams, n = proj.depths.shape
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
-    ids, counts = [], []
+    per_cam = tiles_x * tiles_y
+    fast = use_native and proj.depths.device.type == "cpu" and native.load() is not None
+    ids, counts, tile0, rects = [], [], [], []
     with torch.no_grad():
         for cam in range(n_cams):
-            cam_ids, cam_tiles = _bin_camera(proj.means2d[cam].detach(), proj.radii[cam], proj.depths[cam].detach(),
-                                             proj.visible[cam], tiles_x, tiles_y, tile_size)
+            inst, rect = _tile_rects(proj.means2d[cam].detach(), proj.radii[cam], proj.depths[cam].detach(),
+                                     proj.visible[cam], (tiles_x, tiles_y), tile_size)
+            if fast:
+                ids.append(inst + cam * n)
+                tile0.append(torch.full_like(inst, cam * per_cam))
+                rects.append(rect)
+                continue
+            cam_ids, cam_tiles = _sort_entries(inst, rect, tiles_x)
             ids.append(cam_ids + cam * n)
-            counts.append(torch.bincount(cam_tiles, minlength=tiles_x * tiles_y))
-        ids, counts = torch.cat(ids), torch.cat(counts)
+            counts.append(torch.bincount(cam_tiles, minlength=per_cam))
+        if fast:
+            ids, counts = native.bin_tiles_native(torch.cat(ids), torch.cat(tile0),
+                                                  tuple(torch.cat(r) for r in zip(*rects)), tiles_x, n_cams * per_cam)
+        else:
+            ids, counts = torch.cat(ids), torch.cat(counts)
         starts = torch.cumsum(counts, 0) - counts
     return TileBins(ids=ids, starts=starts, counts=counts, tiles_x=tiles_x, tiles_y=tiles_y)
 
 
-def _bin_camera(means2d: Tensor, radii: Tensor, depths: Tensor, visible: Tensor, tiles_x: int, tiles_y: int,
-                tile_size: int) -> tuple[Tensor, Tensor]:
-    """One camera's (Gaussian id, tile id) entries sorted by (tile, depth): (M,) int32 each.
+def _tile_rects(means2d: Tensor, radii: Tensor, depths: Tensor, visible: Tensor, tiles: tuple[int, int],
+                tile_size: int) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """One camera's visible Gaussians front to back and the tiles their boxes touch.
 
-    means2d (N, 2), radii (N, 2), depths (N,), visible (N,).
+    means2d (N, 2), radii (N, 2), depths (N,), visible (N,), tiles = (tiles_x, tiles_y)
+    -> (ids (K,) int32, (x0, x1, y0, y1) (K,) int32 each: tiles [x0, x1) x [y0, y1)).
     """
+    tiles_x, tiles_y = tiles
     inst = torch.nonzero(visible).squeeze(1)
     inst = inst[torch.argsort(depths[inst], stable=True)]  # depth order survives the stable tile sort
     centre = means2d[inst] / tile_size
@@ -83,6 +98,16 @@ def _bin_camera(means2d: Tensor, radii: Tensor, depths: Tensor, visible: Tensor,
     x1 = torch.ceil(centre[:, 0] + half[:, 0]).clamp(0, tiles_x).int()
     y0 = torch.floor(centre[:, 1] - half[:, 1]).clamp(0, tiles_y).int()
     y1 = torch.ceil(centre[:, 1] + half[:, 1]).clamp(0, tiles_y).int()
+    return inst.int(), (x0, x1, y0, y1)
+
+
+def _sort_entries(inst: Tensor, rects: tuple[Tensor, Tensor, Tensor, Tensor], tiles_x: int) -> tuple[Tensor, Tensor]:
+    """(Gaussian id, tile id) entries of one camera sorted by (tile, list order): (M,) int32 each.
+
+    The plain-torch twin of ``native.bin_tiles_native``: inst (K,) front to back, rects as
+    :func:`_tile_rects` gives them.
+    """
+    x0, x1, y0, y1 = rects
     span_x = x1 - x0
     per_inst = span_x * (y1 - y0)  # tiles touched by each Gaussian
     total = int(per_inst.sum())
@@ -96,7 +121,7 @@ def _bin_camera(means2d: Tensor, radii: Tensor, depths: Tensor, visible: Tensor,
     tile += row * (tiles_x - span) + local
     del local, span, row
     tile, order = torch.sort(tile, stable=True)
-    ids = torch.repeat_interleave(inst.int(), per_inst, output_size=total).index_select(0, order)
+    ids = torch.repeat_interleave(inst, per_inst, output_size=total).index_select(0, order)
     return ids, tile
 
 

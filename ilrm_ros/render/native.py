@@ -27,7 +27,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SOURCE", "LIBRARY", "build", "load", "status", "available", "composite_native"]
+__all__ = ["SOURCE", "LIBRARY", "build", "load", "status", "available", "bin_tiles_native", "composite_native"]
 
 SOURCE = Path(__file__).parent / "csrc" / "composite_cpu.c"
 LIBRARY = Path(__file__).parent / "_native" / "libilrm_composite.so"
@@ -79,6 +79,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.ilrm_composite_backward.restype = ctypes.c_int
     lib.ilrm_composite_backward.argtypes = ([_c_ptr] * 7 + [ctypes.c_int] + [_c_ptr] * 6
                                             + [ctypes.c_int64, _c_ptr, ctypes.c_int])
+    lib.ilrm_bin_tiles.restype = ctypes.c_int64
+    lib.ilrm_bin_tiles.argtypes = [_c_ptr] * 6 + [ctypes.c_int64, ctypes.c_int, ctypes.c_int64] + [_c_ptr] * 3
     return lib, ""
 
 
@@ -140,6 +142,26 @@ class _Composite(torch.autograd.Function):
             _ptr(ctx.geometry), _ptr(trans), _ptr(last), _ptr(grad_out), _ptr(grad_trans), _ptr(grad_entries),
             ids.numel(), _ptr(grad_inst), torch.get_num_threads())
         return grad_inst[:, :2], grad_inst[:, 2:5], grad_inst[:, 5], grad_inst[:, 6:], None, None
+
+
+def bin_tiles_native(ids: Tensor, tile0: Tensor, rects: tuple[Tensor, Tensor, Tensor, Tensor], tiles_x: int,
+                     n_tiles: int) -> tuple[Tensor, Tensor]:
+    """Tile lists by a stable counting sort (the order of ``ids`` is kept within each tile).
+
+    ids (K,) flat instance ids in list order; tile0 (K,) first tile id of each one's camera;
+    rects = (x0, x1, y0, y1) (K,) tile rectangles [x0, x1) x [y0, y1)
+    -> (ids grouped by tile (E,) int32, entries per tile (n_tiles,) int64).
+    """
+    x0, x1, y0, y1 = (r.to(torch.int32).contiguous() for r in rects)
+    total = int(((x1 - x0).to(torch.int64) * (y1 - y0)).sum())
+    counts = torch.zeros(n_tiles, dtype=torch.int64)
+    cursor = torch.empty(n_tiles, dtype=torch.int64)
+    out = torch.empty(total, dtype=torch.int32)
+    ids, tile0 = ids.to(torch.int32).contiguous(), tile0.to(torch.int64).contiguous()
+    written = load().ilrm_bin_tiles(_ptr(ids), _ptr(tile0), _ptr(x0), _ptr(x1), _ptr(y0), _ptr(y1), ids.numel(),
+                                    tiles_x, n_tiles, _ptr(counts), _ptr(cursor), _ptr(out))
+    assert written == total
+    return out, counts
 
 
 def composite_native(means2d: Tensor, conics: Tensor, opac: Tensor, feats: Tensor, bins, n_cams: int,

@@ -45,7 +45,7 @@ def rasterize(
     """
     width, height = cameras.width, cameras.height
     proj = project(gaussians, cameras, near, far, config.eps2d)
-    bins = bin_to_tiles(proj, width, height, config.tile_size)
+    bins = bin_to_tiles(proj, width, height, config.tile_size, config.native)
     colors = gaussians.colors
     feats = torch.cat([colors.expand(len(cameras), *colors.shape), proj.depths[..., None]], dim=-1)
     blended, trans = composite(proj, gaussians.opacities, feats, bins, width, height, config)

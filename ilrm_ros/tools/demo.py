@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +62,28 @@ def live_quality(info) -> dict:
             "refine_gain_mean_db": float(info.refine_gain_mean_db)}
 
 
-def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate_hz: float = 4.0,
-             checkpoint: str = "", timeout_s: float = 600.0, params: list[str] | None = None) -> dict:
-    """Run the demo; ``params`` are extra node parameters as ``name:=value`` (e.g. ``refine.window_iters:=50``)."""
+@dataclass
+class DemoConfig:
+    """What the demo plays and how (the command line's options)."""
+
+    frames: int = 40
+    res: int = 128
+    holdout: int = 5
+    """Hold back every N-th frame for evaluation."""
+    rate_hz: float = 4.0
+    checkpoint: str = ""
+    """Checkpoint (empty: the shipped one)."""
+    timeout_s: float = 600.0
+    refine_s: float = 0.0
+    """After the last window, let the node refine its map in the background (``refine.map_enabled``)
+    for this many seconds before the held-out views are rendered (0 = no background refinement)."""
+    params: list[str] = field(default_factory=list)
+    """Extra node parameters as ``name:=value`` (e.g. ``refine.window_iters:=50``), applied last."""
+
+
+def run_demo(out: Path, cfg: DemoConfig = DemoConfig()) -> dict:
+    """Run the demo with ``cfg``; returns the report (also written to ``out/report.json``)."""
+    frames, res, holdout, rate_hz, timeout_s = cfg.frames, cfg.res, cfg.holdout, cfg.rate_hz, cfg.timeout_s
     import rclpy
     from rclpy.node import Node
     from diagnostic_msgs.msg import DiagnosticArray
@@ -91,9 +111,11 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
     held_out = np.array([i for i in range(frames) if (i % holdout) == holdout - 1])
 
     node_params = [f"map.save_path:={out / 'map_on_shutdown.ply'}", f"model.height:={res}", f"model.width:={res}"]
-    if checkpoint:
-        node_params.append(f"model.checkpoint:={checkpoint}")
-    node_params += list(params or [])
+    if cfg.checkpoint:
+        node_params.append(f"model.checkpoint:={cfg.checkpoint}")
+    if cfg.refine_s > 0:
+        node_params.append("refine.map_enabled:=true")
+    node_params += list(cfg.params)
     cmd = [sys.executable, "-m", "ilrm_ros.ros.node", "--params-file", str(default_params_file()), "--ros-args"]
     for p in node_params:
         cmd += ["-p", p]
@@ -167,6 +189,9 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
         if not _wait(idle, timeout_s, spin) or got["info"].num_windows == 0:
             raise RuntimeError("the node did not finish its windows in time; see the node log")
         spin(0.5)
+        if cfg.refine_s > 0:
+            print(f"[demo] letting the node refine its map in the background for {cfg.refine_s:g} s")
+            _wait(lambda: False, cfg.refine_s, spin)
         info = got["info"]
         print(f"[demo] node processed {info.num_windows} windows -> {info.num_gaussians} Gaussians in "
               f"{info.num_chunks} chunks ({info.memory_bytes / 1e6:.1f} MB); "
@@ -230,7 +255,7 @@ def run_demo(out: Path, frames: int = 40, res: int = 128, holdout: int = 5, rate
             "window_model_s": [per_window[k][1] for k in sorted(per_window)],
             "window_refine_s": [per_window[k][2] for k in sorted(per_window)],
             "window_refine_gain_db": [per_window[k][3] for k in sorted(per_window)],
-            **live_quality(info), "node_params": list(params or []),
+            **live_quality(info), "node_params": list(cfg.params), "refine_s": cfg.refine_s,
             "model_id": info.model_id,
             "device": info.device, "chunk_messages": got["chunks"], "gaussians_rebuilt_from_chunks": rebuilt,
             "latched_map_points": int(len(cloud_to_array(got["map"]))) if got["map"] is not None else 0,
@@ -265,12 +290,16 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--holdout", type=int, default=5, help="hold back every N-th frame for evaluation")
     parser.add_argument("--rate", type=float, default=4.0, help="frames per second played")
     parser.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped one)")
+    parser.add_argument("--refine-s", type=float, default=DemoConfig.refine_s,
+                        help="seconds of background map refinement after the last window, before the held-out "
+                             "views are rendered (0 = none)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra node parameter, e.g. -p refine.window_iters:=50 (repeatable)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     try:
-        report = run_demo(out, args.frames, args.res, args.holdout, args.rate, args.checkpoint, params=args.param)
+        report = run_demo(out, DemoConfig(args.frames, args.res, args.holdout, args.rate, args.checkpoint,
+                                          refine_s=args.refine_s, params=args.param))
     except RuntimeError as exc:  # the node failed: one clear message (its log is named), no traceback
         print(f"[demo] failed: {exc}", file=sys.stderr)
         return 1

@@ -127,3 +127,16 @@ def test_results_do_not_depend_on_the_number_of_threads():
         torch.set_num_threads(threads)
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("tile_size", [4, 8, 16])
+def test_counting_sort_bins_equal_the_torch_sort_bins(tile_size):
+    fields = scene(500, 6, spread=3.0)
+    cams = rig(3, 45, 31)
+    with torch.no_grad():
+        proj = project(Gaussians(**fields), cams)
+    fast = bin_to_tiles(proj, 45, 31, tile_size, use_native=True)
+    ref = bin_to_tiles(proj, 45, 31, tile_size, use_native=False)
+    assert fast.ids.numel() > 1000
+    for name in ("ids", "starts", "counts"):
+        assert torch.equal(getattr(fast, name).long(), getattr(ref, name).long()), name

@@ -6,7 +6,7 @@ from PIL import Image
 
 pytest.importorskip("rclpy")
 
-from ilrm_ros.tools.demo import run_demo  # noqa: E402
+from ilrm_ros.tools.demo import DemoConfig, run_demo  # noqa: E402
 from ilrm_ros.model.checkpoint import default_checkpoint_path  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 def test_held_out_views_from_the_map_beat_the_nearest_keyframe(tmp_path):
     assert default_checkpoint_path().exists(), "the package must ship its checkpoint"
-    report = run_demo(tmp_path / "demo", frames=24, res=128, holdout=4, rate_hz=2.0)
+    report = run_demo(tmp_path / "demo", DemoConfig(frames=24, res=128, holdout=4, rate_hz=2.0))
     assert report["node_exit_code"] == 0 and report["saved_on_shutdown"]
     assert report["windows"] >= 3 and report["frames_dropped"] == 0
     # one latency per processed window, each covering at least that window's model run

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from ilrm_ros.tools.demo import cli_main, run_demo  # noqa: E402
+from ilrm_ros.tools.demo import DemoConfig, cli_main, run_demo  # noqa: E402
 
 pytestmark = [pytest.mark.ros]
 
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.ros]
 def test_a_node_that_cannot_start_fails_the_demo_fast_with_its_fatal_line(tmp_path, capsys):
     t0 = time.monotonic()
     with pytest.raises(RuntimeError) as err:
-        run_demo(tmp_path / "demo", frames=8, res=64, params=["model.architecture:=nonsense"])
+        run_demo(tmp_path / "demo", DemoConfig(frames=8, res=64, params=["model.architecture:=nonsense"]))
     assert time.monotonic() - t0 < 60.0
     msg = str(err.value)
     assert "exited with code 2" in msg and "node.log" in msg and "'nonsense'" in msg

@@ -296,3 +296,29 @@ int ilrm_composite_backward(const int32_t *ids, const int64_t *starts, const int
     }
     return 0;
 }
+
+/* Tile lists by a stable counting sort. Entries come in the order given (each camera's visible
+ * Gaussians front to back), so every tile's list stays front to back.
+ *   ids (K,) int32 flat instance ids; tile0 (K,) int64 first tile id of each instance's camera
+ *   (camera * tiles_y * tiles_x); x0, x1, y0, y1 (K,) int32 tile rectangle [x0, x1) x [y0, y1);
+ *   counts (n_tiles,) int64 zeroed -> entries per tile; cursor (n_tiles,) int64 scratch;
+ *   out (E,) int32 -> ids grouped by tile, E = sum of the rectangles' areas (the caller's).
+ * Returns the number of entries written (E). */
+int64_t ilrm_bin_tiles(const int32_t *ids, const int64_t *tile0, const int32_t *x0, const int32_t *x1,
+                       const int32_t *y0, const int32_t *y1, int64_t n_inst, int tiles_x, int64_t n_tiles,
+                       int64_t *counts, int64_t *cursor, int32_t *out) {
+    for (int64_t i = 0; i < n_inst; i++)
+        for (int y = y0[i]; y < y1[i]; y++)
+            for (int x = x0[i]; x < x1[i]; x++) counts[tile0[i] + (int64_t)y * tiles_x + x]++;
+    /* cursor: running write position of each tile, starting at its exclusive prefix sum */
+    int64_t run = 0;
+    for (int64_t t = 0; t < n_tiles; t++) {
+        cursor[t] = run;
+        run += counts[t];
+    }
+    for (int64_t i = 0; i < n_inst; i++)
+        for (int y = y0[i]; y < y1[i]; y++)
+            for (int x = x0[i]; x < x1[i]; x++) out[cursor[tile0[i] + (int64_t)y * tiles_x + x]++] = ids[i];
+    return run;
+}
+
