@@ -46,7 +46,7 @@ __all__ = ["MapRefineStats", "MapRefiner", "pick_keyframes", "visible_rows"]
 class MapRefineStats:
     """One map refinement step: the keyframes used, rows optimised, chunks published, rows pruned,
     optimisation steps, wall time (s), PSNR (dB) of the used keyframes before/after, and why it
-    stopped ("off", "no_keyframes", "empty", "budget", "iters", "no_gain")."""
+    stopped ("off", "no_keyframes", "empty", "budget", "iters", "preempted", "no_gain")."""
 
     keyframe_ids: tuple[int, ...] = ()
     gaussians: int = 0
@@ -113,13 +113,14 @@ class MapRefiner:
         self._last_refined: dict[int, int] = {}
 
     def step(self, gmap: GaussianMap, keyframes: Sequence[Keyframe], budget_s: float | None = None,
-             clock: Callable[[], float] = time.monotonic,
-             background: torch.Tensor | None = None) -> tuple[MapUpdate, MapRefineStats]:
+             clock: Callable[[], float] = time.monotonic, background: torch.Tensor | None = None,
+             preempt: Callable[[], bool] | None = None) -> tuple[MapUpdate, MapRefineStats]:
         """One refinement step within ``budget_s`` (default ``refine.map_step_budget_s``).
 
         keyframes: stored keyframes (rgb (H, W, 3) uint8 at the model size, K, c2w in the map frame);
-        background: (3,) as the map is rendered. Returns the update (no chunk updates when nothing
-        changed, revision unchanged) and the step's stats.
+        background: (3,) as the map is rendered; preempt: asked before every optimisation step, True
+        ends the step early (what it gained is written back). Returns the update (no chunk updates
+        when nothing changed, revision unchanged) and the step's stats.
         """
         cfg = self.cfg
         nothing = MapUpdate(map_id=gmap.map_id, revision=gmap.revision)
@@ -136,6 +137,8 @@ class MapRefiner:
         keys, parts, last_window = self._gather(gmap, views)
         if not keys:
             return nothing, MapRefineStats(ids, stopped_by="empty", seconds=clock() - t0)
+        if preempt is not None and preempt():  # a window came while gathering: yield before evaluating
+            return nothing, MapRefineStats(ids, stopped_by="preempted", seconds=clock() - t0)
         rows = np.concatenate([p[1] for p in parts])
         images = torch.from_numpy(np.stack([k.rgb for k in views])).permute(0, 3, 1, 2).float().div_(255.0)
         cams = SimpleNamespace(c2w=torch.from_numpy(np.stack([np.asarray(k.c2w, np.float32) for k in views])),
@@ -143,7 +146,7 @@ class MapRefiner:
         left = budget - (clock() - t0)
         g = array_to_gaussians(torch.from_numpy(rows)).to(self.device)
         out, st = optimise_gaussians(g, cams, images, cfg, (cfg.map_iters_per_step, max(left, 1e-9)), clock,
-                                     background)
+                                     background, preempt)
         stats = MapRefineStats(ids, len(rows), 0, 0, st.iterations, 0.0, st.psnr_before, st.psnr_after,
                                st.stopped_by)
         if out is g:

@@ -244,11 +244,14 @@ class Mapper:
                      "refine_psnr_before_db": st.psnr_before, "refine_psnr_after_db": st.psnr_after,
                      "refine_gain_db": gain}
 
-    def refine_map_step(self, budget_s: float | None = None) -> tuple[MapUpdate, MapRefineStats]:
+    def refine_map_step(self, budget_s: float | None = None,
+                        preempt: Callable[[], bool] | None = None) -> tuple[MapUpdate, MapRefineStats]:
         """One background map refinement step (``refine.map_*``; nothing when off) over the stored
-        keyframes, within ``budget_s`` (default ``refine.map_step_budget_s``). Holds map_lock throughout."""
+        keyframes, within ``budget_s`` (default ``refine.map_step_budget_s``), ended early when
+        ``preempt()`` says so (a window waits). Holds map_lock throughout."""
         with self.map_lock:
-            return self.map_refiner.step(self.map, self.keyframes.snapshot(), budget_s, background=self.background)
+            return self.map_refiner.step(self.map, self.keyframes.snapshot(), budget_s, background=self.background,
+                                         preempt=preempt)
 
     def score_quality(self, result: WindowResult) -> None:
         """Render and score the keyframes ``process_window`` gathered (``quality.*``); adds quality_s and

@@ -71,6 +71,8 @@ class RefineConfig:
     map_step_budget_s: float = param(0.5, "Wall-clock budget of one background map refinement step in seconds "
                                           "(gathering, optimisation and write-back)", 0.01, 60.0)
     map_iters_per_step: int = param(10, "Optimisation steps of one background map refinement step", 1, 10_000)
+    map_rounds: int = param(4, "Rounds over the stored keyframes the background refiner makes after each window "
+                               "before it pauses until the next one", 1, 1000)
     map_covisible: int = param(1, "Covisible keyframes (closest camera centres) optimised together with the "
                                   "chosen one in a map refinement step", 0, 8)
 
@@ -78,9 +80,11 @@ class RefineConfig:
         if self.window_iters < 0 or self.views_per_iter < 0 or self.downscale < 1:
             raise ValueError("window_iters and views_per_iter must be >= 0 and downscale >= 1; got "
                              f"{self.window_iters}, {self.views_per_iter}, {self.downscale}")
-        if self.map_step_budget_s <= 0.0 or self.map_iters_per_step < 1 or self.map_covisible < 0:
-            raise ValueError("map_step_budget_s must be > 0, map_iters_per_step >= 1, map_covisible >= 0; got "
-                             f"{self.map_step_budget_s}, {self.map_iters_per_step}, {self.map_covisible}")
+        if (self.map_step_budget_s <= 0.0 or self.map_iters_per_step < 1 or self.map_covisible < 0
+                or self.map_rounds < 1):
+            raise ValueError("map_step_budget_s must be > 0, map_iters_per_step >= 1, map_covisible >= 0, "
+                             f"map_rounds >= 1; got {self.map_step_budget_s}, {self.map_iters_per_step}, "
+                             f"{self.map_covisible}, {self.map_rounds}")
         if self.ssim_weight < 0.0 or self.ssim_weight > 1.0:
             raise ValueError(f"ssim_weight must be in [0, 1], got {self.ssim_weight}")
 
@@ -88,8 +92,8 @@ class RefineConfig:
 @dataclass
 class RefineStats:
     """What one refinement did: steps, wall time (s), context PSNR (dB) before and after, the
-    mean step time (s), and why it stopped ("off", "iters", "budget", "no_gain": context PSNR
-    did not improve, so the input was returned)."""
+    mean step time (s), and why it stopped ("off", "iters", "budget", "preempted", "no_gain":
+    context PSNR did not improve, so the input was returned)."""
 
     iterations: int
     seconds: float
@@ -267,11 +271,14 @@ def refine_window(gaussians: Gaussians, cameras: WindowViews, images: Tensor, cf
 
 def optimise_gaussians(gaussians: Gaussians, cameras: WindowViews, images: Tensor, cfg: RefineConfig,
                        limits: tuple[int, float], clock: Callable[[], float] = time.monotonic,
-                       background: Tensor | None = None) -> tuple[Gaussians, RefineStats]:
+                       background: Tensor | None = None,
+                       preempt: Callable[[], bool] | None = None) -> tuple[Gaussians, RefineStats]:
     """The optimisation behind :func:`refine_window` and the map refiner (``map_refine``).
 
     As :func:`refine_window`, with the limits given explicitly: limits = (max steps, wall-clock
     budget in seconds, 0 = no time limit); the learning rates, loss, views and seed come from cfg.
+    ``preempt`` (optional) is asked before every step; True stops the loop ("preempted": e.g. a new
+    window waits), and what the steps so far gained is kept as usual.
     """
     nan = math.nan
     max_iters, budget_s = limits
@@ -290,6 +297,9 @@ def optimise_gaussians(gaussians: Gaussians, cameras: WindowViews, images: Tenso
     while iters < max_iters:
         if _out_of_time(now - t0, predicted, eval_s, budget_s):
             stopped_by = "budget"
+            break
+        if preempt is not None and preempt():
+            stopped_by = "preempted"
             break
         _step(params, opt, views, pick(), cfg, bg)
         start, now = now, clock()

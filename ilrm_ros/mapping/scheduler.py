@@ -122,7 +122,7 @@ class WindowWorker:
     ``idle`` (optional): called on the worker thread while no window waits, one bounded piece of
     work per call (e.g. a map refinement step); it returns False when there is nothing to do, and
     the worker then sleeps until the next window. The queue is checked before every call, so a
-    window waits at most for the call in progress. Its exceptions are logged and stop idle work
+    window waits at most for the call in progress (which can poll :meth:`window_waiting` to end early). Its exceptions are logged and stop idle work
     until the next window.
     """
 
@@ -159,6 +159,11 @@ class WindowWorker:
     def idle(self) -> bool:
         with self._cv:
             return not self._queue and not self.stats.busy
+
+    def window_waiting(self) -> bool:
+        """Whether a window is queued (idle work asks this to yield early)."""
+        with self._cv:
+            return bool(self._queue)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until the queue is empty and nothing runs (tests, offline tools, shutdown)."""

@@ -106,13 +106,14 @@ class MapOutputs:
             throttle_duration_sec=2.0)
 
     def refine_idle(self) -> bool:
-        """The window worker's idle work: one background map refinement step, its chunks published.
-        Returns False (sleep until the next window) when it is off, has no keyframes, or made one round
-        over the stored keyframes since the last window (it stops instead of fitting them forever)."""
+        """The window worker's idle work: one background map refinement step, its chunks published; the
+        step yields as soon as a window is queued. Returns False (sleep until the next window) when it
+        is off, has no keyframes, or made ``refine.map_rounds`` rounds over the stored keyframes since
+        the last window (it stops instead of fitting them forever)."""
         mapper = self.node.mapper
-        if self.refine_steps_since_window >= len(mapper.keyframes):
+        if self.refine_steps_since_window >= self.node.cfg.refine.map_rounds * len(mapper.keyframes):
             return False
-        update, stats = mapper.refine_map_step()
+        update, stats = mapper.refine_map_step(preempt=self.node.worker.window_waiting)
         self.refine_steps_since_window += 1
         if stats.stopped_by in ("off", "no_keyframes"):
             return False

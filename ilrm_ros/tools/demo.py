@@ -1,7 +1,8 @@
 """`ilrm-ros demo`: the mapping node on an embedded generated sequence, over real DDS.
 
 1. generates a deterministic indoor sequence (a robot driving a loop; seed fixed);
-2. starts `ilrm_mapping` in its own process with config/mapping.yaml;
+2. starts `ilrm_mapping` in its own process with config/mapping.yaml, with background map
+   refinement on (``refine.map_enabled``; ``--no-map-refine`` leaves the file's default, off);
 3. plays the sequence into it as a robot would (images, camera_info, /tf, /tf_static),
    holding every ``--holdout``-th frame back;
 4. listens to ~/chunks (rebuilding the map as a subscriber would), ~/map, ~/rendered/*;
@@ -74,9 +75,12 @@ class DemoConfig:
     checkpoint: str = ""
     """Checkpoint (empty: the shipped one)."""
     timeout_s: float = 600.0
+    map_refine: bool = True
+    """Run the node with background map refinement (``refine.map_enabled``: between windows, and
+    ``refine.map_rounds`` rounds over the keyframes after the last one)."""
     refine_s: float = 0.0
-    """After the last window, let the node refine its map in the background (``refine.map_enabled``)
-    for this many seconds before the held-out views are rendered (0 = no background refinement)."""
+    """With map_refine, wait this many more seconds after the node went idle before the held-out
+    views are rendered."""
     params: list[str] = field(default_factory=list)
     """Extra node parameters as ``name:=value`` (e.g. ``refine.window_iters:=50``), applied last."""
 
@@ -113,7 +117,7 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig()) -> dict:
     node_params = [f"map.save_path:={out / 'map_on_shutdown.ply'}", f"model.height:={res}", f"model.width:={res}"]
     if cfg.checkpoint:
         node_params.append(f"model.checkpoint:={cfg.checkpoint}")
-    if cfg.refine_s > 0:
+    if cfg.map_refine:
         node_params.append("refine.map_enabled:=true")
     node_params += list(cfg.params)
     cmd = [sys.executable, "-m", "ilrm_ros.ros.node", "--params-file", str(default_params_file()), "--ros-args"]
@@ -189,8 +193,8 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig()) -> dict:
         if not _wait(idle, timeout_s, spin) or got["info"].num_windows == 0:
             raise RuntimeError("the node did not finish its windows in time; see the node log")
         spin(0.5)
-        if cfg.refine_s > 0:
-            print(f"[demo] letting the node refine its map in the background for {cfg.refine_s:g} s")
+        if cfg.map_refine and cfg.refine_s > 0:
+            print(f"[demo] letting the node refine its map in the background for {cfg.refine_s:g} more s")
             _wait(lambda: False, cfg.refine_s, spin)
         info = got["info"]
         print(f"[demo] node processed {info.num_windows} windows -> {info.num_gaussians} Gaussians in "
@@ -255,7 +259,8 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig()) -> dict:
             "window_model_s": [per_window[k][1] for k in sorted(per_window)],
             "window_refine_s": [per_window[k][2] for k in sorted(per_window)],
             "window_refine_gain_db": [per_window[k][3] for k in sorted(per_window)],
-            **live_quality(info), "node_params": list(cfg.params), "refine_s": cfg.refine_s,
+            **live_quality(info), "node_params": list(cfg.params), "map_refine": cfg.map_refine,
+            "refine_s": cfg.refine_s,
             "model_id": info.model_id,
             "device": info.device, "chunk_messages": got["chunks"], "gaussians_rebuilt_from_chunks": rebuilt,
             "latched_map_points": int(len(cloud_to_array(got["map"]))) if got["map"] is not None else 0,
@@ -290,16 +295,18 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--holdout", type=int, default=5, help="hold back every N-th frame for evaluation")
     parser.add_argument("--rate", type=float, default=4.0, help="frames per second played")
     parser.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped one)")
+    parser.add_argument("--no-map-refine", action="store_true",
+                        help="run the node without background map refinement (refine.map_enabled false)")
     parser.add_argument("--refine-s", type=float, default=DemoConfig.refine_s,
-                        help="seconds of background map refinement after the last window, before the held-out "
-                             "views are rendered (0 = none)")
+                        help="seconds to wait after the node went idle before the held-out views are rendered")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra node parameter, e.g. -p refine.window_iters:=50 (repeatable)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     try:
         report = run_demo(out, DemoConfig(args.frames, args.res, args.holdout, args.rate, args.checkpoint,
-                                          refine_s=args.refine_s, params=args.param))
+                                          map_refine=not args.no_map_refine, refine_s=args.refine_s,
+                                          params=args.param))
     except RuntimeError as exc:  # the node failed: one clear message (its log is named), no traceback
         print(f"[demo] failed: {exc}", file=sys.stderr)
         return 1
@@ -321,7 +328,8 @@ def cli_main(argv: list[str]) -> int:
     if report["refine_gain_mean_db"] is not None:
         print(f"  window refinement: context PSNR {report['refine_gain_mean_db']:+.2f} dB mean, "
               f"{np.mean(report['window_refine_s']):.2f} s per window")
-    print(f"  wall time {report['wall_time_s']:.1f} s")
+    refine = "on" if report["map_refine"] else "off"
+    print(f"  background map refinement: {refine}; wall time {report['wall_time_s']:.1f} s")
     print(f"  outputs in {out}: map.ply, rendered/*.png, report.json, node.log "
           f"(map saved on shutdown: {report['saved_on_shutdown']})")
     return 0 if report["node_exit_code"] == 0 else 1

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ilrm_ros.core.gaussians import Gaussians
-from ilrm_ros.mapping.refine import RefineConfig, activate, refine_window, to_unconstrained
+from ilrm_ros.mapping.refine import RefineConfig, activate, optimise_gaussians, refine_window, to_unconstrained
 from ilrm_ros.render.metrics import psnr
 from ilrm_ros.render.render import render_gaussians
 from support import look_from
@@ -118,6 +118,19 @@ def test_slowing_steps_overrun_by_at_most_one_step(case):
     last_step = 0.05 * (2 * (stats.iterations + 2) + 1)  # an upper bound on the last step's length
     assert budget < stats.seconds + last_step
     assert stats.seconds <= budget + last_step
+
+
+def test_preemption_ends_the_loop_before_the_next_step_and_keeps_the_gain(case):
+    asked = []
+
+    def window_waits() -> bool:  # a window arrives while the third step runs
+        asked.append(True)
+        return len(asked) > 3
+
+    out, stats = optimise_gaussians(case.start, case.cams, case.images, RefineConfig(), (1000, 0.0),
+                                    preempt=window_waits)
+    assert stats.stopped_by == "preempted" and stats.iterations == 3 and len(asked) == 4
+    assert stats.psnr_after > stats.psnr_before and out is not case.start
 
 
 def test_budget_smaller_than_the_first_step_runs_nothing(case):

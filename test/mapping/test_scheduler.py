@@ -143,6 +143,31 @@ def test_idle_work_runs_only_while_no_window_waits_and_yields_to_a_new_one():
         worker.stop()
 
 
+def test_long_idle_work_that_polls_window_waiting_yields_within_a_poll():
+    polls = {"n": 0}
+    started = threading.Event()
+
+    def idle():  # a long step (up to 5 s) that checks for waiting windows every 10 ms
+        started.set()
+        t_end = time.monotonic() + 5.0
+        while time.monotonic() < t_end and not worker.window_waiting():
+            polls["n"] += 1
+            time.sleep(0.01)
+        return True
+
+    done = threading.Event()
+    worker = WindowWorker(lambda w: done.set(), lambda r: None, idle=idle)
+    try:
+        assert started.wait(5) and not worker.window_waiting()
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        worker.submit(Window(1, [], 0.0))
+        assert done.wait(5)
+        assert time.monotonic() - t0 < 1.0 and polls["n"] > 0
+    finally:
+        worker.stop()
+
+
 def test_failing_idle_work_is_paused_until_the_next_window():
     calls = []
 

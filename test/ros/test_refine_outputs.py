@@ -1,5 +1,6 @@
 """The node's idle work (ros/outputs.MapOutputs.refine_idle): background map refinement steps whose chunks go
-out on ~/chunks, at most one round over the stored keyframes per window, nothing when off."""
+out on ~/chunks, at most ``refine.map_rounds`` rounds over the stored keyframes per window, each step told
+to yield when a window waits, nothing when off."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -43,8 +44,9 @@ class FakeMapper:
                                colors=torch.rand(20, 3, generator=gen)))
         self.enabled, self.steps = enabled, 0
 
-    def refine_map_step(self):
+    def refine_map_step(self, preempt=None):
         self.steps += 1
+        self.preempt = preempt
         if not self.enabled:
             return SimpleNamespace(updates=[]), MapRefineStats()
         edits = {k: (np.arange(len(c)), c.rows.numpy() * 0.99) for k, c in self.map.chunks.items()}
@@ -54,11 +56,13 @@ class FakeMapper:
         return np.zeros((0, 14), np.float32)
 
 
-def outputs_for(mapper):
+def outputs_for(mapper, rounds: int = 1):
     from builtin_interfaces.msg import Time
 
     node = SimpleNamespace(mapper=mapper, map_frame="map",
-                           cfg=SimpleNamespace(map=SimpleNamespace(publish_period_s=0.0)),
+                           cfg=SimpleNamespace(map=SimpleNamespace(publish_period_s=0.0),
+                                               refine=SimpleNamespace(map_rounds=rounds)),
+                           worker=SimpleNamespace(window_waiting=lambda: "a window waits"),
                            create_publisher=lambda *a, **k: Pub(),
                            get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)))
     return MapOutputs(node)
@@ -79,6 +83,16 @@ def test_idle_steps_publish_their_chunks_and_stop_after_one_round():
     assert all(np.array_equal(replica.chunk_arrays()[k], v) for k, v in mine.items())
     out.refine_steps_since_window = 0      # what on_window does
     assert out.refine_idle()
+    assert mapper.preempt() == "a window waits"  # each step can ask the worker whether to yield
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_idle_steps_stop_after_map_rounds_rounds(rounds):
+    mapper = FakeMapper(enabled=True)
+    out = outputs_for(mapper, rounds)
+    while out.refine_idle():
+        pass
+    assert mapper.steps == rounds * len(mapper.keyframes)
 
 
 def test_idle_work_stops_at_once_when_refinement_is_off():
