@@ -84,18 +84,18 @@ if [ "$(cat "$stamp/package" 2>/dev/null)" != "$want" ]; then
 else
   log "ilrm_ros package up to date"
 fi
-# 5. the CPU compositing kernel (C; the same file and flags as CMakeLists.txt). Without a
+# 5. the CPU rasterizer kernels (C; the same files and flags as CMakeLists.txt). Without a
 # compiler the renderer falls back to its torch steps, so a failure here only warns.
-want=$(digest ilrm_ros/render/csrc/composite_cpu.c ilrm_ros/render/native.py)
+want=$(digest ilrm_ros/render/csrc/*.c ilrm_ros/render/native.py)
 lib=ilrm_ros/render/_native/libilrm_composite.so
 if [ "$(cat "$stamp/native" 2>/dev/null)" != "$want" ] || [ ! -f "$lib" ]; then
-  log "building the CPU compositing kernel"
+  log "building the CPU rasterizer kernels"
   if "$vpy" -c 'import sys; from ilrm_ros.render.native import cli_main; sys.exit(cli_main(["--build"]))'; then
     echo "$want" > "$stamp/native"
   else
     log "WARNING: kernel not built; rendering on CPU uses the slower torch steps"
   fi
 else
-  log "CPU compositing kernel up to date"
+  log "CPU rasterizer kernels up to date"
 fi
 log "done in $(( $(date +%s) - t0 )) s; activate with: source .venv/bin/activate"

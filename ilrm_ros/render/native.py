@@ -1,14 +1,15 @@
-"""The compiled CPU compositing kernel (``render/csrc/composite_cpu.c``): build, load, autograd.
+"""The compiled CPU rasterizer kernels (``render/csrc/*.c``): build, load, autograd.
 
-Step 3 of the CPU rasterizer, front-to-back blending with its backward, as plain C over the
-tile lists that :func:`~ilrm_ros.render.blending.bin_to_tiles` builds. It computes what
-:func:`~ilrm_ros.render.blending.composite`'s torch steps compute (its reference twin, compared
-in ``test/render/test_render_native.py``), one pixel at a time and only as far as each pixel's
-list matters, so it does a fraction of the batched torch steps' work.
+Steps 1-3 of the CPU rasterizer as plain C, forward and backward: EWA projection
+(``project_cpu.c``; twin: :func:`~ilrm_ros.render.projection.project`'s torch code), tile
+binning by a counting sort and front-to-back blending (``composite_cpu.c``; twins: the torch
+sort and steps in :mod:`~ilrm_ros.render.blending`). Each computes what its twin computes
+(compared in ``test/render/test_render_native.py``); the blending goes one pixel at a time and
+only as far as each pixel's list matters, so it does a fraction of the batched torch steps' work.
 
 Building: ``make setup`` (``python -m ilrm_ros.render.native --build``) and colcon
-(``CMakeLists.txt``) compile it with the system C compiler into ``render/_native/``; where it
-is absent (no compiler, another platform) the torch steps run instead and :func:`status` says why.
+(``CMakeLists.txt``) compile them with the system C compiler into ``render/_native/``; where the
+library is absent (no compiler, another platform) the torch twins run and :func:`status` says why.
 """
 from __future__ import annotations
 
@@ -27,9 +28,12 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SOURCE", "LIBRARY", "build", "load", "status", "available", "bin_tiles_native", "composite_native"]
+__all__ = ["SOURCE", "LIBRARY", "build", "load", "status", "available", "project_native", "bin_tiles_native",
+           "composite_native"]
 
-SOURCE = Path(__file__).parent / "csrc" / "composite_cpu.c"
+SOURCES = (Path(__file__).parent / "csrc" / "composite_cpu.c", Path(__file__).parent / "csrc" / "project_cpu.c")
+"""The kernel's C files (one library): blending and binning, projection."""
+SOURCE = SOURCES[0]
 LIBRARY = Path(__file__).parent / "_native" / "libilrm_composite.so"
 """Where builds put the library (git-ignored); ``ILRM_ROS_NATIVE_LIB`` overrides it."""
 ENV_PATH = "ILRM_ROS_NATIVE_LIB"
@@ -51,13 +55,14 @@ def build(dest: Path = LIBRARY, compiler: str | None = None) -> Path:
         raise RuntimeError("no C compiler (cc) on PATH")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(f".{os.getpid()}.tmp")
-    base = [cc, "-O3", "-fopenmp-simd", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11", "-o", str(tmp), str(SOURCE), "-lpthread", "-lm"]
+    base = [cc, "-O3", "-fopenmp-simd", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11", "-o", str(tmp),
+            *(str(src) for src in SOURCES), "-lpthread", "-lm"]
     for flags in (["-march=native"], []):
         done = subprocess.run(base[:2] + flags + base[2:], capture_output=True, text=True)
         if done.returncode == 0:
             os.replace(tmp, dest)
             return dest
-    raise RuntimeError(f"compiling {SOURCE.name} failed: {done.stderr.strip()[-2000:]}")
+    raise RuntimeError(f"compiling {', '.join(src.name for src in SOURCES)} failed: {done.stderr.strip()[-2000:]}")
 
 
 def _library_path() -> Path:
@@ -79,6 +84,10 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.ilrm_composite_backward.restype = ctypes.c_int
     lib.ilrm_composite_backward.argtypes = ([_c_ptr] * 7 + [ctypes.c_int] + [_c_ptr] * 6
                                             + [ctypes.c_int64, _c_ptr, ctypes.c_int])
+    lib.ilrm_project_forward.restype = None
+    lib.ilrm_project_forward.argtypes = [_c_ptr] * 13 + [ctypes.c_int]
+    lib.ilrm_project_backward.restype = None
+    lib.ilrm_project_backward.argtypes = [_c_ptr] * 14 + [ctypes.c_int]
     lib.ilrm_bin_tiles.restype = ctypes.c_int64
     lib.ilrm_bin_tiles.argtypes = [_c_ptr] * 6 + [ctypes.c_int64, ctypes.c_int, ctypes.c_int64] + [_c_ptr] * 3
     return lib, ""
@@ -102,6 +111,8 @@ def available(feats: Tensor, tile_size: int) -> bool:
 
 
 def _ptr(t: Tensor) -> int:
+    """The address of ``t``'s data. Keep ``t`` referenced until the C call returns: the address of a
+    temporary (``_ptr(x.contiguous())``) may be freed before the call reads it."""
     return t.data_ptr()
 
 
@@ -142,6 +153,58 @@ class _Composite(torch.autograd.Function):
             _ptr(ctx.geometry), _ptr(trans), _ptr(last), _ptr(grad_out), _ptr(grad_trans), _ptr(grad_entries),
             ids.numel(), _ptr(grad_inst), torch.get_num_threads())
         return grad_inst[:, :2], grad_inst[:, 2:5], grad_inst[:, 5], grad_inst[:, 6:], None, None
+
+
+class _Project(torch.autograd.Function):
+    """EWA projection with the kernel: (means (N, 3), quats (N, 4), scales (N, 3)) -> (means2d (C, N, 2),
+    conics (C, N, 3), depths (C, N), radii (C, N, 2) int32, visible (C, N) bool); cameras and opacities
+    (which only size the boxes) take no gradient."""
+
+    @staticmethod
+    def forward(ctx, means: Tensor, quats: Tensor, scales: Tensor, opac: Tensor, cams: tuple, planes: Tensor):
+        viewmats, Ks, sizes = cams
+        n, n_cams = int(sizes[0]), int(sizes[1])
+        inputs = [t.detach().contiguous() for t in (means, quats, scales)]
+        opac = opac.detach().contiguous()  # named: a temporary would be freed before the call reads it
+        means2d, conics = torch.empty(n_cams, n, 2), torch.empty(n_cams, n, 3)
+        depths = torch.empty(n_cams, n)
+        radii = torch.empty(n_cams, n, 2, dtype=torch.int32)
+        visible = torch.empty(n_cams, n, dtype=torch.uint8)
+        load().ilrm_project_forward(*(_ptr(t) for t in inputs), _ptr(opac), _ptr(viewmats),
+                                    _ptr(Ks), _ptr(sizes), _ptr(planes), _ptr(means2d), _ptr(conics), _ptr(depths),
+                                    _ptr(radii), _ptr(visible), torch.get_num_threads())
+        ctx.save_for_backward(*inputs, visible)
+        ctx.cams, ctx.planes = cams, planes
+        ctx.mark_non_differentiable(radii, visible)
+        return means2d, conics, depths, radii, visible
+
+    @staticmethod
+    def backward(ctx, g_means2d, g_conics, g_depths, _g_radii, _g_visible):
+        means, quats, scales, visible = ctx.saved_tensors
+        viewmats, Ks, sizes = ctx.cams
+        grads = [torch.zeros(*visible.shape, *tail) if g is None else g.contiguous()
+                 for g, tail in ((g_means2d, (2,)), (g_conics, (3,)), (g_depths, ()))]
+        out = [torch.empty_like(t) for t in (means, quats, scales)]
+        load().ilrm_project_backward(_ptr(means), _ptr(quats), _ptr(scales), _ptr(viewmats), _ptr(Ks), _ptr(sizes),
+                                     _ptr(ctx.planes), _ptr(visible), *(_ptr(g) for g in grads),
+                                     *(_ptr(t) for t in out), torch.get_num_threads())
+        return out[0], out[1], out[2], None, None, None
+
+
+def project_native(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, cameras,
+                   planes: tuple[float, float, float]) -> tuple[Tensor, ...]:
+    """EWA projection with the kernel (differentiable in means, quats, scales).
+
+    means (N, 3), quats (N, 4), scales (N, 3), opacities (N,); cameras a ``PinholeCameras`` (viewmats
+    (C, 4, 4), Ks (C, 3, 3), width, height) without gradients; planes = (near, far, eps2d)
+    -> (means2d (C, N, 2), conics (C, N, 3), depths (C, N), radii (C, N, 2) int64, visible (C, N) bool).
+    """
+    sizes = torch.tensor([means.shape[0], cameras.viewmats.shape[0], cameras.width, cameras.height],
+                         dtype=torch.int64)
+    cams = (cameras.viewmats.detach().float().contiguous(), cameras.Ks.detach().float().contiguous(), sizes)
+    means2d, conics, depths, radii, visible = _Project.apply(means, quats, scales, opacities, cams,
+                                                             torch.tensor(planes, dtype=torch.float32))
+    return means2d, conics, depths, radii.long(), visible.bool()
 
 
 def bin_tiles_native(ids: Tensor, tile0: Tensor, rects: tuple[Tensor, Tensor, Tensor, Tensor], tiles_x: int,

@@ -19,6 +19,7 @@ from torch import Tensor
 from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.core.rotations import quat_to_rotmat
 from ilrm_ros.geometry.cameras import PinholeCameras
+from ilrm_ros.render import native
 from ilrm_ros.render.raster_config import ALPHA_MIN, EPS2D, EXTENT_SIGMA, FOV_MARGIN
 
 
@@ -40,6 +41,13 @@ class Projection:
     visible: Tensor
 
 
+def _native_ok(g: Gaussians, cameras: PinholeCameras) -> bool:
+    tensors = (g.means, g.quats, g.scales, g.opacities)
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 - (t is g.opacities)
+                for t in tensors)
+            and not cameras.viewmats.requires_grad and not cameras.Ks.requires_grad and native.load() is not None)
+
+
 def covariance_3d(quats: Tensor, scales: Tensor) -> Tensor:
     """World covariances ``R S Sᵀ Rᵀ``: quats (N, 4), linear scales (N, 3) -> (N, 3, 3)."""
     m = quat_to_rotmat(quats) * scales[..., None, :]
@@ -52,13 +60,20 @@ def project(
     near: float = 0.01,
     far: float = 1e4,
     eps2d: float = EPS2D,
+    use_native: bool = True,
 ) -> Projection:
     """EWA projection of N Gaussians into C pinhole cameras (see the module docstring).
 
     gaussians: means (N, 3), quats (N, 4) w,x,y,z, scales (N, 3) linear, opacities (N,) in
     [0, 1] (colours unused); cameras: viewmats (C, 4, 4) world→camera (OpenCV), Ks (C, 3, 3) pixels.
+    With ``use_native``, float32 CPU tensors and cameras without gradients, the compiled kernel
+    (``render/native.py``) computes it; the torch code below is its reference twin.
     """
     means, quats, scales, opacities = gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities
+    if use_native and _native_ok(gaussians, cameras):
+        means2d, conics, depths, radii, visible = native.project_native(means, quats, scales, opacities, cameras,
+                                                                        (near, far, eps2d))
+        return Projection(means2d=means2d, conics=conics, depths=depths, radii=radii, visible=visible)
     viewmats, Ks, width, height = cameras.viewmats, cameras.Ks, cameras.width, cameras.height
     rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
     means_c = torch.einsum("cij,nj->cni", rot, means) + trans[:, None, :]  # (C, N, 3)

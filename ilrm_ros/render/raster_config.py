@@ -29,7 +29,7 @@ class RasterConfig:
     """Use the hand-written backward of a compositing step (fast); False = autograd through
     the reference step with activation checkpointing (slower, same gradients)."""
     native: bool = True
-    """Blend with the compiled CPU kernel (``render/native.py``) for float32 CPU tensors where it is
-    built; False = always the batched torch steps below (its reference twin)."""
+    """Project, bin and blend with the compiled CPU kernels (``render/native.py``) for float32 CPU
+    tensors where they are built; False = always the torch code (their reference twins)."""
     eps2d: float = EPS2D
     """Dilation added to the 2-D covariance diagonal (px²)."""

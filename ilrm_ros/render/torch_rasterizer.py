@@ -9,7 +9,9 @@ is tested against. It follows gsplat 1.5's "classic" 3DGS rasterization in three
 3. **Composite** (:func:`~ilrm_ros.render.blending.composite`): batched front-to-back
    alpha blending of all tiles, with a hand-written backward.
 
-The knobs are :class:`~ilrm_ros.render.raster_config.RasterConfig`.
+Each step has a compiled CPU kernel (:mod:`~ilrm_ros.render.native`, used for float32 CPU
+tensors where it is built) and the plain-torch code here as its reference twin; the knobs are
+:class:`~ilrm_ros.render.raster_config.RasterConfig` (``native=False``: the torch code only).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def rasterize(
         alpha (C, H, W) = 1 − T), with w_i = α_i Π_{j<i} (1 − α_j).
     """
     width, height = cameras.width, cameras.height
-    proj = project(gaussians, cameras, near, far, config.eps2d)
+    proj = project(gaussians, cameras, near, far, config.eps2d, config.native)
     bins = bin_to_tiles(proj, width, height, config.tile_size, config.native)
     colors = gaussians.colors
     feats = torch.cat([colors.expand(len(cameras), *colors.shape), proj.depths[..., None]], dim=-1)
