@@ -1,8 +1,10 @@
 """`ilrm-ros bench render`: rasterizer latency and peak memory vs Gaussians and resolution.
 
 Cases: N Gaussians × square resolution × mode (forward without autograd, or forward with
-autograd + backward of a random projection of rgb and depth) × device (CPU → torch
-rasterizer; CUDA → gsplat, plus the torch rasterizer on CUDA with ``--cuda-torch``).
+autograd + backward of a random projection of rgb and depth) × device and backend (CPU →
+``native``: the rasterizer with its compiled kernels, and ``torch``: the same rasterizer on its
+plain-torch twins, with the speed-up of one over the other; CUDA → gsplat, plus the torch
+rasterizer on CUDA with ``--cuda-torch``).
 
 Scene (stated in the output): one pinhole camera with a 60° field of view; means uniform in
 its frustum between 2 and 6 m, so every Gaussian is on screen; per-axis scales uniform in
@@ -42,6 +44,7 @@ import torch
 
 from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.geometry.cameras import PinholeCameras
+from ilrm_ros.render import native
 
 SCENE_TEXT = ("means uniform in a 60° FOV frustum at 2–6 m (all on screen), per-axis scales U({s0}, {s1}) cm, "
               "random rotations, opacities U({o0}, {o1}), random colours; one camera")
@@ -121,6 +124,7 @@ def _sync(device: torch.device) -> None:
 
 def run_case(case: Case, repeats: int, opacity, scale_cm, threads: int | None = None) -> Case:
     """Measure one case in this process (fills the result fields of ``case``)."""
+    from ilrm_ros.render import RasterConfig
     from ilrm_ros.render.render import render
 
     if threads:
@@ -132,9 +136,12 @@ def run_case(case: Case, repeats: int, opacity, scale_cm, threads: int | None = 
     if backward:
         g = g.map(lambda t: t.requires_grad_(True))
 
+    backend = "torch" if case.backend == "native" else case.backend
+    raster = RasterConfig(native=case.backend == "native")
+
     def once() -> float:
         with torch.set_grad_enabled(backward):
-            out = render(g, cameras, background=torch.ones(3, device=device), backend=case.backend)
+            out = render(g, cameras, background=torch.ones(3, device=device), backend=backend, raster_config=raster)
             if backward:
                 ((out.rgb * probe).sum() + out.depth.mean()).backward()
                 for t in vars(g).values():
@@ -210,6 +217,18 @@ def format_table(cases: list[Case]) -> str:
     return "\n".join(rows)
 
 
+def speedup_rows(cases: list[Case]) -> list[str]:
+    """One line per CPU case timed with both backends: torch seconds / native seconds."""
+    by_key = {(c.gaussians, c.resolution, c.mode, c.backend): c for c in cases if c.device == "cpu" and not c.error}
+    rows = []
+    for (n, res, mode, backend), fast in by_key.items():
+        slow = by_key.get((n, res, mode, "torch"))
+        if backend == "native" and slow is not None and fast.seconds:
+            rows.append(f"  N {n:>7} res {res:>4} {mode:<16} {slow.seconds / fast.seconds:6.1f}x "
+                        f"({slow.seconds:.3f} s / {fast.seconds:.3f} s)")
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ilrm-ros bench render", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, nargs="+", default=[1000, 10000, 100000], help="numbers of Gaussians")
@@ -240,7 +259,10 @@ def cli_main(argv: list[str] | None = None) -> int:
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     combos = []
     for device in devices:
-        backends = ["torch"] if device == "cpu" else (["gsplat", "torch"] if args.cuda_torch else ["gsplat"])
+        if device == "cpu":
+            backends = ["native", "torch"] if native.load() is not None else ["torch"]
+        else:
+            backends = ["gsplat", "torch"] if args.cuda_torch else ["gsplat"]
         for backend in backends:
             for res in args.res:
                 for n in args.n:
@@ -255,6 +277,12 @@ def cli_main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(format_table([result]).splitlines()[-1], flush=True)
 
+    speedups = speedup_rows(results)
+    if speedups:
+        print("\nCPU: torch twins' median time / compiled kernels' (same case, separate processes)")
+        print("\n".join(speedups))
+    elif devices == ["cpu"] or "cpu" in devices:
+        print(f"\nCPU: compiled kernels not loaded ({native.status()}); only the torch twins were timed")
     scene = SCENE_TEXT.format(s0=args.scale_cm[0], s1=args.scale_cm[1], o0=args.opacity[0], o1=args.opacity[1])
     print()
     print(format_table(results))
@@ -264,6 +292,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {"scene": scene, "repeats": args.repeats, "torch": torch.__version__, "cpus": os.cpu_count(),
+                  "native_kernels": native.status() or "loaded",
                   "cuda_device": torch.cuda.get_device_name() if "cuda" in devices else None,
                   "cases": [asdict(c) for c in results]}
         args.out.write_text(json.dumps(report, indent=2))

@@ -22,18 +22,23 @@ def test_in_process_run_writes_a_json_report_and_prints_a_table(tmp_path, capsys
     assert cli_main(["--n", "200", "1000", "--res", "32", "--repeats", "1", "--in-process", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     cases = report["cases"]
-    assert [(c["gaussians"], c["mode"]) for c in cases] == [
-        (200, "forward"), (200, "forward+backward"), (1000, "forward"), (1000, "forward+backward")]
+    grid = [(n, mode) for n in (200, 1000) for mode in ("forward", "forward+backward")]
+    assert [(c["backend"], c["gaussians"], c["mode"]) for c in cases] == (
+        [("native", n, m) for n, m in grid] + [("torch", n, m) for n, m in grid])
     for c in cases:
         assert c["error"] == "" and c["seconds"] > 0 and c["peak_mb"] > 0 and 0 < c["alpha_mean"] <= 1
-    assert "frustum" in report["scene"]
+    for fast, slow in zip(cases[:4], cases[4:]):  # the kernels and their twins draw the same picture
+        assert fast["alpha_mean"] == pytest.approx(slow["alpha_mean"], abs=1e-4)
+    assert "frustum" in report["scene"] and report["native_kernels"] == "loaded"
     printed = capsys.readouterr().out
-    assert "median s" in printed and "forward+backward" in printed
+    assert "median s" in printed and "forward+backward" in printed and "compiled kernels' " in printed
 
 
 @pytest.mark.slow
 def test_subprocess_cases_report_their_own_memory_peak(tmp_path):
     out = tmp_path / "bench.json"
     assert cli_main(["--n", "500", "--res", "32", "--repeats", "1", "--no-backward", "--out", str(out)]) == 0
-    (case,) = json.loads(out.read_text())["cases"]
-    assert case["error"] == "" and case["extra_mb"] >= 0 and case["mem_note"]
+    cases = json.loads(out.read_text())["cases"]
+    assert [c["backend"] for c in cases] == ["native", "torch"]
+    for case in cases:
+        assert case["error"] == "" and case["extra_mb"] >= 0 and case["mem_note"]
