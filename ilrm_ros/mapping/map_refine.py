@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Callable, Sequence
 
@@ -145,8 +145,8 @@ class MapRefiner:
                                K=torch.from_numpy(np.stack([np.asarray(k.K, np.float32) for k in views])))
         left = budget - (clock() - t0)
         g = array_to_gaussians(torch.from_numpy(rows)).to(self.device)
-        out, st = optimise_gaussians(g, cams, images, cfg, (cfg.map_iters_per_step, max(left, 1e-9)), clock,
-                                     background, preempt)
+        out, st = optimise_gaussians(g, cams, images, replace(cfg, views_per_iter=cfg.map_views_per_iter),
+                                     (cfg.map_iters_per_step, max(left, 1e-9)), clock, background, preempt)
         stats = MapRefineStats(ids, len(rows), 0, 0, st.iterations, 0.0, st.psnr_before, st.psnr_after,
                                st.stopped_by)
         if out is g:

@@ -73,13 +73,16 @@ class RefineConfig:
     map_iters_per_step: int = param(10, "Optimisation steps of one background map refinement step", 1, 10_000)
     map_rounds: int = param(4, "Rounds over the stored keyframes the background refiner makes after each window "
                                "before it pauses until the next one", 1, 1000)
-    map_covisible: int = param(1, "Covisible keyframes (closest camera centres) optimised together with the "
+    map_views_per_iter: int = param(2, "Keyframes rendered per optimisation step of a map refinement step, drawn "
+                                       "with seed from its 1 + map_covisible keyframes (0 = all of them)", 0, 64)
+    map_covisible: int = param(5, "Covisible keyframes (closest camera centres) optimised together with the "
                                   "chosen one in a map refinement step", 0, 8)
 
     def __post_init__(self) -> None:
-        if self.window_iters < 0 or self.views_per_iter < 0 or self.downscale < 1:
-            raise ValueError("window_iters and views_per_iter must be >= 0 and downscale >= 1; got "
-                             f"{self.window_iters}, {self.views_per_iter}, {self.downscale}")
+        if self.window_iters < 0 or self.views_per_iter < 0 or self.map_views_per_iter < 0 or self.downscale < 1:
+            raise ValueError("window_iters, views_per_iter and map_views_per_iter must be >= 0 and downscale >= 1; "
+                             f"got {self.window_iters}, {self.views_per_iter}, {self.map_views_per_iter}, "
+                             f"{self.downscale}")
         if (self.map_step_budget_s <= 0.0 or self.map_iters_per_step < 1 or self.map_covisible < 0
                 or self.map_rounds < 1):
             raise ValueError("map_step_budget_s must be > 0, map_iters_per_step >= 1, map_covisible >= 0, "

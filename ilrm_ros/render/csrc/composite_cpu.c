@@ -47,10 +47,11 @@ typedef struct {
     int64_t next_tile; /* shared work counter */
 } Job;
 
-/* exp(x) for -30 <= x <= 0, accurate to ~2 ulp (Cephes' single-precision polynomial), written so the
- * compiler vectorises the pixel loops. x is clamped into that range: alpha = o exp(x) is clamped at
- * 0.999 long before x = 0, and below -30 it is < 1e-13, far under the 1/255 cut, while results stay
- * normal floats (most pixel-Gaussian pairs lie there, and denormal arithmetic is ~100x slower). */
+/* exp(x) for -30 <= x <= 0, within 1 ulp of exp() (Cephes' single-precision polynomial; checked on
+ * a 1e-6 grid of [-30, 0]), written so the compiler vectorises the pixel loops. x is clamped into
+ * that range: alpha = o exp(x) is clamped at 0.999 long before x = 0, and below -30 it is < 1e-13,
+ * far under the 1/255 cut, while results stay normal floats (most pixel-Gaussian pairs lie there,
+ * and denormal arithmetic is ~100x slower). */
 static inline float exp_nonpos(float x) {
     x = x < -30.0f ? -30.0f : (x > 0.0f ? 0.0f : x);
     const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
