@@ -30,7 +30,7 @@ TESTED = {
     "map.max_integration_distance_m", "map.max_gaussians", "map.max_gaussians_per_chunk", "map.publish_period_s",
     "input.max_input_pixels", "input.max_decoded_bytes", "render.max_render_pixels", "input.rectified",
     "input.qos", "map.save_path", "refine.window_iters", "refine.window_budget_s", "refine.views_per_iter",
-    "refine.ssim_weight",
+    "refine.ssim_weight", "refine.map_views_per_iter",
 }
 
 
@@ -229,6 +229,31 @@ def test_refine_views_per_iter_0_means_every_view_every_step():
 
     assert torch.equal(run(0, 1).colors, run(0, 2).colors)  # all views: the seed has nothing to pick
     assert not torch.equal(run(1, 1).colors, run(1, 2).colors)
+
+
+@pytest.mark.parametrize("views", [0, 1])
+def test_refine_map_views_per_iter_0_means_every_keyframe_of_the_step(monkeypatch, views):
+    """The map refiner optimises with views_per_iter = map_views_per_iter (0 = all: tested above)."""
+    import ilrm_ros.mapping.map_refine as map_refine
+    from ilrm_ros.io.frames import Keyframe
+
+    g, cams, images = _refine_case()
+    gmap = GaussianMap(MapConfig(chunk_size_m=1.0))
+    gmap.add(g)
+    kfs = [Keyframe(id=i, frame=Frame(rgb=(images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8),
+                                      K=cams.K[i].double().numpy(), stamp_ns=i, frame_id="c",
+                                      c2w=cams.c2w[i].double().numpy())) for i in range(3)]
+    seen, real = [], map_refine.optimise_gaussians
+
+    def spy(g, cameras, images, cfg, *rest):
+        seen.append((cfg.views_per_iter, len(cameras.c2w)))
+        return real(g, cameras, images, cfg, *rest)
+
+    monkeypatch.setattr(map_refine, "optimise_gaussians", spy)
+    cfg = config_from_flat({"refine.map_enabled": True, "refine.map_views_per_iter": views, "refine.map_covisible": 2,
+                            "refine.views_per_iter": 5}).refine
+    map_refine.MapRefiner(cfg).step(gmap, kfs)
+    assert seen == [(views, 3)]
 
 
 def test_refine_ssim_weight_0_means_l1_only():

@@ -124,7 +124,7 @@ def test_step_respects_its_budget(kfs, budget):
 def test_same_seed_same_map_and_off_changes_nothing(kfs):
     maps = []
     for _ in range(2):
-        gmap, refiner = a_map(), MapRefiner(cfg(views_per_iter=1, seed=3))
+        gmap, refiner = a_map(), MapRefiner(cfg(map_views_per_iter=1, seed=3))
         for _ in range(2):
             refiner.step(gmap, kfs)
         maps.append(rows_by_chunk(gmap))

@@ -110,8 +110,8 @@ static void forward_range(Proj *P, int64_t i0, int64_t i1) {
             P->conics[3 * ci] = L.c / det, P->conics[3 * ci + 1] = -L.b / det, P->conics[3 * ci + 2] = L.a / det;
             const float mx = K[0] * L.x / L.z + K[2], my = K[4] * L.y / L.z + K[5];
             P->means2d[2 * ci] = mx, P->means2d[2 * ci + 1] = my;
-            P->depths[ci] = P->viewmats[16 * cam + 8] * P->means[3 * i] + P->viewmats[16 * cam + 9] * P->means[3 * i + 1]
-                            + P->viewmats[16 * cam + 10] * P->means[3 * i + 2] + P->viewmats[16 * cam + 11];
+            const float *V = P->viewmats + 16 * (int64_t)cam, *mu = P->means + 3 * i;
+            P->depths[ci] = V[8] * mu[0] + V[9] * mu[1] + V[10] * mu[2] + V[11];
             const float rx = ceilf(ext * sqrtf(L.a > 0 ? L.a : 0)), ry = ceilf(ext * sqrtf(L.c > 0 ? L.c : 0));
             const int on_image = mx + rx > 0 && mx - rx < P->width && my + ry > 0 && my - ry < P->height;
             const int vis = L.in_range && ok_det && rx > 0 && ry > 0 && on_image;
@@ -168,7 +168,8 @@ static void backward_range(Proj *P, int64_t i0, int64_t i1) {
             const float gp[3] = {gx, gy, gz};
             for (int k = 0; k < 3; k++) gmu[k] += V[k] * gp[0] + V[4 + k] * gp[1] + V[8 + k] * gp[2];
             for (int r = 0; r < 3; r++)
-                for (int k = 0; k < 3; k++) gM[3 * r + k] += V[r] * gMc[k] + V[4 + r] * gMc[3 + k] + V[8 + r] * gMc[6 + k];
+                for (int k = 0; k < 3; k++)
+                    gM[3 * r + k] += V[r] * gMc[k] + V[4 + r] * gMc[3 + k] + V[8 + r] * gMc[6 + k];
         }
         const float *s = P->scales + 3 * i;
         float gR[9];
@@ -179,9 +180,12 @@ static void backward_range(Proj *P, int64_t i0, int64_t i1) {
         const float w = qn[0], x = qn[1], y = qn[2], z = qn[3];
         float gq[4];
         gq[0] = 2 * (-z * gR[1] + y * gR[2] + z * gR[3] - x * gR[5] - y * gR[6] + x * gR[7]);
-        gq[1] = 2 * (y * gR[1] + z * gR[2] + y * gR[3] - 2 * x * gR[4] - w * gR[5] + z * gR[6] + w * gR[7] - 2 * x * gR[8]);
-        gq[2] = 2 * (-2 * y * gR[0] + x * gR[1] + w * gR[2] + x * gR[3] + z * gR[5] - w * gR[6] + z * gR[7] - 2 * y * gR[8]);
-        gq[3] = 2 * (-2 * z * gR[0] - w * gR[1] + x * gR[2] + w * gR[3] - 2 * z * gR[4] + y * gR[5] + x * gR[6] + y * gR[7]);
+        gq[1] = 2 * (y * gR[1] + z * gR[2] + y * gR[3] - 2 * x * gR[4] - w * gR[5] + z * gR[6] + w * gR[7]
+                     - 2 * x * gR[8]);
+        gq[2] = 2 * (-2 * y * gR[0] + x * gR[1] + w * gR[2] + x * gR[3] + z * gR[5] - w * gR[6] + z * gR[7]
+                     - 2 * y * gR[8]);
+        gq[3] = 2 * (-2 * z * gR[0] - w * gR[1] + x * gR[2] + w * gR[3] - 2 * z * gR[4] + y * gR[5] + x * gR[6]
+                     + y * gR[7]);
         const float dot = gq[0] * w + gq[1] * x + gq[2] * y + gq[3] * z;
         for (int k = 0; k < 4; k++) P->g_quats[4 * i + k] = (gq[k] - qn[k] * dot) / norm;
         for (int k = 0; k < 3; k++) P->g_means[3 * i + k] = gmu[k];
@@ -225,7 +229,8 @@ void ilrm_project_forward(const float *means, const float *quats, const float *s
                           const float *viewmats, const float *Ks, const int64_t *sizes, const float *planes,
                           float *means2d, float *conics, float *depths, int32_t *radii, uint8_t *visible,
                           int n_threads) {
-    Proj P = {means, quats, scales, opac, viewmats, Ks, sizes[0], (int)sizes[1], (int)sizes[2], (int)sizes[3],
+    Proj P = {means, quats, scales, opac, viewmats, Ks, sizes[0], (int)sizes[1], (int)sizes[2],
+              (int)sizes[3],
               planes[0], planes[1], planes[2], means2d, conics, depths, radii, visible,
               NULL, NULL, NULL, NULL, NULL, NULL, n_threads};
     run_parts(&P, 0);
