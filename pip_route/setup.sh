@@ -87,7 +87,7 @@ fi
 # 5. the CPU rasterizer kernels (C; the same files and flags as CMakeLists.txt). Without a
 # compiler the renderer falls back to its torch steps, so a failure here only warns.
 want=$(digest ilrm_ros/render/csrc/*.c ilrm_ros/render/native.py)
-lib=ilrm_ros/render/_native/libilrm_composite.so
+lib=ilrm_ros/render/_native/libilrm_raster.so
 if [ "$(cat "$stamp/native" 2>/dev/null)" != "$want" ] || [ ! -f "$lib" ]; then
   log "building the CPU rasterizer kernels"
   if "$vpy" -c 'import sys; from ilrm_ros.render.native import cli_main; sys.exit(cli_main(["--build"]))'; then

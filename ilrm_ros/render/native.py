@@ -4,18 +4,19 @@ Steps 1-3 of the CPU rasterizer as plain C, forward and backward: EWA projection
 (``project_cpu.c``; twin: :func:`~ilrm_ros.render.projection.project`'s torch code), tile
 binning by a counting sort and front-to-back blending (``composite_cpu.c``; twins: the torch
 sort and steps in :mod:`~ilrm_ros.render.blending`). Each computes what its twin computes
-(compared in ``test/render/test_render_native.py``); the blending goes one pixel at a time and
-only as far as each pixel's list matters, so it does a fraction of the batched torch steps' work.
+(compared in ``test/render/test_render_native.py``). The blending moves a tile's pixels together
+through the tile's list, 16 lanes at a time, and stops a tile once all its pixels are done, so it
+does a fraction of the batched torch steps' work.
 
-Building: ``make setup`` (``python -m ilrm_ros.render.native --build``) and colcon
-(``CMakeLists.txt``) compile them with the system C compiler into ``render/_native/``; where the
-library is absent (no compiler, another platform) the torch twins run and :func:`status` says why.
+Building: ``make setup`` (``ilrm-ros kernels --build``) and colcon (``CMakeLists.txt``) compile
+them with the system C compiler into ``render/_native/``; where the library is absent (no
+compiler, another platform) the torch twins run, and :func:`status` and ``ilrm-ros kernels``
+say why.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
-import logging
 import os
 import shutil
 import subprocess
@@ -26,15 +27,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-log = logging.getLogger(__name__)
-
-__all__ = ["SOURCE", "LIBRARY", "build", "load", "status", "available", "project_native", "bin_tiles_native",
+__all__ = ["SOURCES", "LIBRARY", "build", "load", "status", "available", "project_native", "bin_tiles_native",
            "composite_native"]
 
 SOURCES = (Path(__file__).parent / "csrc" / "composite_cpu.c", Path(__file__).parent / "csrc" / "project_cpu.c")
-"""The kernel's C files (one library): blending and binning, projection."""
-SOURCE = SOURCES[0]
-LIBRARY = Path(__file__).parent / "_native" / "libilrm_composite.so"
+"""The kernels' C files (one library): blending and binning, projection."""
+LIBRARY = Path(__file__).parent / "_native" / "libilrm_raster.so"
 """Where builds put the library (git-ignored); ``ILRM_ROS_NATIVE_LIB`` overrides it."""
 ENV_PATH = "ILRM_ROS_NATIVE_LIB"
 MAX_FEATS = 8
@@ -99,7 +97,7 @@ def load() -> ctypes.CDLL | None:
 
 
 def status() -> str:
-    """"" when the kernel is loaded, else why not (for logs and benchmarks)."""
+    """Empty when the library is loaded, else why not (for logs and benchmarks)."""
     return _load()[1]
 
 
@@ -244,22 +242,19 @@ def composite_native(means2d: Tensor, conics: Tensor, opac: Tensor, feats: Tenso
 
 
 def cli_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ilrm_ros.render.native", description=__doc__.splitlines()[0])
-    ap.add_argument("--build", action="store_true", help=f"compile {SOURCE.name} into --out")
+    ap = argparse.ArgumentParser(prog="ilrm-ros kernels", description=__doc__.splitlines()[0])
+    ap.add_argument("--build", action="store_true", help="compile the kernels (SOURCES) into --out")
     ap.add_argument("--out", type=Path, default=LIBRARY)
     args = ap.parse_args(argv)
     if args.build:
         try:
             print(f"built {build(args.out)}")
         except RuntimeError as e:
-            print(f"native compositing kernel not built: {e}", file=sys.stderr)
+            print(f"CPU rasterizer kernels not built: {e}", file=sys.stderr)
             return 1
         return 0
     _load.cache_clear()
     why = status()
-    print("native compositing kernel: " + ("loaded from " + str(_library_path()) if not why else why))
+    print("CPU rasterizer kernels: " + ("loaded from " + str(_library_path()) if not why else why))
     return 0 if not why else 1
 
-
-if __name__ == "__main__":
-    sys.exit(cli_main())

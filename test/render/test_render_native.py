@@ -23,8 +23,28 @@ pytestmark = pytest.mark.skipif(shutil.which("cc") is None and native.load() is 
                                 reason="no C compiler and no built kernel on this machine")
 
 
-def test_the_kernel_is_built_where_a_compiler_exists():
+def test_the_kernel_is_built_where_a_compiler_exists(capsys):
     assert native.status() == "", native.status()
+    assert native.cli_main([]) == 0 and "loaded from" in capsys.readouterr().out  # `ilrm-ros kernels`
+
+
+def test_a_build_into_another_folder_loads_and_without_a_library_the_twins_run(tmp_path, monkeypatch):
+    built = native.build(tmp_path / "lib.so")
+    monkeypatch.setenv(native.ENV_PATH, str(built))
+    native._load.cache_clear()
+    try:
+        assert native.status() == ""
+        monkeypatch.setenv(native.ENV_PATH, str(tmp_path / "missing.so"))
+        native._load.cache_clear()
+        assert native.load() is None and "not built" in native.status()
+        fields, cams = scene(50, 9), rig(1, 16, 16)   # without the library the torch twins draw
+        fallback, _ = run(fields, cams, RasterConfig(), grad=False)
+        twins, _ = run(fields, cams, RasterConfig(native=False), grad=False)
+        assert all(torch.equal(a, b) for a, b in zip(fallback, twins))
+    finally:
+        monkeypatch.delenv(native.ENV_PATH)
+        native._load.cache_clear()
+    assert native.status() == ""
 
 
 def assert_close_but_for_flips(a: torch.Tensor, b: torch.Tensor, atol: float, flip: float, share: float = 2e-3):
