@@ -107,6 +107,8 @@ class WorkerStats:
     failed: int = 0
     out_of_memory: int = 0
     busy: bool = False
+    idle_work: bool = False
+    """Idle work (e.g. background map refinement) has more to do: the map may still change."""
     queue_depth: int = 0
     last_error: str = ""
     errors: dict[str, int] = field(default_factory=dict)
@@ -198,6 +200,7 @@ class WindowWorker:
                 self.stats.busy = window is not None
             if window is None:  # no window waits: one piece of idle work
                 self._idle_done = not self._run_idle()
+                self.stats.idle_work = not self._idle_done
                 continue
             try:
                 result = self._process(window)
@@ -207,6 +210,7 @@ class WindowWorker:
                 self._record_failure(window, exc)
             finally:
                 self._idle_done = self._idle is None  # a new window: new work for idle
+                self.stats.idle_work = not self._idle_done
                 with self._cv:
                     self.stats.busy = False
                     self._cv.notify_all()

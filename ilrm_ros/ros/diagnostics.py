@@ -52,7 +52,7 @@ def model_status(worker_stats: Any, device: str, model_id: str, latencies: list[
     return status("ilrm_mapping: model", level, w.last_error or "ok", {
         "device": device, "model_id": model_id, "windows_processed": w.processed,
         "windows_coalesced": w.coalesced, "windows_failed": w.failed, "out_of_memory": w.out_of_memory,
-        "queue_depth": w.queue_depth, "busy": w.busy,
+        "queue_depth": w.queue_depth, "busy": w.busy, "idle_work": w.idle_work,
         "window_latency_mean_s": float(np.mean(latencies)) if latencies else 0.0,
         "window_latency_max_s": float(np.max(latencies)) if latencies else 0.0})
 

@@ -106,10 +106,10 @@ class MapOutputs:
             throttle_duration_sec=2.0)
 
     def refine_idle(self) -> bool:
-        """The window worker's idle work: one background map refinement step, its chunks published; the
-        step yields as soon as a window is queued. Returns False (sleep until the next window) when it
-        is off, has no keyframes, or made ``refine.map_rounds`` rounds over the stored keyframes since
-        the last window (it stops instead of fitting them forever)."""
+        """The window worker's idle work: one background map refinement step, its chunks and ~/map_info
+        published; the step yields as soon as a window is queued. Returns False (sleep until the next
+        window) when it is off, has no keyframes, or made ``refine.map_rounds`` rounds over the stored
+        keyframes since the last window (it stops instead of fitting them forever)."""
         mapper = self.node.mapper
         if self.refine_steps_since_window >= self.node.cfg.refine.map_rounds * len(mapper.keyframes):
             return False
@@ -121,6 +121,7 @@ class MapOutputs:
             self.publish_chunks(update, self._header())
             self._map_dirty = True
             self.maybe_publish_map()
+            self.publish_info()  # ~/map_info follows the map's revision and size (pruned rows)
         return True
 
     def publish_chunks(self, update: MapUpdate, header: Header) -> None:

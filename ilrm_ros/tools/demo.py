@@ -76,11 +76,11 @@ class DemoConfig:
     """Checkpoint (empty: the shipped one)."""
     timeout_s: float = 600.0
     map_refine: bool = True
-    """Run the node with background map refinement (``refine.map_enabled``: between windows, and
-    ``refine.map_rounds`` rounds over the keyframes after the last one)."""
-    refine_s: float = 0.0
-    """With map_refine, wait this many more seconds after the node went idle before the held-out
-    views are rendered."""
+    """Run the node with background map refinement (``refine.map_enabled``: between windows and
+    after the last one)."""
+    refine_rounds: int = 1
+    """With map_refine: the node's ``refine.map_rounds``. The held-out views are rendered once the
+    node is idle, its refinement rounds included, so the map no longer changes."""
     params: list[str] = field(default_factory=list)
     """Extra node parameters as ``name:=value`` (e.g. ``refine.window_iters:=50``), applied last."""
 
@@ -118,7 +118,7 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig()) -> dict:
     if cfg.checkpoint:
         node_params.append(f"model.checkpoint:={cfg.checkpoint}")
     if cfg.map_refine:
-        node_params.append("refine.map_enabled:=true")
+        node_params += ["refine.map_enabled:=true", f"refine.map_rounds:={cfg.refine_rounds}"]
     node_params += list(cfg.params)
     cmd = [sys.executable, "-m", "ilrm_ros.ros.node", "--params-file", str(default_params_file()), "--ros-args"]
     for p in node_params:
@@ -179,23 +179,20 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig()) -> dict:
             t_next = time.monotonic() + 1.0 / rate_hz
             while time.monotonic() < t_next:
                 spin(0.01)
-        # let the last windows finish: wait until the node's diagnostics say it is idle
-        # (no frame waiting for TF, no window queued or running) twice in a row
+        # let the last windows (and background refinement) finish: wait until the node's diagnostics
+        # say it is idle (no frame waiting for TF, no window queued or running, no idle work left)
         idle_reports = []
 
         def on_diag(msg):
             values = {kv.key: kv.value for st in msg.status for kv in st.values}
             idle_reports.append(values.get("busy") == "False" and values.get("queue_depth") == "0"
-                                and values.get("pending_frames") == "0")
+                                and values.get("pending_frames") == "0" and values.get("idle_work") == "False")
 
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
         idle = lambda: len(idle_reports) >= 2 and all(idle_reports[-2:]) and got["info"] is not None  # noqa: E731
         if not _wait(idle, timeout_s, spin) or got["info"].num_windows == 0:
             raise RuntimeError("the node did not finish its windows in time; see the node log")
         spin(0.5)
-        if cfg.map_refine and cfg.refine_s > 0:
-            print(f"[demo] letting the node refine its map in the background for {cfg.refine_s:g} more s")
-            _wait(lambda: False, cfg.refine_s, spin)
         info = got["info"]
         print(f"[demo] node processed {info.num_windows} windows -> {info.num_gaussians} Gaussians in "
               f"{info.num_chunks} chunks ({info.memory_bytes / 1e6:.1f} MB); "
@@ -260,7 +257,7 @@ def run_demo(out: Path, cfg: DemoConfig = DemoConfig()) -> dict:
             "window_refine_s": [per_window[k][2] for k in sorted(per_window)],
             "window_refine_gain_db": [per_window[k][3] for k in sorted(per_window)],
             **live_quality(info), "node_params": list(cfg.params), "map_refine": cfg.map_refine,
-            "refine_s": cfg.refine_s,
+            "refine_rounds": cfg.refine_rounds,
             "model_id": info.model_id,
             "device": info.device, "chunk_messages": got["chunks"], "gaussians_rebuilt_from_chunks": rebuilt,
             "latched_map_points": int(len(cloud_to_array(got["map"]))) if got["map"] is not None else 0,
@@ -297,15 +294,16 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--checkpoint", default="", help="checkpoint (default: the shipped one)")
     parser.add_argument("--no-map-refine", action="store_true",
                         help="run the node without background map refinement (refine.map_enabled false)")
-    parser.add_argument("--refine-s", type=float, default=DemoConfig.refine_s,
-                        help="seconds to wait after the node went idle before the held-out views are rendered")
+    parser.add_argument("--refine-rounds", type=int, default=DemoConfig.refine_rounds,
+                        help="rounds of background refinement over the keyframes after the last window "
+                             "(refine.map_rounds)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra node parameter, e.g. -p refine.window_iters:=50 (repeatable)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     try:
         report = run_demo(out, DemoConfig(args.frames, args.res, args.holdout, args.rate, args.checkpoint,
-                                          map_refine=not args.no_map_refine, refine_s=args.refine_s,
+                                          map_refine=not args.no_map_refine, refine_rounds=args.refine_rounds,
                                           params=args.param))
     except RuntimeError as exc:  # the node failed: one clear message (its log is named), no traceback
         print(f"[demo] failed: {exc}", file=sys.stderr)

@@ -128,11 +128,13 @@ def test_idle_work_runs_only_while_no_window_waits_and_yields_to_a_new_one():
         time.sleep(0.1)
         with lock:  # 3 steps, then idle said there is nothing left: asleep until a window comes
             assert events == ["idle"] * 3 and state["nothing_left"] == 1
+            assert not worker.stats.idle_work     # diagnostics: the map no longer changes
             state["steps"] = 100
         worker.submit(Window(7, [], 0.0))
         assert wait_for(lambda: len(events) >= 5)   # the window ran first, then idle work resumed
         with lock:
             assert events[3] == "window 7" and set(events[4:]) == {"idle"}
+        assert worker.stats.idle_work            # more idle work to do after the window
         t0 = time.monotonic()
         worker.submit(Window(8, [], 0.0))
         assert wait_for(lambda: "window 8" in events)

@@ -65,7 +65,10 @@ def outputs_for(mapper, rounds: int = 1):
                            worker=SimpleNamespace(window_waiting=lambda: "a window waits"),
                            create_publisher=lambda *a, **k: Pub(),
                            get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)))
-    return MapOutputs(node)
+    out = MapOutputs(node)
+    out.infos = []  # ~/map_info is built from the whole node; here: the revision each one would carry
+    out.publish_info = lambda: out.infos.append(mapper.map.revision)
+    return out
 
 
 def test_idle_steps_publish_their_chunks_and_stop_after_one_round():
@@ -76,6 +79,7 @@ def test_idle_steps_publish_their_chunks_and_stop_after_one_round():
     assert out.refine_idle() and out.refine_idle()
     assert not out.refine_idle()          # one round over the 2 keyframes, then sleep until the next window
     assert mapper.steps == 2
+    assert out.infos == [2, 3]            # ~/map_info after each step that changed the map (the add was 1)
     for msg in out.pub_chunks.sent:
         assert replica.apply(msg_to_update(msg))
     mine = {k: c.rows.numpy() for k, c in mapper.map.chunks.items()}
