@@ -123,9 +123,10 @@ class WindowWorker:
 
     ``idle`` (optional): called on the worker thread while no window waits, one bounded piece of
     work per call (e.g. a map refinement step); it returns False when there is nothing to do, and
-    the worker then sleeps until the next window. The queue is checked before every call, so a
-    window waits at most for the call in progress (which can poll :meth:`window_waiting` to end early). Its exceptions are logged and stop idle work
-    until the next window.
+    the worker then sleeps until the next window (``stats.idle_work`` says which). The queue is
+    checked before every call, so a window waits at most for the call in progress, which can poll
+    :meth:`window_waiting` to end early. Its exceptions are logged and stop idle work until the
+    next window.
     """
 
     def __init__(self, process: Callable[[Window], Any], on_result: Callable[[Any], None],
@@ -134,12 +135,11 @@ class WindowWorker:
         self._process = process
         self._on_result = on_result
         self._idle = idle
-        self._idle_done = idle is None
         self._queue: collections.deque[Window] = collections.deque()
         self._max_queue = max(1, int(max_queue))
         self._cv = threading.Condition()
         self._stop = False
-        self.stats = WorkerStats()
+        self.stats = WorkerStats(idle_work=idle is not None)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -191,7 +191,7 @@ class WindowWorker:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._queue and not self._stop and self._idle_done:
+                while not self._queue and not self._stop and not self.stats.idle_work:
                     self._cv.wait()
                 if self._stop:
                     return
@@ -199,8 +199,7 @@ class WindowWorker:
                 self.stats.queue_depth = len(self._queue)
                 self.stats.busy = window is not None
             if window is None:  # no window waits: one piece of idle work
-                self._idle_done = not self._run_idle()
-                self.stats.idle_work = not self._idle_done
+                self.stats.idle_work = self._run_idle()
                 continue
             try:
                 result = self._process(window)
@@ -209,8 +208,7 @@ class WindowWorker:
             except Exception as exc:  # noqa: BLE001 - a failed window must never kill the worker
                 self._record_failure(window, exc)
             finally:
-                self._idle_done = self._idle is None  # a new window: new work for idle
-                self.stats.idle_work = not self._idle_done
+                self.stats.idle_work = self._idle is not None  # a new window: new work for idle
                 with self._cv:
                     self.stats.busy = False
                     self._cv.notify_all()

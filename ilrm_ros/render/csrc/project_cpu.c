@@ -50,7 +50,8 @@ static inline float quat_rot(const float *q, float *qn, float *R) {
 }
 
 typedef struct {
-    float x, y, z;        /* camera-space mean */
+    float x, y, z;        /* camera-space mean (z = 1 where out of the near/far range) */
+    float depth;          /* camera-space z as it is */
     float Mc[9];          /* R_v R(q) diag(s), row-major */
     float r0[3], r1[3];   /* rows of J M_c */
     float u0, u1, w0, w1; /* fx / z, fy / z, fx tx / z^2, fy ty / z^2 */
@@ -66,6 +67,7 @@ static void local_frame(const Proj *P, int cam, int64_t i, const float *R, Local
     L->x = V[0] * mu[0] + V[1] * mu[1] + V[2] * mu[2] + V[3];
     L->y = V[4] * mu[0] + V[5] * mu[1] + V[6] * mu[2] + V[7];
     const float zc = V[8] * mu[0] + V[9] * mu[1] + V[10] * mu[2] + V[11];
+    L->depth = zc;
     L->in_range = zc > P->near && zc < P->far;
     L->z = L->in_range ? zc : 1.0f;
     for (int r = 0; r < 3; r++)
@@ -110,8 +112,7 @@ static void forward_range(Proj *P, int64_t i0, int64_t i1) {
             P->conics[3 * ci] = L.c / det, P->conics[3 * ci + 1] = -L.b / det, P->conics[3 * ci + 2] = L.a / det;
             const float mx = K[0] * L.x / L.z + K[2], my = K[4] * L.y / L.z + K[5];
             P->means2d[2 * ci] = mx, P->means2d[2 * ci + 1] = my;
-            const float *V = P->viewmats + 16 * (int64_t)cam, *mu = P->means + 3 * i;
-            P->depths[ci] = V[8] * mu[0] + V[9] * mu[1] + V[10] * mu[2] + V[11];
+            P->depths[ci] = L.depth;
             const float rx = ceilf(ext * sqrtf(L.a > 0 ? L.a : 0)), ry = ceilf(ext * sqrtf(L.c > 0 ? L.c : 0));
             const int on_image = mx + rx > 0 && mx - rx < P->width && my + ry > 0 && my - ry < P->height;
             const int vis = L.in_range && ok_det && rx > 0 && ry > 0 && on_image;
