@@ -44,7 +44,7 @@ from ilrm_ros.mapping.fusion import (
     prune_mask,
     zbuffer,
 )
-from ilrm_ros.mapping.frustum import FrustumRows, chunks_hit
+from ilrm_ros.mapping.frustum import FrustumRows, chunks_hit, in_view
 from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
 from ilrm_ros.mapping.map_storage import (BOOK_DTYPE, Block, BoundsTable, chunk_order, decode_key, encode_keys,
                                           refresh_bounds)
@@ -157,6 +157,27 @@ class GaussianMap:
         blocks = [self._blocks[c] for c in self._codes()]
         return FrustumRows(tuple(b.rows for b in blocks), tuple(b.cached_bounds() for b in blocks), cams, near, far,
                            sigmas)
+
+    def rows_in_views(self, views: Sequence[WindowCameras], near: float = 0.01, far: float = 1e4,
+                      sigmas: float = 3.0) -> list[tuple[ChunkKey, np.ndarray, np.ndarray, int]]:
+        """Per chunk (key order) with rows that any of the cameras may see (each ``views`` entry one camera, its
+        own image size): (key, row indices (K,) ascending, those rows (K, 14) (a copy), the chunk's last window
+        id). Chunks are selected by their padded bounds, then rows by :func:`~ilrm_ros.mapping.frustum.in_view`."""
+        hit = sorted(set().union(*(self._chunks_in_frusta(c, near, far, sigmas) for c in views)))
+        if not hit:
+            return []
+        blocks = [self._blocks[c] for c in hit]
+        rows = np.concatenate([b.rows for b in blocks])
+        seen = np.zeros(len(rows), bool)
+        for cams in views:
+            seen |= in_view(rows, cams, near, far, sigmas)
+        out, start = [], 0
+        for code, b in zip(hit, blocks):
+            idx = np.flatnonzero(seen[start:start + len(b)])
+            if len(idx):
+                out.append((decode_key(code), idx, rows[start + idx], b.last_window_id))
+            start += len(b)
+        return out
 
     def _chunks_in_frusta(self, cams: WindowCameras, near: float, far: float, sigmas: float = 3.0) -> list[int]:
         """Codes (key order) of the chunks whose padded bounds may touch a camera frustum."""

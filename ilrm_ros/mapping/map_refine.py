@@ -33,19 +33,19 @@ import torch
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
 from ilrm_ros.io.frames import Keyframe
 from ilrm_ros.mapping.chunks import ChunkKey, MapUpdate, array_to_gaussians, chunk_keys, gaussians_to_array
-from ilrm_ros.mapping.fusion import prune_mask
+from ilrm_ros.mapping.fusion import WindowCameras, prune_mask
 from ilrm_ros.mapping.gaussian_map import GaussianMap
-from ilrm_ros.mapping.refine import RefineConfig, optimise_gaussians
+from ilrm_ros.mapping.refine import RefineConfig, Schedule, optimise_gaussians
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MapRefineStats", "MapRefiner", "pick_keyframes", "visible_rows"]
+__all__ = ["MapRefineStats", "MapRefiner", "pick_keyframes"]
 
 
 @dataclass
 class MapRefineStats:
-    """One map refinement step: the keyframes used, rows optimised, chunks published, rows pruned,
-    optimisation steps, wall time (s), PSNR (dB) of the used keyframes before/after, and why it
+    """One map refinement step: the keyframes used (the chosen one first), rows optimised, chunks published,
+    rows pruned, optimisation steps, wall time (s), PSNR (dB) of the chosen keyframe before/after, and why it
     stopped ("off", "no_keyframes", "empty", "budget", "iters", "preempted", "no_gain")."""
 
     keyframe_ids: tuple[int, ...] = ()
@@ -71,30 +71,14 @@ def pick_keyframes(keyframes: Sequence[Keyframe], last_refined: dict[int, int], 
     return [first] + others[:covisible]
 
 
-def visible_rows(rows: np.ndarray, c2w: np.ndarray, K: np.ndarray, width: int, height: int,
-                 sigmas: float = 3.0) -> np.ndarray:
-    """(M,) bool: rows (M, 14) whose mean, padded by ``sigmas`` times the largest scale, projects into
-    the image of one camera (c2w (4, 4) OpenCV, K (3, 3) pixels) in front of it; rows straddling the
-    camera plane count as visible."""
-    pc = (rows[:, COL_MEANS].astype(np.float64) - c2w[:3, 3]) @ c2w[:3, :3]
-    z = pc[:, 2]
-    pad = sigmas * rows[:, COL_SCALES].max(axis=1)
-    zs = np.maximum(z, 1e-6)
-    u = K[0, 0] * pc[:, 0] / zs + K[0, 2]
-    v = K[1, 1] * pc[:, 1] / zs + K[1, 2]
-    ru, rv = K[0, 0] * pad / zs, K[1, 1] * pad / zs
-    seen = (z + pad > 0.01) & (u + ru >= 0) & (u - ru < width) & (v + rv >= 0) & (v - rv < height)
-    return seen | (np.abs(z) <= pad)
-
-
-def _clamp_to_block(rows: np.ndarray, old: np.ndarray, key: ChunkKey, chunk_size: float) -> np.ndarray:
-    """rows (M, 14) with their means clamped into the block of ``key``; a mean that still floors into
-    another block (float32 rounding at the boundary) gets its value from ``old`` (M, 14) back."""
-    lo = np.asarray(key, np.float64) * chunk_size
+def _clamp_to_blocks(rows: np.ndarray, old: np.ndarray, keys: np.ndarray, chunk_size: float) -> np.ndarray:
+    """rows (M, 14) with each mean clamped into the block of its chunk, keys (M, 3); a mean that still floors
+    into another block (float32 rounding at the boundary) gets its value from ``old`` (M, 14) back."""
+    lo = keys.astype(np.float64) * chunk_size
     hi = np.nextafter(lo + chunk_size, -np.inf)
     out = rows.copy()
     out[:, COL_MEANS] = np.clip(rows[:, COL_MEANS].astype(np.float64), lo, hi).astype(np.float32)
-    wrong = (chunk_keys(torch.from_numpy(out[:, COL_MEANS]), chunk_size).numpy() != np.asarray(key)).any(axis=1)
+    wrong = (chunk_keys(torch.from_numpy(out[:, COL_MEANS]), chunk_size).numpy() != keys).any(axis=1)
     out[wrong, COL_MEANS] = old[wrong, COL_MEANS]
     return out
 
@@ -134,25 +118,27 @@ class MapRefiner:
         self.steps += 1
         self._last_refined[views[0].id] = self.steps
         ids = tuple(k.id for k in views)
-        keys, parts, last_window = self._gather(gmap, views)
-        if not keys:
+        seen = gmap.rows_in_views([WindowCameras(c2w=np.asarray(k.c2w, np.float32), K=np.asarray(k.K, np.float32),
+                                                 height=k.rgb.shape[0], width=k.rgb.shape[1]) for k in views])
+        if not seen:
             return nothing, MapRefineStats(ids, stopped_by="empty", seconds=clock() - t0)
         if preempt is not None and preempt():  # a window came while gathering: yield before evaluating
             return nothing, MapRefineStats(ids, stopped_by="preempted", seconds=clock() - t0)
-        rows = np.concatenate([p[1] for p in parts])
+        rows = np.concatenate([part[2] for part in seen])
         images = torch.from_numpy(np.stack([k.rgb for k in views])).permute(0, 3, 1, 2).float().div_(255.0)
         cams = SimpleNamespace(c2w=torch.from_numpy(np.stack([np.asarray(k.c2w, np.float32) for k in views])),
                                K=torch.from_numpy(np.stack([np.asarray(k.K, np.float32) for k in views])))
-        left = budget - (clock() - t0)
+        schedule = Schedule(cfg.map_iters_per_step, max(budget - (clock() - t0), 1e-9), preempt, scored_views=1)
         g = array_to_gaussians(torch.from_numpy(rows)).to(self.device)
-        out, st = optimise_gaussians(g, cams, images, replace(cfg, views_per_iter=cfg.map_views_per_iter),
-                                     (cfg.map_iters_per_step, max(left, 1e-9)), clock, background, preempt)
+        out, st = optimise_gaussians(g, cams, images, replace(cfg, views_per_iter=cfg.map_views_per_iter), schedule,
+                                     clock, background)
         stats = MapRefineStats(ids, len(rows), 0, 0, st.iterations, 0.0, st.psnr_before, st.psnr_after,
                                st.stopped_by)
         if out is g:
             stats.seconds = clock() - t0
             return nothing, stats
-        edits = self._edits(gmap, keys, parts, gaussians_to_array(out.to("cpu")).numpy())
+        edits = self._edits(gmap, seen, rows, gaussians_to_array(out.to("cpu")).numpy())
+        last_window = max(part[3] for part in seen)
         update = gmap.replace_rows(edits, last_window, ids) if edits else nothing
         stats.chunks, stats.pruned, stats.seconds = len(update.updates), update.num_removed, clock() - t0
         log.debug("map refinement on keyframes %s: %d Gaussians, %d steps (%s), PSNR %.2f -> %.2f dB, %d chunks",
@@ -160,37 +146,24 @@ class MapRefiner:
         return update, stats
 
     @staticmethod
-    def _gather(gmap: GaussianMap, views: list[Keyframe]
-                ) -> tuple[list[ChunkKey], list[tuple[np.ndarray, np.ndarray]], int]:
-        """Per chunk with rows in any view's frustum: its key, (row indices (K,), rows (K, 14)); and the
-        newest window id among those chunks."""
-        keys, parts, last_window = [], [], -1
-        for key, chunk in gmap.chunks.items():
-            rows = chunk.rows.numpy()
-            seen = np.zeros(len(rows), bool)
-            for k in views:
-                h, w = k.rgb.shape[:2]
-                seen |= visible_rows(rows, np.asarray(k.c2w, np.float64), np.asarray(k.K, np.float64), w, h)
-            if seen.any():
-                idx = np.flatnonzero(seen)
-                keys.append(key)
-                parts.append((idx, rows[idx]))
-                last_window = max(last_window, chunk.last_window_id)
-        return keys, parts, last_window
-
-    @staticmethod
-    def _edits(gmap: GaussianMap, keys: list[ChunkKey], parts: list[tuple[np.ndarray, np.ndarray]],
+    def _edits(gmap: GaussianMap, seen: list[tuple[ChunkKey, np.ndarray, np.ndarray, int]], old: np.ndarray,
                refined: np.ndarray) -> dict[ChunkKey, tuple[np.ndarray, np.ndarray]]:
-        """Per changed chunk: (kept row indices, its full new rows): refined rows written over the
-        gathered ones (clamped into the block), invalid ones pruned."""
+        """Per changed chunk: (kept row indices, its full new rows): the refined rows (M, 14) written over the
+        gathered ones ``old`` (M, 14) (means clamped into their block), the refined rows now invalid pruned."""
+        counts = [len(part[1]) for part in seen]
+        keys = np.repeat(np.asarray([part[0] for part in seen], np.int64).reshape(-1, 3), counts, axis=0)
+        new = _clamp_to_blocks(refined, old, keys, gmap.chunk_size)
+        valid = prune_mask(torch.from_numpy(new), gmap.config).numpy()
+        touched = ~valid | (new != old).any(axis=1)
         chunks, edits, start = gmap.chunks, {}, 0
-        for key, (idx, old) in zip(keys, parts):
-            new = _clamp_to_block(refined[start:start + len(idx)], old, key, gmap.chunk_size)
-            start += len(idx)
-            full = chunks[key].rows.numpy().copy()
-            full[idx] = new
-            keep = np.flatnonzero(prune_mask(torch.from_numpy(full), gmap.config).numpy())
-            if len(keep) == len(full) and np.array_equal(full, chunks[key].rows.numpy()):
+        for (key, idx, _, _), n in zip(seen, counts):
+            span = slice(start, start + n)
+            start += n
+            if not touched[span].any():
                 continue
-            edits[key] = (keep, full[keep])
+            full = chunks[key].rows.numpy().copy()
+            full[idx] = new[span]
+            keep = np.ones(len(full), bool)
+            keep[idx[~valid[span]]] = False
+            edits[key] = (np.flatnonzero(keep), full[keep])
         return edits

@@ -9,7 +9,8 @@ rasterizer on CPU). Colours are optimised directly and projected back into [0, 1
 step (the model clamps them, so many sit exactly at 0 or 1 where a logit would barely move).
 
 Time: ``window_budget_s`` bounds the whole call, evaluations included. Before each step the
-loop predicts its cost from the last measured step (the first as 3x the initial evaluation)
+loop predicts its cost from the last measured step (the first as 3x the initial evaluation,
+per view rendered)
 and stops when elapsed + predicted step + the final evaluation would pass the budget, so the
 budget is exceeded by at most the error of one step's prediction.
 
@@ -36,8 +37,8 @@ from ilrm_ros.render.render import render_gaussians
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RefineConfig", "RefineStats", "WindowViews", "WorkingViews", "refine_window", "optimise_gaussians",
-           "working_views", "to_unconstrained", "activate"]
+__all__ = ["RefineConfig", "RefineStats", "Schedule", "WindowViews", "WorkingViews", "refine_window",
+           "optimise_gaussians", "working_views", "to_unconstrained", "activate"]
 
 OPACITY_EPS = 1e-4
 """Opacities are clamped into [eps, 1 - eps] before the logit (fp32 sigmoid saturates to 1)."""
@@ -90,6 +91,18 @@ class RefineConfig:
                              f"{self.map_covisible}, {self.map_rounds}")
         if self.ssim_weight < 0.0 or self.ssim_weight > 1.0:
             raise ValueError(f"ssim_weight must be in [0, 1], got {self.ssim_weight}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When an optimisation stops and which views judge it: at most ``iters`` steps within ``budget_s`` seconds
+    (0 = no time limit), ``preempt`` (optional) asked before every step (True ends the loop: "preempted", e.g. a
+    new window waits), and the context PSNR before/after measured on the first ``scored_views`` views (0 = all)."""
+
+    iters: int
+    budget_s: float
+    preempt: Callable[[], bool] | None = None
+    scored_views: int = 0
 
 
 @dataclass
@@ -169,11 +182,13 @@ def _render(g: Gaussians, views: WorkingViews, idx: Tensor | None, background: T
     return out.rgb.permute(0, 3, 1, 2)
 
 
-def _context_psnr(params: dict[str, Tensor], views: WorkingViews, background: Tensor | None) -> float:
-    """PSNR (dB) of all context views together, from the pooled MSE."""
+def _context_psnr(params: dict[str, Tensor], views: WorkingViews, scored: int, background: Tensor | None) -> float:
+    """PSNR (dB) of the first ``scored`` context views together (0 = all), from the pooled MSE."""
+    idx = None if scored <= 0 or scored >= views.c2w.shape[0] else torch.arange(scored)
     with torch.no_grad():
-        pred = _render(activate(params), views, None, background)
-        return psnr_from_mse(float((pred.clamp(0, 1) - views.images).pow(2).mean()))
+        pred = _render(activate(params), views, idx, background)
+        target = views.images if idx is None else views.images[idx]
+        return psnr_from_mse(float((pred.clamp(0, 1) - target).pow(2).mean()))
 
 
 def _scene_scale(means: Tensor, c2w: Tensor) -> float:
@@ -268,34 +283,36 @@ def refine_window(gaussians: Gaussians, cameras: WindowViews, images: Tensor, cf
     Returns (Gaussians with the input's shapes, dtype, device and conventions, detached; the
     input object itself when nothing ran or the context PSNR did not improve; RefineStats).
     """
-    return optimise_gaussians(gaussians, cameras, images, cfg, (cfg.window_iters, cfg.window_budget_s),
+    return optimise_gaussians(gaussians, cameras, images, cfg, Schedule(cfg.window_iters, cfg.window_budget_s),
                               clock, background)
 
 
 def optimise_gaussians(gaussians: Gaussians, cameras: WindowViews, images: Tensor, cfg: RefineConfig,
-                       limits: tuple[int, float], clock: Callable[[], float] = time.monotonic,
-                       background: Tensor | None = None,
-                       preempt: Callable[[], bool] | None = None) -> tuple[Gaussians, RefineStats]:
+                       schedule: Schedule, clock: Callable[[], float] = time.monotonic,
+                       background: Tensor | None = None) -> tuple[Gaussians, RefineStats]:
     """The optimisation behind :func:`refine_window` and the map refiner (``map_refine``).
 
-    As :func:`refine_window`, with the limits given explicitly: limits = (max steps, wall-clock
-    budget in seconds, 0 = no time limit); the learning rates, loss, views and seed come from cfg.
-    ``preempt`` (optional) is asked before every step; True stops the loop ("preempted": e.g. a new
-    window waits), and what the steps so far gained is kept as usual.
+    As :func:`refine_window`, with when to stop and which views judge the result given explicitly
+    (:class:`Schedule`); the learning rates, loss, views per step and seed come from cfg. What the
+    steps gained before a preemption is kept as usual.
     """
     nan = math.nan
-    max_iters, budget_s = limits
+    max_iters, budget_s, preempt = schedule.iters, schedule.budget_s, schedule.preempt
     if max_iters == 0 or len(gaussians) == 0:
         return gaussians, RefineStats(0, 0.0, nan, nan, 0.0, "off")
     t0 = clock()
     views = working_views(cameras, images, cfg.downscale, gaussians.means)
     bg = None if background is None else background.to(gaussians.means)
     params = to_unconstrained(gaussians)
-    psnr_before = _context_psnr(params, views, bg)
+    n_views = views.c2w.shape[0]
+    scored = schedule.scored_views if 0 < schedule.scored_views < n_views else n_views
+    psnr_before = _context_psnr(params, views, scored, bg)
     eval_s = clock() - t0
     opt = _optimizer(params, cfg, _scene_scale(gaussians.means, views.c2w))
-    pick = _view_picker(views.c2w.shape[0], cfg)
-    predicted, iters, stopped_by, step_total = 3.0 * eval_s, 0, "iters", 0.0  # fwd+bwd ≈ 3-4 fwd
+    pick = _view_picker(n_views, cfg)
+    per_step = cfg.views_per_iter if 0 < cfg.views_per_iter < n_views else n_views
+    predicted = 3.0 * eval_s * per_step / scored   # fwd+bwd of a view ≈ 3-4 of its forwards
+    iters, stopped_by, step_total = 0, "iters", 0.0
     now = clock()
     while iters < max_iters:
         if _out_of_time(now - t0, predicted, eval_s, budget_s):
@@ -311,7 +328,7 @@ def optimise_gaussians(gaussians: Gaussians, cameras: WindowViews, images: Tenso
         iters += 1
     for t in params.values():
         t.requires_grad_(False)
-    psnr_after = _context_psnr(params, views, bg) if iters else psnr_before
+    psnr_after = _context_psnr(params, views, scored, bg) if iters else psnr_before
     step_s = step_total / iters if iters else 0.0
     if iters == 0 or not psnr_after > psnr_before:
         stopped_by = stopped_by if iters == 0 else "no_gain"

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["SOURCES", "LIBRARY", "build", "load", "status", "available", "project_native", "bin_tiles_native",
-           "composite_native"]
+__all__ = ["SOURCES", "LIBRARY", "build", "load", "status", "available", "skip_rows", "project_native",
+           "bin_tiles_native", "composite_native"]
 
 SOURCES = (Path(__file__).parent / "csrc" / "composite_cpu.c", Path(__file__).parent / "csrc" / "project_cpu.c")
 """The kernels' C files (one library): blending and binning, projection."""
@@ -77,6 +77,15 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
         return None, f"cannot load {path}: {e}"
+    try:
+        _declare(lib)
+    except AttributeError as e:   # a library built from older sources
+        return None, f"{path} is out of date ({e}); make setup rebuilds it"
+    return lib, ""
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Argument and result types of the library's functions (AttributeError: one is missing)."""
     lib.ilrm_composite_forward.restype = ctypes.c_int
     lib.ilrm_composite_forward.argtypes = [_c_ptr] * 7 + [ctypes.c_int, _c_ptr, _c_ptr, _c_ptr, _c_ptr, ctypes.c_int]
     lib.ilrm_composite_backward.restype = ctypes.c_int
@@ -88,7 +97,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.ilrm_project_backward.argtypes = [_c_ptr] * 14 + [ctypes.c_int]
     lib.ilrm_bin_tiles.restype = ctypes.c_int64
     lib.ilrm_bin_tiles.argtypes = [_c_ptr] * 6 + [ctypes.c_int64, ctypes.c_int, ctypes.c_int64] + [_c_ptr] * 3
-    return lib, ""
+    lib.ilrm_composite_skip_rows.restype = None
+    lib.ilrm_composite_skip_rows.argtypes = [ctypes.c_int]
 
 
 def load() -> ctypes.CDLL | None:
@@ -106,6 +116,15 @@ def available(feats: Tensor, tile_size: int) -> bool:
     F ≤ 8, tile_size ≤ 16."""
     return (feats.device.type == "cpu" and feats.dtype == torch.float32 and 1 <= feats.shape[-1] <= MAX_FEATS
             and 1 <= tile_size <= MAX_TILE and load() is not None)
+
+
+def skip_rows(on: bool) -> None:
+    """Whether the blending kernel skips the rows of a tile a Gaussian cannot reach with alpha above the 1/255
+    cut (on by default). Exact: those rows would take no weight, gradient or state from it; the specs compare
+    both settings bit for bit. No-op without the library."""
+    lib = load()
+    if lib is not None:
+        lib.ilrm_composite_skip_rows(1 if on else 0)
 
 
 def _ptr(t: Tensor) -> int:

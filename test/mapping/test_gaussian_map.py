@@ -25,6 +25,7 @@ from ilrm_ros.mapping.chunks import (
     split_for_transport,
 )
 from ilrm_ros.mapping.fusion import MapConfig, WindowCameras, contribution_score
+from ilrm_ros.mapping.frustum import in_view
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.mapping.map_bounding import smallest_first
 from ilrm_ros.core.gaussians import Gaussians
@@ -366,6 +367,36 @@ def test_frustum_query_matches_brute_force_culling_and_skips_chunks_behind():
     assert all(tuple(x) in got_set for x in every.means[visible].tolist())
     behind = ((got.means - query[:3, 3]) @ query[:3, 2]) < -0.2
     assert int(behind.sum()) == 0
+
+
+def test_rows_in_views_are_the_rows_any_camera_sees_grouped_by_chunk():
+    """The map refiner's gathering: every row of every chunk that one of the cameras (each with its own image
+    size) may see, as brute-force culling over all rows finds them, grouped by chunk in key order."""
+    cams = cameras(look_at((0, 0, -1.0), (0, 0, 3.0)), look_at((2.0, 0, 5.0), (2.0, 0.5, 0.0)))
+    gmap = GaussianMap(unlimited(chunk_size_m=0.5))
+    gmap.integrate(observe(cams, planes=(WALL, FLOOR)), cams, window_id=0)
+    views = [WindowCameras(c2w=look_at((-1.0, 0, 0.0), (-1.0, 0.3, 3.0)), K=intrinsics(), height=IMG, width=IMG),
+             WindowCameras(c2w=look_at((1.5, 0, 0.5), (1.0, 0.8, 3.0)), K=intrinsics(), height=IMG // 2,
+                           width=IMG)]
+    got = gmap.rows_in_views(views)
+    keys = [part[0] for part in got]
+    assert keys == sorted(keys) and 0 < len(keys) < len(gmap.chunks)
+    expected = {}
+    for key, chunk in gmap.chunks.items():
+        rows = chunk.rows.numpy()
+        seen = in_view(rows, views[0], 0.01, 1e4, 3.0) | in_view(rows, views[1], 0.01, 1e4, 3.0)
+        if seen.any():
+            expected[key] = (np.flatnonzero(seen), rows[seen], chunk.last_window_id)
+    assert keys == list(expected)
+    for key, idx, rows, last_window in got:
+        np.testing.assert_array_equal(idx, expected[key][0])
+        np.testing.assert_array_equal(rows, expected[key][1])
+        assert last_window == expected[key][2] == 0
+    half = gmap.rows_in_views(views[1:])   # the half-height camera alone sees fewer rows than at full height
+    full = gmap.rows_in_views([WindowCameras(c2w=views[1].c2w, K=intrinsics(), height=IMG, width=IMG)])
+    assert 0 < sum(len(p[1]) for p in half) < sum(len(p[1]) for p in full)
+    assert gmap.rows_in_views([WindowCameras(c2w=look_at((0, 0, -1.0), (0, 0, -5.0)), K=intrinsics(), height=IMG,
+                                             width=IMG)]) == []   # looking away from everything
 
 
 def test_all_gaussians_is_ordered_by_chunk_key():

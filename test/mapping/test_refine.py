@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ilrm_ros.core.gaussians import Gaussians
-from ilrm_ros.mapping.refine import RefineConfig, activate, optimise_gaussians, refine_window, to_unconstrained
+from ilrm_ros.mapping.refine import (RefineConfig, Schedule, activate, optimise_gaussians, refine_window,
+                                     to_unconstrained)
 from ilrm_ros.render.metrics import psnr
 from ilrm_ros.render.render import render_gaussians
 from support import look_from
@@ -127,10 +128,29 @@ def test_preemption_ends_the_loop_before_the_next_step_and_keeps_the_gain(case):
         asked.append(True)
         return len(asked) > 3
 
-    out, stats = optimise_gaussians(case.start, case.cams, case.images, RefineConfig(), (1000, 0.0),
-                                    preempt=window_waits)
+    out, stats = optimise_gaussians(case.start, case.cams, case.images, RefineConfig(),
+                                    Schedule(1000, 0.0, preempt=window_waits))
     assert stats.stopped_by == "preempted" and stats.iterations == 3 and len(asked) == 4
     assert stats.psnr_after > stats.psnr_before and out is not case.start
+
+
+def test_scored_views_judge_the_result_on_the_first_views_only(case):
+    """The map refiner scores a step on its chosen keyframe alone (scored_views=1): the reported PSNRs are
+    those of the first view, before and after."""
+    cfg = RefineConfig(downscale=1)
+    out, stats = optimise_gaussians(case.start, case.cams, case.images, cfg, Schedule(8, 0.0, scored_views=1))
+
+    def first_view_psnr(g: Gaussians) -> float:
+        with torch.no_grad():
+            pred = render_gaussians(g, case.cams.c2w[:1], case.cams.K[:1], SIZE, SIZE).rgb.permute(0, 3, 1, 2)
+        return float(psnr(pred.clamp(0, 1), case.images[:1]).mean())
+
+    assert stats.iterations == 8 and out is not case.start
+    assert stats.psnr_before == pytest.approx(first_view_psnr(case.start), abs=0.05)
+    assert stats.psnr_after == pytest.approx(first_view_psnr(out), abs=0.05)
+    _, every = optimise_gaussians(case.start, case.cams, case.images, cfg, Schedule(8, 0.0))
+    assert every.psnr_before == pytest.approx(context_psnr(case.start, case), abs=0.3)
+    assert abs(every.psnr_before - stats.psnr_before) > 0.05   # the views differ, and so do their scores
 
 
 def test_budget_smaller_than_the_first_step_runs_nothing(case):

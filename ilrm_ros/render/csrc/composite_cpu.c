@@ -14,7 +14,8 @@
  *   last (C, H, W) int32: entries of the tile's list the pixel went through (backward bound).
  * A tile's pixels advance together through its list (the loops over pixels vectorise; a tile stops
  * when all its pixels are done), forward front to back and backward back to front, as gsplat's CUDA
- * blocks do. Backward writes per-entry gradients (E, 6 + F) = [d mean x, d mean y, d a, d b, d c,
+ * blocks do. A Gaussian only visits the blocks of rows it can reach above the alpha cut (exact:
+ * reach_rows). Backward writes per-entry gradients (E, 6 + F) = [d mean x, d mean y, d a, d b, d c,
  * d o, d f...] without races (an entry belongs to one tile, a tile to one thread), then reduces them
  * per instance in entry order, so results do not depend on the number of threads.
  *
@@ -79,9 +80,34 @@ static inline float exp_nonpos(float x) {
 
 typedef struct {
     float px[MAX_PIX], py[MAX_PIX];
+    float ylo[MAX_PIX / LANES], yhi[MAX_PIX / LANES]; /* pixel-centre rows each block spans (ylo > yhi: none) */
     int n_pix;
-    int64_t pix0; /* flat index of the tile's first pixel row start */
 } TilePixels;
+
+/* How far from its mean (in pixel rows) a Gaussian can reach alpha > ALPHA_MIN: over dx, sigma is
+ * smallest at 0.5 dy^2 det / a (det = ac - b^2), and alpha = o exp(-sigma) > ALPHA_MIN needs
+ * sigma < log(o / ALPHA_MIN). Padded by 1 % and 0.05 px so float rounding in the lanes never reaches
+ * past it; -1 when o <= ALPHA_MIN (never drawn), INFINITY for conics that are not positive definite
+ * (or not finite: then the lanes decide as ever). Skipping a block of rows beyond this reach changes
+ * nothing: its lanes would all take alpha <= ALPHA_MIN, i.e. no weight, no gradient, no state change. */
+static inline float reach_rows(float a, float b, float c, float o) {
+    if (o != o) return INFINITY;
+    if (o <= ALPHA_MIN) return -1.0f;
+    const float det = a * c - b * b;
+    if (!(a > 0.0f) || !(det > 0.0f) || !(c > 0.0f)) return INFINITY;
+    const float r2 = 2.0f * logf(o / ALPHA_MIN) * a / det;
+    return r2 < INFINITY ? sqrtf(r2 * 1.02f) + 0.05f : INFINITY;
+}
+
+static int skip_rows = 1; /* 0: every block is evaluated (the specs compare both ways bit for bit) */
+
+void ilrm_composite_skip_rows(int on) { skip_rows = on; }
+
+/* Whether the block of rows [ylo, yhi] lies out of reach of a Gaussian at row my. */
+static inline int out_of_reach(const TilePixels *tp, int block, float my, float reach) {
+    return skip_rows && (tp->ylo[block] > tp->yhi[block] || tp->ylo[block] - my > reach
+                         || my - tp->yhi[block] > reach);
+}
 
 /* Pixel centres of a tile, padded to whole blocks of LANES; padding and off-image pixels are
  * placed far away (their alpha is below the cut). Returns the (camera, i0, j0) of the tile. */
@@ -97,6 +123,15 @@ static void tile_pixels(const Job *job, int64_t tile, TilePixels *tp, int *cam, 
         const int inside = p < ts * ts && i < job->height && j < job->width;
         tp->px[p] = inside ? j + 0.5f : -1e4f; /* sigma ~1e8: alpha 0, no overflow */
         tp->py[p] = inside ? i + 0.5f : -1e4f;
+    }
+    for (int k = 0; k < tp->n_pix / LANES; k++) {
+        tp->ylo[k] = INFINITY;
+        tp->yhi[k] = -INFINITY;
+        for (int p = k * LANES; p < (k + 1) * LANES; p++) {
+            if (tp->px[p] < -1e3f) continue;
+            tp->ylo[k] = tp->py[p] < tp->ylo[k] ? tp->py[p] : tp->ylo[k];
+            tp->yhi[k] = tp->py[p] > tp->yhi[k] ? tp->py[p] : tp->yhi[k];
+        }
     }
 }
 
@@ -115,21 +150,26 @@ static void forward_tile(Job *job, int64_t tile) {
     const int np = tp.n_pix;
     float t[MAX_PIX], acc[MAX_FEATS][MAX_PIX], live[MAX_PIX];
     int32_t last[MAX_PIX];
+    int n_live = 0;
     for (int p = 0; p < np; p++) {
         t[p] = 1.0f;
         live[p] = tp.px[p] > -1e3f ? 1.0f : 0.0f;
+        n_live += tp.px[p] > -1e3f;
         last[p] = 0;
     }
     memset(acc, 0, sizeof(acc));
-    for (int64_t e = 0; e < count; e++) {
+    for (int64_t e = 0; e < count && n_live > 0; e++) {
         const int32_t g = job->ids[start + e];
         const float *m = job->means2d + 2 * (int64_t)g, *q = job->conics + 3 * (int64_t)g;
         const float mx = m[0], my = m[1], a = q[0], b = q[1], c = q[2], o = job->opac[g];
         const float *f = job->feats + (int64_t)nf * g;
-        int any = 0;
-        float w[MAX_PIX];
+        const float reach = reach_rows(a, b, c, o);
+        if (reach < 0.0f && skip_rows) continue;
+        int stops = 0;
+        float w[LANES];
         for (int p0 = 0; p0 < np; p0 += LANES) {
-#pragma omp simd reduction(+ : any)
+        if (out_of_reach(&tp, p0 / LANES, my, reach)) continue;
+#pragma omp simd reduction(+ : stops)
         for (int p = p0; p < p0 + LANES; p++) {
             const float dx = tp.px[p] - mx, dy = tp.py[p] - my;
             const float sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
@@ -140,17 +180,17 @@ static void forward_tile(Job *job, int64_t tile) {
             const float stop = (use > 0.0f && next_t <= T_MIN) ? 1.0f : 0.0f;
             live[p] = stop > 0.0f ? 0.0f : live[p];
             const float take = use * (1.0f - stop);
-            w[p] = take * alpha * t[p];
+            w[p - p0] = take * alpha * t[p];
             t[p] = take > 0.0f ? next_t : t[p];
             last[p] = take > 0.0f ? (int32_t)(e + 1) : last[p];
-            any += live[p] > 0.0f;
-        }
+            stops += stop > 0.0f;
         }
         for (int k = 0; k < nf; k++) {
             const float fk = f[k];
-            for (int p = 0; p < np; p++) acc[k][p] += w[p] * fk;
+            for (int l = 0; l < LANES; l++) acc[k][p0 + l] += w[l] * fk;
         }
-        if (any == 0) break;
+        }
+        n_live -= stops;
     }
     for (int p = 0; p < np; p++) {
         const int64_t pix = pixel_index(job, cam, i0, j0, p);
@@ -184,17 +224,19 @@ static void backward_tile(Job *job, int64_t tile) {
         const float *m = job->means2d + 2 * (int64_t)g, *q = job->conics + 3 * (int64_t)g;
         const float mx = m[0], my = m[1], a = q[0], b = q[1], c = q[2], o = job->opac[g];
         const float *f = job->feats + (int64_t)nf * g;
-        float fg[MAX_PIX], w[MAX_PIX];
-        for (int p = 0; p < np; p++) fg[p] = 0.0f;
-        for (int k = 0; k < nf; k++) {
-            const float fk = f[k];
-            for (int p = 0; p < np; p++) fg[p] += fk * go[k][p];
-        }
         /* per-lane partial sums (summed in a fixed order below): [mean x, mean y, a, b, c, o, f...] */
         float lane[6 + MAX_FEATS][LANES];
         memset(lane, 0, sizeof(float) * (size_t)ng * LANES);
+        const float reach = reach_rows(a, b, c, o);
         const int32_t ei = (int32_t)e;
-        for (int p0 = 0; p0 < np; p0 += LANES) {
+        for (int p0 = 0; p0 < np && (reach >= 0.0f || !skip_rows); p0 += LANES) {
+            if (out_of_reach(&tp, p0 / LANES, my, reach)) continue;
+            float fg[LANES], w[LANES];
+            for (int l = 0; l < LANES; l++) fg[l] = 0.0f;
+            for (int k = 0; k < nf; k++) {
+                const float fk = f[k];
+                for (int l = 0; l < LANES; l++) fg[l] += fk * go[k][p0 + l];
+            }
 #pragma omp simd
             for (int l = 0; l < LANES; l++) {
                 const int p = p0 + l;
@@ -208,9 +250,9 @@ static void backward_tile(Job *job, int64_t tile) {
                 const float free = raw < ALPHA_MAX ? 1.0f : 0.0f; /* not clamped */
                 const float keep = 1.0f - alpha;
                 const float t_before = use > 0.0f ? t[p] / keep : t[p];
-                w[p] = use * alpha * t_before;
-                const float d_alpha = use * (t_before * fg[p] - (after[p] + tail[p]) / keep);
-                after[p] += w[p] * fg[p];
+                w[l] = use * alpha * t_before;
+                const float d_alpha = use * (t_before * fg[l] - (after[p] + tail[p]) / keep);
+                after[p] += w[l] * fg[l];
                 t[p] = t_before;
                 /* clamped alphas pass no gradient; d alpha / d sigma = -alpha, d alpha / d o = alpha / o */
                 const float d_sigma = -free * d_alpha * alpha;
@@ -222,7 +264,7 @@ static void backward_tile(Job *job, int64_t tile) {
                 lane[5][l] += free * d_alpha * alpha / o;
             }
             for (int k = 0; k < nf; k++)
-                for (int l = 0; l < LANES; l++) lane[6 + k][l] += w[p0 + l] * go[k][p0 + l];
+                for (int l = 0; l < LANES; l++) lane[6 + k][l] += w[l] * go[k][p0 + l];
         }
         float *ge = job->grad_entries + (start + e) * ng;
         for (int k = 0; k < ng; k++) {
