@@ -36,7 +36,7 @@ from ilrm_ros.mapping.map_io import load_map, load_sidecar, save_map
 from ilrm_ros.mapping import occupancy_stage
 from ilrm_ros.mapping.quality_stage import QualityStage
 from ilrm_ros.mapping.map_refine import MapRefiner, MapRefineStats
-from ilrm_ros.mapping.refine import refine_window
+from ilrm_ros.mapping.refine import refine_window, warm_up
 from ilrm_ros.mapping.keyframes import KeyframeBuffer, KeyframePolicy
 from ilrm_ros.mapping.scheduler import Window, WindowScheduler
 from ilrm_ros.mapping.inference import (
@@ -143,6 +143,8 @@ class Mapper:
         self.quality = QualityStage(cfg.quality)
         self._refine_gain = (0, 0.0, math.nan)  # refined windows, sum and last of their context PSNR gains (dB)
         self.map_refiner = MapRefiner(cfg.refine, self.device)
+        if cfg.refine.window_iters > 0 or cfg.refine.map_enabled:
+            warm_up()   # torch.optim's first use costs ≈1 s: at start-up, not in a refinement's budget
 
     # ------------------------------------------------------------------ input side
     def map_config(self) -> MapConfig:

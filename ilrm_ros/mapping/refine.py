@@ -38,7 +38,7 @@ from ilrm_ros.render.render import render_gaussians
 log = logging.getLogger(__name__)
 
 __all__ = ["RefineConfig", "RefineStats", "Schedule", "WindowViews", "WorkingViews", "refine_window",
-           "optimise_gaussians", "working_views", "to_unconstrained", "activate"]
+           "optimise_gaussians", "working_views", "to_unconstrained", "activate", "warm_up"]
 
 OPACITY_EPS = 1e-4
 """Opacities are clamped into [eps, 1 - eps] before the logit (fp32 sigmoid saturates to 1)."""
@@ -198,44 +198,26 @@ def _scene_scale(means: Tensor, c2w: Tensor) -> float:
     return max(float(d.median()) if d.numel() else 1.0, 1e-6)
 
 
-@dataclass
-class _Adam:
-    """Adam (Kingma & Ba) over a dict of leaf tensors with one step size each.
-
-    Written out rather than ``torch.optim.Adam``: that class's first construction imports
-    torch._dynamo (≈ 2 s on this CPU), which would eat a first window's whole budget.
-    """
-
-    lrs: dict[str, float]
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-15
-    steps: int = 0
-
-    def __post_init__(self) -> None:
-        self.m: dict[str, Tensor] = {}
-        self.v: dict[str, Tensor] = {}
-
-    @torch.no_grad()
-    def step(self, params: dict[str, Tensor]) -> None:
-        self.steps += 1
-        b1, b2 = self.betas
-        c1, c2 = 1.0 - b1**self.steps, 1.0 - b2**self.steps
-        for name, p in params.items():
-            lr = self.lrs[name]
-            if p.grad is None or lr == 0.0:
-                continue
-            m = self.m.setdefault(name, torch.zeros_like(p))
-            v = self.v.setdefault(name, torch.zeros_like(p))
-            m.mul_(b1).add_(p.grad, alpha=1.0 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1.0 - b2)
-            p.sub_(lr / c1 * m / ((v / c2).sqrt() + self.eps))
+def warm_up() -> None:
+    """Pay torch.optim's first-use cost now: the first optimiser built in a process imports torch._dynamo
+    (≈1 s on this CPU), which would otherwise fall into the first refinement's time budget."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.0)
 
 
-def _optimizer(params: dict[str, Tensor], cfg: RefineConfig, scene_scale: float) -> _Adam:
+def _optimizer(params: dict[str, Tensor], cfg: RefineConfig, scene_scale: float) -> torch.optim.Adam:
+    """Adam (torch's fused kernel on CPU and CUDA: one pass per tensor) with one step size per field; a field
+    whose step size is 0 stays as it is."""
+    lrs = {"means": cfg.lr_means * scene_scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
+           "opacities": cfg.lr_opacities, "colors": cfg.lr_colors}
     for t in params.values():
         t.requires_grad_(True)
-    return _Adam({"means": cfg.lr_means * scene_scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
-                  "opacities": cfg.lr_opacities, "colors": cfg.lr_colors})
+    groups = [{"params": [params[name]], "lr": lr} for name, lr in lrs.items() if lr > 0.0]
+    if not groups:   # nothing to move: an optimiser without parameters
+        return torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.0)
+    try:
+        return torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-15, fused=True)
+    except RuntimeError:   # a device or torch build without the fused kernel
+        return torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-15)
 
 
 def _loss(pred: Tensor, target: Tensor, ssim_weight: float) -> Tensor:
@@ -246,7 +228,7 @@ def _loss(pred: Tensor, target: Tensor, ssim_weight: float) -> Tensor:
     return (1.0 - ssim_weight) * l1 + ssim_weight * (1.0 - ssim(pred, target).mean())
 
 
-def _step(params: dict[str, Tensor], opt: _Adam, views: WorkingViews, idx: Tensor | None,
+def _step(params: dict[str, Tensor], opt: torch.optim.Adam, views: WorkingViews, idx: Tensor | None,
           cfg: RefineConfig, background: Tensor | None) -> float:
     """One Adam step on the views ``idx``; colours projected into [0, 1]. Returns the loss."""
     for t in params.values():
@@ -254,7 +236,7 @@ def _step(params: dict[str, Tensor], opt: _Adam, views: WorkingViews, idx: Tenso
     target = views.images if idx is None else views.images[idx]
     loss = _loss(_render(activate(params), views, idx, background), target, cfg.ssim_weight)
     loss.backward()
-    opt.step(params)
+    opt.step()
     with torch.no_grad():
         params["colors"].clamp_(0.0, 1.0)
     return float(loss.detach())

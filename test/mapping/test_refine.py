@@ -188,3 +188,33 @@ def test_downscale_refines_at_lower_resolution(case):
 def test_rejects_mismatched_views(case):
     with pytest.raises(ValueError):
         refine_window(case.start, case.cams, case.images[:2], RefineConfig(window_iters=1))
+
+
+def test_the_optimiser_is_adam_with_one_step_size_per_field():
+    """The refinement's optimiser (torch's fused Adam) moves each field as plain Adam with that field's step
+    size (means in units of the scene scale), and leaves a field whose step size is 0 alone."""
+    from ilrm_ros.mapping.refine import _optimizer
+
+    gen = torch.Generator().manual_seed(0)
+    params = to_unconstrained(perturbed(truth_scene(30)))
+    grads = [{k: torch.randn(v.shape, generator=gen) for k, v in params.items()} for _ in range(4)]
+    cfg = RefineConfig(lr_quats=0.0)
+    opt = _optimizer(params, cfg, scene_scale=2.0)
+    ref = {k: v.detach().clone() for k, v in params.items()}
+    start = {k: v.detach().clone() for k, v in params.items()}
+    lrs = {"means": cfg.lr_means * 2.0, "scales": cfg.lr_scales, "quats": 0.0, "opacities": cfg.lr_opacities,
+           "colors": cfg.lr_colors}
+    m = {k: torch.zeros_like(v) for k, v in ref.items()}
+    v2 = {k: torch.zeros_like(v) for k, v in ref.items()}
+    for step, g in enumerate(grads, start=1):
+        for k, t in params.items():
+            t.grad = g[k].clone()
+        opt.step()
+        for k in ref:   # Adam, written out: bias-corrected first and second moments
+            m[k] = 0.9 * m[k] + 0.1 * g[k]
+            v2[k] = 0.999 * v2[k] + 0.001 * g[k] ** 2
+            ref[k] = ref[k] - lrs[k] * (m[k] / (1 - 0.9**step)) / ((v2[k] / (1 - 0.999**step)).sqrt() + 1e-15)
+    for k, t in params.items():
+        torch.testing.assert_close(t.detach(), ref[k], rtol=1e-5, atol=1e-6)
+    assert torch.equal(params["quats"].detach(), start["quats"])
+    assert not torch.equal(params["colors"].detach(), start["colors"])
