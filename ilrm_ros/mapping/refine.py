@@ -7,6 +7,8 @@ Only the window's own Gaussians and its own keyframes (the context views) take p
 is not touched. The renderer is the package's differentiable one (gsplat on CUDA, the torch
 rasterizer on CPU). Colours are optimised directly and projected back into [0, 1] after each
 step (the model clamps them, so many sit exactly at 0 or 1 where a logit would barely move).
+No scale grows past the largest of the Gaussians given: one Gaussian grown over a room (seen
+behind surfaces in the views fitted) covers every other view of it.
 
 Time: ``window_budget_s`` bounds the whole call, evaluations included. Before each step the
 loop predicts its cost from the last measured step (the first as 3x the initial evaluation,
@@ -56,10 +58,10 @@ class RefineConfig:
                                         "evaluations included (0 = no time limit, only window_iters)", 0.0, 3600.0)
     lr_means: float = param(1e-3, "Adam step of the means as a fraction of the window's scene scale (median "
                                   "distance of its Gaussians to the centroid of its cameras)", 0.0, 1.0)
-    lr_scales: float = param(5e-3, "Adam step of the log scales", 0.0, 1.0)
+    lr_scales: float = param(5e-2, "Adam step of the log scales", 0.0, 1.0)
     lr_quats: float = param(1e-3, "Adam step of the raw (unnormalised) quaternions", 0.0, 1.0)
     lr_opacities: float = param(5e-2, "Adam step of the opacity logits", 0.0, 10.0)
-    lr_colors: float = param(5e-3, "Adam step of the RGB colours (kept in [0, 1])", 0.0, 1.0)
+    lr_colors: float = param(1e-3, "Adam step of the RGB colours (kept in [0, 1])", 0.0, 1.0)
     ssim_weight: float = param(0.0, "Weight of the SSIM term: loss = (1 - w) L1 + w (1 - SSIM); 0 = L1 only "
                                     "(cheaper)", 0.0, 1.0)
     views_per_iter: int = param(0, "Keyframes rendered per step, drawn with seed (0 = all of the window's)", 0, 64)
@@ -229,8 +231,9 @@ def _loss(pred: Tensor, target: Tensor, ssim_weight: float) -> Tensor:
 
 
 def _step(params: dict[str, Tensor], opt: torch.optim.Adam, views: WorkingViews, idx: Tensor | None,
-          cfg: RefineConfig, background: Tensor | None) -> float:
-    """One Adam step on the views ``idx``; colours projected into [0, 1]. Returns the loss."""
+          cfg: RefineConfig, background: Tensor | None, max_log_scale: float) -> float:
+    """One Adam step on the views ``idx``; colours projected into [0, 1], log scales to at most
+    ``max_log_scale``. Returns the loss."""
     for t in params.values():
         t.grad = None
     target = views.images if idx is None else views.images[idx]
@@ -239,6 +242,7 @@ def _step(params: dict[str, Tensor], opt: torch.optim.Adam, views: WorkingViews,
     opt.step()
     with torch.no_grad():
         params["colors"].clamp_(0.0, 1.0)
+        params["scales"].clamp_(max=max_log_scale)
     return float(loss.detach())
 
 
@@ -286,6 +290,7 @@ def optimise_gaussians(gaussians: Gaussians, cameras: WindowViews, images: Tenso
     views = working_views(cameras, images, cfg.downscale, gaussians.means)
     bg = None if background is None else background.to(gaussians.means)
     params = to_unconstrained(gaussians)
+    max_log_scale = float(params["scales"].max())   # no Gaussian grows past the largest it was given
     n_views = views.c2w.shape[0]
     scored = schedule.scored_views if 0 < schedule.scored_views < n_views else n_views
     psnr_before = _context_psnr(params, views, scored, bg)
@@ -303,7 +308,7 @@ def optimise_gaussians(gaussians: Gaussians, cameras: WindowViews, images: Tenso
         if preempt is not None and preempt():
             stopped_by = "preempted"
             break
-        _step(params, opt, views, pick(), cfg, bg)
+        _step(params, opt, views, pick(), cfg, bg, max_log_scale)
         start, now = now, clock()
         predicted = now - start
         step_total += predicted

@@ -78,7 +78,7 @@ class DemoConfig:
     map_refine: bool = True
     """Run the node with background map refinement (``refine.map_enabled``: between windows and
     after the last one)."""
-    refine_rounds: int = 1
+    refine_rounds: int = 2
     """With map_refine: the node's ``refine.map_rounds``. The held-out views are rendered once the
     node is idle, its refinement rounds included, so the map no longer changes."""
     params: list[str] = field(default_factory=list)

@@ -218,3 +218,18 @@ def test_the_optimiser_is_adam_with_one_step_size_per_field():
         torch.testing.assert_close(t.detach(), ref[k], rtol=1e-5, atol=1e-6)
     assert torch.equal(params["quats"].detach(), start["quats"])
     assert not torch.equal(params["colors"].detach(), start["colors"])
+
+
+def test_no_scale_grows_past_the_largest_given(case):
+    """Gaussians too small for the views want to grow; none ends larger than the largest Gaussian it was given
+    (one grown over the room would cover every view it was not fitted to), while the smaller ones do grow."""
+    small = Gaussians(means=case.truth.means, quats=case.truth.quats, scales=case.truth.scales * 0.5,
+                      opacities=case.truth.opacities, colors=case.truth.colors)
+    out, stats = refine_window(small, case.cams, case.images, RefineConfig(window_iters=20, window_budget_s=0,
+                                                                           downscale=1, lr_scales=0.2))
+    largest = float(small.scales.max())
+    assert stats.iterations == 20 and out is not small
+    assert float(out.scales.max()) <= largest * (1 + 1e-5)
+    grown = out.scales.amax(-1) > small.scales.amax(-1) * 1.2
+    assert int(grown.sum()) > len(small) // 4   # the cap binds only at the top
+    assert int((out.scales.amax(-1) >= largest * 0.999).sum()) > 1   # several reached it
