@@ -54,7 +54,7 @@ class RefineConfig:
 
     window_iters: int = param(0, "Photometric optimisation steps on each window's Gaussians against its own "
                                  "keyframes, after the model and before fusion (0 = off)", 0, 100_000)
-    window_budget_s: float = param(1.0, "Hard wall-clock budget of one window's refinement in seconds, "
+    window_budget_s: float = param(0.25, "Hard wall-clock budget of one window's refinement in seconds, "
                                         "evaluations included (0 = no time limit, only window_iters)", 0.0, 3600.0)
     lr_means: float = param(1e-3, "Adam step of the means as a fraction of the window's scene scale (median "
                                   "distance of its Gaussians to the centroid of its cameras)", 0.0, 1.0)
