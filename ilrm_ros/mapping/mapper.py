@@ -250,10 +250,18 @@ class Mapper:
                         preempt: Callable[[], bool] | None = None) -> tuple[MapUpdate, MapRefineStats]:
         """One background map refinement step (``refine.map_*``; nothing when off) over the stored
         keyframes, within ``budget_s`` (default ``refine.map_step_budget_s``), ended early when
-        ``preempt()`` says so (a window waits). Holds map_lock throughout."""
+        ``preempt()`` says so (a window waits); when it changed the map, the occupancy grid integrates
+        the chosen keyframe's depth rendered from the refined map (``occupancy.refined_depth``).
+        Holds map_lock throughout."""
         with self.map_lock:
-            return self.map_refiner.step(self.map, self.keyframes.snapshot(), budget_s, background=self.background,
-                                         preempt=preempt)
+            keyframes = self.keyframes.snapshot()
+            update, stats = self.map_refiner.step(self.map, keyframes, budget_s, background=self.background,
+                                                  preempt=preempt)
+            if update.updates and self.cfg.occupancy.enabled and self.cfg.occupancy.refined_depth:
+                chosen = [k for k in keyframes if k.id == stats.keyframe_ids[0]]
+                self.occupancy.integrate(occupancy_stage.window_depth_views(self.cfg.occupancy, chosen, None,
+                                                                            self._depth_view))
+            return update, stats
 
     def score_quality(self, result: WindowResult) -> None:
         """Render and score the keyframes ``process_window`` gathered (``quality.*``); adds quality_s and

@@ -39,6 +39,9 @@ class OccupancyConfig:
                                      "farthest from the robot are dropped", 1, 10_000_000)
     depth_source: str = param("map", "Depth integrated after a window: rendered from the fused map or from the "
                                      "window's Gaussians alone, at the window's keyframes", choices=("map", "window"))
+    refined_depth: bool = param(True, "After each background map refinement step that changed the map, integrate "
+                                       "the depth of its chosen keyframe rendered from the refined map (off = the "
+                                       "grid follows the windows only)")
     render_scale: float = param(0.5, "Keyframe depth for the grid is rendered at this fraction of the model input size",
                                  0.05, 1.0)
     min_alpha: float = param(0.9, "Integrate only pixels whose rendered opacity reaches this", 0.0, 1.0)

@@ -122,6 +122,7 @@ class MapOutputs:
             self._map_dirty = True
             self.maybe_publish_map()
             self.publish_info()  # ~/map_info follows the map's revision and size (pruned rows)
+            self.node.occupancy_out.publish()  # the grid integrated the refined depth (throttled)
         return True
 
     def publish_chunks(self, update: MapUpdate, header: Header) -> None:

@@ -59,6 +59,29 @@ def test_windows_fill_the_grid_reset_empties_it_and_load_map_rebuilds_it(tmp_pat
     assert mapper.occupancy.grid.num_blocks == 0
 
 
+@pytest.mark.parametrize("refined_depth", [True, False])
+def test_a_refinement_step_that_changed_the_map_integrates_its_keyframe_depth(tiny_checkpoint, refined_depth):
+    """Each refined region reaches the grid: after a background refinement step that changed the map, the
+    chosen keyframe's depth, rendered from the refined map, is integrated (one scan more, the grid changes);
+    ``occupancy.refined_depth: false`` leaves the grid to the windows."""
+    _, seq = synth_sequence(4, 0, SynthConfig(width=RES, height=RES, num_frames=6, trajectory="ground", shadows=False))
+    mapper = Mapper(_cfg(tiny_checkpoint, **{"refine.map_enabled": True, "refine.map_step_budget_s": 60.0,
+                                             "refine.map_iters_per_step": 3, "refine.downscale": 1,
+                                             "occupancy.refined_depth": refined_depth}))
+    for i in range(6):
+        window = mapper.add_frame(Frame(rgb=seq.images[i], K=seq.K[i].astype(np.float64), stamp_ns=i * 10**8,
+                                        frame_id="cam", c2w=seq.c2w[i].astype(np.float64)))
+        if window is not None:
+            mapper.update_occupancy(mapper.process_window(window))
+    scans, revision = mapper.occupancy.num_scans, mapper.occupancy.grid.revision
+    update, stats = mapper.refine_map_step()
+    assert update.updates and stats.iterations == 3
+    if refined_depth:
+        assert mapper.occupancy.num_scans == scans + 1 and mapper.occupancy.grid.revision != revision
+    else:
+        assert mapper.occupancy.num_scans == scans and mapper.occupancy.grid.revision == revision
+
+
 def test_disabled_occupancy_costs_nothing(tiny_checkpoint):
     mapper = Mapper(_cfg(tiny_checkpoint, **{"occupancy.enabled": False}))
     _, seq = synth_sequence(4, 0, SynthConfig(width=RES, height=RES, num_frames=4, trajectory="ground", shadows=False))

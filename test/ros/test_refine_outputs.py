@@ -59,7 +59,9 @@ class FakeMapper:
 def outputs_for(mapper, rounds: int = 1):
     from builtin_interfaces.msg import Time
 
+    grid_asks = []   # the occupancy outputs are asked to republish (throttled there) after each changing step
     node = SimpleNamespace(mapper=mapper, map_frame="map",
+                           occupancy_out=SimpleNamespace(publish=lambda: grid_asks.append(mapper.map.revision)),
                            cfg=SimpleNamespace(map=SimpleNamespace(publish_period_s=0.0),
                                                refine=SimpleNamespace(map_rounds=rounds)),
                            worker=SimpleNamespace(window_waiting=lambda: "a window waits"),
@@ -68,6 +70,7 @@ def outputs_for(mapper, rounds: int = 1):
     out = MapOutputs(node)
     out.infos = []  # ~/map_info is built from the whole node; here: the revision each one would carry
     out.publish_info = lambda: out.infos.append(mapper.map.revision)
+    out.grid_asks = grid_asks
     return out
 
 
@@ -80,6 +83,7 @@ def test_idle_steps_publish_their_chunks_and_stop_after_one_round():
     assert not out.refine_idle()          # one round over the 2 keyframes, then sleep until the next window
     assert mapper.steps == 2
     assert out.infos == [2, 3]            # ~/map_info after each step that changed the map (the add was 1)
+    assert out.grid_asks == [2, 3]        # and the occupancy grid, which integrated the refined depth
     for msg in out.pub_chunks.sent:
         assert replica.apply(msg_to_update(msg))
     mine = {k: c.rows.numpy() for k, c in mapper.map.chunks.items()}
@@ -102,4 +106,4 @@ def test_idle_steps_stop_after_map_rounds_rounds(rounds):
 def test_idle_work_stops_at_once_when_refinement_is_off():
     mapper = FakeMapper(enabled=False)
     out = outputs_for(mapper)
-    assert not out.refine_idle() and out.pub_chunks.sent == []
+    assert not out.refine_idle() and out.pub_chunks.sent == [] and out.grid_asks == []
