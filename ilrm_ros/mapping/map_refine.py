@@ -1,7 +1,8 @@
 """Background map refinement: one bounded photometric step on the map's Gaussians seen by a keyframe.
 
     stored keyframes ──least recently refined first──▶ keyframe (+ ``map_covisible`` nearest ones)
-    ──rows of the map in their frusta (the covisible chunks)──▶ optimise_gaussians (refine.py)
+    ──rows of the map in their frusta (GaussianMap.rows_in_views)──▶ optimise_gaussians (refine.py,
+      scored on the chosen keyframe)
     ──clamp means into their chunk, prune below min_opacity──▶ GaussianMap.replace_rows ──▶ MapUpdate
 
 The step changes rows of existing chunks only (never adds any), so fusion's bookkeeping, the
@@ -30,7 +31,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
+from ilrm_ros.core.wire import COL_MEANS
 from ilrm_ros.io.frames import Keyframe
 from ilrm_ros.mapping.chunks import ChunkKey, MapUpdate, array_to_gaussians, chunk_keys, gaussians_to_array
 from ilrm_ros.mapping.fusion import WindowCameras, prune_mask
