@@ -193,6 +193,12 @@ def _context_psnr(params: dict[str, Tensor], views: WorkingViews, scored: int, b
         return psnr_from_mse(float((pred.clamp(0, 1) - target).pow(2).mean()))
 
 
+def _largest_finite(x: Tensor) -> float:
+    """The largest finite value of ``x`` (inf when there is none: nothing to cap by)."""
+    finite = x[torch.isfinite(x)]
+    return float(finite.max()) if finite.numel() else math.inf
+
+
 def _scene_scale(means: Tensor, c2w: Tensor) -> float:
     """Median distance of the means (..., N, 3) to the centroid of the camera centres (metres)."""
     centroid = c2w[:, :3, 3].mean(0)
@@ -290,7 +296,7 @@ def optimise_gaussians(gaussians: Gaussians, cameras: WindowViews, images: Tenso
     views = working_views(cameras, images, cfg.downscale, gaussians.means)
     bg = None if background is None else background.to(gaussians.means)
     params = to_unconstrained(gaussians)
-    max_log_scale = float(params["scales"].max())   # no Gaussian grows past the largest it was given
+    max_log_scale = _largest_finite(params["scales"])   # no Gaussian grows past the largest it was given
     n_views = views.c2w.shape[0]
     scored = schedule.scored_views if 0 < schedule.scored_views < n_views else n_views
     psnr_before = _context_psnr(params, views, scored, bg)

@@ -233,3 +233,14 @@ def test_no_scale_grows_past_the_largest_given(case):
     grown = out.scales.amax(-1) > small.scales.amax(-1) * 1.2
     assert int(grown.sum()) > len(small) // 4   # the cap binds only at the top
     assert int((out.scales.amax(-1) >= largest * 0.999).sum()) > 1   # several reached it
+
+
+
+def test_the_scale_cap_is_the_largest_finite_scale_given():
+    """A NaN or infinite scale among those given does not become the cap (clamping by NaN would make every
+    scale NaN); with no finite scale there is nothing to cap by."""
+    from ilrm_ros.mapping.refine import _largest_finite
+
+    logs = torch.tensor([[-3.0, float("nan"), -1.5], [float("inf"), -2.0, float("-inf")]])
+    assert _largest_finite(logs) == -1.5
+    assert _largest_finite(torch.tensor([float("nan"), float("inf")])) == math.inf
