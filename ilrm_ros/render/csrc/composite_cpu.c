@@ -168,27 +168,27 @@ static void forward_tile(Job *job, int64_t tile) {
         int stops = 0;
         float w[LANES];
         for (int p0 = 0; p0 < np; p0 += LANES) {
-        if (out_of_reach(&tp, p0 / LANES, my, reach)) continue;
+            if (out_of_reach(&tp, p0 / LANES, my, reach)) continue;
 #pragma omp simd reduction(+ : stops)
-        for (int p = p0; p < p0 + LANES; p++) {
-            const float dx = tp.px[p] - mx, dy = tp.py[p] - my;
-            const float sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
-            float alpha = o * exp_nonpos(-sigma);
-            alpha = alpha < ALPHA_MAX ? alpha : ALPHA_MAX;
-            const float next_t = t[p] * (1.0f - alpha);
-            const float use = (alpha > ALPHA_MIN && live[p] > 0.0f) ? 1.0f : 0.0f;
-            const float stop = (use > 0.0f && next_t <= T_MIN) ? 1.0f : 0.0f;
-            live[p] = stop > 0.0f ? 0.0f : live[p];
-            const float take = use * (1.0f - stop);
-            w[p - p0] = take * alpha * t[p];
-            t[p] = take > 0.0f ? next_t : t[p];
-            last[p] = take > 0.0f ? (int32_t)(e + 1) : last[p];
-            stops += stop > 0.0f;
-        }
-        for (int k = 0; k < nf; k++) {
-            const float fk = f[k];
-            for (int l = 0; l < LANES; l++) acc[k][p0 + l] += w[l] * fk;
-        }
+            for (int p = p0; p < p0 + LANES; p++) {
+                const float dx = tp.px[p] - mx, dy = tp.py[p] - my;
+                const float sigma = 0.5f * (a * dx * dx + c * dy * dy) + b * dx * dy;
+                float alpha = o * exp_nonpos(-sigma);
+                alpha = alpha < ALPHA_MAX ? alpha : ALPHA_MAX;
+                const float next_t = t[p] * (1.0f - alpha);
+                const float use = (alpha > ALPHA_MIN && live[p] > 0.0f) ? 1.0f : 0.0f;
+                const float stop = (use > 0.0f && next_t <= T_MIN) ? 1.0f : 0.0f;
+                live[p] = stop > 0.0f ? 0.0f : live[p];
+                const float take = use * (1.0f - stop);
+                w[p - p0] = take * alpha * t[p];
+                t[p] = take > 0.0f ? next_t : t[p];
+                last[p] = take > 0.0f ? (int32_t)(e + 1) : last[p];
+                stops += stop > 0.0f;
+            }
+            for (int k = 0; k < nf; k++) {
+                const float fk = f[k];
+                for (int l = 0; l < LANES; l++) acc[k][p0 + l] += w[l] * fk;
+            }
         }
         n_live -= stops;
     }
