@@ -4,17 +4,18 @@ queries and the chunks a window is fused with)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.core.wire import COL_MEANS, COL_SCALES
-from ilrm_ros.mapping.chunks import array_to_gaussians
+from ilrm_ros.mapping.chunks import ChunkKey, array_to_gaussians
 from ilrm_ros.mapping.fusion import EIGHT_TRUE, WindowCameras
 from ilrm_ros.mapping.map_storage import rows_bounds
 
-__all__ = ["frustum_planes", "rotate_rows", "boxes_in_frusta", "chunks_hit", "in_view", "FrustumRows"]
+__all__ = ["frustum_planes", "rotate_rows", "boxes_in_frusta", "chunks_hit", "in_view", "FrustumRows", "SeenRows"]
 
 
 def frustum_planes(cams: WindowCameras, near: float, far: float) -> torch.Tensor:
@@ -123,3 +124,14 @@ class FrustumRows:
         rows = np.concatenate([self.chunks[i] for i in hit.tolist()])
         keep = np.flatnonzero(in_view(rows, self.cams, self.near, self.far, self.sigmas))
         return array_to_gaussians(torch.from_numpy(rows.take(keep, axis=0)))
+
+
+class SeenRows(NamedTuple):
+    """One chunk's rows that a query's cameras may see: its key, the row indices (K,) ascending, the chunk's
+    rows (M, 14) as they were (the map's own array: read only; the map assigns new arrays, never writes into
+    these rows) and the chunk's last window id."""
+
+    key: ChunkKey
+    index: np.ndarray
+    chunk_rows: np.ndarray
+    last_window_id: int

@@ -44,7 +44,7 @@ from ilrm_ros.mapping.fusion import (
     prune_mask,
     zbuffer,
 )
-from ilrm_ros.mapping.frustum import FrustumRows, chunks_hit, in_view
+from ilrm_ros.mapping.frustum import FrustumRows, SeenRows, chunks_hit, in_view
 from ilrm_ros.mapping.map_bounding import dedup, enforce_caps
 from ilrm_ros.mapping.map_storage import (BOOK_DTYPE, Block, BoundsTable, chunk_order, decode_key, encode_keys,
                                           refresh_bounds)
@@ -159,10 +159,10 @@ class GaussianMap:
                            sigmas)
 
     def rows_in_views(self, views: Sequence[WindowCameras], near: float = 0.01, far: float = 1e4,
-                      sigmas: float = 3.0) -> list[tuple[ChunkKey, np.ndarray, np.ndarray, int]]:
+                      sigmas: float = 3.0) -> list[SeenRows]:
         """Per chunk (key order) with rows that any of the cameras may see (each ``views`` entry one camera, its
-        own image size): (key, row indices (K,) ascending, those rows (K, 14) (a copy), the chunk's last window
-        id). Chunks are selected by their padded bounds, then rows by :func:`~ilrm_ros.mapping.frustum.in_view`."""
+        own image size), a :class:`SeenRows`. Chunks are selected by their padded bounds, then rows by
+        :func:`~ilrm_ros.mapping.frustum.in_view`."""
         hit = sorted(set().union(*(self._chunks_in_frusta(c, near, far, sigmas) for c in views)))
         if not hit:
             return []
@@ -175,7 +175,7 @@ class GaussianMap:
         for code, b in zip(hit, blocks):
             idx = np.flatnonzero(seen[start:start + len(b)])
             if len(idx):
-                out.append((decode_key(code), idx, rows[start + idx], b.last_window_id))
+                out.append(SeenRows(decode_key(code), idx, b.rows, b.last_window_id))
             start += len(b)
         return out
 

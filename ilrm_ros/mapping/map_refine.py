@@ -35,6 +35,7 @@ from ilrm_ros.core.wire import COL_MEANS
 from ilrm_ros.io.frames import Keyframe
 from ilrm_ros.mapping.chunks import ChunkKey, MapUpdate, array_to_gaussians, chunk_keys, gaussians_to_array
 from ilrm_ros.mapping.fusion import WindowCameras, prune_mask
+from ilrm_ros.mapping.frustum import SeenRows
 from ilrm_ros.mapping.gaussian_map import GaussianMap
 from ilrm_ros.mapping.refine import RefineConfig, Schedule, optimise_gaussians
 
@@ -119,16 +120,16 @@ class MapRefiner:
         self.steps += 1
         self._last_refined[views[0].id] = self.steps
         ids = tuple(k.id for k in views)
-        seen = gmap.rows_in_views([WindowCameras(c2w=np.asarray(k.c2w, np.float32), K=np.asarray(k.K, np.float32),
-                                                 height=k.rgb.shape[0], width=k.rgb.shape[1]) for k in views])
+        cams = SimpleNamespace(c2w=torch.from_numpy(np.stack([np.asarray(k.c2w, np.float32) for k in views])),
+                               K=torch.from_numpy(np.stack([np.asarray(k.K, np.float32) for k in views])))
+        seen = gmap.rows_in_views([WindowCameras(c2w=cams.c2w[i], K=cams.K[i], height=k.rgb.shape[0],
+                                                 width=k.rgb.shape[1]) for i, k in enumerate(views)])
         if not seen:
             return nothing, MapRefineStats(ids, stopped_by="empty", seconds=clock() - t0)
         if preempt is not None and preempt():  # a window came while gathering: yield before evaluating
             return nothing, MapRefineStats(ids, stopped_by="preempted", seconds=clock() - t0)
-        rows = np.concatenate([part[2] for part in seen])
+        rows = np.concatenate([part.chunk_rows[part.index] for part in seen])
         images = torch.from_numpy(np.stack([k.rgb for k in views])).permute(0, 3, 1, 2).float().div_(255.0)
-        cams = SimpleNamespace(c2w=torch.from_numpy(np.stack([np.asarray(k.c2w, np.float32) for k in views])),
-                               K=torch.from_numpy(np.stack([np.asarray(k.K, np.float32) for k in views])))
         schedule = Schedule(cfg.map_iters_per_step, max(budget - (clock() - t0), 1e-9), preempt, scored_views=1)
         g = array_to_gaussians(torch.from_numpy(rows)).to(self.device)
         out, st = optimise_gaussians(g, cams, images, replace(cfg, views_per_iter=cfg.map_views_per_iter), schedule,
@@ -139,7 +140,7 @@ class MapRefiner:
             stats.seconds = clock() - t0
             return nothing, stats
         edits = self._edits(gmap, seen, rows, gaussians_to_array(out.to("cpu")).numpy())
-        last_window = max(part[3] for part in seen)
+        last_window = max(part.last_window_id for part in seen)
         update = gmap.replace_rows(edits, last_window, ids) if edits else nothing
         stats.chunks, stats.pruned, stats.seconds = len(update.updates), update.num_removed, clock() - t0
         log.debug("map refinement on keyframes %s: %d Gaussians, %d steps (%s), PSNR %.2f -> %.2f dB, %d chunks",
@@ -147,22 +148,22 @@ class MapRefiner:
         return update, stats
 
     @staticmethod
-    def _edits(gmap: GaussianMap, seen: list[tuple[ChunkKey, np.ndarray, np.ndarray, int]], old: np.ndarray,
+    def _edits(gmap: GaussianMap, seen: list[SeenRows], old: np.ndarray,
                refined: np.ndarray) -> dict[ChunkKey, tuple[np.ndarray, np.ndarray]]:
         """Per changed chunk: (kept row indices, its full new rows): the refined rows (M, 14) written over the
         gathered ones ``old`` (M, 14) (means clamped into their block), the refined rows now invalid pruned."""
-        counts = [len(part[1]) for part in seen]
-        keys = np.repeat(np.asarray([part[0] for part in seen], np.int64).reshape(-1, 3), counts, axis=0)
+        counts = [len(part.index) for part in seen]
+        keys = np.repeat(np.asarray([part.key for part in seen], np.int64).reshape(-1, 3), counts, axis=0)
         new = _clamp_to_blocks(refined, old, keys, gmap.chunk_size)
         valid = prune_mask(torch.from_numpy(new), gmap.config).numpy()
         touched = ~valid | (new != old).any(axis=1)
-        chunks, edits, start = gmap.chunks, {}, 0
-        for (key, idx, _, _), n in zip(seen, counts):
+        edits, start = {}, 0
+        for (key, idx, chunk_rows, _), n in zip(seen, counts):
             span = slice(start, start + n)
             start += n
             if not touched[span].any():
                 continue
-            full = chunks[key].rows.numpy().copy()
+            full = chunk_rows.copy()
             full[idx] = new[span]
             keep = np.ones(len(full), bool)
             keep[idx[~valid[span]]] = False

@@ -388,9 +388,10 @@ def test_rows_in_views_are_the_rows_any_camera_sees_grouped_by_chunk():
         if seen.any():
             expected[key] = (np.flatnonzero(seen), rows[seen], chunk.last_window_id)
     assert keys == list(expected)
-    for key, idx, rows, last_window in got:
+    for key, idx, chunk_rows, last_window in got:
         np.testing.assert_array_equal(idx, expected[key][0])
-        np.testing.assert_array_equal(rows, expected[key][1])
+        np.testing.assert_array_equal(chunk_rows[idx], expected[key][1])
+        np.testing.assert_array_equal(chunk_rows, gmap.chunks[key].rows.numpy())
         assert last_window == expected[key][2] == 0
     half = gmap.rows_in_views(views[1:])   # the half-height camera alone sees fewer rows than at full height
     full = gmap.rows_in_views([WindowCameras(c2w=views[1].c2w, K=intrinsics(), height=IMG, width=IMG)])
