@@ -132,8 +132,8 @@ class MapRefiner:
         images = torch.from_numpy(np.stack([k.rgb for k in views])).permute(0, 3, 1, 2).float().div_(255.0)
         schedule = Schedule(cfg.map_iters_per_step, max(budget - (clock() - t0), 1e-9), preempt, scored_views=1)
         g = array_to_gaussians(torch.from_numpy(rows)).to(self.device)
-        out, st = optimise_gaussians(g, cams, images, replace(cfg, views_per_iter=cfg.map_views_per_iter), schedule,
-                                     clock, background)
+        own = replace(cfg, views_per_iter=cfg.map_views_per_iter, downscale=cfg.map_downscale)
+        out, st = optimise_gaussians(g, cams, images, own, schedule, clock, background)
         stats = MapRefineStats(ids, len(rows), 0, 0, st.iterations, 0.0, st.psnr_before, st.psnr_after,
                                st.stopped_by)
         if out is g:

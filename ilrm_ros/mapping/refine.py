@@ -65,13 +65,13 @@ class RefineConfig:
     ssim_weight: float = param(0.0, "Weight of the SSIM term: loss = (1 - w) L1 + w (1 - SSIM); 0 = L1 only "
                                     "(cheaper)", 0.0, 1.0)
     views_per_iter: int = param(0, "Keyframes rendered per step, drawn with seed (0 = all of the window's)", 0, 64)
-    downscale: int = param(2, "Optimise at 1/downscale of the model input size (about downscale^2 fewer pixels "
-                              "per step)", 1, 16)
+    downscale: int = param(2, "Window refinement optimises at 1/downscale of the model input size (about "
+                              "downscale^2 fewer pixels per step)", 1, 16)
     seed: int = param(0, "Seeds the choice of keyframes per step (the only randomness)", 0, 2**31 - 1)
     map_enabled: bool = param(False, "Background map refinement: while no window waits, optimise the map's "
                                      "Gaussians seen by one stored keyframe at a time and publish the changed "
                                      "chunks (off = the map changes only by fusion)")
-    map_step_budget_s: float = param(0.5, "Wall-clock budget of one background map refinement step in seconds "
+    map_step_budget_s: float = param(0.4, "Wall-clock budget of one background map refinement step in seconds "
                                           "(gathering, optimisation and write-back)", 0.01, 60.0)
     map_iters_per_step: int = param(10, "Optimisation steps of one background map refinement step", 1, 10_000)
     map_rounds: int = param(4, "Rounds over the stored keyframes the background refiner makes after each window "
@@ -80,12 +80,15 @@ class RefineConfig:
                                        "with seed from its 1 + map_covisible keyframes (0 = all of them)", 0, 64)
     map_covisible: int = param(5, "Covisible keyframes (closest camera centres) optimised together with the "
                                   "chosen one in a map refinement step", 0, 8)
+    map_downscale: int = param(1, "Background map refinement optimises at 1/map_downscale of the keyframes' size "
+                                  "(the map is looked at in full)", 1, 16)
 
     def __post_init__(self) -> None:
-        if self.window_iters < 0 or self.views_per_iter < 0 or self.map_views_per_iter < 0 or self.downscale < 1:
-            raise ValueError("window_iters, views_per_iter and map_views_per_iter must be >= 0 and downscale >= 1; "
-                             f"got {self.window_iters}, {self.views_per_iter}, {self.map_views_per_iter}, "
-                             f"{self.downscale}")
+        if (self.window_iters < 0 or self.views_per_iter < 0 or self.map_views_per_iter < 0 or self.downscale < 1
+                or self.map_downscale < 1):
+            raise ValueError("window_iters, views_per_iter and map_views_per_iter must be >= 0, downscale and "
+                             f"map_downscale >= 1; got {self.window_iters}, {self.views_per_iter}, "
+                             f"{self.map_views_per_iter}, {self.downscale}, {self.map_downscale}")
         if (self.map_step_budget_s <= 0.0 or self.map_iters_per_step < 1 or self.map_covisible < 0
                 or self.map_rounds < 1):
             raise ValueError("map_step_budget_s must be > 0, map_iters_per_step >= 1, map_covisible >= 0, "

@@ -153,3 +153,20 @@ def test_photometric_error_at_the_refined_keyframe_goes_down(kfs):
     _, stats = MapRefiner(cfg(map_iters_per_step=15, map_covisible=0)).step(gmap, kfs)
     assert stats.keyframe_ids == (0,) and stats.psnr_after > stats.psnr_before
     assert error() < 0.8 * before
+
+
+@pytest.mark.parametrize("map_downscale, window_downscale", [(1, 3), (2, 1)])
+def test_map_refinement_fits_at_its_own_downscale(kfs, monkeypatch, map_downscale, window_downscale):
+    import ilrm_ros.mapping.refine as refine
+
+    sizes = []
+    real = refine.working_views
+
+    def spy(cameras, images, downscale, like):
+        views = real(cameras, images, downscale, like)
+        sizes.append(tuple(views.images.shape[-2:]))
+        return views
+
+    monkeypatch.setattr(refine, "working_views", spy)
+    MapRefiner(cfg(map_downscale=map_downscale, downscale=window_downscale)).step(a_map(), kfs)
+    assert sizes == [(SIZE // map_downscale, SIZE // map_downscale)]
