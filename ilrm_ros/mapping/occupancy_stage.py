@@ -37,7 +37,7 @@ class OccupancyConfig:
     voxel_size_m: float = param(0.05, "Edge of an occupancy voxel in the map frame", 0.01, 1.0)
     max_blocks: int = param(20_000, "Bound on allocated blocks of 16x16x16 voxels (20 KiB each); beyond it the blocks "
                                      "farthest from the robot are dropped", 1, 10_000_000)
-    depth_source: str = param("map", "Depth integrated after a window: rendered from the fused map or from the "
+    depth_source: str = param("window", "Depth integrated after a window: rendered from the fused map or from the "
                                      "window's Gaussians alone, at the window's keyframes", choices=("map", "window"))
     refined_depth: bool = param(True, "After each background map refinement step that changed the map, integrate "
                                        "the depth of its chosen keyframe rendered from the refined map (off = the "

@@ -244,3 +244,36 @@ def test_sidecar_cameras_round_trip():
     cams = stage.cameras_from_sidecar(side)
     assert len(cams) == 2 and cams[1][2:] == (8, 6)
     np.testing.assert_array_equal(cams[1][1], np.eye(3) * 3)
+
+
+@pytest.mark.parametrize("source", ["window", "map"])
+def test_window_depth_comes_from_the_window_gaussians_or_the_fused_map(source):
+    """Both sources render at the window's keyframes at render_scale; "window" never asks the map."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ilrm_ros.core.gaussians import Gaussians
+
+    K = np.array([[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]])
+    kfs = [SimpleNamespace(c2w=np.eye(4), K=K, rgb=np.zeros((16, 16, 3), np.uint8)) for _ in range(2)]
+    kfs[1].c2w[0, 3] = 0.1
+    grid = np.linspace(-1.5, 1.5, 16)
+    wall = Gaussians(means=torch.tensor([[x, y, 2.0] for x in grid for y in grid], dtype=torch.float32),
+                     quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(256, 1), scales=torch.full((256, 3), 0.12),
+                     opacities=torch.full((256,), 0.99), colors=torch.full((256, 3), 0.5))
+    asked = []
+
+    def render_map(c2w, Ks, w, h):
+        asked.append((w, h))
+        return stage.DepthView(np.full((h, w), 3.0, np.float32), np.ones((h, w), np.float32), c2w, Ks)
+
+    views = stage.window_depth_views(OccupancyConfig(depth_source=source, render_scale=0.5), kfs, wall, render_map)
+    assert [v.depth.shape for v in views] == [(8, 8), (8, 8)]
+    np.testing.assert_allclose(views[0].K[:2, :], K[:2, :] * 0.5)
+    if source == "window":
+        assert asked == []
+        centre = views[0].depth[2:6, 2:6]
+        np.testing.assert_allclose(centre, 2.0, atol=0.05)   # the wall the window's Gaussians make
+    else:
+        assert asked == [(8, 8), (8, 8)] and (views[0].depth == 3.0).all()
