@@ -376,14 +376,16 @@ class VoxelGrid:
         return self._keys[slots], states
 
     def voxels(self, state: CellState) -> np.ndarray:
-        """Indices (N, 3) int64 of every voxel in ``state`` (FREE or OCCUPIED), block by block."""
-        slots = self._slots(None)
-        values, seen = self._values[slots], self._seen[slots]
-        mask = seen & ((values > self.log_odds.occupied) if state == CellState.OCCUPIED
-                       else (values < self.log_odds.free))
-        b, local = np.nonzero(mask)
+        """Indices (N, 3) int64 of every voxel in ``state`` (FREE or OCCUPIED), block by block (slot order).
+
+        One pass over the whole pool, without gathering the used blocks first: an idle slot is never
+        ``seen``, so it contributes nothing."""
+        mask = (self._values > self.log_odds.occupied) if state == CellState.OCCUPIED \
+            else (self._values < self.log_odds.free)
+        mask &= self._seen
+        slot, local = np.nonzero(mask)
         xyz = np.stack([local >> 8, (local >> 4) & 15, local & 15], axis=1)
-        return self._keys[slots][b] * BLOCK + xyz
+        return self._keys[slot] * BLOCK + xyz
 
     def counts(self) -> dict[str, int]:
         """Occupied / free / observed voxel counts and blocks (for logs and diagnostics)."""
