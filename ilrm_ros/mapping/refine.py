@@ -80,6 +80,8 @@ class RefineConfig:
                                        "with seed from its 1 + map_covisible keyframes (0 = all of them)", 0, 64)
     map_covisible: int = param(5, "Covisible keyframes (closest camera centres) optimised together with the "
                                   "chosen one in a map refinement step", 0, 8)
+    map_publish_period_s: float = param(1.0, "Background map refinement sends its changed chunks at most this often, "
+                                             "each chunk's newest content once (0 = after every step)", 0.0, 60.0)
     map_downscale: int = param(1, "Background map refinement optimises at 1/map_downscale of the keyframes' size "
                                   "(the map is looked at in full)", 1, 16)
 

@@ -4,7 +4,8 @@
 ``~/rendered/{,novel/}{image,depth,camera_info}`` (with the novel view's frame on
 /tf_static), the latched ``~/map`` (at most every ``map.publish_period_s``) and
 ``~/map_info``. Publishing runs on the window worker's thread, also for the background map
-refinement (``refine.map_enabled``), whose changed chunks go out on ``~/chunks`` like a window's.
+refinement (``refine.map_enabled``), whose changed chunks go out on ``~/chunks`` like a window's,
+each chunk's newest content at most every ``refine.map_publish_period_s`` (``mapping.held_chunks``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ilrm_ros.core.chunk_cdr import chunk_cdr
 from ilrm_ros.io.frames import ns_to_stamp
 from ilrm_ros.io.image_codec import encode_image
 from ilrm_ros.mapping.chunks import MapUpdate
+from ilrm_ros.mapping.held_chunks import HeldChunks
 from ilrm_ros.mapping.mapper import RenderedView, WindowResult
 from ilrm_ros.msg import GaussianChunk, MapInfo
 from ilrm_ros.ros.conversions import array_to_cloud, camera_info_msg, make_map_info
@@ -60,6 +62,7 @@ class MapOutputs:
         self.last_result: WindowResult | None = None
         self._last_map_publish = -math.inf
         self.refine_steps_since_window = 0
+        self.held = HeldChunks(node.cfg.refine.map_publish_period_s)
         self._map_dirty = False
         self._novel_tf_sent: str | None = None
 
@@ -89,6 +92,7 @@ class MapOutputs:
         mapper.score_quality(result)  # live map quality, after the chunks went out
         self.maybe_publish_map()
         self.publish_info()
+        self.release_refined()
         if result.warning:
             node.get_logger().warning(result.warning)
         result.gaussians = None  # do not keep the window's tensors alive
@@ -112,23 +116,35 @@ class MapOutputs:
         keyframes since the last window (it stops instead of fitting them forever)."""
         mapper = self.node.mapper
         if self.refine_steps_since_window >= self.node.cfg.refine.map_rounds * len(mapper.keyframes):
+            self.release_refined(force=True)
             return False
         update, stats = mapper.refine_map_step(preempt=self.node.worker.window_waiting)
         self.refine_steps_since_window += 1
         if stats.stopped_by in ("off", "no_keyframes"):
+            self.release_refined(force=True)
             return False
         if update.updates:
-            self.publish_chunks(update, self._header())
+            self.held.hold(update)
             self._map_dirty = True
             self.maybe_publish_map()
             self.publish_info()  # ~/map_info follows the map's revision and size (pruned rows)
             self.node.occupancy_out.publish()  # the grid integrated the refined depth (throttled)
+        self.release_refined()
         return True
+
+    def release_refined(self, force: bool = False) -> None:
+        """Send the held refinement chunks when ``refine.map_publish_period_s`` has passed (or ``force``)."""
+        now = time.monotonic()
+        if force or self.held.due(now):
+            update = self.held.release(now, self.node.mapper.map.map_id)
+            if update is not None:
+                self.publish_chunks(update, self._header())
 
     def publish_chunks(self, update: MapUpdate, header: Header) -> None:
         """Every transport part of ``update`` on ``~/chunks``, stamped with ``header``, as serialized bytes
         (``core.chunk_cdr``: the bytes rclpy would serialize ``update_to_msg(part, header)`` to, without
         building the message; ~4x less time per message)."""
+        self.held.sent(update)   # held refinement chunks that this update supersedes are not sent again
         sec, nanosec, frame_id = int(header.stamp.sec), int(header.stamp.nanosec), str(header.frame_id)
         for part in update.transport_parts():
             self.pub_chunks.publish(chunk_cdr(part, sec, nanosec, frame_id))

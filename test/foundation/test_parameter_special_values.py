@@ -30,7 +30,7 @@ TESTED = {
     "map.max_integration_distance_m", "map.max_gaussians", "map.max_gaussians_per_chunk", "map.publish_period_s",
     "input.max_input_pixels", "input.max_decoded_bytes", "render.max_render_pixels", "input.rectified",
     "input.qos", "map.save_path", "refine.window_iters", "refine.window_budget_s", "refine.views_per_iter",
-    "refine.ssim_weight", "refine.map_views_per_iter",
+    "refine.ssim_weight", "refine.map_views_per_iter", "refine.map_publish_period_s",
 }
 
 
@@ -262,3 +262,16 @@ def test_refine_ssim_weight_0_means_l1_only():
     a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     assert float(_loss(a, b, 0.0)) == pytest.approx(float((a - b).abs().mean()))
     assert float(_loss(a, b, 0.5)) != pytest.approx(float((a - b).abs().mean()))
+
+
+@pytest.mark.parametrize("period, due_again", [(0.0, True), (1.0, False)])
+def test_refine_map_publish_period_0_sends_after_every_step(period, due_again):
+    from ilrm_ros.mapping.chunks import ChunkUpdate, MapUpdate, UpdateAction
+    from ilrm_ros.mapping.held_chunks import HeldChunks
+
+    held = HeldChunks(config_from_flat({"refine.map_publish_period_s": period}).refine.map_publish_period_s)
+    step = lambda rev: MapUpdate("m", rev, [ChunkUpdate(UpdateAction.DELETE, "m", (0, 0, 0), 1.0, rev)])  # noqa: E731
+    held.hold(step(1))
+    assert held.due(100.0) and held.release(100.0, "m").revision == 1
+    held.hold(step(2))   # the next step, at the same moment
+    assert held.due(100.0) is due_again

@@ -1,6 +1,7 @@
 """The node's idle work (ros/outputs.MapOutputs.refine_idle): background map refinement steps whose chunks go
-out on ~/chunks, at most ``refine.map_rounds`` rounds over the stored keyframes per window, each step told
-to yield when a window waits, nothing when off."""
+out on ~/chunks (each chunk's newest content at most every ``refine.map_publish_period_s``, all of it when the
+rounds end), at most ``refine.map_rounds`` rounds over the stored keyframes per window, each step told to yield
+when a window waits, nothing when off."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -56,14 +57,15 @@ class FakeMapper:
         return np.zeros((0, 14), np.float32)
 
 
-def outputs_for(mapper, rounds: int = 1):
+def outputs_for(mapper, rounds: int = 1, period: float = 0.0):
     from builtin_interfaces.msg import Time
 
     grid_asks = []   # the occupancy outputs are asked to republish (throttled there) after each changing step
     node = SimpleNamespace(mapper=mapper, map_frame="map",
                            occupancy_out=SimpleNamespace(publish=lambda: grid_asks.append(mapper.map.revision)),
                            cfg=SimpleNamespace(map=SimpleNamespace(publish_period_s=0.0),
-                                               refine=SimpleNamespace(map_rounds=rounds)),
+                                               refine=SimpleNamespace(map_rounds=rounds,
+                                                                      map_publish_period_s=period)),
                            worker=SimpleNamespace(window_waiting=lambda: "a window waits"),
                            create_publisher=lambda *a, **k: Pub(),
                            get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)))
@@ -92,6 +94,25 @@ def test_idle_steps_publish_their_chunks_and_stop_after_one_round():
     out.refine_steps_since_window = 0      # what on_window does
     assert out.refine_idle()
     assert mapper.preempt() == "a window waits"  # each step can ask the worker whether to yield
+
+
+def test_held_chunks_go_out_once_each_when_the_rounds_end():
+    mapper = FakeMapper(enabled=True)
+    out = outputs_for(mapper, rounds=2, period=3600.0)
+    replica = MapReplica()
+    replica.apply_all(mapper.map.snapshot().updates)
+    chunks = len(mapper.map.chunks)
+    assert out.refine_idle()
+    assert len(out.pub_chunks.sent) == chunks     # the first release is due at once
+    while out.refine_idle():
+        assert len(out.pub_chunks.sent) == chunks  # the next steps are held (period not over)
+    assert mapper.steps == 4 and len(out.pub_chunks.sent) == 2 * chunks   # the rounds ended: each chunk once more
+    for msg in out.pub_chunks.sent:
+        replica.apply(msg_to_update(msg))
+    mine = {k: c.rows.numpy() for k, c in mapper.map.chunks.items()}
+    assert list(replica.chunk_arrays()) == list(mine)
+    assert all(np.array_equal(replica.chunk_arrays()[k], v) for k, v in mine.items())
+    assert out.infos == [2, 3, 4, 5]              # ~/map_info still follows every step
 
 
 @pytest.mark.parametrize("rounds", [1, 3])
