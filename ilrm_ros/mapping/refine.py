@@ -58,9 +58,9 @@ class RefineConfig:
                                         "evaluations included (0 = no time limit, only window_iters)", 0.0, 3600.0)
     lr_means: float = param(1e-3, "Adam step of the means as a fraction of the window's scene scale (median "
                                   "distance of its Gaussians to the centroid of its cameras)", 0.0, 1.0)
-    lr_scales: float = param(5e-2, "Adam step of the log scales", 0.0, 1.0)
+    lr_scales: float = param(8e-2, "Adam step of the log scales", 0.0, 1.0)
     lr_quats: float = param(1e-3, "Adam step of the raw (unnormalised) quaternions", 0.0, 1.0)
-    lr_opacities: float = param(5e-2, "Adam step of the opacity logits", 0.0, 10.0)
+    lr_opacities: float = param(0.1, "Adam step of the opacity logits", 0.0, 10.0)
     lr_colors: float = param(1e-3, "Adam step of the RGB colours (kept in [0, 1])", 0.0, 1.0)
     ssim_weight: float = param(0.0, "Weight of the SSIM term: loss = (1 - w) L1 + w (1 - SSIM); 0 = L1 only "
                                     "(cheaper)", 0.0, 1.0)
