@@ -190,8 +190,9 @@ def _render(g: Gaussians, views: WorkingViews, idx: Tensor | None, background: T
 
 
 def _context_psnr(params: dict[str, Tensor], views: WorkingViews, scored: int, background: Tensor | None) -> float:
-    """PSNR (dB) of the first ``scored`` context views together (0 = all), from the pooled MSE."""
-    idx = None if scored <= 0 or scored >= views.c2w.shape[0] else torch.arange(scored)
+    """PSNR (dB) of the first ``scored`` context views together (all of them when ``scored`` >= V), from the
+    pooled MSE."""
+    idx = None if scored >= views.c2w.shape[0] else torch.arange(scored)
     with torch.no_grad():
         pred = _render(activate(params), views, idx, background)
         target = views.images if idx is None else views.images[idx]
@@ -211,10 +212,15 @@ def _scene_scale(means: Tensor, c2w: Tensor) -> float:
     return max(float(d.median()) if d.numel() else 1.0, 1e-6)
 
 
+def _idle_adam() -> torch.optim.Adam:
+    """An Adam over one throwaway tensor that moves nothing."""
+    return torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.0)
+
+
 def warm_up() -> None:
     """Pay torch.optim's first-use cost now: the first optimiser built in a process imports torch._dynamo
     (≈1 s on this CPU), which would otherwise fall into the first refinement's time budget."""
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.0)
+    _idle_adam()
 
 
 def _optimizer(params: dict[str, Tensor], cfg: RefineConfig, scene_scale: float) -> torch.optim.Adam:
@@ -225,8 +231,8 @@ def _optimizer(params: dict[str, Tensor], cfg: RefineConfig, scene_scale: float)
     for t in params.values():
         t.requires_grad_(True)
     groups = [{"params": [params[name]], "lr": lr} for name, lr in lrs.items() if lr > 0.0]
-    if not groups:   # nothing to move: an optimiser without parameters
-        return torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.0)
+    if not groups:   # nothing to move
+        return _idle_adam()
     try:
         return torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-15, fused=True)
     except RuntimeError:   # a device or torch build without the fused kernel

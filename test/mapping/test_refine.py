@@ -235,7 +235,6 @@ def test_no_scale_grows_past_the_largest_given(case):
     assert int((out.scales.amax(-1) >= largest * 0.999).sum()) > 1   # several reached it
 
 
-
 def test_the_scale_cap_is_the_largest_finite_scale_given():
     """A NaN or infinite scale among those given does not become the cap (clamping by NaN would make every
     scale NaN); with no finite scale there is nothing to cap by."""

@@ -103,9 +103,10 @@ static int skip_rows = 1; /* 0: every block is evaluated (the specs compare both
 
 void ilrm_composite_skip_rows(int on) { skip_rows = on; }
 
-/* Whether the block of rows [ylo, yhi] lies out of reach of a Gaussian at row my. */
+/* Whether the block of rows [ylo, yhi] lies out of reach of a Gaussian at row my (every block does for
+ * reach < 0: a Gaussian never drawn). */
 static inline int out_of_reach(const TilePixels *tp, int block, float my, float reach) {
-    return skip_rows && (tp->ylo[block] > tp->yhi[block] || tp->ylo[block] - my > reach
+    return skip_rows && (reach < 0.0f || tp->ylo[block] > tp->yhi[block] || tp->ylo[block] - my > reach
                          || my - tp->yhi[block] > reach);
 }
 
@@ -164,7 +165,6 @@ static void forward_tile(Job *job, int64_t tile) {
         const float mx = m[0], my = m[1], a = q[0], b = q[1], c = q[2], o = job->opac[g];
         const float *f = job->feats + (int64_t)nf * g;
         const float reach = reach_rows(a, b, c, o);
-        if (reach < 0.0f && skip_rows) continue;
         int stops = 0;
         float w[LANES];
         for (int p0 = 0; p0 < np; p0 += LANES) {
@@ -229,7 +229,7 @@ static void backward_tile(Job *job, int64_t tile) {
         memset(lane, 0, sizeof(float) * (size_t)ng * LANES);
         const float reach = reach_rows(a, b, c, o);
         const int32_t ei = (int32_t)e;
-        for (int p0 = 0; p0 < np && (reach >= 0.0f || !skip_rows); p0 += LANES) {
+        for (int p0 = 0; p0 < np; p0 += LANES) {
             if (out_of_reach(&tp, p0 / LANES, my, reach)) continue;
             float fg[LANES], w[LANES];
             for (int l = 0; l < LANES; l++) fg[l] = 0.0f;
