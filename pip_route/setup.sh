@@ -84,18 +84,20 @@ if [ "$(cat "$stamp/package" 2>/dev/null)" != "$want" ]; then
 else
   log "ilrm_ros package up to date"
 fi
-# 5. the CPU rasterizer kernels (C; the same files and flags as CMakeLists.txt). Without a
-# compiler the renderer falls back to its torch steps, so a failure here only warns.
-want=$(digest ilrm_ros/render/csrc/*.c ilrm_ros/render/native.py)
-lib=ilrm_ros/render/_native/libilrm_raster.so
-if [ "$(cat "$stamp/native" 2>/dev/null)" != "$want" ] || [ ! -f "$lib" ]; then
-  log "building the CPU rasterizer kernels"
-  if "$vpy" -c 'import sys; from ilrm_ros.render.native import cli_main; sys.exit(cli_main(["--build"]))'; then
+# 5. the compiled CPU kernels (C; the same files and flags as CMakeLists.txt): the rasterizer's
+# and the model's attention. Without a compiler the torch twins run instead, so a failure here
+# only warns.
+want=$(digest ilrm_ros/render/csrc/*.c ilrm_ros/render/native.py ilrm_ros/model/csrc/*.c \
+  ilrm_ros/model/attention_native.py ilrm_ros/core/clib.py)
+libs=(ilrm_ros/render/_native/libilrm_raster.so ilrm_ros/model/_native/libilrm_attention.so)
+if [ "$(cat "$stamp/native" 2>/dev/null)" != "$want" ] || [ ! -f "${libs[0]}" ] || [ ! -f "${libs[1]}" ]; then
+  log "building the compiled CPU kernels"
+  if "$vpy" -c 'import sys; from ilrm_ros.tools.kernels import cli_main; sys.exit(cli_main(["--build"]))'; then
     echo "$want" > "$stamp/native"
   else
-    log "WARNING: kernel not built; rendering on CPU uses the slower torch steps"
+    log "WARNING: a kernel was not built; its slower torch twin runs instead"
   fi
 else
-  log "CPU rasterizer kernels up to date"
+  log "compiled CPU kernels up to date"
 fi
 log "done in $(( $(date +%s) - t0 )) s; activate with: source .venv/bin/activate"

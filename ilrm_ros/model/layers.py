@@ -218,9 +218,8 @@ class ReadCrossAttention(nn.Module):
                                             self.q_norm.weight, self.k_norm.weight), self._fused_weights)
         q = fz.linear(fz.layer_norm(self.norm, x), wq).view(n, nq * u, d)  # sub-queries of a token adjacent
         kv = fz.linear(context, wkv)                                        # (N, Nk, 2d)
-        q = fz.normed_heads(q, heads, _eps(self.q_norm, x), gq)
-        k = fz.normed_heads(kv[..., :d], heads, _eps(self.k_norm, x))
-        out = fz.merged(fz.attend(q, k, fz.heads_view(kv[..., d:], heads)))  # (N, Nq*u, d)
+        eps = (_eps(self.q_norm, x), _eps(self.k_norm, x))
+        out = fz.normed_attention(q, kv[..., :d], kv[..., d:], heads, gq, eps)  # (N, Nq*u, d)
         return fz.linear_residual(x, out.view(n, nq, u * d), wp)
 
 
@@ -246,17 +245,11 @@ class SelfAttention(nn.Module):
         """``x + forward(x)``; ``fused``: the kernels of :mod:`ilrm_ros.model.fused`."""
         if not fused:
             return x + self.forward(x)
-        d = x.shape[-1]
-        heads = d // self.head_dim
+        heads = x.shape[-1] // self.head_dim
         wqkv, wp, gq = self._fused.get((self.qkv.weight, self.proj.weight, self.q_norm.weight, self.k_norm.weight),
                                        lambda a, b, gq, gk: (fz.pack(a), fz.pack(b), fz.qk_weight(gq, gk)[0]))
         qkv = fz.linear(fz.layer_norm(self.norm, x), wqkv)                 # (B, N, 3d)
-        if _eps(self.q_norm, x) == _eps(self.k_norm, x):   # one pass over q and k together
-            q, k = fz.normed_qk(qkv[..., :2 * d], heads, _eps(self.q_norm, x), gq)
-        else:
-            q = fz.normed_heads(qkv[..., :d], heads, _eps(self.q_norm, x), gq)
-            k = fz.normed_heads(qkv[..., d:2 * d], heads, _eps(self.k_norm, x))
-        out = fz.merged(fz.attend(q, k, fz.heads_view(qkv[..., 2 * d:], heads)))
+        out = fz.self_attention(qkv, heads, gq, (_eps(self.q_norm, x), _eps(self.k_norm, x)))
         return fz.linear_residual(x, out, wp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

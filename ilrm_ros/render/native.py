@@ -15,17 +15,14 @@ say why.
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
-import os
-import shutil
-import subprocess
-import sys
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from ilrm_ros.core.clib import CLibrary, build_library, library_cli, load_library
 
 __all__ = ["SOURCES", "LIBRARY", "build", "load", "status", "available", "skip_rows", "project_native",
            "bin_tiles_native", "composite_native"]
@@ -40,48 +37,6 @@ MAX_TILE = 16
 _GRAD_FIXED = 6  # per-instance gradient columns before the features: mean x, y, conic a, b, c, opacity
 
 _c_ptr = ctypes.c_void_p
-
-
-def build(dest: Path = LIBRARY, compiler: str | None = None) -> Path:
-    """Compile the kernel into ``dest`` (a shared library) with ``compiler`` (default ``$CC`` or cc).
-
-    -O3 for this machine's instruction set (``-march=native``, dropped where the compiler refuses it).
-    Raises ``RuntimeError`` with the compiler's message on failure.
-    """
-    cc = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise RuntimeError("no C compiler (cc) on PATH")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(f".{os.getpid()}.tmp")
-    base = [cc, "-O3", "-fopenmp-simd", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11", "-o", str(tmp),
-            *(str(src) for src in SOURCES), "-lpthread", "-lm"]
-    for flags in (["-march=native"], []):
-        done = subprocess.run(base[:2] + flags + base[2:], capture_output=True, text=True)
-        if done.returncode == 0:
-            os.replace(tmp, dest)
-            return dest
-    raise RuntimeError(f"compiling {', '.join(src.name for src in SOURCES)} failed: {done.stderr.strip()[-2000:]}")
-
-
-def _library_path() -> Path:
-    env = os.environ.get(ENV_PATH)
-    return Path(env) if env else LIBRARY
-
-
-@lru_cache(maxsize=1)
-def _load() -> tuple[ctypes.CDLL | None, str]:
-    path = _library_path()
-    if not path.is_file():
-        return None, f"{path} not built (make setup builds it)"
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as e:
-        return None, f"cannot load {path}: {e}"
-    try:
-        _declare(lib)
-    except AttributeError as e:   # a library built from older sources
-        return None, f"{path} is out of date ({e}); make setup rebuilds it"
-    return lib, ""
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -99,6 +54,25 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ilrm_bin_tiles.argtypes = [_c_ptr] * 6 + [ctypes.c_int64, ctypes.c_int, ctypes.c_int64] + [_c_ptr] * 3
     lib.ilrm_composite_skip_rows.restype = None
     lib.ilrm_composite_skip_rows.argtypes = [ctypes.c_int]
+
+
+RASTER = CLibrary("CPU rasterizer kernels", SOURCES, LIBRARY, ENV_PATH, _declare,
+                  flags=("-fopenmp-simd",), link=("-lpthread", "-lm"))
+"""The library's description (core/clib.py): no OpenMP runtime, pthreads over tiles."""
+
+
+def build(dest: Path = LIBRARY, compiler: str | None = None) -> Path:
+    """Compile the kernels into ``dest`` (a shared library) with ``compiler`` (default ``$CC`` or cc).
+
+    -O3 for this machine's instruction set (``-march=native``, dropped where the compiler refuses it).
+    Raises ``RuntimeError`` with the compiler's message on failure.
+    """
+    return build_library(RASTER, dest, compiler)
+
+
+@lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    return load_library(RASTER)
 
 
 def load() -> ctypes.CDLL | None:
@@ -260,20 +234,11 @@ def composite_native(means2d: Tensor, conics: Tensor, opac: Tensor, feats: Tenso
     return out, trans
 
 
-def cli_main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ilrm-ros kernels", description=__doc__.splitlines()[0])
-    ap.add_argument("--build", action="store_true", help="compile the kernels (SOURCES) into --out")
-    ap.add_argument("--out", type=Path, default=LIBRARY)
-    args = ap.parse_args(argv)
-    if args.build:
-        try:
-            print(f"built {build(args.out)}")
-        except RuntimeError as e:
-            print(f"CPU rasterizer kernels not built: {e}", file=sys.stderr)
-            return 1
-        return 0
+def _reload() -> str:
     _load.cache_clear()
-    why = status()
-    print("CPU rasterizer kernels: " + ("loaded from " + str(_library_path()) if not why else why))
-    return 0 if not why else 1
+    return status()
 
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """``--build``: compile the kernels (exit 1 on failure); else report whether they load (exit 1 if not)."""
+    return library_cli(RASTER, argv, _reload)

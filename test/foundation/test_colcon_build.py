@@ -40,7 +40,9 @@ def test_colcon_build_installs_a_working_package(tmp_path: Path):
         "from ilrm_ros.msg import GaussianChunk, MapInfo\n"
         "from ilrm_ros.srv import SaveMap, LoadMap, RenderView\n"
         "from ilrm_ros.render import native\n"
-        "assert native.status() == '' and str(native.LIBRARY).startswith(str(native.SOURCES[0].parents[2])), native.status()\n"
+        "from ilrm_ros.model import attention_native as an\n"
+        "for lib in (native, an):\n"
+        "    assert lib.status() == '' and str(lib.LIBRARY).startswith(str(lib.SOURCES[0].parents[2])), lib.status()\n"
         "print(ilrm_ros.mapping.config.__file__)\n"
         "print(ilrm_ros.mapping.config.default_params_file())\n")
     run = subprocess.run(["bash", "-c", f"source {tmp_path}/install/setup.bash && cd {tmp_path} && "

@@ -56,10 +56,17 @@ def _onednn_linear_mapping() -> dict:
     return {ONEDNN_LINEAR: _onednn_linear_flops} if ONEDNN_LINEAR is not None else {}
 
 
+def _native_attention_mapping() -> dict:
+    """The compiled CPU attention kernel (``model/attention_native.py``), a torch operator of our own."""
+    from ilrm_ros.model.attention_native import attention_flops
+
+    return {torch.ops.ilrm_ros.normed_attention: attention_flops}
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of ``fn`` as torch's flop counter sees them (matmuls, attention on CUDA and
-    CPU, oneDNN linears, convs)."""
-    mapping = {**_cpu_attention_mapping(), **_onednn_linear_mapping()}
+    CPU, oneDNN linears, the compiled attention kernel, convs)."""
+    mapping = {**_cpu_attention_mapping(), **_onednn_linear_mapping(), **_native_attention_mapping()}
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
     return int(counter.get_total_flops())

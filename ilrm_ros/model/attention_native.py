@@ -1,0 +1,147 @@
+"""The compiled CPU attention kernel (``model/csrc/attention_cpu.c``): build, load, call.
+
+One call computes what the fused path's ``normed_heads`` (queries and keys), SDPA and
+``merged`` compute together (:func:`ilrm_ros.model.fused.normed_attention_torch`, its
+reference twin, compared in ``test/model/test_attention_native.py``), reading the heads
+straight from the projections' memory and writing the merged output, for float32 CPU
+inference. On 2 AVX-512 cores it reaches ~150-180 GFLOP/s at the shipped model's shapes where
+torch's CPU flash attention plus the separate norm passes give ~90-140 (README, "Benchmarks").
+
+Threads: OpenMP. Loaded into a torch process, the library's ``libgomp.so.1`` resolves to the
+copy torch already loaded, so the kernel runs on torch's own thread pool
+(``torch.get_num_threads()`` threads) instead of competing with its spinning workers.
+
+Building: ``make setup`` (``ilrm-ros kernels --build``) and colcon (``CMakeLists.txt``). Without
+the library (no compiler, no OpenMP) :func:`available` is False and the torch twin runs;
+:func:`status` says why.
+"""
+from __future__ import annotations
+
+import ctypes
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ilrm_ros.core.clib import CLibrary, build_library, library_cli, load_library
+
+__all__ = ["SOURCES", "LIBRARY", "ENV_PATH", "ATTENTION", "build", "load", "status", "available", "set_enabled",
+           "normed_attention_op", "attention_native", "attention_flops"]
+
+SOURCES = (Path(__file__).parent / "csrc" / "attention_cpu.c",)
+LIBRARY = Path(__file__).parent / "_native" / "libilrm_attention.so"
+"""Where builds put the library (git-ignored); ``ILRM_ROS_ATTENTION_LIB`` overrides it."""
+ENV_PATH = "ILRM_ROS_ATTENTION_LIB"
+LANES = 16
+"""Head sizes must be a multiple of this (the kernel's vector width, in floats)."""
+
+_p = ctypes.c_void_p
+_enabled = True
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Argument and result types (AttributeError: the symbol is missing)."""
+    lib.ilrm_attention_forward.restype = ctypes.c_int
+    lib.ilrm_attention_forward.argtypes = ([_p] * 5 + [ctypes.c_int] * 5
+                                           + [_p, ctypes.c_float, ctypes.c_float, ctypes.c_int])
+
+
+ATTENTION = CLibrary("CPU attention kernel", SOURCES, LIBRARY, ENV_PATH, _declare,
+                     flags=("-fopenmp", "-ffp-contract=fast"), link=("-lm",))
+"""The library's description (core/clib.py): OpenMP, FMA contraction allowed."""
+
+
+def build(dest: Path = LIBRARY, compiler: str | None = None) -> Path:
+    """Compile the kernel into ``dest``; ``RuntimeError`` with the compiler's message on failure."""
+    return build_library(ATTENTION, dest, compiler)
+
+
+@lru_cache(maxsize=1)
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    return load_library(ATTENTION)
+
+
+def load() -> ctypes.CDLL | None:
+    """The loaded library, or None (see :func:`status`)."""
+    return _load()[0]
+
+
+def status() -> str:
+    """Empty when the library is loaded, else why not."""
+    return _load()[1]
+
+
+def set_enabled(on: bool) -> None:
+    """Let the fused path use the kernel (default) or always its torch twin (tests, benchmarks)."""
+    global _enabled
+    _enabled = bool(on)
+
+
+def _rows_ok(t: Tensor, width: int) -> bool:
+    """(B, N, width) float32 CPU with unit channel stride: every row's heads are contiguous."""
+    return (t.dim() == 3 and t.dtype == torch.float32 and t.device.type == "cpu" and t.shape[-1] == width
+            and t.stride(-1) == 1)
+
+
+def available(q: Tensor, k: Tensor, v: Tensor, heads: int) -> bool:
+    """Whether :func:`attention_native` can run on these projections: enabled and loaded, float32 CPU
+    rows with contiguous channels, a head size that is a multiple of 16, at least one key."""
+    if not _enabled or heads <= 0 or q.shape[-1] % heads:
+        return False
+    width, d = q.shape[-1], q.shape[-1] // heads
+    return (d % LANES == 0 and all(_rows_ok(t, width) for t in (q, k, v)) and k.shape[:2] == v.shape[:2]
+            and k.shape[0] == q.shape[0] and k.shape[1] > 0 and q.shape[1] > 0 and load() is not None)
+
+
+@torch.library.custom_op("ilrm_ros::normed_attention", mutates_args=(), device_types="cpu")
+def normed_attention_op(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor, eps_q: float,
+                        eps_k: float) -> Tensor:
+    """The kernel as a torch operator (``torch.ops.ilrm_ros.normed_attention``), so that the profiler shows it
+    by name and FLOP counters can be given its formula. Arguments as :func:`attention_native`."""
+    b, nq, width = q.shape
+    out = torch.empty(b, nq, width, dtype=q.dtype)
+    gq = q_weight.detach().to(torch.float32).contiguous()
+    strides = (ctypes.c_int64 * 8)(q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                                   out.stride(0), out.stride(1))
+    code = load().ilrm_attention_forward(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), strides, b, heads,
+                                         nq, k.shape[1], width // heads, gq.data_ptr(), eps_q, eps_k,
+                                         torch.get_num_threads())
+    if code != 0:
+        raise RuntimeError(f"ilrm_attention_forward failed ({'unsupported sizes' if code == -1 else 'out of memory'})")
+    return out
+
+
+@normed_attention_op.register_fake
+def _normed_attention_shape(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor, eps_q: float,
+                            eps_k: float) -> Tensor:
+    return q.new_empty(q.shape)
+
+
+def attention_native(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor,
+                     eps: tuple[float, float]) -> Tensor:
+    """Attention over RMS-normalised heads: q (B, Nq, H*D), k and v (B, Nk, H*D) (channels contiguous; rows
+    may be strided, e.g. slices of one projection) -> (B, Nq, H*D) contiguous.
+
+    Head h reads channels [h*D, (h+1)*D). Queries are normalised with ``eps[0]`` and multiplied by
+    ``q_weight`` (D,) (which carries the softmax scale), keys normalised with ``eps[1]``; the softmax
+    has no further scale. Check :func:`available` first.
+    """
+    return normed_attention_op(q, k, v, heads, q_weight, float(eps[0]), float(eps[1]))
+
+
+def attention_flops(q_shape: torch.Size, k_shape: torch.Size, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one :func:`normed_attention_op` call (shapes as torch's FLOP counter passes them): the two
+    products, 2 B H Nq Nk D each, as torch counts SDPA's."""
+    b, nq, width = (int(s) for s in q_shape)
+    return 4 * b * nq * int(k_shape[1]) * width
+
+
+def _reload() -> str:
+    _load.cache_clear()
+    return status()
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """``--build``: compile the kernel (exit 1 on failure); else report whether it loads (exit 1 if not)."""
+    return library_cli(ATTENTION, argv, _reload)

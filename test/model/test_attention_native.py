@@ -1,0 +1,160 @@
+"""The compiled CPU attention kernel (model/attention_native.py) computes what its torch twin computes.
+
+The twin is ``fused.normed_attention_torch``: per-head RMSNorm of queries and keys, torch's SDPA,
+heads merged. Compared on the shipped model's shapes and on awkward ones (tails of the 32-query
+and 8-key blocks, head sizes that are not a multiple of 64, strided rows, peaked softmax), against
+a float64 reference too. On a machine with a C compiler the kernel must build: ``make setup``
+builds it, so a missing library there is a failure, not a skip.
+"""
+import shutil
+
+import pytest
+import torch
+
+from ilrm_ros.model import attention_native as an
+from ilrm_ros.model import fused as fz
+from ilrm_ros.model.layers import ReadBlock, SelfBlock
+from _models import inputs, tiny
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and an.load() is None,
+                                reason="no C compiler and no built kernel on this machine")
+
+
+def projections(b: int, nq: int, nk: int, heads: int, d: int, seed: int, scale: float = 1.0):
+    """q (B, Nq, H*D) rows of a wider buffer, k and v side by side in one (B, Nk, 2*H*D) buffer, q factor (D,)."""
+    gen = torch.Generator().manual_seed(seed)
+    w = heads * d
+    q = torch.randn(b, nq, w + 8, generator=gen)[..., 4:4 + w]       # strided rows, as slices of a projection
+    kv = torch.randn(b, nk, 2 * w, generator=gen)
+    q_weight = (0.5 + torch.rand(d, generator=gen)) * scale / d ** 0.5
+    return q, kv[..., :w], kv[..., w:], q_weight
+
+
+def reference64(q, k, v, heads: int, q_weight, eps: tuple[float, float]) -> torch.Tensor:
+    """The same attention in float64 with plain expressions: (B, Nq, H*D)."""
+    b, nq, w = q.shape
+    d = w // heads
+    qh = q.double().reshape(b, nq, heads, d).transpose(1, 2)
+    kh = k.double().reshape(b, -1, heads, d).transpose(1, 2)
+    vh = v.double().reshape(b, -1, heads, d).transpose(1, 2)
+    qn = qh / torch.sqrt(qh.square().mean(-1, keepdim=True) + eps[0]) * q_weight.double()
+    kn = kh / torch.sqrt(kh.square().mean(-1, keepdim=True) + eps[1])
+    out = torch.softmax(qn @ kn.transpose(-1, -2), dim=-1) @ vh
+    return out.transpose(1, 2).reshape(b, nq, w)
+
+
+def test_the_kernel_is_built_where_a_compiler_exists(capsys):
+    assert an.status() == "", an.status()
+    assert an.cli_main([]) == 0 and "loaded from" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("b,nq,nk,heads,d", [
+    (4, 128, 256, 4, 64),    # the shipped model's read blocks at 4 x 128^2 (uplift 2)
+    (1, 256, 256, 4, 64),    # its self blocks
+    (2, 33, 13, 2, 64),      # one query past a 32-block, keys past an 8-key tile
+    (1, 1, 1, 1, 16),        # a single query and key
+    (3, 40, 70, 3, 32),      # head size below 64: the channel tail path only
+    (2, 17, 9, 2, 80),       # 64 channels in registers plus a tail of 16
+    (1, 5, 300, 1, 128),     # several key blocks of 64 for few queries
+])
+def test_kernel_matches_the_torch_twin_and_a_float64_reference(b, nq, nk, heads, d):
+    q, k, v, g = projections(b, nq, nk, heads, d, seed=nq + nk)
+    eps = (0.05, 1e-3)   # far apart, so that swapping them would show
+    assert an.available(q, k, v, heads)
+    with torch.inference_mode():
+        fast = an.attention_native(q, k, v, heads, g, eps)
+        twin = fz.normed_attention_torch(q, k, v, heads, g, eps)
+    exact = reference64(q, k, v, heads, g, eps)
+    assert fast.shape == (b, nq, heads * d) and fast.is_contiguous()
+    torch.testing.assert_close(fast, twin, rtol=1e-5, atol=2e-6)
+    torch.testing.assert_close(fast.double(), exact, rtol=1e-5, atol=2e-6)
+
+
+def test_a_peaked_softmax_stays_finite_and_exact():
+    """Scores in the hundreds (a q factor 100x the usual): exp of large negative differences must underflow to
+    zero, not overflow or turn into NaN, and the float32 rounding of such scores costs the kernel no more
+    than it costs the twin."""
+    q, k, v, g = projections(2, 40, 50, 2, 64, seed=3, scale=100.0)
+    with torch.inference_mode():
+        fast = an.attention_native(q, k, v, 2, g, (1e-5, 1e-5))
+        twin = fz.normed_attention_torch(q, k, v, 2, g, (1e-5, 1e-5))
+    exact = reference64(q, k, v, 2, g, (1e-5, 1e-5))
+    assert torch.isfinite(fast).all()
+    assert float((fast - exact).abs().max()) <= 2 * float((twin - exact).abs().max()) + 1e-6
+
+
+def test_the_result_does_not_depend_on_the_number_of_threads():
+    q, k, v, g = projections(4, 70, 90, 4, 64, seed=5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = an.attention_native(q, k, v, 4, g, (1e-5, 1e-5))
+        torch.set_num_threads(max(2, before))
+        many = an.attention_native(q, k, v, 4, g, (1e-5, 1e-5))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, many)
+
+
+def test_inputs_it_cannot_take_go_to_the_twin():
+    q, k, v, g = projections(1, 8, 8, 2, 64, seed=7)
+    assert not an.available(q.double(), k.double(), v.double(), 2)          # float64
+    assert not an.available(q, k, v, 3)                                       # 128 channels do not split in 3
+    assert not an.available(q[..., :120], k[..., :120], v[..., :120], 2)      # head size 60, not a multiple of 16
+    assert not an.available(q, k[:, :0], v[:, :0], 2)                         # no keys
+    wide = torch.randn(1, 8, 128 * 2)[..., ::2]                               # channels not contiguous
+    assert not an.available(wide, k, v, 2)
+    an.set_enabled(False)
+    try:
+        assert not an.available(q, k, v, 2)
+        with torch.inference_mode():
+            assert torch.equal(fz.normed_attention(q, k, v, 2, g, (1e-5, 1e-5)),
+                               fz.normed_attention_torch(q, k, v, 2, g, (1e-5, 1e-5)))
+    finally:
+        an.set_enabled(True)
+
+
+def test_without_the_library_the_twin_runs(tmp_path, monkeypatch):
+    built = an.build(tmp_path / "lib.so")
+    q, k, v, g = projections(2, 20, 30, 2, 64, seed=9)
+    monkeypatch.setenv(an.ENV_PATH, str(built))
+    an._load.cache_clear()
+    try:
+        assert an.status() == "" and an.available(q, k, v, 2)
+        monkeypatch.setenv(an.ENV_PATH, str(tmp_path / "missing.so"))
+        an._load.cache_clear()
+        assert an.load() is None and "not built" in an.status() and not an.available(q, k, v, 2)
+        with torch.inference_mode():
+            assert torch.equal(fz.normed_attention(q, k, v, 2, g, (1e-5, 1e-5)),
+                               fz.normed_attention_torch(q, k, v, 2, g, (1e-5, 1e-5)))
+    finally:
+        monkeypatch.delenv(an.ENV_PATH)
+        an._load.cache_clear()
+    assert an.status() == ""
+
+
+@pytest.mark.parametrize("block", [ReadBlock, SelfBlock])
+def test_fused_blocks_go_through_the_kernel(block, monkeypatch):
+    """A fused path that silently fell back to the twin would still match the reference: count the calls."""
+    calls = []
+    real = an.attention_native
+    monkeypatch.setattr(an, "attention_native", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    torch.manual_seed(0)
+    layer = block(64, 16, 2, 2) if block is ReadBlock else block(64, 16, 2)
+    x, images = torch.randn(1, 2 * 6, 64), torch.randn(2, 10, 64)
+    with torch.inference_mode():
+        fused = layer(x, images)
+        layer.fused = False
+        plain = layer(x, images)
+    assert len(calls) == 1
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=2e-5)
+
+
+def test_the_whole_fused_forward_uses_the_kernel_in_every_block(monkeypatch):
+    calls = []
+    real = an.attention_native
+    monkeypatch.setattr(an, "attention_native", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    model = tiny(iterations=2).eval()
+    with torch.inference_mode():
+        model(*inputs(16, 16, v=2))
+    assert len(calls) == 4   # 2 read + 2 self blocks
