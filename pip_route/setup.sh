@@ -85,11 +85,11 @@ else
   log "ilrm_ros package up to date"
 fi
 # 5. the compiled CPU kernels (C; the same files and flags as CMakeLists.txt): the rasterizer's
-# and the model's attention. Without a compiler the torch twins run instead, so a failure here
+# and the model's (attention, tokenizer input). Without a compiler the torch twins run instead, so a failure here
 # only warns.
 want=$(digest ilrm_ros/render/csrc/*.c ilrm_ros/render/native.py ilrm_ros/model/csrc/*.c \
-  ilrm_ros/model/attention_native.py ilrm_ros/core/clib.py)
-libs=(ilrm_ros/render/_native/libilrm_raster.so ilrm_ros/model/_native/libilrm_attention.so)
+  ilrm_ros/model/native.py ilrm_ros/core/clib.py)
+libs=(ilrm_ros/render/_native/libilrm_raster.so ilrm_ros/model/_native/libilrm_model.so)
 if [ "$(cat "$stamp/native" 2>/dev/null)" != "$want" ] || [ ! -f "${libs[0]}" ] || [ ! -f "${libs[1]}" ]; then
   log "building the compiled CPU kernels"
   if "$vpy" -c 'import sys; from ilrm_ros.tools.kernels import cli_main; sys.exit(cli_main(["--build"]))'; then

@@ -1,8 +1,8 @@
 """The package's compiled C libraries: one description each, built with the system C compiler, loaded with ctypes.
 
 Two libraries use this (each module keeps its own sources, flags and function declarations):
-the CPU rasterizer's kernels (``render/native.py``) and the model's CPU attention kernel
-(``model/attention_native.py``). ``make setup`` and ``ilrm-ros kernels --build`` build both;
+the CPU rasterizer's kernels (``render/native.py``) and the model's CPU kernels
+(``model/native.py``). ``make setup`` and ``ilrm-ros kernels --build`` build both;
 ``colcon build`` builds the same files with the same flags (``CMakeLists.txt``). A library that
 is missing, out of date or cannot load leaves its torch twin running, and :func:`load_library`
 says why.

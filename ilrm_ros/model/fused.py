@@ -11,7 +11,7 @@ differently, all with the same result to float32 rounding:
 - heads stay in the projection's (B, N, H, D) memory: attention reads strided views and its
   output is already in the layout the output projection wants;
 - on CPU, the q/k RMSNorm, attention and head merge in one compiled kernel
-  (:mod:`ilrm_ros.model.attention_native`) where it is built, reading the projections in place;
+  (:mod:`ilrm_ros.model.native`) where it is built, reading the projections in place;
 - the q/k RMSNorm as one sum-of-squares pass and one scaling pass; the k weight and the
   softmax scale folded into the q weight (``q.k`` is unchanged by moving a per-channel
   factor from k to q);
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ilrm_ros.model import attention_native
+from ilrm_ros.model import native
 
 __all__ = ["fused_ok", "WeightCache", "ONEDNN_LINEAR", "pack", "linear", "linear_gelu", "linear_residual",
            "rms_scale", "qk_weight", "uplift_rows", "uplift_cols", "normed_heads", "normed_qk", "heads_view", "merged",
@@ -213,10 +213,10 @@ def normed_attention_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, he
 def normed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, q_weight: torch.Tensor,
                      eps: tuple[float, float]) -> torch.Tensor:
     """:func:`normed_attention_torch`'s result, from the compiled CPU kernel where it can run
-    (:mod:`ilrm_ros.model.attention_native`: no normalised copies, ~1.2-1.6x faster at the shipped model's
+    (:mod:`ilrm_ros.model.native`: no normalised copies, ~1.2-1.6x faster at the shipped model's
     shapes), else from the twin."""
-    if attention_native.available(q, k, v, heads):
-        return attention_native.attention_native(q, k, v, heads, q_weight, eps)
+    if native.available(q, k, v, heads):
+        return native.attention_native(q, k, v, heads, q_weight, eps)
     return normed_attention_torch(q, k, v, heads, q_weight, eps)
 
 
@@ -225,7 +225,7 @@ def self_attention(qkv: torch.Tensor, heads: int, q_weight: torch.Tensor, eps: t
     without the compiled kernel, and with equal eps, q and k are normalised in one pass (:func:`normed_qk`)."""
     d = qkv.shape[-1] // 3
     q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
-    if attention_native.available(q, k, v, heads) or eps[0] != eps[1]:
+    if native.available(q, k, v, heads) or eps[0] != eps[1]:
         return normed_attention(q, k, v, heads, q_weight, eps)
     qn, kn = normed_qk(qkv[..., :2 * d], heads, eps[0], q_weight)
     return merged(attend(qn, kn, heads_view(v, heads)))

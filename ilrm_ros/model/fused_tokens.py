@@ -13,15 +13,18 @@ in token order, (N, hh*ww, p*p, C) with channels fastest:
   (d, o x d) is one small matmul of ``[M; [o]x M]`` (6 x 3 per view) and one scaling;
 - the projection runs through :func:`ilrm_ros.model.fused.linear` (oneDNN on CPU).
 
-Same values as the plain path to float32 rounding (tests compare them).
+Same values as the plain path to float32 rounding (tests compare them). This torch code is in
+turn the twin of the compiled kernel ``ilrm_ros::image_tokens`` (:mod:`ilrm_ros.model.native`),
+which writes the same buffer in one pass; :func:`image_tokens` picks the kernel where it runs.
 """
 from __future__ import annotations
 
 import torch
 
 from ilrm_ros.geometry.cameras import pixel_centers, ray_channels
+from ilrm_ros.model import native
 
-__all__ = ["token_order_pixels", "skew", "token_order_rays", "image_token_input"]
+__all__ = ["token_order_pixels", "skew", "ray_rows", "token_order_rays", "image_token_input", "image_tokens"]
 
 
 def token_order_pixels(height: int, width: int, patch: int, device: torch.device | str | None = None,
@@ -40,23 +43,31 @@ def skew(v: torch.Tensor) -> torch.Tensor:
     return torch.stack((zero, -z, y, z, zero, -x, -y, x, zero), dim=-1).unflatten(-1, (3, 3))
 
 
+def ray_rows(c2w: torch.Tensor, K: torch.Tensor, encoding: str) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Per view, the six rows that map a homogeneous pixel (u, v, 1) to a ray's un-normalised channels:
+    c2w (B, V, 4, 4), K (B, V, 3, 3) -> (rows (B, V, 6, 3), origin (B, V, 3) for "plucker9" else None,
+    index of the direction's first row). "plucker6" rows give (o x d, d), "plucker9" rows (d, o x d)."""
+    if encoding not in ("plucker6", "plucker9"):
+        raise ValueError(f"unknown ray encoding {encoding!r}")
+    M = c2w[..., :3, :3] @ torch.linalg.inv(K)                      # (B, V, 3, 3) homogeneous pixel -> direction
+    o = c2w[..., :3, 3]                                              # (B, V, 3)
+    om = skew(o) @ M                                                  # (B, V, 3, 3) homogeneous pixel -> o x direction
+    if encoding == "plucker6":
+        return torch.cat((om, M), dim=-2), None, 3
+    return torch.cat((M, om), dim=-2), o, 0
+
+
 def token_order_rays(c2w: torch.Tensor, K: torch.Tensor, height: int, width: int, patch: int,
                      encoding: str) -> torch.Tensor:
     """Ray features of every full-resolution pixel in token order: c2w (B, V, 4, 4), K (B, V, 3, 3)
     -> (B, V, H*W, R), the channels of :func:`ilrm_ros.geometry.cameras.ray_features` ("plucker6":
     (o x d, d); "plucker9": (o, d, o x d)) with unit d."""
+    rows, o, first = ray_rows(c2w, K, encoding)
     uv = token_order_pixels(height, width, patch, device=c2w.device, dtype=c2w.dtype)  # (P, 2)
-    M = c2w[..., :3, :3] @ torch.linalg.inv(K)                      # (B, V, 3, 3) homogeneous pixel -> direction
-    o = c2w[..., :3, 3]                                              # (B, V, 3)
-    om = skew(o) @ M                                                  # (B, V, 3, 3) homogeneous pixel -> o x direction
-    rows = torch.cat((om, M) if encoding == "plucker6" else (M, om), dim=-2)  # (B, V, 6, 3)
     raw = torch.matmul(uv, rows[..., :, :2].mT).add_(rows[..., None, :, 2])  # (B, V, P, 6)
-    d = raw[..., 3:] if encoding == "plucker6" else raw[..., :3]
-    inv = torch.linalg.vector_norm(d, dim=-1, keepdim=True).reciprocal_()
-    if encoding == "plucker6":
+    inv = torch.linalg.vector_norm(raw[..., first:first + 3], dim=-1, keepdim=True).reciprocal_()
+    if o is None:
         return raw.mul_(inv)
-    if encoding != "plucker9":
-        raise ValueError(f"unknown ray encoding {encoding!r}")
     out = torch.empty(raw.shape[:-1] + (9,), dtype=raw.dtype, device=raw.device)
     out[..., :3] = o[..., None, :]
     torch.mul(raw, inv, out=out[..., 3:])
@@ -81,3 +92,13 @@ def image_token_input(rgb: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, pat
     x[..., c_rgb] = rgb.reshape(b * v, 3, h // patch, patch, w // patch, patch).permute(0, 2, 4, 3, 5, 1)
     x[..., c_ray] = rays.reshape(b * v, h // patch, w // patch, patch, patch, r)
     return x.view(b * v, (h // patch) * (w // patch), patch * patch * (3 + r))
+
+
+def image_tokens(images: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, patch: int, encoding: str,
+                 rgb_first: bool) -> torch.Tensor:
+    """:func:`image_token_input` of ``images * 2 - 1`` for images (B, V, 3, H, W) in [0, 1]: from the compiled
+    kernel (:mod:`ilrm_ros.model.native`, one pass) where it can run, else from this module's torch code."""
+    if native.tokens_available(images, encoding, patch):
+        rows, o, first = ray_rows(c2w, K, encoding)
+        return native.image_tokens_op(images, rows, o, patch, first, rgb_first)
+    return image_token_input(images * 2.0 - 1.0, c2w, K, patch, encoding, rgb_first)

@@ -45,7 +45,7 @@ from ilrm_ros.geometry.cameras import (
 from ilrm_ros.core.gaussians import SH_C0, Gaussians
 from ilrm_ros.geometry.normalization import POSE_NORMALIZATIONS
 from ilrm_ros.model import fused as fz
-from ilrm_ros.model.fused_tokens import image_token_input
+from ilrm_ros.model.fused_tokens import image_tokens
 from ilrm_ros.model.head import activate_gaussians, activate_offsets
 from ilrm_ros.model.layers import ATTENTION_BACKENDS, QK_NORM_EPS, Patchify, Processor, patchify
 
@@ -318,7 +318,7 @@ class ILRM(nn.Module):
         if fused:  # same values, token-order inputs and oneDNN GEMMs (model/fused_tokens.py)
             _, img_ln, _, vp_ln, dec_ln, _ = self._token_layers()
             w_img, w_vp, w_dec = self._packed()
-            x_img = image_token_input(images * 2.0 - 1.0, c2w, K, p, cfg.ray_encoding, cfg.layout == "re10k")
+            x_img = image_tokens(images, c2w, K, p, cfg.ray_encoding, cfg.layout == "re10k")
             img_tokens = fz.layer_norm(img_ln, fz.linear(x_img, w_img))  # (B*V, Ni, d)
             vp_tokens = fz.layer_norm(vp_ln, fz.linear(patchify(rays_vp.permute(0, 3, 1, 2), p), w_vp))
         else:

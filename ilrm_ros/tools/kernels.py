@@ -1,7 +1,7 @@
 """`ilrm-ros kernels [--build]`: check or build every compiled CPU library of the package.
 
-The CPU rasterizer's kernels (``render/native.py``) and the model's attention kernel
-(``model/attention_native.py``). ``--build`` compiles each one (``make setup`` runs it);
+The CPU rasterizer's kernels (``render/native.py``) and the model's kernels (attention,
+tokenizer input: ``model/native.py``). ``--build`` compiles each one (``make setup`` runs it);
 without it each reports whether it loads and, if not, why. Exit 1 when any is missing or
 failed to build: the torch twins then run in its place, slower.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ilrm_ros.model import attention_native
+from ilrm_ros.model import native as model_native
 from ilrm_ros.render import native
 
 __all__ = ["LIBRARIES", "cli_main"]
 
-LIBRARIES: tuple[Callable[[list[str]], int], ...] = (native.cli_main, attention_native.cli_main)
+LIBRARIES: tuple[Callable[[list[str]], int], ...] = (native.cli_main, model_native.cli_main)
 """Each library's own ``cli_main`` (same arguments: ``--build``, ``--out`` is theirs alone)."""
 
 

@@ -40,8 +40,8 @@ def test_colcon_build_installs_a_working_package(tmp_path: Path):
         "from ilrm_ros.msg import GaussianChunk, MapInfo\n"
         "from ilrm_ros.srv import SaveMap, LoadMap, RenderView\n"
         "from ilrm_ros.render import native\n"
-        "from ilrm_ros.model import attention_native as an\n"
-        "for lib in (native, an):\n"
+        "from ilrm_ros.model import native as model_native\n"
+        "for lib in (native, model_native):\n"
         "    assert lib.status() == '' and str(lib.LIBRARY).startswith(str(lib.SOURCES[0].parents[2])), lib.status()\n"
         "print(ilrm_ros.mapping.config.__file__)\n"
         "print(ilrm_ros.mapping.config.default_params_file())\n")

@@ -29,3 +29,15 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def random_cameras(b: int, v: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """c2w (B, V, 4, 4) with random rotations and centres, K (B, V, 3, 3) with different focal lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(b, v, 3, 3, generator=gen))
+    c2w = torch.eye(4).repeat(b, v, 1, 1)
+    c2w[..., :3, :3] = q * torch.sign(torch.linalg.det(q))[..., None, None]
+    c2w[..., :3, 3] = 2 * torch.randn(b, v, 3, generator=gen)
+    K = torch.zeros(b, v, 3, 3)
+    K[..., 0, 0] = w * (0.6 + torch.rand(b, v, generator=gen))
+    K[..., 1, 1] = h * (0.6 + torch.rand(b, v, generator=gen))
+    K[..., 0, 2], K[..., 1, 2], K[..., 2, 2] = w / 2, h / 2, 1.0
+    return c2w, K

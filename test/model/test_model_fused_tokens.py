@@ -8,20 +8,7 @@ from ilrm_ros.geometry.cameras import camera_rays, ray_features
 from ilrm_ros.model import fused as fz
 from ilrm_ros.model.fused_tokens import image_token_input, skew, token_order_rays
 from ilrm_ros.model.layers import patchify
-
-
-def _random_cameras(b: int, v: int, h: int, w: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """c2w (B, V, 4, 4) with random rotations and centres, K (B, V, 3, 3) with different focal lengths."""
-    gen = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(b, v, 3, 3, generator=gen))
-    c2w = torch.eye(4).repeat(b, v, 1, 1)
-    c2w[..., :3, :3] = q * torch.sign(torch.linalg.det(q))[..., None, None]
-    c2w[..., :3, 3] = 2 * torch.randn(b, v, 3, generator=gen)
-    K = torch.zeros(b, v, 3, 3)
-    K[..., 0, 0] = w * (0.6 + torch.rand(b, v, generator=gen))
-    K[..., 1, 1] = h * (0.6 + torch.rand(b, v, generator=gen))
-    K[..., 0, 2], K[..., 1, 2], K[..., 2, 2] = w / 2, h / 2, 1.0
-    return c2w, K
+from _models import random_cameras
 
 
 def test_skew_matrices_compute_cross_products():
@@ -32,7 +19,7 @@ def test_skew_matrices_compute_cross_products():
 @pytest.mark.parametrize("encoding", ["plucker6", "plucker9"])
 def test_token_order_rays_are_the_patchified_ray_image(encoding):
     h, w, p = 16, 24, 4
-    c2w, K = _random_cameras(2, 3, h, w)
+    c2w, K = random_cameras(2, 3, h, w)
     plain = ray_features(*camera_rays(c2w, K, h, w), encoding).flatten(0, 1)  # (N, H, W, R)
     expected = patchify(plain.permute(0, 3, 1, 2), p)                        # (N, T, p*p*R)
     got = token_order_rays(c2w, K, h, w, p, encoding).flatten(0, 1)           # (N, P, R)
@@ -42,7 +29,7 @@ def test_token_order_rays_are_the_patchified_ray_image(encoding):
 @pytest.mark.parametrize("layout,encoding", [("re10k", "plucker6"), ("wide", "plucker9"), ("wide", "plucker6")])
 def test_image_token_input_is_patchify_of_the_concatenated_channels(layout, encoding):
     h, w, p = 16, 16, 8
-    c2w, K = _random_cameras(1, 2, h, w, seed=1)
+    c2w, K = random_cameras(1, 2, h, w, seed=1)
     rgb = torch.rand(1, 2, 3, h, w) * 2 - 1
     rays = ray_features(*camera_rays(c2w, K, h, w), encoding).flatten(0, 1).permute(0, 3, 1, 2)
     parts = (rgb.flatten(0, 1), rays) if layout == "re10k" else (rays, rgb.flatten(0, 1))

@@ -8,7 +8,7 @@
  *     o_i  = sum_j softmax_j(qn_i . kn_j) v_j
  *
  * which is what ``model/fused.py`` computes with ``normed_heads`` and torch's SDPA (its reference
- * twin; ``test/model/test_attention_native.py`` compares them). Inputs stay in the projections'
+ * twin; ``test/model/test_model_native.py`` compares them). Inputs stay in the projections'
  * memory: row r of q, k, v and o is at ``base + b * batch_stride + r * row_stride + h * D`` with the
  * head's D channels contiguous, so no head split, normalised copy or merge is ever written.
  *

@@ -57,8 +57,8 @@ def _onednn_linear_mapping() -> dict:
 
 
 def _native_attention_mapping() -> dict:
-    """The compiled CPU attention kernel (``model/attention_native.py``), a torch operator of our own."""
-    from ilrm_ros.model.attention_native import attention_flops
+    """The compiled CPU attention kernel (``model/native.py``), a torch operator of our own."""
+    from ilrm_ros.model.native import attention_flops
 
     return {torch.ops.ilrm_ros.normed_attention: attention_flops}
 

@@ -1,9 +1,10 @@
-"""The compiled CPU attention kernel (model/attention_native.py) computes what its torch twin computes.
+"""The model's compiled CPU kernels (model/native.py) compute what their torch twins compute.
 
-The twin is ``fused.normed_attention_torch``: per-head RMSNorm of queries and keys, torch's SDPA,
+Attention: the twin is ``fused.normed_attention_torch``: per-head RMSNorm of queries and keys, torch's SDPA,
 heads merged. Compared on the shipped model's shapes and on awkward ones (tails of the 32-query
 and 8-key blocks, head sizes that are not a multiple of 64, strided rows, peaked softmax), against
-a float64 reference too. On a machine with a C compiler the kernel must build: ``make setup``
+a float64 reference too. Tokenizer input: the twin is ``fused_tokens.image_token_input``, on both
+ray encodings and layouts. On a machine with a C compiler the kernel must build: ``make setup``
 builds it, so a missing library there is a failure, not a skip.
 """
 import shutil
@@ -11,10 +12,11 @@ import shutil
 import pytest
 import torch
 
-from ilrm_ros.model import attention_native as an
+from ilrm_ros.model import native as an
 from ilrm_ros.model import fused as fz
+from ilrm_ros.model.fused_tokens import image_token_input, image_tokens
 from ilrm_ros.model.layers import ReadBlock, SelfBlock
-from _models import inputs, tiny
+from _models import inputs, random_cameras, tiny
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and an.load() is None,
                                 reason="no C compiler and no built kernel on this machine")
@@ -158,3 +160,48 @@ def test_the_whole_fused_forward_uses_the_kernel_in_every_block(monkeypatch):
     with torch.inference_mode():
         model(*inputs(16, 16, v=2))
     assert len(calls) == 4   # 2 read + 2 self blocks
+
+
+# --------------------------------------------------------------------------- tokenizer input
+@pytest.mark.parametrize("encoding,rgb_first,size,patch", [
+    ("plucker9", False, (16, 24), 4),     # the wide layout (the shipped model's), a non-square image
+    ("plucker6", True, (16, 16), 8),      # the re10k layout
+    ("plucker6", False, (32, 16), 16),
+    ("plucker9", True, (8, 8), 2),
+])
+def test_the_token_kernel_writes_what_the_torch_code_writes(encoding, rgb_first, size, patch):
+    h, w = size
+    c2w, K = random_cameras(2, 3, h, w, seed=patch)
+    images = torch.rand(2, 3, 3, h, w, generator=torch.Generator().manual_seed(h + w))
+    assert an.tokens_available(images, encoding, patch)
+    with torch.inference_mode():
+        fast = image_tokens(images, c2w, K, patch, encoding, rgb_first)
+        twin = image_token_input(images * 2.0 - 1.0, c2w, K, patch, encoding, rgb_first)
+    assert fast.shape == twin.shape and fast.is_contiguous()
+    torch.testing.assert_close(fast, twin, rtol=1e-5, atol=1e-6)
+
+
+def test_token_inputs_the_kernel_cannot_take_go_to_the_torch_code():
+    c2w, K = random_cameras(1, 2, 16, 16)
+    images = torch.rand(1, 2, 3, 16, 16)
+    assert not an.tokens_available(images.double(), "plucker9", 8)
+    assert not an.tokens_available(images, "plucker9", 5)             # 16 is not a multiple of 5
+    assert not an.tokens_available(images, "plucker7", 8)
+    an.set_enabled(False)
+    try:
+        assert not an.tokens_available(images, "plucker9", 8)
+        with torch.inference_mode():
+            assert torch.equal(image_tokens(images, c2w, K, 8, "plucker9", False),
+                               image_token_input(images * 2.0 - 1.0, c2w, K, 8, "plucker9", False))
+    finally:
+        an.set_enabled(True)
+
+
+def test_the_fused_forward_builds_its_tokens_with_the_kernel(monkeypatch):
+    calls = []
+    real = an.image_tokens_op
+    monkeypatch.setattr(an, "image_tokens_op", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    model = tiny(iterations=1).eval()
+    with torch.inference_mode():
+        model(*inputs(16, 16, v=2))
+    assert len(calls) == 1

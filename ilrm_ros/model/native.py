@@ -1,18 +1,26 @@
-"""The compiled CPU attention kernel (``model/csrc/attention_cpu.c``): build, load, call.
+"""The model's compiled CPU kernels (``model/csrc/*.c``): build, load, call.
 
-One call computes what the fused path's ``normed_heads`` (queries and keys), SDPA and
-``merged`` compute together (:func:`ilrm_ros.model.fused.normed_attention_torch`, its
-reference twin, compared in ``test/model/test_attention_native.py``), reading the heads
-straight from the projections' memory and writing the merged output, for float32 CPU
-inference. On 2 AVX-512 cores it reaches ~150-180 GFLOP/s at the shipped model's shapes where
-torch's CPU flash attention plus the separate norm passes give ~90-140 (README, "Benchmarks").
+Two kernels for float32 CPU inference, each a torch operator of our own (so the profiler shows
+it by name) with a torch twin that runs wherever it cannot:
+
+- ``ilrm_ros::normed_attention`` (``attention_cpu.c``): what the fused path's ``normed_heads``
+  (queries and keys), SDPA and ``merged`` compute together (twin:
+  :func:`ilrm_ros.model.fused.normed_attention_torch`), reading the heads straight from the
+  projections' memory and writing the merged output. On 2 AVX-512 cores ~150-180 GFLOP/s at the
+  shipped model's shapes, where torch's CPU flash attention and the separate norm passes give
+  ~90-140.
+- ``ilrm_ros::image_tokens`` (``tokens_cpu.c``): the image tokenizer's input, RGB and ray
+  channels of every pixel written in token order in one pass (twin:
+  :func:`ilrm_ros.model.fused_tokens.image_token_input`).
+
+``test/model/test_model_native.py`` compares each with its twin.
 
 Threads: OpenMP. Loaded into a torch process, the library's ``libgomp.so.1`` resolves to the
-copy torch already loaded, so the kernel runs on torch's own thread pool
+copy torch already loaded, so the kernels run on torch's own thread pool
 (``torch.get_num_threads()`` threads) instead of competing with its spinning workers.
 
 Building: ``make setup`` (``ilrm-ros kernels --build``) and colcon (``CMakeLists.txt``). Without
-the library (no compiler, no OpenMP) :func:`available` is False and the torch twin runs;
+the library (no compiler, no OpenMP) the ``*_available`` checks are False and the twins run;
 :func:`status` says why.
 """
 from __future__ import annotations
@@ -26,13 +34,13 @@ from torch import Tensor
 
 from ilrm_ros.core.clib import CLibrary, build_library, library_cli, load_library
 
-__all__ = ["SOURCES", "LIBRARY", "ENV_PATH", "ATTENTION", "build", "load", "status", "available", "set_enabled",
-           "normed_attention_op", "attention_native", "attention_flops"]
+__all__ = ["SOURCES", "LIBRARY", "ENV_PATH", "MODEL_KERNELS", "build", "load", "status", "set_enabled", "available",
+           "normed_attention_op", "attention_native", "attention_flops", "tokens_available", "image_tokens_op"]
 
-SOURCES = (Path(__file__).parent / "csrc" / "attention_cpu.c",)
-LIBRARY = Path(__file__).parent / "_native" / "libilrm_attention.so"
-"""Where builds put the library (git-ignored); ``ILRM_ROS_ATTENTION_LIB`` overrides it."""
-ENV_PATH = "ILRM_ROS_ATTENTION_LIB"
+SOURCES = (Path(__file__).parent / "csrc" / "attention_cpu.c", Path(__file__).parent / "csrc" / "tokens_cpu.c")
+LIBRARY = Path(__file__).parent / "_native" / "libilrm_model.so"
+"""Where builds put the library (git-ignored); ``ILRM_ROS_MODEL_LIB`` overrides it."""
+ENV_PATH = "ILRM_ROS_MODEL_LIB"
 LANES = 16
 """Head sizes must be a multiple of this (the kernel's vector width, in floats)."""
 
@@ -45,21 +53,23 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ilrm_attention_forward.restype = ctypes.c_int
     lib.ilrm_attention_forward.argtypes = ([_p] * 5 + [ctypes.c_int] * 5
                                            + [_p, ctypes.c_float, ctypes.c_float, ctypes.c_int])
+    lib.ilrm_image_tokens.restype = ctypes.c_int
+    lib.ilrm_image_tokens.argtypes = [_p] * 4 + [ctypes.c_int] * 7
 
 
-ATTENTION = CLibrary("CPU attention kernel", SOURCES, LIBRARY, ENV_PATH, _declare,
-                     flags=("-fopenmp", "-ffp-contract=fast"), link=("-lm",))
+MODEL_KERNELS = CLibrary("model's CPU kernels", SOURCES, LIBRARY, ENV_PATH, _declare,
+                         flags=("-fopenmp", "-ffp-contract=fast"), link=("-lm",))
 """The library's description (core/clib.py): OpenMP, FMA contraction allowed."""
 
 
 def build(dest: Path = LIBRARY, compiler: str | None = None) -> Path:
     """Compile the kernel into ``dest``; ``RuntimeError`` with the compiler's message on failure."""
-    return build_library(ATTENTION, dest, compiler)
+    return build_library(MODEL_KERNELS, dest, compiler)
 
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[ctypes.CDLL | None, str]:
-    return load_library(ATTENTION)
+    return load_library(MODEL_KERNELS)
 
 
 def load() -> ctypes.CDLL | None:
@@ -73,7 +83,7 @@ def status() -> str:
 
 
 def set_enabled(on: bool) -> None:
-    """Let the fused path use the kernel (default) or always its torch twin (tests, benchmarks)."""
+    """Let the fused path use the kernels (default) or always their torch twins (tests, benchmarks)."""
     global _enabled
     _enabled = bool(on)
 
@@ -137,6 +147,42 @@ def attention_flops(q_shape: torch.Size, k_shape: torch.Size, *args, out_shape=N
     return 4 * b * nq * int(k_shape[1]) * width
 
 
+def tokens_available(images: Tensor, encoding: str, patch: int) -> bool:
+    """Whether :func:`image_tokens_op` can build the tokenizer input for ``images`` (B, V, 3, H, W): enabled and
+    loaded, float32 CPU, no autograd, a known ray encoding, H and W multiples of ``patch``."""
+    return (_enabled and images.dim() == 5 and images.dtype == torch.float32 and images.device.type == "cpu"
+            and not (torch.is_grad_enabled() and images.requires_grad) and encoding in ("plucker6", "plucker9")
+            and patch > 0 and images.shape[-1] % patch == 0 and images.shape[-2] % patch == 0 and load() is not None)
+
+
+@torch.library.custom_op("ilrm_ros::image_tokens", mutates_args=(), device_types="cpu")
+def image_tokens_op(images: Tensor, rows: Tensor, origin: Tensor | None, patch: int, direction: int,
+                    rgb_first: bool) -> Tensor:
+    """The tokenizer input (B*V, (H/p)(W/p), p*p*(3+R)): images (B, V, 3, H, W) in [0, 1] (mapped to [-1, 1]),
+    ``rows`` (B, V, 6, 3) and ``origin`` (B, V, 3) or None as :func:`~ilrm_ros.model.fused_tokens.token_order_rays`
+    builds them, ``direction`` the first row of the ray direction (0 or 3). Check :func:`tokens_available`."""
+    b, v, _, h, w = images.shape
+    r = 9 if origin is not None else 6
+    out = torch.empty(b * v, (h // patch) * (w // patch), patch * patch * (3 + r), dtype=torch.float32)
+    rgb = images.contiguous()
+    rows = rows.to(torch.float32).contiguous()
+    o = origin.to(torch.float32).contiguous() if origin is not None else None
+    code = load().ilrm_image_tokens(rgb.data_ptr(), rows.data_ptr(), o.data_ptr() if o is not None else None,
+                                    out.data_ptr(), b * v, h, w, patch, direction, int(rgb_first),
+                                    torch.get_num_threads())
+    if code != 0:
+        raise RuntimeError("ilrm_image_tokens failed (unsupported sizes)")
+    return out
+
+
+@image_tokens_op.register_fake
+def _image_tokens_shape(images: Tensor, rows: Tensor, origin: Tensor | None, patch: int, direction: int,
+                        rgb_first: bool) -> Tensor:
+    b, v, _, h, w = images.shape
+    r = 9 if origin is not None else 6
+    return images.new_empty(b * v, (h // patch) * (w // patch), patch * patch * (3 + r))
+
+
 def _reload() -> str:
     _load.cache_clear()
     return status()
@@ -144,4 +190,4 @@ def _reload() -> str:
 
 def cli_main(argv: list[str] | None = None) -> int:
     """``--build``: compile the kernel (exit 1 on failure); else report whether it loads (exit 1 if not)."""
-    return library_cli(ATTENTION, argv, _reload)
+    return library_cli(MODEL_KERNELS, argv, _reload)
