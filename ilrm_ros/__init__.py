@@ -8,15 +8,12 @@ both halves import as one package.
 import os
 from pkgutil import extend_path
 
-# Idle OpenMP threads spin only briefly, then sleep (set before torch loads its OpenMP runtime).
-# Spinning without limit (libgomp's default when nothing is set) made the rasterizer's own
-# threads several times slower on a loaded 2-core machine (100k Gaussians at 256x256: 2.0-6.8 s
-# against 0.8-1.0 s); sleeping at once (OMP_WAIT_POLICY=PASSIVE) made every parallel region of the
-# model wake its workers, 12-15 % of a 4 x 128^2 forward. A short spin keeps the workers awake
-# between the model's back-to-back operators and lets them sleep during anything longer.
-# OMP_WAIT_POLICY or GOMP_SPINCOUNT in the environment win.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = "10000"
+# Idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP runtime).
+# On a robot's CPU shared with other nodes -- and on 2-core machines -- spinning workers made
+# the model and the rasterizer several times slower (measured: 100k Gaussians at 256x256
+# took 2.0-6.8 s with spinning threads vs 0.8-1.0 s passive on a loaded 2-core machine).
+# An explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __path__ = extend_path(__path__, __name__)
 __version__ = "0.1.0"
