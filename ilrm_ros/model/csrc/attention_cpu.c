@@ -36,7 +36,7 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 typedef int32_t i16v __attribute__((vector_size(64), aligned(4)));
 
 #define QB 32   /* queries per task: two vectors of lanes */
-#define RK 8    /* keys per score micro-tile */
+#define RK 14   /* keys per score micro-tile (28 accumulators) */
 #define JB 64   /* keys per block of the P V product (the block of V stays in L1) */
 #define LANES 16
 
@@ -106,51 +106,48 @@ static void queries_transposed(const Job *J, int b, int h, int i0, int rows, flo
     }
 }
 
-/* Step 2: ST[j * QB + i] = ks_j (k_j . qn_i) for all keys; returns the per-lane maxima in m[0..1]. */
+/* Step 2, one micro-tile: ST rows [j, j + NK) = ks (k . qn) for NK keys x 32 queries (2 NK accumulators);
+   the per-lane maxima m[0..1] take the new rows. NK is a constant in each expansion, so the
+   accumulators stay in registers (28 of the 32 AVX-512 registers for NK = 14). */
+#define SCORE_TILE(NAME, NK)                                                                              \
+static void NAME(const Job *J, const float *K, const float *ks, const float *QT, float *ST, v16 m[2], int j) { \
+    const int64_t skn = J->skn;                                                                           \
+    v16 a0[NK], a1[NK];                                                                                   \
+    for (int r = 0; r < NK; r++) { a0[r] = bc(0.0f); a1[r] = bc(0.0f); }                                  \
+    const float *kr = K + (int64_t)j * skn;                                                               \
+    for (int d = 0; d < J->D; d++) {                                                                      \
+        v16 q0 = ld(QT + d * QB), q1 = ld(QT + d * QB + LANES);                                           \
+        for (int r = 0; r < NK; r++) {                                                                    \
+            v16 kk = bc(kr[r * skn + d]);                                                                 \
+            a0[r] += kk * q0;                                                                             \
+            a1[r] += kk * q1;                                                                             \
+        }                                                                                                 \
+    }                                                                                                     \
+    v16 m0 = m[0], m1 = m[1];   /* locals: m may alias ST as far as the compiler knows */                \
+    for (int r = 0; r < NK; r++) {                                                                        \
+        v16 s = bc(ks[j + r]);                                                                            \
+        v16 x0 = a0[r] * s, x1 = a1[r] * s;                                                               \
+        st(ST + (j + r) * QB, x0);                                                                        \
+        st(ST + (j + r) * QB + LANES, x1);                                                                \
+        m0 = vmax(m0, x0);                                                                                \
+        m1 = vmax(m1, x1);                                                                                \
+    }                                                                                                     \
+    m[0] = m0;                                                                                            \
+    m[1] = m1;                                                                                            \
+}
+SCORE_TILE(score_tile, RK)
+SCORE_TILE(score_tile4, 4)
+SCORE_TILE(score_tile1, 1)
+
+/* Step 2: ST[j * QB + i] = ks_j (k_j . qn_i) for all keys, in tiles of RK keys, then 4, then 1;
+   returns the per-lane maxima in m[0..1]. */
 static void scores(const Job *J, const float *K, const float *ks, const float *QT, float *ST, v16 m[2]) {
-    const int D = J->D, Nk = J->Nk;
-    const int64_t skn = J->skn;
-    v16 m0 = bc(-INFINITY), m1 = bc(-INFINITY);
     int j = 0;
-    for (; j + RK <= Nk; j += RK) {
-        v16 a0[RK], a1[RK];
-        for (int r = 0; r < RK; r++) { a0[r] = bc(0.0f); a1[r] = bc(0.0f); }
-        const float *kr = K + (int64_t)j * skn;
-        for (int d = 0; d < D; d++) {
-            v16 q0 = ld(QT + d * QB), q1 = ld(QT + d * QB + LANES);
-            for (int r = 0; r < RK; r++) {
-                v16 kk = bc(kr[r * skn + d]);
-                a0[r] += kk * q0;
-                a1[r] += kk * q1;
-            }
-        }
-        for (int r = 0; r < RK; r++) {
-            v16 s = bc(ks[j + r]);
-            v16 x0 = a0[r] * s, x1 = a1[r] * s;
-            st(ST + (j + r) * QB, x0);
-            st(ST + (j + r) * QB + LANES, x1);
-            m0 = vmax(m0, x0);
-            m1 = vmax(m1, x1);
-        }
-    }
-    for (; j < Nk; j++) {
-        const float *kr = K + (int64_t)j * skn;
-        v16 a0 = bc(0.0f), a1 = bc(0.0f);
-        for (int d = 0; d < D; d++) {
-            v16 kk = bc(kr[d]);
-            a0 += kk * ld(QT + d * QB);
-            a1 += kk * ld(QT + d * QB + LANES);
-        }
-        v16 s = bc(ks[j]);
-        a0 *= s;
-        a1 *= s;
-        st(ST + j * QB, a0);
-        st(ST + j * QB + LANES, a1);
-        m0 = vmax(m0, a0);
-        m1 = vmax(m1, a1);
-    }
-    m[0] = m0;
-    m[1] = m1;
+    m[0] = bc(-INFINITY);
+    m[1] = bc(-INFINITY);
+    for (; j + RK <= J->Nk; j += RK) score_tile(J, K, ks, QT, ST, m, j);
+    for (; j + 4 <= J->Nk; j += 4) score_tile4(J, K, ks, QT, ST, m, j);
+    for (; j < J->Nk; j++) score_tile1(J, K, ks, QT, ST, m, j);
 }
 
 /* Step 3: ST <- exp(ST - m) in place; inv[i] = 1 / sum_j ST[j][i]. */
