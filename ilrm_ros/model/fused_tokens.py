@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from ilrm_ros.geometry.cameras import pixel_centers, ray_channels
+from ilrm_ros.geometry.cameras import camera_rays, pixel_centers, ray_channels, ray_features
 from ilrm_ros.model import native
+from ilrm_ros.model.layers import patchify
 
-__all__ = ["token_order_pixels", "skew", "ray_rows", "token_order_rays", "image_token_input", "image_tokens"]
+__all__ = ["token_order_pixels", "skew", "ray_rows", "token_order_rays", "image_token_input", "image_tokens",
+           "viewpoint_token_input", "viewpoint_tokens"]
 
 
 def token_order_pixels(height: int, width: int, patch: int, device: torch.device | str | None = None,
@@ -98,7 +100,26 @@ def image_tokens(images: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, patch
                  rgb_first: bool) -> torch.Tensor:
     """:func:`image_token_input` of ``images * 2 - 1`` for images (B, V, 3, H, W) in [0, 1]: from the compiled
     kernel (:mod:`ilrm_ros.model.native`, one pass) where it can run, else from this module's torch code."""
-    if native.tokens_available(images, encoding, patch):
+    h, w = images.shape[-2:]
+    if native.rays_available(images, encoding, (h, w), patch) and c2w.dtype == torch.float32:
         rows, o, first = ray_rows(c2w, K, encoding)
-        return native.image_tokens_op(images, rows, o, patch, first, rgb_first)
+        return native.ray_tokens_op(images, rows, o, [h, w, patch, 1, first, int(rgb_first)])
     return image_token_input(images * 2.0 - 1.0, c2w, K, patch, encoding, rgb_first)
+
+
+def viewpoint_token_input(c2w: torch.Tensor, K: torch.Tensor, grid: tuple[int, int], stride: int, patch: int,
+                          encoding: str) -> torch.Tensor:
+    """The viewpoint tokenizer's input with torch ops: the ray features of a grid (GH, GW) of every
+    ``stride``-th pixel, patchified -> (B*V, (GH/p)(GW/p), p*p*R)."""
+    o, d = camera_rays(c2w, K, grid[0] * stride, grid[1] * stride, stride)   # (B, V, GH, GW, 3)
+    rays = ray_features(o, d, encoding).flatten(0, 1)                          # (B*V, GH, GW, R)
+    return patchify(rays.permute(0, 3, 1, 2), patch)
+
+
+def viewpoint_tokens(c2w: torch.Tensor, K: torch.Tensor, grid: tuple[int, int], stride: int, patch: int,
+                     encoding: str) -> torch.Tensor:
+    """:func:`viewpoint_token_input`, from the compiled kernel where it can run (rays built in token order)."""
+    if native.rays_available(c2w, encoding, grid, patch):
+        rows, o, first = ray_rows(c2w, K, encoding)
+        return native.ray_tokens_op(None, rows, o, [grid[0], grid[1], patch, stride, first, 0])
+    return viewpoint_token_input(c2w, K, grid, stride, patch, encoding)

@@ -45,7 +45,8 @@ from ilrm_ros.geometry.cameras import (
 from ilrm_ros.core.gaussians import SH_C0, Gaussians
 from ilrm_ros.geometry.normalization import POSE_NORMALIZATIONS
 from ilrm_ros.model import fused as fz
-from ilrm_ros.model.fused_tokens import image_tokens
+from ilrm_ros.model.fused_head import gaussians, gaussians_torch
+from ilrm_ros.model.fused_tokens import image_tokens, viewpoint_tokens
 from ilrm_ros.model.head import activate_gaussians, activate_offsets
 from ilrm_ros.model.layers import ATTENTION_BACKENDS, QK_NORM_EPS, Patchify, Processor, patchify
 
@@ -303,57 +304,26 @@ class ILRM(nn.Module):
         c2w = c2w.to(gdtype)
         K = K.to(gdtype)
         h, w = H // f, W // f
-        no_autocast = torch.autocast(device_type=images.device.type, enabled=False)
-
-        # Rays, computed once: full resolution for image tokens, viewpoint grid for the
-        # viewpoint tokens and the Gaussian placement (shared when f == 1).
-        fused = self._fused_io(images)
-        with no_autocast:
-            o_vp, d_vp = camera_rays(c2w, K, H, W, f)  # (B, V, h, w, 3)
-            rays_vp = ray_features(o_vp, d_vp, cfg.ray_encoding).flatten(0, 1).to(images.dtype)
-            if not fused:
-                rays_full = rays_vp if f == 1 else ray_features(*camera_rays(c2w, K, H, W, 1),
-                                                                cfg.ray_encoding).flatten(0, 1).to(images.dtype)
-
-        if fused:  # same values, token-order inputs and oneDNN GEMMs (model/fused_tokens.py)
+        if self._fused_io(images):  # same values: token-order inputs, oneDNN GEMMs, compiled CPU kernels
             _, img_ln, _, vp_ln, dec_ln, _ = self._token_layers()
             w_img, w_vp, w_dec = self._packed()
             x_img = image_tokens(images, c2w, K, p, cfg.ray_encoding, cfg.layout == "re10k")
             img_tokens = fz.layer_norm(img_ln, fz.linear(x_img, w_img))  # (B*V, Ni, d)
-            vp_tokens = fz.layer_norm(vp_ln, fz.linear(patchify(rays_vp.permute(0, 3, 1, 2), p), w_vp))
+            x_vp = viewpoint_tokens(c2w, K, (h, w), f, p, cfg.ray_encoding).to(images.dtype)
+            vp_tokens = fz.layer_norm(vp_ln, fz.linear(x_vp, w_vp))     # (B*V, Nv, d)
+            x = self.processor(vp_tokens.reshape(b, v * vp_tokens.shape[1], cfg.dim), img_tokens)
+            raw = fz.linear(fz.layer_norm(dec_ln, x), w_dec)               # (B, V*Nv, p*p*C)
+            g, offsets = gaussians(raw, images, c2w, K, cfg)
         else:
+            with torch.autocast(device_type=images.device.type, enabled=False):
+                o_vp, d_vp = camera_rays(c2w, K, H, W, f)  # (B, V, h, w, 3)
+                rays_vp = ray_features(o_vp, d_vp, cfg.ray_encoding).flatten(0, 1).to(images.dtype)
+                rays_full = rays_vp if f == 1 else ray_features(*camera_rays(c2w, K, H, W, 1),
+                                                                cfg.ray_encoding).flatten(0, 1).to(images.dtype)
             img_tokens = self._image_tokens(images.flatten(0, 1) * 2.0 - 1.0, rays_full)  # (B*V, Ni, d)
             vp_tokens = self._viewpoint_tokens(rays_vp)  # (B*V, Nv, d)
-        nv = vp_tokens.shape[1]
-        x = self.processor(vp_tokens.reshape(b, v * nv, cfg.dim), img_tokens)
-
-        if fused:
-            raw = fz.linear(fz.layer_norm(dec_ln, x), w_dec)  # (B, V*Nv, p*p*C)
-        else:
-            raw = self._decoder()(x)  # (B, V*Nv, p*p*C)
-        C = cfg.gaussian_channels
-        raw = raw.reshape(b, v, h // p, w // p, p, p, C).permute(0, 1, 2, 4, 3, 5, 6).reshape(b, v, h, w, C)
-
-        with no_autocast:
-            raw = raw.to(gdtype)
-            directions = d_vp
-            if cfg.predict_offset:
-                # Re-aim each Gaussian's ray through its offset pixel on the viewpoint grid.
-                offset = activate_offsets(raw[..., 0:2])  # (B, V, h, w, 2) grid pixels
-                uv = pixel_centers(H, W, f, device=raw.device, dtype=gdtype) + offset * f  # full-res pixels
-                directions = rays_through_pixels(c2w, K, uv.reshape(b, v, h * w, 2)).reshape(b, v, h, w, 3)
-            base_rgb = None
-        if cfg.color_residual:  # (B, V, h, w, 3) mean input colour of each viewpoint-grid cell
-            cells = images.flatten(0, 1) if f == 1 else torch.nn.functional.avg_pool2d(images.flatten(0, 1), f)
-            base_rgb = cells.reshape(b, v, 3, h, w).permute(0, 1, 3, 4, 2)
-        g, offsets = activate_gaussians(raw, o_vp, directions, cfg, base_rgb)
-        g = Gaussians(
-            means=g.means.reshape(b, -1, 3),
-            quats=g.quats.reshape(b, -1, 4),
-            scales=g.scales.reshape(b, -1, 3),
-            opacities=g.opacities.reshape(b, -1),
-            colors=g.colors.reshape(b, -1, 3),
-        )
+            x = self.processor(vp_tokens.reshape(b, v * vp_tokens.shape[1], cfg.dim), img_tokens)
+            g, offsets = gaussians_torch(self._decoder()(x), images, c2w, K, cfg)
         if return_offsets:
             return g, offsets
         return g

@@ -1,6 +1,6 @@
 """The model's compiled CPU kernels (``model/csrc/*.c``): build, load, call.
 
-Two kernels for float32 CPU inference, each a torch operator of our own (so the profiler shows
+Three kernels for float32 CPU inference, each a torch operator of our own (so the profiler shows
 it by name) with a torch twin that runs wherever it cannot:
 
 - ``ilrm_ros::normed_attention`` (``attention_cpu.c``): what the fused path's ``normed_heads``
@@ -9,9 +9,13 @@ it by name) with a torch twin that runs wherever it cannot:
   projections' memory and writing the merged output. On 2 AVX-512 cores ~150-180 GFLOP/s at the
   shipped model's shapes, where torch's CPU flash attention and the separate norm passes give
   ~90-140.
-- ``ilrm_ros::image_tokens`` (``tokens_cpu.c``): the image tokenizer's input, RGB and ray
-  channels of every pixel written in token order in one pass (twin:
-  :func:`ilrm_ros.model.fused_tokens.image_token_input`).
+- ``ilrm_ros::ray_tokens`` (``tokens_cpu.c``): the tokenizers' inputs, ray channels (and, for
+  the image tokenizer, RGB) of every grid point written in token order in one pass (twins:
+  :func:`ilrm_ros.model.fused_tokens.image_token_input` and the viewpoint grid's
+  ``patchify(ray_features(camera_rays(...)))``).
+- ``ilrm_ros::gaussian_head`` (``head_cpu.c``): the decoder's output to activated Gaussians
+  (un-patchify, offsets, rays through the offset pixels, colour cells, activations) in one pass
+  (twin: :func:`ilrm_ros.model.fused_head.gaussians_torch`).
 
 ``test/model/test_model_native.py`` compares each with its twin.
 
@@ -35,14 +39,16 @@ from torch import Tensor
 from ilrm_ros.core.clib import CLibrary, build_library, library_cli, load_library
 
 __all__ = ["SOURCES", "LIBRARY", "ENV_PATH", "MODEL_KERNELS", "build", "load", "status", "set_enabled", "available",
-           "normed_attention_op", "attention_native", "attention_flops", "tokens_available", "image_tokens_op"]
+           "normed_attention_op", "attention_native", "attention_flops", "inputs_ok", "rays_available", "ray_tokens_op", "HEAD_FIELDS", "gaussian_head_op"]
 
-SOURCES = (Path(__file__).parent / "csrc" / "attention_cpu.c", Path(__file__).parent / "csrc" / "tokens_cpu.c")
+SOURCES = tuple(Path(__file__).parent / "csrc" / name for name in ("attention_cpu.c", "tokens_cpu.c", "head_cpu.c"))
 LIBRARY = Path(__file__).parent / "_native" / "libilrm_model.so"
 """Where builds put the library (git-ignored); ``ILRM_ROS_MODEL_LIB`` overrides it."""
 ENV_PATH = "ILRM_ROS_MODEL_LIB"
 LANES = 16
 """Head sizes must be a multiple of this (the kernel's vector width, in floats)."""
+MAX_PATCH = 64
+"""The largest tokenizer patch the ray-token kernel takes."""
 
 _p = ctypes.c_void_p
 _enabled = True
@@ -53,8 +59,10 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ilrm_attention_forward.restype = ctypes.c_int
     lib.ilrm_attention_forward.argtypes = ([_p] * 5 + [ctypes.c_int] * 5
                                            + [_p, ctypes.c_float, ctypes.c_float, ctypes.c_int])
-    lib.ilrm_image_tokens.restype = ctypes.c_int
-    lib.ilrm_image_tokens.argtypes = [_p] * 4 + [ctypes.c_int] * 7
+    lib.ilrm_ray_tokens.restype = ctypes.c_int
+    lib.ilrm_ray_tokens.argtypes = [_p] * 4 + [ctypes.c_int] * 8
+    lib.ilrm_gaussian_head.restype = ctypes.c_int
+    lib.ilrm_gaussian_head.argtypes = [_p] * 12 + [ctypes.c_int]
 
 
 MODEL_KERNELS = CLibrary("model's CPU kernels", SOURCES, LIBRARY, ENV_PATH, _declare,
@@ -147,40 +155,88 @@ def attention_flops(q_shape: torch.Size, k_shape: torch.Size, *args, out_shape=N
     return 4 * b * nq * int(k_shape[1]) * width
 
 
-def tokens_available(images: Tensor, encoding: str, patch: int) -> bool:
-    """Whether :func:`image_tokens_op` can build the tokenizer input for ``images`` (B, V, 3, H, W): enabled and
-    loaded, float32 CPU, no autograd, a known ray encoding, H and W multiples of ``patch``."""
-    return (_enabled and images.dim() == 5 and images.dtype == torch.float32 and images.device.type == "cpu"
-            and not (torch.is_grad_enabled() and images.requires_grad) and encoding in ("plucker6", "plucker9")
-            and patch > 0 and images.shape[-1] % patch == 0 and images.shape[-2] % patch == 0 and load() is not None)
+def inputs_ok(t: Tensor) -> bool:
+    """Whether the kernels may take ``t``: enabled and loaded, float32 CPU, no autograd."""
+    return (_enabled and t.dtype == torch.float32 and t.device.type == "cpu"
+            and not (torch.is_grad_enabled() and t.requires_grad) and load() is not None)
 
 
-@torch.library.custom_op("ilrm_ros::image_tokens", mutates_args=(), device_types="cpu")
-def image_tokens_op(images: Tensor, rows: Tensor, origin: Tensor | None, patch: int, direction: int,
-                    rgb_first: bool) -> Tensor:
-    """The tokenizer input (B*V, (H/p)(W/p), p*p*(3+R)): images (B, V, 3, H, W) in [0, 1] (mapped to [-1, 1]),
-    ``rows`` (B, V, 6, 3) and ``origin`` (B, V, 3) or None as :func:`~ilrm_ros.model.fused_tokens.token_order_rays`
-    builds them, ``direction`` the first row of the ray direction (0 or 3). Check :func:`tokens_available`."""
-    b, v, _, h, w = images.shape
-    r = 9 if origin is not None else 6
-    out = torch.empty(b * v, (h // patch) * (w // patch), patch * patch * (3 + r), dtype=torch.float32)
-    rgb = images.contiguous()
+def rays_available(t: Tensor, encoding: str, grid: tuple[int, int], patch: int) -> bool:
+    """Whether :func:`ray_tokens_op` can build the tokens of a ``grid`` (GH, GW) in patches of ``patch``:
+    :func:`inputs_ok` for ``t`` (the images or cameras), a known ray encoding, the grid a multiple of the patch."""
+    return (encoding in ("plucker6", "plucker9") and 0 < patch <= MAX_PATCH and grid[0] % patch == 0
+            and grid[1] % patch == 0 and inputs_ok(t))
+
+
+@torch.library.custom_op("ilrm_ros::ray_tokens", mutates_args=(), device_types="cpu")
+def ray_tokens_op(images: Tensor | None, rows: Tensor, origin: Tensor | None, sizes: list[int]) -> Tensor:
+    """A tokenizer's input (B*V, (GH/p)(GW/p), p*p*C) for a grid of GH x GW points ``stride`` pixels apart:
+    ``sizes`` = [GH, GW, p, stride, direction, rgb_first]. ``rows`` (B, V, 6, 3), ``origin`` (B, V, 3) or None
+    and ``direction`` (the direction's first row, 0 or 3) as :func:`~ilrm_ros.model.fused_tokens.ray_rows`
+    gives them; ``images`` (B, V, 3, GH, GW) in [0, 1] (mapped to [-1, 1]; stride 1) or None (rays only).
+    C = R (+ 3 with images). Check :func:`rays_available`."""
+    gh, gw, patch, stride, direction, rgb_first = sizes
+    n = rows.shape[0] * rows.shape[1]
+    c = (9 if origin is not None else 6) + (3 if images is not None else 0)
+    out = torch.empty(n, (gh // patch) * (gw // patch), patch * patch * c, dtype=torch.float32)
+    rgb = images.contiguous() if images is not None else None
     rows = rows.to(torch.float32).contiguous()
     o = origin.to(torch.float32).contiguous() if origin is not None else None
-    code = load().ilrm_image_tokens(rgb.data_ptr(), rows.data_ptr(), o.data_ptr() if o is not None else None,
-                                    out.data_ptr(), b * v, h, w, patch, direction, int(rgb_first),
-                                    torch.get_num_threads())
+    code = load().ilrm_ray_tokens(_ptr(rgb), rows.data_ptr(), _ptr(o), out.data_ptr(), n, gh, gw, patch, stride,
+                                  direction, rgb_first, torch.get_num_threads())
     if code != 0:
-        raise RuntimeError("ilrm_image_tokens failed (unsupported sizes)")
+        raise RuntimeError("ilrm_ray_tokens failed (unsupported sizes)")
     return out
 
 
-@image_tokens_op.register_fake
-def _image_tokens_shape(images: Tensor, rows: Tensor, origin: Tensor | None, patch: int, direction: int,
-                        rgb_first: bool) -> Tensor:
-    b, v, _, h, w = images.shape
-    r = 9 if origin is not None else 6
-    return images.new_empty(b * v, (h // patch) * (w // patch), patch * patch * (3 + r))
+@ray_tokens_op.register_fake
+def _ray_tokens_shape(images: Tensor | None, rows: Tensor, origin: Tensor | None, sizes: list[int]) -> Tensor:
+    gh, gw, patch = sizes[:3]
+    c = (9 if origin is not None else 6) + (3 if images is not None else 0)
+    return rows.new_empty(rows.shape[0] * rows.shape[1], (gh // patch) * (gw // patch), patch * patch * c)
+
+
+HEAD_FIELDS = (3, 4, 3, 1, 3)
+"""Channels of the head's outputs: means, quats, scales, opacities, colours."""
+
+
+@torch.library.custom_op("ilrm_ros::gaussian_head", mutates_args=(), device_types="cpu")
+def gaussian_head_op(raw: Tensor, rows: Tensor, origin: Tensor, images: Tensor | None, sizes: list[int],
+                     params: list[float]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The Gaussian head (``head_cpu.c``): decoder output ``raw`` (B, V*Nt, p*p*C) -> (means (B*V*GH*GW, 3),
+    quats (., 4), scales (., 3), opacities (.,), colours (., 3), offsets (., 2), or (0,) when C has none).
+    ``rows`` (B, V, 3, 3) = R K^-1, ``origin`` (B, V, 3), ``images`` (B, V, 3, H, W) for the colour residual
+    or None; ``sizes`` = [GH, GW, p, stride, C]; ``params`` = [max_depth, scale_bias, scale_max_log,
+    opacity_bias]."""
+    gh, gw, patch, stride, c = sizes
+    n = rows.shape[0] * rows.shape[1]
+    count = n * gh * gw
+    outs = [torch.empty(count, k, dtype=torch.float32) for k in HEAD_FIELDS]
+    offsets = torch.empty(count, 2, dtype=torch.float32) if c == 16 else torch.empty(0, dtype=torch.float32)
+    raw = raw.contiguous()
+    m, o = rows.to(torch.float32).contiguous(), origin.to(torch.float32).contiguous()
+    img = images.contiguous() if images is not None else None
+    size_arr = (ctypes.c_int * 6)(n, gh, gw, patch, stride, c)
+    param_arr = (ctypes.c_float * 4)(*params)
+    code = load().ilrm_gaussian_head(raw.data_ptr(), m.data_ptr(), o.data_ptr(), _ptr(img),
+                                     *(t.data_ptr() for t in outs), offsets.data_ptr() if c == 16 else None,
+                                     size_arr, param_arr, torch.get_num_threads())
+    if code != 0:
+        raise RuntimeError("ilrm_gaussian_head failed (unsupported sizes)")
+    means, quats, scales, opac, colors = outs
+    return means, quats, scales, opac.view(-1), colors, offsets
+
+
+@gaussian_head_op.register_fake
+def _gaussian_head_shape(raw: Tensor, rows: Tensor, origin: Tensor, images: Tensor | None, sizes: list[int],
+                         params: list[float]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    count = rows.shape[0] * rows.shape[1] * sizes[0] * sizes[1]
+    means, quats, scales, opac, colors = (raw.new_empty(count, k) for k in HEAD_FIELDS)
+    return means, quats, scales, opac.view(-1), colors, raw.new_empty(count, 2) if sizes[4] == 16 else raw.new_empty(0)
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return t.data_ptr() if t is not None else None
 
 
 def _reload() -> str:

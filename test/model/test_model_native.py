@@ -3,8 +3,9 @@
 Attention: the twin is ``fused.normed_attention_torch``: per-head RMSNorm of queries and keys, torch's SDPA,
 heads merged. Compared on the shipped model's shapes and on awkward ones (tails of the 32-query
 and 8-key blocks, head sizes that are not a multiple of 64, strided rows, peaked softmax), against
-a float64 reference too. Tokenizer input: the twin is ``fused_tokens.image_token_input``, on both
-ray encodings and layouts. On a machine with a C compiler the kernel must build: ``make setup``
+a float64 reference too. Tokenizer inputs: the twins are ``fused_tokens.image_token_input`` and
+``viewpoint_token_input``, on both ray encodings and layouts. Gaussian head: the twin is
+``fused_head.gaussians_torch``, with and without offsets and the colour residual. On a machine with a C compiler the kernel must build: ``make setup``
 builds it, so a missing library there is a failure, not a skip.
 """
 import shutil
@@ -14,7 +15,8 @@ import torch
 
 from ilrm_ros.model import native as an
 from ilrm_ros.model import fused as fz
-from ilrm_ros.model.fused_tokens import image_token_input, image_tokens
+from ilrm_ros.model.fused_head import gaussians, gaussians_torch
+from ilrm_ros.model.fused_tokens import image_token_input, image_tokens, viewpoint_token_input, viewpoint_tokens
 from ilrm_ros.model.layers import ReadBlock, SelfBlock
 from _models import inputs, random_cameras, tiny
 
@@ -162,7 +164,7 @@ def test_the_whole_fused_forward_uses_the_kernel_in_every_block(monkeypatch):
     assert len(calls) == 4   # 2 read + 2 self blocks
 
 
-# --------------------------------------------------------------------------- tokenizer input
+# --------------------------------------------------------------------------- tokenizer inputs
 @pytest.mark.parametrize("encoding,rgb_first,size,patch", [
     ("plucker9", False, (16, 24), 4),     # the wide layout (the shipped model's), a non-square image
     ("plucker6", True, (16, 16), 8),      # the re10k layout
@@ -173,7 +175,7 @@ def test_the_token_kernel_writes_what_the_torch_code_writes(encoding, rgb_first,
     h, w = size
     c2w, K = random_cameras(2, 3, h, w, seed=patch)
     images = torch.rand(2, 3, 3, h, w, generator=torch.Generator().manual_seed(h + w))
-    assert an.tokens_available(images, encoding, patch)
+    assert an.rays_available(images, encoding, (h, w), patch)
     with torch.inference_mode():
         fast = image_tokens(images, c2w, K, patch, encoding, rgb_first)
         twin = image_token_input(images * 2.0 - 1.0, c2w, K, patch, encoding, rgb_first)
@@ -181,15 +183,29 @@ def test_the_token_kernel_writes_what_the_torch_code_writes(encoding, rgb_first,
     torch.testing.assert_close(fast, twin, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("encoding,grid,stride,patch", [
+    ("plucker9", (8, 12), 2, 4),          # the shipped model: every 2nd pixel, patches of 8 in its 64 x 64 grid
+    ("plucker6", (8, 8), 1, 8),           # re10k: the viewpoint grid is the pixel grid
+    ("plucker9", (4, 8), 4, 2),
+])
+def test_viewpoint_tokens_from_the_kernel_are_the_patchified_ray_grid(encoding, grid, stride, patch):
+    c2w, K = random_cameras(1, 2, grid[0] * stride, grid[1] * stride, seed=stride)
+    with torch.inference_mode():
+        fast = viewpoint_tokens(c2w, K, grid, stride, patch, encoding)
+        twin = viewpoint_token_input(c2w, K, grid, stride, patch, encoding)
+    assert fast.shape == twin.shape
+    torch.testing.assert_close(fast, twin, rtol=1e-5, atol=1e-6)
+
+
 def test_token_inputs_the_kernel_cannot_take_go_to_the_torch_code():
     c2w, K = random_cameras(1, 2, 16, 16)
     images = torch.rand(1, 2, 3, 16, 16)
-    assert not an.tokens_available(images.double(), "plucker9", 8)
-    assert not an.tokens_available(images, "plucker9", 5)             # 16 is not a multiple of 5
-    assert not an.tokens_available(images, "plucker7", 8)
+    assert not an.rays_available(images.double(), "plucker9", (16, 16), 8)
+    assert not an.rays_available(images, "plucker9", (16, 16), 5)     # 16 is not a multiple of 5
+    assert not an.rays_available(images, "plucker7", (16, 16), 8)
     an.set_enabled(False)
     try:
-        assert not an.tokens_available(images, "plucker9", 8)
+        assert not an.rays_available(images, "plucker9", (16, 16), 8)
         with torch.inference_mode():
             assert torch.equal(image_tokens(images, c2w, K, 8, "plucker9", False),
                                image_token_input(images * 2.0 - 1.0, c2w, K, 8, "plucker9", False))
@@ -197,11 +213,40 @@ def test_token_inputs_the_kernel_cannot_take_go_to_the_torch_code():
         an.set_enabled(True)
 
 
-def test_the_fused_forward_builds_its_tokens_with_the_kernel(monkeypatch):
-    calls = []
-    real = an.image_tokens_op
-    monkeypatch.setattr(an, "image_tokens_op", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+# --------------------------------------------------------------------------- Gaussian head
+@pytest.mark.parametrize("kw", [
+    {},                                                                 # the shipped model's head
+    {"predict_offset": False},
+    {"color_residual": False},
+    {"viewpoint_factor": 1, "predict_offset": False, "color_residual": False, "patch_size": 4},
+])
+def test_the_head_kernel_places_and_activates_what_the_torch_head_does(kw):
+    cfg = tiny(**{"viewpoint_factor": 2, "predict_offset": True, "color_residual": True, "patch_size": 4,
+                  "scale_bias": -3.0, "opacity_bias": -1.0, "max_depth": 8.0, **kw}).cfg
+    b, v, H, W = 2, 3, 16, 24
+    h, w = H // cfg.viewpoint_factor, W // cfg.viewpoint_factor
+    gen = torch.Generator().manual_seed(4)
+    raw = 2 * torch.randn(b, v * (h // cfg.patch_size) * (w // cfg.patch_size),
+                          cfg.patch_size ** 2 * cfg.gaussian_channels, generator=gen)
+    images = torch.rand(b, v, 3, H, W, generator=gen)
+    c2w, K = random_cameras(b, v, H, W, seed=5)
+    with torch.inference_mode():
+        fast, fast_off = gaussians(raw, images, c2w, K, cfg)
+        twin, twin_off = gaussians_torch(raw, images, c2w, K, cfg)
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        assert getattr(fast, name).shape == getattr(twin, name).shape, name
+        torch.testing.assert_close(getattr(fast, name), getattr(twin, name), rtol=1e-5, atol=2e-6, msg=name)
+    assert (fast_off is None) == (twin_off is None) == (not cfg.predict_offset)
+    if cfg.predict_offset:
+        torch.testing.assert_close(fast_off, twin_off, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op,calls", [("ray_tokens_op", 2), ("gaussian_head_op", 1)])
+def test_the_fused_forward_builds_tokens_and_gaussians_with_the_kernels(op, calls, monkeypatch):
+    seen = []
+    real = getattr(an, op)
+    monkeypatch.setattr(an, op, lambda *a, **kw: seen.append(1) or real(*a, **kw))
     model = tiny(iterations=1).eval()
     with torch.inference_mode():
         model(*inputs(16, 16, v=2))
-    assert len(calls) == 1
+    assert len(seen) == calls
