@@ -41,7 +41,8 @@ from ilrm_ros.core.clib import CLibrary, build_library, library_cli, load_librar
 __all__ = ["SOURCES", "LIBRARY", "ENV_PATH", "MODEL_KERNELS", "build", "load", "status", "set_enabled", "available",
            "normed_attention_op", "attention_native", "attention_flops", "inputs_ok", "rays_available", "ray_tokens_op", "HEAD_FIELDS", "gaussian_head_op"]
 
-SOURCES = tuple(Path(__file__).parent / "csrc" / name for name in ("attention_cpu.c", "tokens_cpu.c", "head_cpu.c"))
+SOURCES = tuple(sorted((Path(__file__).parent / "csrc").glob("*.c")))
+"""Every C file of ``model/csrc`` (CMakeLists.txt globs the same folder): attention, ray tokens, head."""
 LIBRARY = Path(__file__).parent / "_native" / "libilrm_model.so"
 """Where builds put the library (git-ignored); ``ILRM_ROS_MODEL_LIB`` overrides it."""
 ENV_PATH = "ILRM_ROS_MODEL_LIB"
