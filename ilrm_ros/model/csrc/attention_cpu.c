@@ -16,7 +16,7 @@
  *   1. writes its normalised queries transposed (QT[d][i]: queries in vector lanes);
  *   2. computes the score block S^T[j][i] = ks_j * (k_j . qn_i) for all keys, RK keys x 32 queries
  *      per micro-tile, keeping the running maximum per query (lanes), so the softmax needs no
- *      horizontal reductions; ks_j = 1/rms(k_j) is computed once per (b, h, j) before the tasks;
+ *      horizontal reductions; ks_j = 1/rms(k_j), computed by each thread once per (b, h) it works on;
  *   3. exponentiates in place and sums per lane;
  *   4. accumulates o = P V in 4 queries x 64 channels register tiles, keys in blocks of JB.
  * Tasks write disjoint rows and every sum runs in a fixed order, so the result does not depend on
@@ -89,7 +89,6 @@ typedef struct {
     int B, H, Nq, Nk, D;
     const float *gq;
     float eps_q, eps_k;
-    const float *ks;                                   /* (B, H, Nk) key factors 1/rms */
 } Job;
 
 /* Step 1: normalised queries of rows [i0, i0 + rows), transposed into QT[d * QB + i]; zero lanes past rows. */
@@ -210,18 +209,30 @@ static void pv_rest(const Job *J, const float *V, const float *ST, const float *
         }
 }
 
-/* One task: queries [qb * QB, qb * QB + QB) of (b, h). Scratch: QT (D*QB), ST (Nk*QB), OT (D*QB). */
-static void run_task(const Job *J, int task, float *QT, float *ST, float *OT) {
+/* Scratch of one thread: QT (D*QB), ST (Nk*QB), OT (D*QB), and the key factors ks (Nk) of (b, h) = ks_of. */
+typedef struct {
+    float *QT, *ST, *OT, *ks;
+    int ks_of;
+} Scratch;
+
+/* One task: queries [qb * QB, qb * QB + QB) of (b, h). A thread's tasks come in order (static schedule),
+   so it computes each (b, h)'s key factors once, when its first task of that pair starts. */
+static void run_task(const Job *J, int task, Scratch *w) {
     const int nqb = (J->Nq + QB - 1) / QB;
     const int bh = task / nqb, b = bh / J->H, h = bh % J->H;
     const int i0 = (task % nqb) * QB, rows = J->Nq - i0 < QB ? J->Nq - i0 : QB;
     const int D = J->D, Nk = J->Nk;
     const float *K = J->k + b * J->skb + (int64_t)h * D, *V = J->v + b * J->svb + (int64_t)h * D;
     float *out = J->o + b * J->sob + (int64_t)i0 * J->son + (int64_t)h * D;
+    float *QT = w->QT, *ST = w->ST, *OT = w->OT;
     v16 m[2];
     float inv[QB];
+    if (w->ks_of != bh) {
+        for (int j = 0; j < Nk; j++) w->ks[j] = inv_rms(K + (int64_t)j * J->skn, D, J->eps_k);
+        w->ks_of = bh;
+    }
     queries_transposed(J, b, h, i0, rows, QT);
-    scores(J, K, J->ks + (int64_t)bh * Nk, QT, ST, m);
+    scores(J, K, w->ks, QT, ST, m);
     softmax_weights(Nk, m, ST, inv);
     const int d64 = D - D % (4 * LANES);
     for (int jb = 0; jb < Nk; jb += JB) {
@@ -243,33 +254,24 @@ int ilrm_attention_forward(const float *q, const float *k, const float *v, float
                            int n_threads) {
     if (D <= 0 || D % LANES || Nk <= 0 || Nq <= 0 || B <= 0 || H <= 0) return -1;
     Job J = {q, k, v, o, strides[0], strides[1], strides[2], strides[3], strides[4], strides[5], strides[6],
-             strides[7], B, H, Nq, Nk, D, gq, eps_q, eps_k, NULL};
-    const int64_t n_keys = (int64_t)B * H * Nk;
+             strides[7], B, H, Nq, Nk, D, gq, eps_q, eps_k};
     const int tasks = B * H * ((Nq + QB - 1) / QB);
-    float *ks = malloc(sizeof(float) * (size_t)n_keys);
-    if (!ks) return -2;
-    J.ks = ks;
     int failed = 0;
     if (n_threads < 1) n_threads = 1;
+    /* one parallel region and no barrier inside it: under OMP_WAIT_POLICY=PASSIVE every wait is a sleep */
     #pragma omp parallel num_threads(n_threads) reduction(| : failed)
     {
-        #pragma omp for schedule(static) collapse(3)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++)
-                for (int j = 0; j < Nk; j++)
-                    ks[((int64_t)b * H + h) * Nk + j] = inv_rms(k + b * J.skb + j * J.skn + (int64_t)h * D, D, eps_k);
-        float *QT = aligned_alloc(64, sizeof(float) * (size_t)D * QB);
-        float *ST = aligned_alloc(64, sizeof(float) * (size_t)Nk * QB);
-        float *OT = aligned_alloc(64, sizeof(float) * (size_t)D * QB);
-        int ok = QT && ST && OT;
-        #pragma omp for schedule(static)
+        Scratch w = {aligned_alloc(64, sizeof(float) * (size_t)D * QB), aligned_alloc(64, sizeof(float) * (size_t)Nk * QB),
+                     aligned_alloc(64, sizeof(float) * (size_t)D * QB), malloc(sizeof(float) * (size_t)Nk), -1};
+        int ok = w.QT && w.ST && w.OT && w.ks;
+        #pragma omp for schedule(static) nowait
         for (int t = 0; t < tasks; t++)
-            if (ok) run_task(&J, t, QT, ST, OT);
+            if (ok) run_task(&J, t, &w);
         failed |= !ok;
-        free(QT);
-        free(ST);
-        free(OT);
+        free(w.QT);
+        free(w.ST);
+        free(w.OT);
+        free(w.ks);
     }
-    free(ks);
     return failed ? -2 : 0;
 }
