@@ -232,6 +232,9 @@ def self_attention(qkv: torch.Tensor, heads: int, q_weight: torch.Tensor, eps: t
 
 
 def layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """The module's LayerNorm as a plain call (no module dispatch)."""
+    """The module's LayerNorm without module dispatch: the compiled single-thread kernel where it runs
+    (:mod:`ilrm_ros.model.native`), else ``F.layer_norm``."""
+    if len(norm.normalized_shape) == 1 and native.layer_norm_available(x, norm.normalized_shape[0]):
+        return native.layer_norm_op(x, norm.weight, norm.bias, norm.eps)
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 

@@ -1,6 +1,6 @@
 """The model's compiled CPU kernels (``model/csrc/*.c``): build, load, call.
 
-Three kernels for float32 CPU inference, each a torch operator of our own (so the profiler shows
+Four kernels for float32 CPU inference, each a torch operator of our own (so the profiler shows
 it by name) with a torch twin that runs wherever it cannot:
 
 - ``ilrm_ros::normed_attention`` (``attention_cpu.c``): what the fused path's ``normed_heads``
@@ -16,6 +16,10 @@ it by name) with a torch twin that runs wherever it cannot:
 - ``ilrm_ros::gaussian_head`` (``head_cpu.c``): the decoder's output to activated Gaussians
   (un-patchify, offsets, rays through the offset pixels, colour cells, activations) in one pass
   (twin: :func:`ilrm_ros.model.fused_head.gaussians_torch`).
+- ``ilrm_ros::layer_norm`` (``norm_cpu.c``): LayerNorm on the calling thread (twin:
+  ``F.layer_norm``). The model's LayerNorms take 10-25 us on one core; torch's starts a parallel
+  region for each, which under ``OMP_WAIT_POLICY=PASSIVE`` (the package's default) first wakes
+  the sleeping worker (~1 % of a 4 x 128^2 forward).
 
 ``test/model/test_model_native.py`` compares each with its twin.
 
@@ -39,10 +43,11 @@ from torch import Tensor
 from ilrm_ros.core.clib import CLibrary, build_library, library_cli, load_library
 
 __all__ = ["SOURCES", "LIBRARY", "ENV_PATH", "MODEL_KERNELS", "build", "load", "status", "set_enabled", "available",
-           "normed_attention_op", "attention_native", "attention_flops", "inputs_ok", "rays_available", "ray_tokens_op", "HEAD_FIELDS", "gaussian_head_op"]
+           "normed_attention_op", "attention_native", "attention_flops", "inputs_ok", "rays_available", "ray_tokens_op", "HEAD_FIELDS", "gaussian_head_op",
+           "layer_norm_available", "layer_norm_op"]
 
 SOURCES = tuple(sorted((Path(__file__).parent / "csrc").glob("*.c")))
-"""Every C file of ``model/csrc`` (CMakeLists.txt globs the same folder): attention, ray tokens, head."""
+"""Every C file of ``model/csrc`` (CMakeLists.txt globs the same folder): attention, ray tokens, head, norm."""
 LIBRARY = Path(__file__).parent / "_native" / "libilrm_model.so"
 """Where builds put the library (git-ignored); ``ILRM_ROS_MODEL_LIB`` overrides it."""
 ENV_PATH = "ILRM_ROS_MODEL_LIB"
@@ -64,6 +69,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ilrm_ray_tokens.argtypes = [_p] * 4 + [ctypes.c_int] * 8
     lib.ilrm_gaussian_head.restype = ctypes.c_int
     lib.ilrm_gaussian_head.argtypes = [_p] * 12 + [ctypes.c_int]
+    lib.ilrm_layer_norm.restype = ctypes.c_int
+    lib.ilrm_layer_norm.argtypes = [_p] * 4 + [ctypes.c_int64, ctypes.c_int, ctypes.c_float]
 
 
 MODEL_KERNELS = CLibrary("model's CPU kernels", SOURCES, LIBRARY, ENV_PATH, _declare,
@@ -234,6 +241,31 @@ def _gaussian_head_shape(raw: Tensor, rows: Tensor, origin: Tensor, images: Tens
     count = rows.shape[0] * rows.shape[1] * sizes[0] * sizes[1]
     means, quats, scales, opac, colors = (raw.new_empty(count, k) for k in HEAD_FIELDS)
     return means, quats, scales, opac.view(-1), colors, raw.new_empty(count, 2) if sizes[4] == 16 else raw.new_empty(0)
+
+
+def layer_norm_available(x: Tensor, width: int) -> bool:
+    """Whether :func:`layer_norm_op` can normalise ``x`` (..., width): :func:`inputs_ok`, contiguous, width a
+    multiple of 16."""
+    return x.shape[-1] == width and width % LANES == 0 and x.is_contiguous() and inputs_ok(x)
+
+
+@torch.library.custom_op("ilrm_ros::layer_norm", mutates_args=(), device_types="cpu")
+def layer_norm_op(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    """``F.layer_norm`` over the last dim of a contiguous float32 ``x`` (..., D), on the calling thread (no
+    parallel region, so no sleeping worker to wake). Check :func:`layer_norm_available`."""
+    out = torch.empty_like(x)
+    w = weight.detach().contiguous() if weight is not None else None
+    b = bias.detach().contiguous() if bias is not None else None
+    code = load().ilrm_layer_norm(x.data_ptr(), out.data_ptr(), _ptr(w), _ptr(b), x.numel() // x.shape[-1],
+                                  x.shape[-1], eps)
+    if code != 0:
+        raise RuntimeError("ilrm_layer_norm failed (unsupported width)")
+    return out
+
+
+@layer_norm_op.register_fake
+def _layer_norm_shape(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    return torch.empty_like(x)
 
 
 def _ptr(t: Tensor | None) -> int | None:

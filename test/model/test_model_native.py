@@ -5,13 +5,15 @@ heads merged. Compared on the shipped model's shapes and on awkward ones (tails 
 and 8-key blocks, head sizes that are not a multiple of 64, strided rows, peaked softmax), against
 a float64 reference too. Tokenizer inputs: the twins are ``fused_tokens.image_token_input`` and
 ``viewpoint_token_input``, on both ray encodings and layouts. Gaussian head: the twin is
-``fused_head.gaussians_torch``, with and without offsets and the colour residual. On a machine with a C compiler the kernel must build: ``make setup``
+``fused_head.gaussians_torch``, with and without offsets and the colour residual. LayerNorm:
+the twin is ``F.layer_norm``. On a machine with a C compiler the kernel must build: ``make setup``
 builds it, so a missing library there is a failure, not a skip.
 """
 import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ilrm_ros.model import native as an
 from ilrm_ros.model import fused as fz
@@ -250,3 +252,18 @@ def test_the_fused_forward_builds_tokens_and_gaussians_with_the_kernels(op, call
     with torch.inference_mode():
         model(*inputs(16, 16, v=2))
     assert len(seen) == calls
+
+
+# --------------------------------------------------------------------------- LayerNorm
+@pytest.mark.parametrize("shape,affine", [((4, 64, 256), "weight"), ((1, 7, 32), "both"), ((3, 16), "none")])
+def test_the_layer_norm_kernel_matches_torch(shape, affine):
+    gen = torch.Generator().manual_seed(shape[-1])
+    x = 3 * torch.randn(*shape, generator=gen) + 1.5           # an offset mean, as residual streams have
+    w = torch.rand(shape[-1], generator=gen) + 0.5 if affine in ("weight", "both") else None
+    b = torch.randn(shape[-1], generator=gen) if affine == "both" else None
+    assert an.layer_norm_available(x, shape[-1])
+    with torch.inference_mode():
+        fast = an.layer_norm_op(x, w, b, 1e-5)
+    torch.testing.assert_close(fast, F.layer_norm(x, shape[-1:], w, b, 1e-5), rtol=1e-5, atol=2e-6)
+    assert not an.layer_norm_available(x[..., :8], 8)                  # width not a multiple of 16
+    assert not an.layer_norm_available(x.transpose(0, -1).contiguous().transpose(0, -1), shape[-1])  # strided
