@@ -50,16 +50,17 @@ def gaussians_torch(raw: torch.Tensor, images: torch.Tensor, c2w: torch.Tensor, 
                      colors=g.colors.reshape(b, -1, 3)), offsets
 
 
-def gaussians(raw: torch.Tensor, images: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor,
-              cfg: Any) -> tuple[Gaussians, torch.Tensor | None]:
-    """:func:`gaussians_torch`'s result, from the compiled kernel where it can run (float32 CPU inference)."""
+def gaussians(raw: torch.Tensor, images: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, cfg: Any,
+              direction: torch.Tensor | None = None) -> tuple[Gaussians, torch.Tensor | None]:
+    """:func:`gaussians_torch`'s result, from the compiled kernel where it can run (float32 CPU inference).
+    ``direction``: R K^-1 (B, V, 3, 3) when the caller has it."""
     b, v, _, H, W = images.shape
     f, p, C = cfg.viewpoint_factor, cfg.patch_size, cfg.gaussian_channels
     h, w = H // f, W // f
     if not (native.inputs_ok(raw) and native.inputs_ok(images) and c2w.dtype == torch.float32
             and C == (16 if cfg.predict_offset else 14) and h % p == 0 and w % p == 0):
         return gaussians_torch(raw, images, c2w, K, cfg)
-    M = c2w[..., :3, :3] @ torch.linalg.inv(K)          # as rays_through_pixels computes it
+    M = direction if direction is not None else c2w[..., :3, :3] @ torch.linalg.inv(K)  # as rays_through_pixels
     params = [float(cfg.max_depth), float(cfg.scale_bias), float(cfg.scale_max_log), float(cfg.opacity_bias)]
     means, quats, scales, opac, colors, offsets = native.gaussian_head_op(
         raw, M, c2w[..., :3, 3], images if cfg.color_residual else None, [h, w, p, f, C], params)

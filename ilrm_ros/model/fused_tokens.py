@@ -19,13 +19,15 @@ which writes the same buffer in one pass; :func:`image_tokens` picks the kernel 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ilrm_ros.geometry.cameras import camera_rays, pixel_centers, ray_channels, ray_features
 from ilrm_ros.model import native
 from ilrm_ros.model.layers import patchify
 
-__all__ = ["token_order_pixels", "skew", "ray_rows", "token_order_rays", "image_token_input", "image_tokens",
+__all__ = ["token_order_pixels", "skew", "RayRows", "ray_rows", "token_order_rays", "image_token_input", "image_tokens",
            "viewpoint_token_input", "viewpoint_tokens"]
 
 
@@ -45,18 +47,29 @@ def skew(v: torch.Tensor) -> torch.Tensor:
     return torch.stack((zero, -z, y, z, zero, -x, -y, x, zero), dim=-1).unflatten(-1, (3, 3))
 
 
-def ray_rows(c2w: torch.Tensor, K: torch.Tensor, encoding: str) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Per view, the six rows that map a homogeneous pixel (u, v, 1) to a ray's un-normalised channels:
-    c2w (B, V, 4, 4), K (B, V, 3, 3) -> (rows (B, V, 6, 3), origin (B, V, 3) for "plucker9" else None,
-    index of the direction's first row). "plucker6" rows give (o x d, d), "plucker9" rows (d, o x d)."""
+class RayRows(NamedTuple):
+    """Per view, the six rows that map a homogeneous pixel (u, v, 1) to a ray's un-normalised channels."""
+
+    rows: torch.Tensor            # (B, V, 6, 3): "plucker6" (o x d, d), "plucker9" (d, o x d)
+    origin: torch.Tensor | None   # (B, V, 3) for "plucker9" (its first three channels), else None
+    first: int                    # the direction's first row (3 or 0)
+
+    @property
+    def direction(self) -> torch.Tensor:
+        """R K^-1 (B, V, 3, 3): homogeneous pixel -> world direction."""
+        return self.rows[..., self.first:self.first + 3, :]
+
+
+def ray_rows(c2w: torch.Tensor, K: torch.Tensor, encoding: str) -> RayRows:
+    """:class:`RayRows` of cameras c2w (B, V, 4, 4), K (B, V, 3, 3) for a ray encoding."""
     if encoding not in ("plucker6", "plucker9"):
         raise ValueError(f"unknown ray encoding {encoding!r}")
     M = c2w[..., :3, :3] @ torch.linalg.inv(K)                      # (B, V, 3, 3) homogeneous pixel -> direction
     o = c2w[..., :3, 3]                                              # (B, V, 3)
     om = skew(o) @ M                                                  # (B, V, 3, 3) homogeneous pixel -> o x direction
     if encoding == "plucker6":
-        return torch.cat((om, M), dim=-2), None, 3
-    return torch.cat((M, om), dim=-2), o, 0
+        return RayRows(torch.cat((om, M), dim=-2), None, 3)
+    return RayRows(torch.cat((M, om), dim=-2), o, 0)
 
 
 def token_order_rays(c2w: torch.Tensor, K: torch.Tensor, height: int, width: int, patch: int,
@@ -97,12 +110,13 @@ def image_token_input(rgb: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, pat
 
 
 def image_tokens(images: torch.Tensor, c2w: torch.Tensor, K: torch.Tensor, patch: int, encoding: str,
-                 rgb_first: bool) -> torch.Tensor:
+                 rgb_first: bool, rays: RayRows | None = None) -> torch.Tensor:
     """:func:`image_token_input` of ``images * 2 - 1`` for images (B, V, 3, H, W) in [0, 1]: from the compiled
-    kernel (:mod:`ilrm_ros.model.native`, one pass) where it can run, else from this module's torch code."""
+    kernel (:mod:`ilrm_ros.model.native`, one pass) where it can run, else from this module's torch code.
+    ``rays``: the cameras' :func:`ray_rows` when the caller has them."""
     h, w = images.shape[-2:]
     if native.rays_available(images, encoding, (h, w), patch) and c2w.dtype == torch.float32:
-        rows, o, first = ray_rows(c2w, K, encoding)
+        rows, o, first = rays or ray_rows(c2w, K, encoding)
         return native.ray_tokens_op(images, rows, o, [h, w, patch, 1, first, int(rgb_first)])
     return image_token_input(images * 2.0 - 1.0, c2w, K, patch, encoding, rgb_first)
 
@@ -117,9 +131,10 @@ def viewpoint_token_input(c2w: torch.Tensor, K: torch.Tensor, grid: tuple[int, i
 
 
 def viewpoint_tokens(c2w: torch.Tensor, K: torch.Tensor, grid: tuple[int, int], stride: int, patch: int,
-                     encoding: str) -> torch.Tensor:
-    """:func:`viewpoint_token_input`, from the compiled kernel where it can run (rays built in token order)."""
+                     encoding: str, rays: RayRows | None = None) -> torch.Tensor:
+    """:func:`viewpoint_token_input`, from the compiled kernel where it can run (rays built in token order).
+    ``rays``: the cameras' :func:`ray_rows` when the caller has them."""
     if native.rays_available(c2w, encoding, grid, patch):
-        rows, o, first = ray_rows(c2w, K, encoding)
+        rows, o, first = rays or ray_rows(c2w, K, encoding)
         return native.ray_tokens_op(None, rows, o, [grid[0], grid[1], patch, stride, first, 0])
     return viewpoint_token_input(c2w, K, grid, stride, patch, encoding)

@@ -47,7 +47,7 @@ from ilrm_ros.core.heap import keep_freed_memory
 from ilrm_ros.geometry.normalization import POSE_NORMALIZATIONS
 from ilrm_ros.model import fused as fz
 from ilrm_ros.model.fused_head import gaussians, gaussians_torch
-from ilrm_ros.model.fused_tokens import image_tokens, viewpoint_tokens
+from ilrm_ros.model.fused_tokens import image_tokens, ray_rows, viewpoint_tokens
 from ilrm_ros.model.head import activate_gaussians, activate_offsets
 from ilrm_ros.model.layers import ATTENTION_BACKENDS, QK_NORM_EPS, Patchify, Processor, patchify
 
@@ -309,13 +309,14 @@ class ILRM(nn.Module):
             keep_freed_memory()     # the next forwards reuse this one's memory without page faults (core/heap.py)
             _, img_ln, _, vp_ln, dec_ln, _ = self._token_layers()
             w_img, w_vp, w_dec = self._packed()
-            x_img = image_tokens(images, c2w, K, p, cfg.ray_encoding, cfg.layout == "re10k")
+            rays = ray_rows(c2w, K, cfg.ray_encoding)   # the cameras' ray rows, for both tokenizers and the head
+            x_img = image_tokens(images, c2w, K, p, cfg.ray_encoding, cfg.layout == "re10k", rays)
             img_tokens = fz.layer_norm(img_ln, fz.linear(x_img, w_img))  # (B*V, Ni, d)
-            x_vp = viewpoint_tokens(c2w, K, (h, w), f, p, cfg.ray_encoding).to(images.dtype)
+            x_vp = viewpoint_tokens(c2w, K, (h, w), f, p, cfg.ray_encoding, rays).to(images.dtype)
             vp_tokens = fz.layer_norm(vp_ln, fz.linear(x_vp, w_vp))     # (B*V, Nv, d)
             x = self.processor(vp_tokens.reshape(b, v * vp_tokens.shape[1], cfg.dim), img_tokens)
             raw = fz.linear(fz.layer_norm(dec_ln, x), w_dec)               # (B, V*Nv, p*p*C)
-            g, offsets = gaussians(raw, images, c2w, K, cfg)
+            g, offsets = gaussians(raw, images, c2w, K, cfg, rays.direction)
         else:
             with torch.autocast(device_type=images.device.type, enabled=False):
                 o_vp, d_vp = camera_rays(c2w, K, H, W, f)  # (B, V, h, w, 3)
