@@ -43,7 +43,6 @@ from ilrm_ros.geometry.cameras import (
     rays_through_pixels,
 )
 from ilrm_ros.core.gaussians import SH_C0, Gaussians
-from ilrm_ros.core.heap import keep_freed_memory
 from ilrm_ros.geometry.normalization import POSE_NORMALIZATIONS
 from ilrm_ros.model import fused as fz
 from ilrm_ros.model.fused_head import gaussians, gaussians_torch
@@ -306,7 +305,6 @@ class ILRM(nn.Module):
         K = K.to(gdtype)
         h, w = H // f, W // f
         if self._fused_io(images):  # same values: token-order inputs, oneDNN GEMMs, compiled CPU kernels
-            keep_freed_memory()     # the next forwards reuse this one's memory without page faults (core/heap.py)
             _, img_ln, _, vp_ln, dec_ln, _ = self._token_layers()
             w_img, w_vp, w_dec = self._packed()
             rays = ray_rows(c2w, K, cfg.ray_encoding)   # the cameras' ray rows, for both tokenizers and the head

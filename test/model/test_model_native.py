@@ -267,13 +267,3 @@ def test_the_layer_norm_kernel_matches_torch(shape, affine):
     torch.testing.assert_close(fast, F.layer_norm(x, shape[-1:], w, b, 1e-5), rtol=1e-5, atol=2e-6)
     assert not an.layer_norm_available(x[..., :8], 8)                  # width not a multiple of 16
     assert not an.layer_norm_available(x.transpose(0, -1).contiguous().transpose(0, -1), shape[-1])  # strided
-
-
-def test_the_fused_cpu_forward_keeps_freed_heap_memory_once(monkeypatch):
-    calls = []
-    monkeypatch.setattr("ilrm_ros.model.ilrm.keep_freed_memory", lambda: calls.append(1) or True)
-    model = tiny(iterations=1).eval()
-    with torch.inference_mode():
-        model(*inputs())
-    model(*inputs())                                                  # with autograd: the plain path, not fused
-    assert len(calls) == 1
