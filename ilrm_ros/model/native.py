@@ -43,8 +43,8 @@ from torch import Tensor
 from ilrm_ros.core.clib import CLibrary, build_library, library_cli, load_library
 
 __all__ = ["SOURCES", "LIBRARY", "ENV_PATH", "MODEL_KERNELS", "build", "load", "status", "set_enabled", "available",
-           "normed_attention_op", "attention_native", "attention_flops", "inputs_ok", "rays_available", "ray_tokens_op", "HEAD_FIELDS", "gaussian_head_op",
-           "layer_norm_available", "layer_norm_op"]
+           "normed_attention_op", "attention_native", "attention_flops", "inputs_ok", "rays_available", "ray_tokens_op",
+           "HEAD_FIELDS", "gaussian_head_op", "layer_norm_available", "layer_norm_op"]
 
 SOURCES = tuple(sorted((Path(__file__).parent / "csrc").glob("*.c")))
 """Every C file of ``model/csrc`` (CMakeLists.txt globs the same folder): attention, ray tokens, head, norm."""
@@ -120,11 +120,9 @@ def available(q: Tensor, k: Tensor, v: Tensor, heads: int) -> bool:
             and k.shape[0] == q.shape[0] and k.shape[1] > 0 and q.shape[1] > 0 and load() is not None)
 
 
-@torch.library.custom_op("ilrm_ros::normed_attention", mutates_args=(), device_types="cpu")
-def normed_attention_op(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor, eps_q: float,
-                        eps_k: float) -> Tensor:
-    """The kernel as a torch operator (``torch.ops.ilrm_ros.normed_attention``), so that the profiler shows it
-    by name and FLOP counters can be given its formula. Arguments as :func:`attention_native`."""
+def _normed_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor, eps_q: float,
+                      eps_k: float) -> Tensor:
+    """The implementation of ``torch.ops.ilrm_ros.normed_attention``. Arguments as :func:`attention_native`."""
     b, nq, width = q.shape
     out = torch.empty(b, nq, width, dtype=q.dtype)
     gq = q_weight.detach().to(torch.float32).contiguous()
@@ -138,12 +136,6 @@ def normed_attention_op(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: T
     return out
 
 
-@normed_attention_op.register_fake
-def _normed_attention_shape(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor, eps_q: float,
-                            eps_k: float) -> Tensor:
-    return q.new_empty(q.shape)
-
-
 def attention_native(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor,
                      eps: tuple[float, float]) -> Tensor:
     """Attention over RMS-normalised heads: q (B, Nq, H*D), k and v (B, Nk, H*D) (channels contiguous; rows
@@ -153,7 +145,7 @@ def attention_native(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tens
     ``q_weight`` (D,) (which carries the softmax scale), keys normalised with ``eps[1]``; the softmax
     has no further scale. Check :func:`available` first.
     """
-    return normed_attention_op(q, k, v, heads, q_weight, float(eps[0]), float(eps[1]))
+    return torch.ops.ilrm_ros.normed_attention(q, k, v, heads, q_weight, float(eps[0]), float(eps[1]))
 
 
 def attention_flops(q_shape: torch.Size, k_shape: torch.Size, *args, out_shape=None, **kwargs) -> int:
@@ -176,8 +168,7 @@ def rays_available(t: Tensor, encoding: str, grid: tuple[int, int], patch: int) 
             and grid[1] % patch == 0 and inputs_ok(t))
 
 
-@torch.library.custom_op("ilrm_ros::ray_tokens", mutates_args=(), device_types="cpu")
-def ray_tokens_op(images: Tensor | None, rows: Tensor, origin: Tensor | None, sizes: list[int]) -> Tensor:
+def _ray_tokens(images: Tensor | None, rows: Tensor, origin: Tensor | None, sizes: list[int]) -> Tensor:
     """A tokenizer's input (B*V, (GH/p)(GW/p), p*p*C) for a grid of GH x GW points ``stride`` pixels apart:
     ``sizes`` = [GH, GW, p, stride, direction, rgb_first]. ``rows`` (B, V, 6, 3), ``origin`` (B, V, 3) or None
     and ``direction`` (the direction's first row, 0 or 3) as :func:`~ilrm_ros.model.fused_tokens.ray_rows`
@@ -197,20 +188,12 @@ def ray_tokens_op(images: Tensor | None, rows: Tensor, origin: Tensor | None, si
     return out
 
 
-@ray_tokens_op.register_fake
-def _ray_tokens_shape(images: Tensor | None, rows: Tensor, origin: Tensor | None, sizes: list[int]) -> Tensor:
-    gh, gw, patch = sizes[:3]
-    c = (9 if origin is not None else 6) + (3 if images is not None else 0)
-    return rows.new_empty(rows.shape[0] * rows.shape[1], (gh // patch) * (gw // patch), patch * patch * c)
-
-
 HEAD_FIELDS = (3, 4, 3, 1, 3)
 """Channels of the head's outputs: means, quats, scales, opacities, colours."""
 
 
-@torch.library.custom_op("ilrm_ros::gaussian_head", mutates_args=(), device_types="cpu")
-def gaussian_head_op(raw: Tensor, rows: Tensor, origin: Tensor, images: Tensor | None, sizes: list[int],
-                     params: list[float]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _gaussian_head(raw: Tensor, rows: Tensor, origin: Tensor, images: Tensor | None, sizes: list[int],
+                   params: list[float]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The Gaussian head (``head_cpu.c``): decoder output ``raw`` (B, V*Nt, p*p*C) -> (means (B*V*GH*GW, 3),
     quats (., 4), scales (., 3), opacities (.,), colours (., 3), offsets (., 2), or (0,) when C has none).
     ``rows`` (B, V, 3, 3) = R K^-1, ``origin`` (B, V, 3), ``images`` (B, V, 3, H, W) for the colour residual
@@ -235,22 +218,13 @@ def gaussian_head_op(raw: Tensor, rows: Tensor, origin: Tensor, images: Tensor |
     return means, quats, scales, opac.view(-1), colors, offsets
 
 
-@gaussian_head_op.register_fake
-def _gaussian_head_shape(raw: Tensor, rows: Tensor, origin: Tensor, images: Tensor | None, sizes: list[int],
-                         params: list[float]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    count = rows.shape[0] * rows.shape[1] * sizes[0] * sizes[1]
-    means, quats, scales, opac, colors = (raw.new_empty(count, k) for k in HEAD_FIELDS)
-    return means, quats, scales, opac.view(-1), colors, raw.new_empty(count, 2) if sizes[4] == 16 else raw.new_empty(0)
-
-
 def layer_norm_available(x: Tensor, width: int) -> bool:
     """Whether :func:`layer_norm_op` can normalise ``x`` (..., width): :func:`inputs_ok`, contiguous, width a
     multiple of 16."""
     return x.shape[-1] == width and width % LANES == 0 and x.is_contiguous() and inputs_ok(x)
 
 
-@torch.library.custom_op("ilrm_ros::layer_norm", mutates_args=(), device_types="cpu")
-def layer_norm_op(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+def _layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
     """``F.layer_norm`` over the last dim of a contiguous float32 ``x`` (..., D), on the calling thread (no
     parallel region, so no sleeping worker to wake). Check :func:`layer_norm_available`."""
     out = torch.empty_like(x)
@@ -263,9 +237,41 @@ def layer_norm_op(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: fl
     return out
 
 
-@layer_norm_op.register_fake
-def _layer_norm_shape(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
-    return torch.empty_like(x)
+# The kernels as torch operators (torch.ops.ilrm_ros.*): the profiler shows them by name and FLOP counters
+# can be given formulas. Registered with torch.library.Library, not the custom_op decorator: calling a
+# custom_op imports torch._dynamo, which costs ~70 MB of resident memory (measured), and 3 us a call more.
+_OPS = torch.library.Library("ilrm_ros", "DEF")
+_OPS.define("normed_attention(Tensor q, Tensor k, Tensor v, int heads, Tensor q_weight, float eps_q, float eps_k)"
+            " -> Tensor")
+_OPS.define("ray_tokens(Tensor? images, Tensor rows, Tensor? origin, int[] sizes) -> Tensor")
+_OPS.define("gaussian_head(Tensor raw, Tensor rows, Tensor origin, Tensor? images, int[] sizes, float[] params)"
+            " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+_OPS.define("layer_norm(Tensor x, Tensor? weight, Tensor? bias, float eps) -> Tensor")
+for _name, _impl in (("normed_attention", _normed_attention), ("ray_tokens", _ray_tokens),
+                     ("gaussian_head", _gaussian_head), ("layer_norm", _layer_norm)):
+    _OPS.impl(_name, _impl, "CPU")
+
+
+def normed_attention_op(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor, eps_q: float,
+                        eps_k: float) -> Tensor:
+    """``torch.ops.ilrm_ros.normed_attention`` (see :func:`attention_native`)."""
+    return torch.ops.ilrm_ros.normed_attention(q, k, v, heads, q_weight, eps_q, eps_k)
+
+
+def ray_tokens_op(images: Tensor | None, rows: Tensor, origin: Tensor | None, sizes: list[int]) -> Tensor:
+    """``torch.ops.ilrm_ros.ray_tokens`` (see :func:`_ray_tokens`)."""
+    return torch.ops.ilrm_ros.ray_tokens(images, rows, origin, sizes)
+
+
+def gaussian_head_op(raw: Tensor, rows: Tensor, origin: Tensor, images: Tensor | None, sizes: list[int],
+                   params: list[float]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``torch.ops.ilrm_ros.gaussian_head`` (see :func:`_gaussian_head`)."""
+    return torch.ops.ilrm_ros.gaussian_head(raw, rows, origin, images, sizes, params)
+
+
+def layer_norm_op(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    """``torch.ops.ilrm_ros.layer_norm`` (see :func:`_layer_norm`)."""
+    return torch.ops.ilrm_ros.layer_norm(x, weight, bias, eps)
 
 
 def _ptr(t: Tensor | None) -> int | None:
