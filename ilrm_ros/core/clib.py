@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CLibrary", "build_library", "library_path", "load_library", "library_cli"]
+__all__ = ["CLibrary", "build_library", "library_path", "load_library", "library_cli", "LoadedLibrary"]
 
 BASE_FLAGS = ("-O3", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11")
 """Flags every library is compiled with (then ``-march=native`` where the compiler takes it)."""
@@ -101,3 +101,38 @@ def library_cli(lib: CLibrary, argv: list[str] | None, reload: Callable[[], str]
     why = reload()
     print(f"{lib.title}: " + ("loaded from " + str(library_path(lib)) if not why else why))
     return 0 if not why else 1
+
+
+class LoadedLibrary:
+    """One :class:`CLibrary`, loaded on first use: what each kernel module exposes as ``load``, ``status``,
+    ``reload``, ``build`` and ``cli_main``."""
+
+    def __init__(self, lib: CLibrary) -> None:
+        self.lib = lib
+        self._result: tuple[ctypes.CDLL | None, str] | None = None
+
+    def _get(self) -> tuple[ctypes.CDLL | None, str]:
+        if self._result is None:
+            self._result = load_library(self.lib)
+        return self._result
+
+    def load(self) -> ctypes.CDLL | None:
+        """The loaded library, or None (see :meth:`status`)."""
+        return self._get()[0]
+
+    def status(self) -> str:
+        """Empty when the library is loaded, else why not (for logs and benchmarks)."""
+        return self._get()[1]
+
+    def reload(self) -> str:
+        """Forget the loaded library (e.g. after ``$<env_var>`` changed), load it again; its :meth:`status`."""
+        self._result = None
+        return self.status()
+
+    def build(self, dest: Path | None = None, compiler: str | None = None) -> Path:
+        """:func:`build_library` of this library."""
+        return build_library(self.lib, dest, compiler)
+
+    def cli(self, argv: list[str] | None = None) -> int:
+        """:func:`library_cli` of this library."""
+        return library_cli(self.lib, argv, self.reload)

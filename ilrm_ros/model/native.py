@@ -34,17 +34,17 @@ the library (no compiler, no OpenMP) the ``*_available`` checks are False and th
 from __future__ import annotations
 
 import ctypes
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ilrm_ros.core.clib import CLibrary, build_library, library_cli, load_library
+from ilrm_ros.core.clib import CLibrary, LoadedLibrary
 
-__all__ = ["SOURCES", "LIBRARY", "ENV_PATH", "MODEL_KERNELS", "build", "load", "status", "set_enabled", "available",
-           "normed_attention_op", "attention_native", "attention_flops", "inputs_ok", "rays_available", "ray_tokens_op",
-           "HEAD_FIELDS", "gaussian_head_op", "layer_norm_available", "layer_norm_op"]
+__all__ = ["SOURCES", "LIBRARY", "ENV_PATH", "MODEL_KERNELS", "build", "load", "status", "reload", "cli_main",
+           "set_enabled", "available", "normed_attention_op", "attention_native", "attention_flops", "inputs_ok",
+           "rays_available", "ray_tokens_op", "HEAD_FIELDS", "gaussian_head_op", "layer_norm_available",
+           "layer_norm_op"]
 
 SOURCES = tuple(sorted((Path(__file__).parent / "csrc").glob("*.c")))
 """Every C file of ``model/csrc`` (CMakeLists.txt globs the same folder): attention, ray tokens, head, norm."""
@@ -78,24 +78,12 @@ MODEL_KERNELS = CLibrary("model's CPU kernels", SOURCES, LIBRARY, ENV_PATH, _dec
 """The library's description (core/clib.py): OpenMP, FMA contraction allowed."""
 
 
-def build(dest: Path = LIBRARY, compiler: str | None = None) -> Path:
-    """Compile the kernel into ``dest``; ``RuntimeError`` with the compiler's message on failure."""
-    return build_library(MODEL_KERNELS, dest, compiler)
-
-
-@lru_cache(maxsize=1)
-def _load() -> tuple[ctypes.CDLL | None, str]:
-    return load_library(MODEL_KERNELS)
-
-
-def load() -> ctypes.CDLL | None:
-    """The loaded library, or None (see :func:`status`)."""
-    return _load()[0]
-
-
-def status() -> str:
-    """Empty when the library is loaded, else why not."""
-    return _load()[1]
+_LIB = LoadedLibrary(MODEL_KERNELS)
+load = _LIB.load
+status = _LIB.status
+reload = _LIB.reload
+cli_main = _LIB.cli
+build = _LIB.build   # (dest=LIBRARY, compiler=$CC or cc): -O3, -march=native where taken
 
 
 def set_enabled(on: bool) -> None:
@@ -276,13 +264,3 @@ def layer_norm_op(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: fl
 
 def _ptr(t: Tensor | None) -> int | None:
     return t.data_ptr() if t is not None else None
-
-
-def _reload() -> str:
-    _load.cache_clear()
-    return status()
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    """``--build``: compile the kernel (exit 1 on failure); else report whether it loads (exit 1 if not)."""
-    return library_cli(MODEL_KERNELS, argv, _reload)

@@ -16,16 +16,15 @@ say why.
 from __future__ import annotations
 
 import ctypes
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ilrm_ros.core.clib import CLibrary, build_library, library_cli, load_library
+from ilrm_ros.core.clib import CLibrary, LoadedLibrary
 
-__all__ = ["SOURCES", "LIBRARY", "build", "load", "status", "available", "skip_rows", "project_native",
-           "bin_tiles_native", "composite_native"]
+__all__ = ["SOURCES", "LIBRARY", "build", "load", "status", "reload", "cli_main", "available", "skip_rows",
+           "project_native", "bin_tiles_native", "composite_native"]
 
 SOURCES = (Path(__file__).parent / "csrc" / "composite_cpu.c", Path(__file__).parent / "csrc" / "project_cpu.c")
 """The kernels' C files (one library): blending and binning, projection."""
@@ -61,28 +60,12 @@ RASTER = CLibrary("CPU rasterizer kernels", SOURCES, LIBRARY, ENV_PATH, _declare
 """The library's description (core/clib.py): no OpenMP runtime, pthreads over tiles."""
 
 
-def build(dest: Path = LIBRARY, compiler: str | None = None) -> Path:
-    """Compile the kernels into ``dest`` (a shared library) with ``compiler`` (default ``$CC`` or cc).
-
-    -O3 for this machine's instruction set (``-march=native``, dropped where the compiler refuses it).
-    Raises ``RuntimeError`` with the compiler's message on failure.
-    """
-    return build_library(RASTER, dest, compiler)
-
-
-@lru_cache(maxsize=1)
-def _load() -> tuple[ctypes.CDLL | None, str]:
-    return load_library(RASTER)
-
-
-def load() -> ctypes.CDLL | None:
-    """The loaded library, or None (see :func:`status`)."""
-    return _load()[0]
-
-
-def status() -> str:
-    """Empty when the library is loaded, else why not (for logs and benchmarks)."""
-    return _load()[1]
+_LIB = LoadedLibrary(RASTER)
+load = _LIB.load
+status = _LIB.status
+reload = _LIB.reload
+cli_main = _LIB.cli
+build = _LIB.build   # (dest=LIBRARY, compiler=$CC or cc): -O3, -march=native where taken
 
 
 def available(feats: Tensor, tile_size: int) -> bool:
@@ -232,13 +215,3 @@ def composite_native(means2d: Tensor, conics: Tensor, opac: Tensor, feats: Tenso
               bins.counts.to(torch.int64).contiguous())
     out, trans, _ = _Composite.apply(means2d, conics, opac, feats, tables, geometry)
     return out, trans
-
-
-def _reload() -> str:
-    _load.cache_clear()
-    return status()
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    """``--build``: compile the kernels (exit 1 on failure); else report whether they load (exit 1 if not)."""
-    return library_cli(RASTER, argv, _reload)

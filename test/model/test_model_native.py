@@ -124,18 +124,18 @@ def test_without_the_library_the_twin_runs(tmp_path, monkeypatch):
     built = an.build(tmp_path / "lib.so")
     q, k, v, g = projections(2, 20, 30, 2, 64, seed=9)
     monkeypatch.setenv(an.ENV_PATH, str(built))
-    an._load.cache_clear()
+    an.reload()
     try:
         assert an.status() == "" and an.available(q, k, v, 2)
         monkeypatch.setenv(an.ENV_PATH, str(tmp_path / "missing.so"))
-        an._load.cache_clear()
+        an.reload()
         assert an.load() is None and "not built" in an.status() and not an.available(q, k, v, 2)
         with torch.inference_mode():
             assert torch.equal(fz.normed_attention(q, k, v, 2, g, (1e-5, 1e-5)),
                                fz.normed_attention_torch(q, k, v, 2, g, (1e-5, 1e-5)))
     finally:
         monkeypatch.delenv(an.ENV_PATH)
-        an._load.cache_clear()
+        an.reload()
     assert an.status() == ""
 
 

@@ -31,11 +31,11 @@ def test_the_kernel_is_built_where_a_compiler_exists(capsys):
 def test_a_build_into_another_folder_loads_and_without_a_library_the_twins_run(tmp_path, monkeypatch):
     built = native.build(tmp_path / "lib.so")
     monkeypatch.setenv(native.ENV_PATH, str(built))
-    native._load.cache_clear()
+    native.reload()
     try:
         assert native.status() == ""
         monkeypatch.setenv(native.ENV_PATH, str(tmp_path / "missing.so"))
-        native._load.cache_clear()
+        native.reload()
         assert native.load() is None and "not built" in native.status()
         fields, cams = scene(50, 9), rig(1, 16, 16)   # without the library the torch twins draw
         fallback, _ = run(fields, cams, RasterConfig(), grad=False)
@@ -43,7 +43,7 @@ def test_a_build_into_another_folder_loads_and_without_a_library_the_twins_run(t
         assert all(torch.equal(a, b) for a, b in zip(fallback, twins))
     finally:
         monkeypatch.delenv(native.ENV_PATH)
-        native._load.cache_clear()
+        native.reload()
     assert native.status() == ""
 
 
