@@ -100,12 +100,15 @@ def _rows_ok(t: Tensor, width: int) -> bool:
 
 def available(q: Tensor, k: Tensor, v: Tensor, heads: int) -> bool:
     """Whether :func:`attention_native` can run on these projections: enabled and loaded, float32 CPU
-    rows with contiguous channels, a head size that is a multiple of 16, at least one key."""
+    rows with contiguous channels, no autograd (the kernel has no backward), a head size that is a
+    multiple of 16, at least one key."""
     if not _enabled or heads <= 0 or q.shape[-1] % heads:
         return False
     width, d = q.shape[-1], q.shape[-1] // heads
     return (d % LANES == 0 and all(_rows_ok(t, width) for t in (q, k, v)) and k.shape[:2] == v.shape[:2]
-            and k.shape[0] == q.shape[0] and k.shape[1] > 0 and q.shape[1] > 0 and load() is not None)
+            and k.shape[0] == q.shape[0] and k.shape[1] > 0 and q.shape[1] > 0
+            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
+            and load() is not None)
 
 
 def _normed_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor, eps_q: float,

@@ -108,6 +108,7 @@ def test_inputs_it_cannot_take_go_to_the_twin():
     assert not an.available(q, k, v, 3)                                       # 128 channels do not split in 3
     assert not an.available(q[..., :120], k[..., :120], v[..., :120], 2)      # head size 60, not a multiple of 16
     assert not an.available(q, k[:, :0], v[:, :0], 2)                         # no keys
+    assert not an.available(q.clone().requires_grad_(), k, v, 2)              # autograd: the kernel has no backward
     wide = torch.randn(1, 8, 128 * 2)[..., ::2]                               # channels not contiguous
     assert not an.available(wide, k, v, 2)
     an.set_enabled(False)
