@@ -25,7 +25,8 @@
  * a separate pool would compete with torch's spinning workers for the same cores.
  *
  * Vectors are GCC/Clang vector extensions (16 floats): AVX-512 registers where the machine has
- * them, pairs or quads of narrower registers elsewhere (the same source builds on ARM).
+ * them, pairs or quads of narrower registers elsewhere (built and specified here with AVX-512 and
+ * for plain x86-64-v2; the compiler lowers the same source for other targets, e.g. ARM NEON).
  */
 #include <math.h>
 #include <stdint.h>
