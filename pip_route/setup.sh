@@ -87,7 +87,7 @@ fi
 # 5. the compiled CPU kernels (C; the same files and flags as CMakeLists.txt): the rasterizer's
 # and the model's (attention, tokenizer input). Without a compiler the torch twins run instead, so a failure here
 # only warns.
-want=$(digest ilrm_ros/render/csrc/*.c ilrm_ros/render/native.py ilrm_ros/model/csrc/*.c \
+want=$(digest ilrm_ros/render/csrc/*.c ilrm_ros/render/native.py ilrm_ros/model/csrc/*.[ch] \
   ilrm_ros/model/native.py ilrm_ros/core/clib.py)
 libs=(ilrm_ros/render/_native/libilrm_raster.so ilrm_ros/model/_native/libilrm_model.so)
 if [ "$(cat "$stamp/native" 2>/dev/null)" != "$want" ] || [ ! -f "${libs[0]}" ] || [ ! -f "${libs[1]}" ]; then

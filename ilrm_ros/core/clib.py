@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CLibrary", "build_library", "library_path", "load_library", "library_cli", "LoadedLibrary"]
+__all__ = ["CLibrary", "build_library", "library_path", "load_library", "LoadedLibrary"]
 
 BASE_FLAGS = ("-O3", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11")
 """Flags every library is compiled with (then ``-march=native`` where the compiler takes it)."""
@@ -84,25 +84,6 @@ def load_library(lib: CLibrary) -> tuple[ctypes.CDLL | None, str]:
     return handle, ""
 
 
-def library_cli(lib: CLibrary, argv: list[str] | None, reload: Callable[[], str]) -> int:
-    """``--build [--out PATH]``: compile ``lib`` (exit 1 on failure); else report whether it loads, through
-    ``reload`` (clears the caller's cache and returns its status: "" when loaded), exit 1 if not."""
-    ap = argparse.ArgumentParser(prog="ilrm-ros kernels", description=f"build or check the {lib.title}")
-    ap.add_argument("--build", action="store_true", help="compile the sources into --out")
-    ap.add_argument("--out", type=Path, default=lib.path)
-    args = ap.parse_args(argv)
-    if args.build:
-        try:
-            print(f"built {build_library(lib, args.out)}")
-        except RuntimeError as e:
-            print(f"{lib.title} not built: {e}", file=sys.stderr)
-            return 1
-        return 0
-    why = reload()
-    print(f"{lib.title}: " + ("loaded from " + str(library_path(lib)) if not why else why))
-    return 0 if not why else 1
-
-
 class LoadedLibrary:
     """One :class:`CLibrary`, loaded on first use: what each kernel module exposes as ``load``, ``status``,
     ``reload``, ``build`` and ``cli_main``."""
@@ -134,5 +115,19 @@ class LoadedLibrary:
         return build_library(self.lib, dest, compiler)
 
     def cli(self, argv: list[str] | None = None) -> int:
-        """:func:`library_cli` of this library."""
-        return library_cli(self.lib, argv, self.reload)
+        """``--build [--out PATH]``: compile the library (exit 1 on failure); else load it afresh and report
+        where from, or why not (exit 1)."""
+        ap = argparse.ArgumentParser(prog="ilrm-ros kernels", description=f"build or check the {self.lib.title}")
+        ap.add_argument("--build", action="store_true", help="compile the sources into --out")
+        ap.add_argument("--out", type=Path, default=self.lib.path)
+        args = ap.parse_args(argv)
+        if args.build:
+            try:
+                print(f"built {self.build(args.out)}")
+            except RuntimeError as e:
+                print(f"{self.lib.title} not built: {e}", file=sys.stderr)
+                return 1
+            return 0
+        why = self.reload()
+        print(f"{self.lib.title}: " + ("loaded from " + str(library_path(self.lib)) if not why else why))
+        return 0 if not why else 1

@@ -20,6 +20,7 @@ import torch
 
 __all__ = [
     "PinholeCameras",
+    "pixel_to_direction",
     "RAY_ENCODINGS",
     "ray_channels",
     "normalize_intrinsics",
@@ -118,6 +119,12 @@ def pixel_centers(
     return torch.stack((uu, vv), dim=-1)
 
 
+def pixel_to_direction(c2w: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """R K^-1: c2w (..., 4, 4), K (..., 3, 3) pixels -> (..., 3, 3) mapping a homogeneous pixel (u, v, 1)
+    to its (un-normalised) world-frame ray direction."""
+    return c2w[..., :3, :3] @ torch.linalg.inv(K)
+
+
 def rays_through_pixels(c2w: torch.Tensor, K: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Unit world-frame ray directions through pixel coordinates.
 
@@ -125,7 +132,7 @@ def rays_through_pixels(c2w: torch.Tensor, K: torch.Tensor, uv: torch.Tensor) ->
     leading dims broadcast against those of ``c2w`` (e.g. ``(N, 2)`` for all cameras).
     Returns (..., N, 3).
     """
-    M = c2w[..., :3, :3] @ torch.linalg.inv(K)  # (..., 3, 3): homogeneous pixel -> world dir
+    M = pixel_to_direction(c2w, K)  # (..., 3, 3): homogeneous pixel -> world dir
     # M @ [u, v, 1] = M[:, :2] @ (u, v) + M[:, 2], done as one batched matmul.
     d = uv @ M[..., :, :2].mT + M[..., None, :, 2]
     return d / d.norm(dim=-1, keepdim=True)

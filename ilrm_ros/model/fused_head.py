@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ilrm_ros.core.gaussians import Gaussians
-from ilrm_ros.geometry.cameras import camera_rays, pixel_centers, rays_through_pixels
+from ilrm_ros.geometry.cameras import camera_rays, pixel_centers, pixel_to_direction, rays_through_pixels
 from ilrm_ros.model import native
 from ilrm_ros.model.head import activate_gaussians, activate_offsets
 
@@ -60,7 +60,7 @@ def gaussians(raw: torch.Tensor, images: torch.Tensor, c2w: torch.Tensor, K: tor
     if not (native.inputs_ok(raw) and native.inputs_ok(images) and c2w.dtype == torch.float32
             and C == (16 if cfg.predict_offset else 14) and h % p == 0 and w % p == 0):
         return gaussians_torch(raw, images, c2w, K, cfg)
-    M = direction if direction is not None else c2w[..., :3, :3] @ torch.linalg.inv(K)  # as rays_through_pixels
+    M = direction if direction is not None else pixel_to_direction(c2w, K)
     params = [float(cfg.max_depth), float(cfg.scale_bias), float(cfg.scale_max_log), float(cfg.opacity_bias)]
     means, quats, scales, opac, colors, offsets = native.gaussian_head_op(
         raw, M, c2w[..., :3, 3], images if cfg.color_residual else None, [h, w, p, f, C], params)

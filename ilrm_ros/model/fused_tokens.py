@@ -14,8 +14,9 @@ in token order, (N, hh*ww, p*p, C) with channels fastest:
 - the projection runs through :func:`ilrm_ros.model.fused.linear` (oneDNN on CPU).
 
 Same values as the plain path to float32 rounding (tests compare them). This torch code is in
-turn the twin of the compiled kernel ``ilrm_ros::image_tokens`` (:mod:`ilrm_ros.model.native`),
-which writes the same buffer in one pass; :func:`image_tokens` picks the kernel where it runs.
+turn the twin of the compiled kernel ``ilrm_ros::ray_tokens`` (:mod:`ilrm_ros.model.native`),
+which writes the same buffer in one pass; :func:`image_tokens` and :func:`viewpoint_tokens` pick
+the kernel where it runs.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import NamedTuple
 
 import torch
 
-from ilrm_ros.geometry.cameras import camera_rays, pixel_centers, ray_channels, ray_features
+from ilrm_ros.geometry.cameras import camera_rays, pixel_centers, pixel_to_direction, ray_channels, ray_features
 from ilrm_ros.model import native
 from ilrm_ros.model.layers import patchify
 
@@ -64,7 +65,7 @@ def ray_rows(c2w: torch.Tensor, K: torch.Tensor, encoding: str) -> RayRows:
     """:class:`RayRows` of cameras c2w (B, V, 4, 4), K (B, V, 3, 3) for a ray encoding."""
     if encoding not in ("plucker6", "plucker9"):
         raise ValueError(f"unknown ray encoding {encoding!r}")
-    M = c2w[..., :3, :3] @ torch.linalg.inv(K)                      # (B, V, 3, 3) homogeneous pixel -> direction
+    M = pixel_to_direction(c2w, K)                                   # (B, V, 3, 3) homogeneous pixel -> direction
     o = c2w[..., :3, 3]                                              # (B, V, 3)
     om = skew(o) @ M                                                  # (B, V, 3, 3) homogeneous pixel -> o x direction
     if encoding == "plucker6":

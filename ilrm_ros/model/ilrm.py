@@ -37,10 +37,8 @@ from torch import nn
 from ilrm_ros.geometry.cameras import (
     RAY_ENCODINGS,
     camera_rays,
-    pixel_centers,
     ray_channels,
     ray_features,
-    rays_through_pixels,
 )
 from ilrm_ros.core.gaussians import SH_C0, Gaussians
 from ilrm_ros.geometry.normalization import POSE_NORMALIZATIONS

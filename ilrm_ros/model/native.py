@@ -25,7 +25,7 @@ it by name) with a torch twin that runs wherever it cannot:
 
 Threads: OpenMP. Loaded into a torch process, the library's ``libgomp.so.1`` resolves to the
 copy torch already loaded, so the kernels run on torch's own thread pool
-(``torch.get_num_threads()`` threads) instead of competing with its spinning workers.
+(``torch.get_num_threads()`` threads) instead of a pool of their own competing with torch's.
 
 Building: ``make setup`` (``ilrm-ros kernels --build``) and colcon (``CMakeLists.txt``). Without
 the library (no compiler, no OpenMP) the ``*_available`` checks are False and the twins run;
@@ -94,22 +94,19 @@ def set_enabled(on: bool) -> None:
 
 
 def _rows_ok(t: Tensor, width: int) -> bool:
-    """(B, N, width) float32 CPU with unit channel stride: every row's heads are contiguous."""
-    return (t.dim() == 3 and t.dtype == torch.float32 and t.device.type == "cpu" and t.shape[-1] == width
-            and t.stride(-1) == 1)
+    """(B, N, width) with unit channel stride (every row's heads contiguous) that :func:`inputs_ok` takes."""
+    return t.dim() == 3 and t.shape[-1] == width and t.stride(-1) == 1 and inputs_ok(t)
 
 
 def available(q: Tensor, k: Tensor, v: Tensor, heads: int) -> bool:
     """Whether :func:`attention_native` can run on these projections: enabled and loaded, float32 CPU
     rows with contiguous channels, no autograd (the kernel has no backward), a head size that is a
     multiple of 16, at least one key."""
-    if not _enabled or heads <= 0 or q.shape[-1] % heads:
+    if heads <= 0 or q.shape[-1] % heads:
         return False
     width, d = q.shape[-1], q.shape[-1] // heads
-    return (d % LANES == 0 and all(_rows_ok(t, width) for t in (q, k, v)) and k.shape[:2] == v.shape[:2]
-            and k.shape[0] == q.shape[0] and k.shape[1] > 0 and q.shape[1] > 0
-            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))
-            and load() is not None)
+    return (d % LANES == 0 and k.shape[:2] == v.shape[:2] and k.shape[0] == q.shape[0] and k.shape[1] > 0
+            and q.shape[1] > 0 and all(_rows_ok(t, width) for t in (q, k, v)))
 
 
 def _normed_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, q_weight: Tensor, eps_q: float,

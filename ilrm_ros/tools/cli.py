@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("ilrm_ros.train.evaluate", "evaluate a checkpoint against nearest-view / mean-colour baselines"),
     "bag": ("ilrm_ros.tools.bag", "map a rosbag2 bag offline (no DDS)"),
     "convert": ("ilrm_ros.tools.checkpoints:convert_main", "convert any supported checkpoint to our format"),
-    "kernels": ("ilrm_ros.tools.kernels", "check (or --build) the compiled CPU kernels (rasterizer, attention)"),
+    "kernels": ("ilrm_ros.tools.kernels", "check (or --build) the compiled CPU kernels (rasterizer, model)"),
 }
 GROUPS: dict[str, dict[str, tuple[str, str]]] = {
     "checkpoint": {"random": ("ilrm_ros.tools.checkpoints:random_main",

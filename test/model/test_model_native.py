@@ -157,16 +157,6 @@ def test_fused_blocks_go_through_the_kernel(block, monkeypatch):
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=2e-5)
 
 
-def test_the_whole_fused_forward_uses_the_kernel_in_every_block(monkeypatch):
-    calls = []
-    real = an.attention_native
-    monkeypatch.setattr(an, "attention_native", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    model = tiny(iterations=2).eval()
-    with torch.inference_mode():
-        model(*inputs(16, 16, v=2))
-    assert len(calls) == 4   # 2 read + 2 self blocks
-
-
 # --------------------------------------------------------------------------- tokenizer inputs
 @pytest.mark.parametrize("encoding,rgb_first,size,patch", [
     ("plucker9", False, (16, 24), 4),     # the wide layout (the shipped model's), a non-square image
@@ -244,12 +234,17 @@ def test_the_head_kernel_places_and_activates_what_the_torch_head_does(kw):
         torch.testing.assert_close(fast_off, twin_off, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("op,calls", [("ray_tokens_op", 2), ("gaussian_head_op", 1)])
-def test_the_fused_forward_builds_tokens_and_gaussians_with_the_kernels(op, calls, monkeypatch):
+@pytest.mark.parametrize("op,calls", [
+    ("attention_native", 4),    # every block: 2 read + 2 self
+    ("ray_tokens_op", 2),       # both tokenizers
+    ("gaussian_head_op", 1),
+])
+def test_the_fused_forward_calls_each_kernel(op, calls, monkeypatch):
+    """A fused path that silently fell back to a twin would still match the reference: count the calls."""
     seen = []
     real = getattr(an, op)
     monkeypatch.setattr(an, op, lambda *a, **kw: seen.append(1) or real(*a, **kw))
-    model = tiny(iterations=1).eval()
+    model = tiny(iterations=2).eval()
     with torch.inference_mode():
         model(*inputs(16, 16, v=2))
     assert len(seen) == calls

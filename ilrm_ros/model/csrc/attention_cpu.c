@@ -24,22 +24,19 @@
  * own thread pool (the library links libgomp.so.1, which resolves to the copy torch has loaded);
  * a separate pool would compete with torch's spinning workers for the same cores.
  *
- * Vectors are GCC/Clang vector extensions (16 floats): AVX-512 registers where the machine has
- * them, pairs or quads of narrower registers elsewhere (built and specified here with AVX-512 and
- * for plain x86-64-v2; the compiler lowers the same source for other targets, e.g. ARM NEON).
+ * Vectors are vec16.h's 16 floats (built and specified here with AVX-512 and for plain x86-64-v2;
+ * the compiler lowers the same source for other targets, e.g. ARM NEON).
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
-typedef int32_t i16v __attribute__((vector_size(64), aligned(4)));
+#include "vec16.h"
 
 #define QB 32   /* queries per task: two vectors of lanes */
 #define RK 14   /* keys per score micro-tile (28 accumulators) */
 #define JB 64   /* keys per block of the P V product (the block of V stays in L1) */
-#define LANES 16
 
 /* Keep a loaded vector in a register: without it GCC re-reads it from memory for every FMA that
    uses it (one load per FMA instead of one per key), which halves the P V product's rate. */
@@ -48,17 +45,6 @@ typedef int32_t i16v __attribute__((vector_size(64), aligned(4)));
 #else
 #define KEEP(x) ((void)0)
 #endif
-
-static inline v16 ld(const float *p) { v16 r; memcpy(&r, p, sizeof r); return r; }
-static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
-static inline v16 bc(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
-static inline v16 vmax(v16 a, v16 b) { i16v m = a < b; return (v16)(((i16v)a & ~m) | ((i16v)b & m)); }
-
-static inline float hsum(v16 a) {
-    float t = 0.0f;
-    for (int l = 0; l < LANES; l++) t += a[l];
-    return t;
-}
 
 /* exp(x) for x <= 0 (scores minus their maximum), relative error ~2 ulp; x < -87 gives ~0. */
 static inline v16 vexp(v16 x) {

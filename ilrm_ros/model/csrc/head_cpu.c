@@ -2,7 +2,7 @@
  * The Gaussian head, from the decoder's output to activated Gaussians, in one pass (float32, CPU,
  * forward only).
  *
- * Twin: the torch code of ``ILRM._gaussians`` (the decoder output's un-patchify, ``activate_offsets``,
+ * Twin: ``fused_head.gaussians_torch`` (the decoder output's un-patchify, ``activate_offsets``,
  * ``rays_through_pixels``, the colour cells' average pooling and ``activate_gaussians``), compared
  * in ``test/model/test_model_native.py``. Per viewpoint-grid cell (x, y) of view n (grid GH x GW,
  * one cell per ``stride`` x ``stride`` pixels, the decoder's patches p x p cells):
