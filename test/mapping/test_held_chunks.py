@@ -6,7 +6,7 @@ from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.mapping.chunks import ChunkUpdate, MapReplica, MapUpdate, UpdateAction
 from ilrm_ros.mapping.held_chunks import HeldChunks
 from ilrm_ros.mapping.map_refine import MapRefiner
-from test_map_refine import a_map, cfg, keyframes, scene
+from _refine_scenes import a_map, cfg, keyframes, scene
 
 
 def _delete(key, revision, map_id="m") -> ChunkUpdate:
