@@ -13,7 +13,8 @@
  * head's D channels contiguous, so no head split, normalised copy or merge is ever written.
  *
  * Work is split into tasks of QB = 32 queries of one (b, h). A task
- *   1. writes its normalised queries transposed (QT[d][i]: queries in vector lanes);
+ *   1. writes its normalised queries transposed (QT[d][i]: queries in vector lanes), scaled as vectors
+ *      and moved in 16 x 16 blocks transposed in registers;
  *   2. computes the score block S^T[j][i] = ks_j * (k_j . qn_i) for all keys, RK keys x 32 queries
  *      per micro-tile, keeping the running maximum per query (lanes), so the softmax needs no
  *      horizontal reductions; ks_j = 1/rms(k_j), computed by each thread once per (b, h) it works on;
@@ -78,18 +79,50 @@ typedef struct {
     float eps_q, eps_k;
 } Job;
 
-/* Step 1: normalised queries of rows [i0, i0 + rows), transposed into QT[d * QB + i]; zero lanes past rows. */
+/* One stage of transpose16: the off-diagonal S x S blocks of the 2S x 2S blocks of rows a (top) and b
+   (bottom) swap places. */
+#define SWAP_STAGE(a, b, S, LO, HI)                                                                       \
+    do {                                                                                                  \
+        v16 lo_ = __builtin_shufflevector(a, b, LO), hi_ = __builtin_shufflevector(a, b, HI);             \
+        a = lo_;                                                                                          \
+        b = hi_;                                                                                          \
+    } while (0)
+#define LO8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define HI8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define LO4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define HI4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define LO2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define HI2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define LO1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define HI1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+
+/* The 16 x 16 block r[0..15] (rows of 16 floats) transposed in registers: at scales 8, 4, 2, 1 the
+   off-diagonal blocks swap places (64 two-vector shuffles in all). */
+static inline void transpose16(v16 r[16]) {
+    for (int i = 0; i < 8; i++) SWAP_STAGE(r[i], r[i + 8], 8, LO8, HI8);
+    for (int i = 0; i < 16; i += 8)
+        for (int j = i; j < i + 4; j++) SWAP_STAGE(r[j], r[j + 4], 4, LO4, HI4);
+    for (int i = 0; i < 16; i += 4)
+        for (int j = i; j < i + 2; j++) SWAP_STAGE(r[j], r[j + 2], 2, LO2, HI2);
+    for (int i = 0; i < 16; i += 2) SWAP_STAGE(r[i], r[i + 1], 1, LO1, HI1);
+}
+
+/* Step 1: normalised queries of rows [i0, i0 + rows), transposed into QT[d * QB + i]; zero lanes past rows.
+   Rows are scaled as vectors, then moved in 16 x 16 blocks transposed in registers. */
 static void queries_transposed(const Job *J, int b, int h, int i0, int rows, float *QT) {
     const int D = J->D;
-    for (int i = 0; i < QB; i++) {
-        if (i >= rows) {
-            for (int d = 0; d < D; d++) QT[d * QB + i] = 0.0f;
-            continue;
+    const float *q0 = J->q + b * J->sqb + (int64_t)i0 * J->sqn + (int64_t)h * D;
+    float s[QB];
+    for (int i = 0; i < QB; i++) s[i] = i < rows ? inv_rms(q0 + (int64_t)i * J->sqn, D, J->eps_q) : 0.0f;
+    for (int i16 = 0; i16 < QB; i16 += LANES)
+        for (int d = 0; d < D; d += LANES) {
+            v16 r[16];
+            const v16 g = ld(J->gq + d);
+            for (int i = 0; i < 16; i++)
+                r[i] = i16 + i < rows ? ld(q0 + (int64_t)(i16 + i) * J->sqn + d) * (g * bc(s[i16 + i])) : bc(0.0f);
+            transpose16(r);
+            for (int dd = 0; dd < 16; dd++) st(QT + (d + dd) * QB + i16, r[dd]);
         }
-        const float *qr = J->q + b * J->sqb + (int64_t)(i0 + i) * J->sqn + (int64_t)h * D;
-        float s = inv_rms(qr, D, J->eps_q);
-        for (int d = 0; d < D; d++) QT[d * QB + i] = qr[d] * s * J->gq[d];
-    }
 }
 
 /* Step 2, one micro-tile: ST rows [j, j + NK) = ks (k . qn) for NK keys x 32 queries (2 NK accumulators);
