@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ilrm_ros.core.gaussians import Gaussians
-from ilrm_ros.core.rotations import project_to_rotation, quat_left_matrix, rotmat_to_quat
+from ilrm_ros.core.rotations import matrix_to_quat_xyzw, project_to_rotation, quat_left_matrix, rotmat_to_quat
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ __all__ = [
     "Similarity",
     "normalize_window",
     "transform_gaussians",
+    "transform_gaussians_torch",
 ]
 
 
@@ -126,9 +128,38 @@ def normalize_window(
 def transform_gaussians(g: Gaussians, sim: Similarity) -> Gaussians:
     """Map Gaussians ``(..., N, k)`` through a similarity (e.g. normalised frame -> world).
 
-    means -> s R m + t; scales -> s * scales; quats -> q_R ⊗ q (so covariances become
-    s² R Σ Rᵀ); opacities and colours are unchanged.
+    means -> s R m + t; scales -> s * scales; quats -> q_R ⊗ q, renormalised (so covariances
+    become s² R Σ Rᵀ); opacities and colours are unchanged.
+
+    Unbatched float32 CPU Gaussians ``(N, k)`` without autograd (every window the node maps)
+    take :func:`_transform_numpy`: the same products in numpy, ~2.5x faster at 16k Gaussians,
+    where torch's matmuls with 3 or 4 columns and its per-op overhead dominate.
+    :func:`transform_gaussians_torch` is its twin (compared in tests) and the path for
+    everything else.
     """
+    fields = (g.means, g.quats, g.scales)
+    if (g.means.dim() == 2 and all(t.device.type == "cpu" and t.dtype == torch.float32 and not t.requires_grad
+                                   for t in fields)):
+        return _transform_numpy(g, sim)
+    return transform_gaussians_torch(g, sim)
+
+
+def _transform_numpy(g: Gaussians, sim: Similarity) -> Gaussians:
+    """:func:`transform_gaussians` of float32 CPU Gaussians (N, k) through numpy (no copies in or out)."""
+    R = sim.rotation.detach().to("cpu", torch.float64).numpy()
+    t = sim.translation.detach().to("cpu", torch.float32).numpy()
+    x, y, z, w = matrix_to_quat_xyzw(R)
+    L = quat_left_matrix(torch.tensor((w, x, y, z), dtype=torch.float64)).numpy()
+    means = g.means.numpy() @ (sim.scale * R).T.astype(np.float32)
+    means += t
+    quats = g.quats.numpy() @ L.T.astype(np.float32)
+    quats /= np.sqrt(np.einsum("ij,ij->i", quats, quats))[:, None]
+    return Gaussians(means=torch.from_numpy(means), quats=torch.from_numpy(quats), scales=g.scales * sim.scale,
+                     opacities=g.opacities, colors=g.colors)
+
+
+def transform_gaussians_torch(g: Gaussians, sim: Similarity) -> Gaussians:
+    """:func:`transform_gaussians` with torch ops, for any batch shape, dtype, device and autograd."""
     R, _ = sim._cast(g.means)
     q_R = rotmat_to_quat(R.to(torch.float64)).to(g.quats)
     quats = g.quats @ quat_left_matrix(q_R).mT   # q_R ⊗ q for every q: one (..., N, 4) x (4, 4) product

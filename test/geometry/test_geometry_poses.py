@@ -4,7 +4,10 @@ import torch
 
 from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.core.rotations import quat_to_rotmat
-from ilrm_ros.geometry.poses import Similarity, normalize_window, transform_gaussians
+from ilrm_ros.geometry import poses
+from ilrm_ros.geometry.poses import Similarity, normalize_window, transform_gaussians, transform_gaussians_torch
+
+_numpy_path = poses._transform_numpy
 
 SEEDS = range(8)
 
@@ -167,3 +170,28 @@ def test_min_scale_keeps_a_narrow_window_at_that_scale_and_leaves_wider_ones_alo
     wide = c2w.clone()
     wide[:, :3, 3] *= 10.0  # 4 m: above the floor, max |t| = 1 as without it
     assert normalize_window(wide, min_scale=2.0)[1].scale == pytest.approx(normalize_window(wide)[1].scale)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_numpy_path_for_float32_cpu_gaussians_matches_its_torch_twin(seed, monkeypatch):
+    gen = torch.Generator().manual_seed(seed)
+    g = _random_gaussians(gen, 1000, dtype=torch.float32)
+    sim64 = _random_similarity(gen)
+    sim = Similarity(sim64.rotation.float(), sim64.translation.float(), sim64.scale)
+    calls = []
+    monkeypatch.setattr(poses, "_transform_numpy", lambda *a: calls.append(1) or _numpy_path(*a))
+    fast, twin = transform_gaussians(g, sim), transform_gaussians_torch(g, sim)
+    assert calls == [1]
+    for name in ("means", "quats", "scales"):
+        torch.testing.assert_close(getattr(fast, name), getattr(twin, name), rtol=1e-5, atol=1e-5)
+    assert fast.means.dtype == torch.float32 and torch.equal(fast.opacities, g.opacities)
+
+
+def test_gaussians_that_need_gradients_take_the_torch_path():
+    gen = torch.Generator().manual_seed(13)
+    g = _random_gaussians(gen, 8, dtype=torch.float32)
+    g.means.requires_grad_(True)
+    sim64 = _random_similarity(gen)
+    h = transform_gaussians(g, Similarity(sim64.rotation.float(), sim64.translation.float(), sim64.scale))
+    h.means.sum().backward()
+    assert g.means.grad is not None

@@ -68,3 +68,40 @@ def test_on_update_runs_after_each_tf_message_with_the_transform_already_in_the_
     pub.publish(TFMessage(transforms=[matrix_to_transform(bad, "map", "other_optical", stamp)]))
     assert _wait(lambda: len(seen) == 2)
     assert source.lookup("map", "other_optical", stamp) is None
+
+
+def test_tf_is_taken_on_the_listeners_own_thread_even_when_the_nodes_executor_is_busy():
+    """The listener node has an executor of its own: TF arrives while the node's executor never runs."""
+    rclpy.init()
+    node, user = Node("tf_source_busy_node"), Node("tf_source_busy_user")
+    source = OwnTfSource(node)  # `node` is added to no executor at all
+    executor = SingleThreadedExecutor()
+    executor.add_node(user)
+    try:
+        assert source._thread is not None and source._thread.is_alive()
+        assert any(name == "tf_source_busy_node_tf_listener" for name, _ in node.get_node_names_and_namespaces())
+        pub = user.create_publisher(TFMessage, "/tf", TF_QOS)
+        assert _wait(lambda: pub.get_subscription_count() > 0)
+        stamp = 7_000_000_000
+        T = make_transform((0.5, 0.0, 1.0), (0.0, 0.0, 0.0, 1.0))
+        pub.publish(TFMessage(transforms=[matrix_to_transform(T, "map", "cam_optical", stamp - 1_000_000),
+                                          matrix_to_transform(T, "map", "cam_optical", stamp + 1_000_000)]))
+        assert _wait(lambda: source.lookup("map", "cam_optical", stamp) is not None)
+        assert np.allclose(source.lookup("map", "cam_optical", stamp), T)
+        thread = source._thread
+        source.close()
+        assert not thread.is_alive()
+        source.close()  # twice is harmless
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        user.destroy_node()
+        rclpy.shutdown()
+
+
+def test_without_spin_thread_the_subscriptions_are_the_nodes_own(ros):
+    node, _ = ros
+    source = OwnTfSource(node, spin_thread=False)
+    topics = {sub.topic_name for sub in node.subscriptions}
+    assert {"/tf", "/tf_static"} <= topics and source._thread is None
+    source.close()
