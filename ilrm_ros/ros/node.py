@@ -8,10 +8,9 @@ window re-rendered at its newest keyframe), ``~/rendered/novel/{image,depth,came
 ``~/occupancy/{grid,voxels,esdf}`` and ``~/query_occupancy`` (``ros/occupancy_outputs.py``).
 Services: ``~/save_map``, ``~/load_map``, ``~/reset`` (std_srvs/Trigger), ``~/render_view``.
 
-Threads: callbacks only decode and queue (they never wait for TF or the model); /tf is
-taken on a listener thread of its own (pip route: ``ros.tf_source.OwnTfSource``), which
-places waiting frames as soon as their TF is in, and a timer expires those whose TF never
-comes; the model runs on a WindowWorker thread, which also publishes its results.
+Threads: callbacks only decode and queue (they never wait for TF or the model); a
+timer resolves queued frames once TF can answer; the model runs on a WindowWorker
+thread, which also publishes its results.
 
 This module only wires the parts: parameters (``ros.parameters``: declared from the
 configuration tree, sets validated as a whole and applied atomically), the input side
@@ -124,14 +123,6 @@ class MappingNode(Node):
         self.input.images.adapt()
         self.outputs.maybe_publish_map()
         self.diagnostics.publish()
-
-    def destroy_node(self):
-        """Stop the TF listener's thread (``ros.tf_source``), then destroy the node (also called by the
-        context's shutdown for a node whose constructor failed, before it had a TF source)."""
-        tf = getattr(self, "tf", None)
-        if tf is not None:
-            tf.close()
-        return super().destroy_node()
 
     def shutdown(self) -> None:
         """Finish the running window, then save the map when configured. Never loses the map."""

@@ -5,12 +5,10 @@ Both sources answer the same non-blocking question — "the pose of ``source`` i
 """
 from __future__ import annotations
 
-import threading
 import time
 from typing import Callable
 
 import numpy as np
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -37,14 +35,6 @@ class OwnTfSource:
     waiting for their pose are placed as soon as it arrives rather than at the next
     tick of the node's resolver timer.
 
-    With ``spin_thread`` (the default) the subscriptions live on a small helper node,
-    ``<node>_tf_listener``, spun by its own executor on its own thread (what tf2_ros's
-    ``TransformListener(spin_thread=True)`` does in C++): TF is taken as soon as DDS has it
-    instead of waiting for the node's executor, whose every pass over its ~30 entities
-    (services, parameters, timers, image topics) costs a few hundred microseconds. Measured with
-    ``ilrm-ros bench node``: keyframe in -> worker start 2.0-2.3 ms -> 1.3-1.6 ms. Call
-    :meth:`close` before the node is destroyed.
-
     Transforms the buffer refuses (invalid, a loop, far ahead of the node's clock) are
     counted as ``tf_rejected_<reason>`` and named through ``reporter`` (else logged); the
     rest of the message is kept.
@@ -55,7 +45,7 @@ class OwnTfSource:
     """Period of the node's resolver timer: only expires frames whose TF never came."""
 
     def __init__(self, node: Node, cache_time_s: float = 10.0, reporter: DropReporter | None = None,
-                 max_future_s: float = 0.0, spin_thread: bool = True) -> None:
+                 max_future_s: float = 0.0) -> None:
         from tf2_msgs.msg import TFMessage
 
         self.buffer = PoseBuffer(cache_time_s=cache_time_s, max_future_s=max_future_s)
@@ -63,40 +53,11 @@ class OwnTfSource:
         self.on_update: Callable[[], None] | None = None
         self.reporter = reporter
         self._node = node
-        self._listener: Node | None = None
-        self._executor: SingleThreadedExecutor | None = None
-        self._thread: threading.Thread | None = None
-        host = node
-        if spin_thread:
-            host = self._listener = Node(f"{node.get_name()}_tf_listener", namespace=node.get_namespace(),
-                                         context=node.context, start_parameter_services=False)
         guard = getattr(node, "guard", None)
         wrap = (lambda name, fn: guard(name)(fn)) if guard is not None else (lambda name, fn: fn)
-        host.create_subscription(TFMessage, "/tf", wrap("the /tf callback", lambda m: self._on_tf(m, False)), TF_QOS)
-        host.create_subscription(TFMessage, "/tf_static", wrap("the /tf_static callback",
+        node.create_subscription(TFMessage, "/tf", wrap("the /tf callback", lambda m: self._on_tf(m, False)), TF_QOS)
+        node.create_subscription(TFMessage, "/tf_static", wrap("the /tf_static callback",
                                                                lambda m: self._on_tf(m, True)), TF_STATIC_QOS)
-        if self._listener is not None:
-            self._executor = SingleThreadedExecutor(context=node.context)
-            self._executor.add_node(self._listener)
-            self._thread = threading.Thread(target=self._spin, name="ilrm_tf_listener", daemon=True)
-            self._thread.start()
-
-    def _spin(self) -> None:
-        """The listener thread: take TF messages until :meth:`close` (or the context shuts down)."""
-        try:
-            self._executor.spin()
-        except ExternalShutdownException:
-            pass
-
-    def close(self) -> None:
-        """Stop the listener thread and destroy its node (nothing to do without ``spin_thread``)."""
-        if self._executor is not None:
-            self._executor.shutdown(timeout_sec=2.0)
-            self._thread.join(timeout=2.0)
-            self._executor = None
-        if self._listener is not None:
-            self._listener.destroy_node()
-            self._listener = None
 
     def set_max_future(self, seconds: float) -> None:
         """Change the future horizon (``frames.tf_max_future_s``) at runtime."""
@@ -138,9 +99,6 @@ class Tf2RosSource:
 
     def set_max_future(self, seconds: float) -> None:
         """tf2_ros has no future horizon; the parameter only applies to our own buffer."""
-
-    def close(self) -> None:
-        """Nothing to stop: the listener's subscriptions are the node's own."""
     poll_period_s = 0.05
     """Period of the node's resolver timer: it places frames whose TF came after them."""
 
