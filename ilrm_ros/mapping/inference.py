@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from ilrm_ros.core.params import param
 from ilrm_ros.geometry.normalization import normalize_cameras
@@ -25,7 +27,7 @@ from ilrm_ros.model.loading import ModelSource, load_model_file
 log = logging.getLogger(__name__)
 
 __all__ = ["ModelConfig", "resolve_device", "load_model", "fill_model_defaults", "views_warning", "predict_window",
-           "KeepUpMonitor"]
+           "camera_rig", "warm_up_model", "KeepUpMonitor"]
 
 
 @dataclass
@@ -118,6 +120,45 @@ def predict_window(model: ILRM, keyframes: list[Keyframe], device: torch.device)
     with torch.inference_mode(), autocast:
         g = model(images, c2w_n.float()[None], K[None])
     return g.flatten().map(lambda t: t.float()), sim
+
+
+def camera_rig(views: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A plain window of cameras: c2w (1, V, 4, 4) side by side along x over [-1, 1] (OpenCV, looking down
+    +z) and K (1, V, 3, 3) with f = 0.9 max(H, W) and the principal point at the image centre."""
+    c2w = torch.eye(4).repeat(1, views, 1, 1)
+    c2w[0, :, 0, 3] = torch.linspace(-1.0, 1.0, views) if views > 1 else 0.0
+    f = 0.9 * max(height, width)
+    K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]]).repeat(1, views, 1, 1)
+    return c2w, K
+
+
+class _LargestOutput(TorchDispatchMode):
+    """Records the largest storage (bytes) among the outputs of every operator run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                self.bytes = max(self.bytes, t.untyped_storage().nbytes())
+        return out
+
+
+def warm_up_model(model: ILRM, views: int, height: int, width: int, device: torch.device) -> int:
+    """One forward of a gray window of ``views`` frames at ``height`` x ``width``, as the node runs them: the
+    fused path packs its weights and the kernels pay their first-call costs here instead of in the first
+    window. Returns the bytes of the largest tensor that forward allocates on the CPU (0 on a GPU); the
+    node keeps tensors of that size on the heap (``ros.memory.mmap_threshold_for``)."""
+    images = torch.full((1, views, 3, height, width), 0.5, device=device)
+    c2w, K = camera_rig(views, height, width)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    largest = _LargestOutput()
+    with torch.inference_mode(), autocast, largest:
+        model(images, c2w.to(device), K.to(device))
+    return largest.bytes if device.type == "cpu" else 0
 
 
 @dataclass

@@ -46,6 +46,7 @@ from ilrm_ros.mapping.inference import (
     predict_window,
     resolve_device,
     views_warning,
+    warm_up_model,
 )
 from ilrm_ros.core.gaussians import Gaussians
 from ilrm_ros.model.ilrm import ILRM
@@ -188,6 +189,12 @@ class Mapper:
                                    trigger_time=arrival_time if arrival_time is not None else time.monotonic())
 
     # ------------------------------------------------------------------ the model
+    def warm_up_model(self) -> int:
+        """One forward at the configured window and input size (``inference.warm_up_model``); returns the
+        bytes of its largest CPU tensor (0 on a GPU)."""
+        return warm_up_model(self.model, self.cfg.window.size, self.cfg.model.height, self.cfg.model.width,
+                             self.device)
+
     def predict(self, keyframes: list[Keyframe]) -> tuple[Gaussians, object]:
         """Run iLRM on keyframes; returns (Gaussians (N, k) in the window frame, Similarity to map)."""
         return predict_window(self.model, keyframes, self.device)

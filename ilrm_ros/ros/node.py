@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -42,7 +43,7 @@ from ilrm_ros.ros.camera_input import CameraInput
 from ilrm_ros.ros.diagnostics import NodeDiagnostics
 from ilrm_ros.ros.guard import CallbackGuard, failed_response
 from ilrm_ros.ros.log_bridge import bridge_python_logging, ros_log
-from ilrm_ros.ros.memory import pin_malloc_thresholds
+from ilrm_ros.ros.memory import mmap_threshold_for, pin_malloc_thresholds
 from ilrm_ros.ros.occupancy_outputs import OccupancyOutputs
 from ilrm_ros.ros.outputs import MapOutputs
 from ilrm_ros.ros.parameters import ParameterGate, declare_parameters
@@ -65,6 +66,10 @@ class MappingNode(Node):
         self.mapper = mapper or Mapper(self.cfg)
         log.info(f"iLRM model {self.mapper.model_id} on {self.mapper.device}; "
                  f"window {self.cfg.window.size} keyframes at {self.cfg.model.width}x{self.cfg.model.height}")
+        t0 = time.monotonic()
+        self.activation_bytes = self.mapper.warm_up_model()  # the first window pays no first-call costs
+        log.info(f"model warmed up in {time.monotonic() - t0:.2f} s (largest tensor of a window's forward: "
+                 f"{self.activation_bytes / 2**20:.1f} MiB)")
         self.map_frame = self.cfg.frames.map_frame
         self.tf = make_tf_source(self, reporter=self.reporter, max_future_s=self.cfg.frames.tf_max_future_s)
         log.info(f"poses from {self.tf.name}")
@@ -164,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as exc:  # one clear line naming the file and what was found, no traceback
             rclpy.logging.get_logger("ilrm_mapping").fatal(f"cannot load the model: {exc}")
             return 2
+        pin_malloc_thresholds(mmap_threshold_for(node.activation_bytes))  # the forward's tensors stay on the heap
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()

@@ -51,3 +51,18 @@ def test_keep_up_gives_no_verdict_before_enough_keyframes():
     mon.on_keyframe(int(1e8))
     assert mon.budget_s() == 0.0 and mon.check(100.0) is None
     assert np.isclose(mon.interval_s, 0.1)
+
+
+def test_the_warm_up_forward_reports_its_largest_tensor_and_packs_the_fused_weights():
+    """4 x 128^2 with the shipped design: the largest tensor is the tokenizer's input, 4 views x 256 tokens
+    x 768 channels (8 x 8 pixels x RGB and 9 ray values) x 4 bytes = 3 MiB."""
+    import torch
+
+    from ilrm_ros.mapping.inference import warm_up_model
+    from ilrm_ros.model.loading import random_model
+
+    model = random_model("small", 0).eval()
+    ff = model.processor.blocks[0].read_ff
+    assert ff._fused._key is None
+    assert warm_up_model(model, 4, 128, 128, torch.device("cpu")) == 4 * 256 * 768 * 4
+    assert ff._fused._key is not None  # the first window finds its weights packed

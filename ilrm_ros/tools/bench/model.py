@@ -41,9 +41,14 @@ import torch
 
 from ilrm_ros.tools.bench.flops import count_flops, paired_rates, profile_top, representative_shape
 from ilrm_ros.tools.bench.model_report import PAPER_REFERENCE, Case, format_table
+from ilrm_ros.mapping.inference import camera_rig, warm_up_model
 from ilrm_ros.model.ilrm import ILRM, count_parameters
 
 log = logging.getLogger(__name__)
+
+MIN_PAIRS = 11
+"""Model/reference pairs behind each ratio (at least; ``--runs`` if more). On this kind of shared VM one
+pair's ratio moves by several points: the median of 11 moves by about one."""
 
 #: Default cases when neither --arch nor --checkpoint names an architecture.
 DEFAULT_VIEWS = [2, 4, 8, 16]
@@ -63,10 +68,7 @@ def make_inputs(views: int, height: int, width: int, device: torch.device, seed:
     """Random images and a sideways-moving camera rig: ((1,V,3,H,W), (1,V,4,4), (1,V,3,3))."""
     gen = torch.Generator().manual_seed(seed)
     images = torch.rand(1, views, 3, height, width, generator=gen)
-    c2w = torch.eye(4).repeat(1, views, 1, 1)
-    c2w[0, :, 0, 3] = torch.linspace(-1.0, 1.0, views) if views > 1 else 0.0
-    f = 0.9 * max(height, width)
-    K = torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]]).repeat(1, views, 1, 1)
+    c2w, K = camera_rig(views, height, width)
     return images.to(device), c2w.to(device), K.to(device)
 
 
@@ -157,11 +159,24 @@ def _efficiency(case: Case, forward, model: ILRM, device: torch.device, runs: in
                                  c.viewpoint_factor)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     case.gflop, case.ref_shape = flops / 1e9, list(shape)
-    case.gflops, case.ref_gflops, case.ratio, kernels = paired_rates(forward, flops, shape, device, max(runs, 3),
-                                                                      dtype)
+    case.gflops, case.ref_gflops, case.ratio, kernels = paired_rates(forward, flops, shape, device,
+                                                                      max(runs, MIN_PAIRS), dtype)
     case.ref_kernels = {k: round(v, 1) for k, v in kernels.items()}
     if profile:
         case.profile = profile_top(forward)
+
+
+def _pin_as_node(model: ILRM, views: int, height: int, width: int, device: torch.device) -> int | None:
+    """CPU: warm the model up at the case's size and pin glibc's malloc thresholds as a node configured
+    for that window does (``ros.memory``: its forward's tensors stay on the heap instead of being fresh
+    page-faulting mmaps every forward); returns the threshold in MiB (None on a GPU or without glibc)."""
+    largest = warm_up_model(model, views, height, width, device)
+    if device.type != "cpu":
+        return None
+    from ilrm_ros.ros.memory import mmap_threshold_for, pin_malloc_thresholds   # no ROS in it
+
+    threshold = mmap_threshold_for(largest)
+    return threshold >> 20 if pin_malloc_thresholds(threshold) else None
 
 
 def bench_device(
@@ -182,6 +197,7 @@ def bench_device(
     rss0 = _rss_mb()
     for v, h, w in order:
         images, c2w, K = make_inputs(v, h, w, device)
+        threshold = _pin_as_node(model, v, h, w, device)
 
         def forward():
             with torch.inference_mode(), autocast:
@@ -207,7 +223,7 @@ def bench_device(
             gaussians=v * model.cfg.gaussians_per_view(h, w),
             model_ms=1e3 * statistics.median(times), model_ms_all=[round(1e3 * t, 3) for t in times],
             model_cpu_ms=1e3 * statistics.median(cpu_times) if device.type == "cpu" else None,
-            peak_mem_mb=round(peak, 1), mem_note=note,
+            peak_mem_mb=round(peak, 1), mem_note=note, mmap_threshold_mib=threshold,
         )
         _efficiency(case, forward, model, device, runs, opts.profile)
         if render_fn is not None:
@@ -342,6 +358,10 @@ def cli_main(argv: list[str] | None = None) -> int:
                  "elsewhere growth of peak RSS over the post-load baseline, cases smallest first)")
     notes.append("model ms = median wall time; cpu ms = median process CPU time (all threads); "
                  "CUDA runs under bf16 autocast")
+    pinned = sorted({c.mmap_threshold_mib for c in all_cases if c.mmap_threshold_mib})
+    if pinned:
+        notes.append(f"CPU: glibc's mmap threshold pinned per case as the node pins it ({', '.join(map(str, pinned))} "
+                     "MiB; ros/memory.py): the forward's tensors come from the heap, not fresh mmaps")
     if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
         notes.append(f"machine busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): wall times are inflated")
 

@@ -34,6 +34,8 @@ class Case:
     resident memory where VmHWM can be reset)."""
     render_backend: str = ""
     """rasterizer used for the render column: "gsplat" or "torch" ("" when skipped)."""
+    mmap_threshold_mib: int | None = None
+    """CPU: glibc's mmap threshold pinned for the case, as a node configured for this window pins it."""
     gflop: float = 0.0
     """FLOPs of one forward (torch's flop counter), 1e9."""
     gflops: float = 0.0
