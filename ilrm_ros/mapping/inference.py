@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from ilrm_ros.core.params import param
@@ -132,14 +132,16 @@ def camera_rig(views: int, height: int, width: int) -> tuple[torch.Tensor, torch
     return c2w, K
 
 
-class _LargestOutput(TorchDispatchMode):
-    """Records the largest storage (bytes) among the outputs of every operator run under it."""
+class _LargestOutput(TorchFunctionMode):
+    """Records the largest storage (bytes) among the results of every torch call made under it from Python
+    (functions, tensor methods, ``torch.ops``). A function mode, not a dispatch mode: a forward under a
+    dispatch mode left ~70 MB more resident than a plain one."""
 
     def __init__(self) -> None:
         super().__init__()
         self.bytes = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.layout == torch.strided:

@@ -127,19 +127,24 @@ class WindowWorker:
     checked before every call, so a window waits at most for the call in progress, which can poll
     :meth:`window_waiting` to end early. Its exceptions are logged and stop idle work until the
     next window.
+
+    ``on_start`` (optional): called once on the worker thread before it takes any window (e.g. the
+    model's warm-up forward, so its memory lands in the arena the windows use); the worker counts as
+    busy meanwhile, and an exception there is logged and the worker goes on.
     """
 
     def __init__(self, process: Callable[[Window], Any], on_result: Callable[[Any], None],
                  max_queue: int = 1, name: str = "ilrm-window-worker",
-                 idle: Callable[[], bool] | None = None) -> None:
+                 idle: Callable[[], bool] | None = None, on_start: Callable[[], None] | None = None) -> None:
         self._process = process
         self._on_result = on_result
         self._idle = idle
+        self._on_start = on_start
         self._queue: collections.deque[Window] = collections.deque()
         self._max_queue = max(1, int(max_queue))
         self._cv = threading.Condition()
         self._stop = False
-        self.stats = WorkerStats(idle_work=idle is not None)
+        self.stats = WorkerStats(idle_work=idle is not None, busy=on_start is not None)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -188,7 +193,20 @@ class WindowWorker:
             self._cv.notify_all()
         self._thread.join(timeout)
 
+    def _start(self) -> None:
+        """``on_start``, once, before the first window."""
+        try:
+            if self._on_start is not None:
+                self._on_start()
+        except Exception as exc:  # noqa: BLE001 - a failed start-up step must never kill the worker
+            log.error("worker start-up step failed (%s): %s", type(exc).__name__, exc, exc_info=True)
+        finally:
+            with self._cv:
+                self.stats.busy = False
+                self._cv.notify_all()
+
     def _run(self) -> None:
+        self._start()
         while True:
             with self._cv:
                 while not self._queue and not self._stop and not self.stats.idle_work:

@@ -8,6 +8,8 @@ MAX_MMAP_THRESHOLD = 32 << 20
 TRIM_FACTOR = 8
 """The trim threshold over the mmap threshold (see :func:`pin_malloc_thresholds`)."""
 
+_pinned = False
+
 
 def mmap_threshold_for(largest_bytes: int) -> int:
     """The mmap threshold that keeps every tensor of the model's forward on the heap: its largest one
@@ -40,7 +42,21 @@ def pin_malloc_thresholds(mmap_threshold: int = MIN_MMAP_THRESHOLD) -> bool:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold))) and \
+        ok = bool(libc.mallopt(m_mmap_threshold, int(mmap_threshold))) and \
             bool(libc.mallopt(m_trim_threshold, int(TRIM_FACTOR * mmap_threshold)))
     except (OSError, AttributeError):
         return False
+    global _pinned
+    _pinned = _pinned or ok
+    return ok
+
+
+def fit_to_model(largest_bytes: int) -> int | None:
+    """Where this process pinned its thresholds (the node's ``main()``, the benchmarks), pin them again at
+    :func:`mmap_threshold_for` the model's largest tensor; returns that threshold, or None when the
+    process never pinned them (e.g. a node made inside a test) and nothing changed."""
+    if not _pinned:
+        return None
+    threshold = mmap_threshold_for(largest_bytes)
+    return threshold if pin_malloc_thresholds(threshold) else None
+

@@ -43,7 +43,7 @@ from ilrm_ros.ros.camera_input import CameraInput
 from ilrm_ros.ros.diagnostics import NodeDiagnostics
 from ilrm_ros.ros.guard import CallbackGuard, failed_response
 from ilrm_ros.ros.log_bridge import bridge_python_logging, ros_log
-from ilrm_ros.ros.memory import mmap_threshold_for, pin_malloc_thresholds
+from ilrm_ros.ros.memory import fit_to_model, pin_malloc_thresholds
 from ilrm_ros.ros.occupancy_outputs import OccupancyOutputs
 from ilrm_ros.ros.outputs import MapOutputs
 from ilrm_ros.ros.parameters import ParameterGate, declare_parameters
@@ -66,10 +66,7 @@ class MappingNode(Node):
         self.mapper = mapper or Mapper(self.cfg)
         log.info(f"iLRM model {self.mapper.model_id} on {self.mapper.device}; "
                  f"window {self.cfg.window.size} keyframes at {self.cfg.model.width}x{self.cfg.model.height}")
-        t0 = time.monotonic()
-        self.activation_bytes = self.mapper.warm_up_model()  # the first window pays no first-call costs
-        log.info(f"model warmed up in {time.monotonic() - t0:.2f} s (largest tensor of a window's forward: "
-                 f"{self.activation_bytes / 2**20:.1f} MiB)")
+        self.activation_bytes = 0  # the largest tensor of a window's forward (CPU), once the worker warmed up
         self.map_frame = self.cfg.frames.map_frame
         self.tf = make_tf_source(self, reporter=self.reporter, max_future_s=self.cfg.frames.tf_max_future_s)
         log.info(f"poses from {self.tf.name}")
@@ -87,7 +84,8 @@ class MappingNode(Node):
 
         self.worker = WindowWorker(self.mapper.process_window, guard("publishing a window")(self.outputs.on_window),
                                    self.cfg.window.max_queue,
-                                   idle=self.outputs.refine_idle if self.cfg.refine.map_enabled else None)
+                                   idle=self.outputs.refine_idle if self.cfg.refine.map_enabled else None,
+                                   on_start=guard("the model's warm-up")(self._warm_up))
         self.create_timer(self.tf.poll_period_s, guard("the TF resolver")(self.input.resolve),
                           callback_group=MutuallyExclusiveCallbackGroup())
         # diagnostics wait for the map lock while a window is fused: keep them off the TF resolver's group
@@ -98,6 +96,18 @@ class MappingNode(Node):
                  f"({'rectified' if self.input.rectified else 'raw'}, QoS {self.cfg.input.qos} depth "
                  f"{self.cfg.input.queue_depth}) and camera_info on "
                  f"'{self.resolve_topic_name(self.cfg.input.camera_info_topic)}' (map frame '{self.map_frame}')")
+
+    def _warm_up(self) -> None:
+        """On the worker thread, before the first window: one forward at the window's size, so the first
+        window pays no first-call costs and the forward's memory is in the arena the windows use; then
+        glibc's thresholds fit the model's largest tensor where main() pinned them (ros/memory.py)."""
+        t0 = time.monotonic()
+        self.activation_bytes = self.mapper.warm_up_model()
+        threshold = fit_to_model(self.activation_bytes)
+        self.get_logger().info(
+            f"model warmed up in {time.monotonic() - t0:.2f} s; largest tensor of a window's forward "
+            f"{self.activation_bytes / 2**20:.1f} MiB" + (f", malloc mmap threshold {threshold >> 20} MiB"
+                                                          if threshold else ""))
 
     def _emit(self, level: int, message: str) -> None:
         """The DropReporter's sink: the ROS logger at the given severity."""
@@ -169,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         except CheckpointError as exc:  # one clear line naming the file and what was found, no traceback
             rclpy.logging.get_logger("ilrm_mapping").fatal(f"cannot load the model: {exc}")
             return 2
-        pin_malloc_thresholds(mmap_threshold_for(node.activation_bytes))  # the forward's tensors stay on the heap
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()

@@ -188,3 +188,37 @@ def test_failing_idle_work_is_paused_until_the_next_window():
         assert len(calls) == 2
     finally:
         worker.stop()
+
+
+def test_the_start_step_runs_once_on_the_worker_thread_before_the_first_window():
+    seen: list[str] = []
+    started = threading.Event()
+
+    def on_start():
+        seen.append(f"start on {threading.current_thread().name}")
+        started.wait(5)
+
+    worker = WindowWorker(lambda w: seen.append(f"window {w.window_id}"), lambda r: None, on_start=on_start,
+                          name="start-test")
+    try:
+        assert not worker.idle()  # busy while starting
+        worker.submit(Window(1, [], 0.0))
+        started.set()
+        assert worker.wait_idle(5)
+        assert seen == ["start on start-test", "window 1"]
+    finally:
+        worker.stop()
+
+
+def test_a_failing_start_step_is_logged_and_the_worker_goes_on(caplog):
+    def on_start():
+        raise RuntimeError("no model")
+
+    done: list[int] = []
+    worker = WindowWorker(lambda w: done.append(w.window_id), lambda r: None, on_start=on_start)
+    try:
+        worker.submit(Window(7, [], 0.0))
+        assert worker.wait_idle(5)
+        assert done == [7] and "start-up step failed" in caplog.text
+    finally:
+        worker.stop()

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from ilrm_ros.ros.memory import MAX_MMAP_THRESHOLD, MIN_MMAP_THRESHOLD, mmap_threshold_for
+from ilrm_ros.ros import memory
+from ilrm_ros.ros.memory import MAX_MMAP_THRESHOLD, MIN_MMAP_THRESHOLD, fit_to_model, mmap_threshold_for
 
 MiB = 1 << 20
 
@@ -55,3 +56,13 @@ def test_at_the_models_threshold_a_forward_stops_page_faulting():
     largest, faults_small, faults_pinned = (int(v) for v in out.stdout.split())
     assert largest == 8 * 256 * 768 * 4
     assert faults_small > 2000 and faults_pinned < 100
+
+
+def test_a_process_that_never_pinned_its_thresholds_is_left_alone(monkeypatch):
+    """A node made inside a test (no main()) must not change the test process's malloc settings."""
+    monkeypatch.setattr(memory, "_pinned", False)
+    calls = []
+    monkeypatch.setattr(memory, "pin_malloc_thresholds", lambda t=MIN_MMAP_THRESHOLD: calls.append(t) or True)
+    assert fit_to_model(6 * MiB) is None and calls == []
+    monkeypatch.setattr(memory, "_pinned", True)
+    assert fit_to_model(6 * MiB) == 7 * MiB and calls == [7 * MiB]

@@ -308,8 +308,10 @@ def test_parameters_are_declared_with_descriptions_and_validated_at_runtime(harn
 
 
 def test_the_node_warms_its_model_up_at_start_and_knows_its_largest_tensor(harness):
-    """One forward at the configured window and size before the first image: the fused weights are packed
-    and the size of the forward's largest tensor (for the malloc threshold, ros/memory.py) is known."""
+    """One forward at the configured window and size on the worker thread before its first window: the fused
+    weights are packed and the size of the forward's largest tensor (for the malloc threshold,
+    ros/memory.py) is known."""
     node = harness.node
+    assert node.worker.wait_idle(60)
     assert node.activation_bytes > 0
     assert node.mapper.model.processor.blocks[0].read_ff._fused._key is not None

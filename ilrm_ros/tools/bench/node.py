@@ -76,7 +76,7 @@ def run(cfg: NodeBenchConfig) -> dict:
     from rclpy.parameter import Parameter
 
     from ilrm_ros.data.synth import SynthConfig, synth_sequence
-    from ilrm_ros.ros.memory import mmap_threshold_for, pin_malloc_thresholds
+    from ilrm_ros.ros.memory import pin_malloc_thresholds
     from ilrm_ros.ros.node import MappingNode
     from ilrm_ros.ros.player import SequencePlayer
 
@@ -100,7 +100,7 @@ def run(cfg: NodeBenchConfig) -> dict:
     rclpy.init()
     pin_malloc_thresholds()  # as the node's main() does: the RSS samples measure the same process
     node = MappingNode(parameter_overrides=overrides)
-    pin_malloc_thresholds(mmap_threshold_for(node.activation_bytes))
+
     user = Node("bench_player")
     player = SequencePlayer(user, "/bench/image", "/bench/camera_info")
     executor = MultiThreadedExecutor(num_threads=3)
