@@ -21,6 +21,10 @@ or ``--checkpoint`` the views and resolution default to the architecture's own
   so cases run in ascending size order and one that needs less than an earlier one reads
   0 (marked "<=").
 
+Each CPU case first warms the model up at its size and pins glibc's malloc thresholds as a node
+configured for that window does (``ros.memory``), so its forward's tensors come from the heap; each
+ratio is the median of :data:`MIN_PAIRS` model/reference pairs (or ``--runs``).
+
 Writes JSON (``--out``) and prints a table that ends with the paper's reference rows.
 """
 from __future__ import annotations
