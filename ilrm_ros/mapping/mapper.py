@@ -85,9 +85,11 @@ class WindowResult:
 
 
 def select_window_gaussians(g: Gaussians, min_opacity: float, max_count: int) -> Gaussians:
-    """Drop near-transparent Gaussians, keep the ``max_count`` most opaque (0 = all). g: (N, k)."""
+    """Drop near-transparent Gaussians, keep the ``max_count`` most opaque (0 = all). g: (N, k).
+    When every Gaussian is kept, ``g`` itself is returned (no copy)."""
     keep = g.opacities >= min_opacity
-    g = g.index(keep)
+    if not bool(keep.all()):
+        g = g.index(keep)
     if 0 < max_count < len(g):
         g = g.index(torch.topk(g.opacities, max_count).indices.sort().values)
     return g

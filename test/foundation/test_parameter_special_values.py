@@ -275,3 +275,4 @@ def test_refine_map_publish_period_0_sends_after_every_step(period, due_again):
     assert held.due(100.0) and held.release(100.0, "m").revision == 1
     held.hold(step(2))   # the next step, at the same moment
     assert held.due(100.0) is due_again
+

@@ -284,3 +284,17 @@ def test_a_frame_with_an_unusable_pose_is_dropped_under_bad_pose_and_the_map_is_
     # the next good frame carries on where the map was
     assert offer(mapper, reporter, frame(9, None), pose(WINDOW * STEP_M)) is None
     assert offer(mapper, reporter, frame(10, None), pose((WINDOW + 1) * STEP_M)).keyframe_ids == [2, 3, 4]
+
+
+def test_a_window_whose_gaussians_all_pass_the_opacity_floor_is_not_copied():
+    import torch
+
+    from ilrm_ros.core.gaussians import Gaussians
+    from ilrm_ros.mapping.mapper import select_window_gaussians
+
+    n = 20
+    g = Gaussians(means=torch.zeros(n, 3), quats=torch.ones(n, 4), scales=torch.ones(n, 3),
+                  opacities=torch.full((n,), 0.5), colors=torch.zeros(n, 3))
+    assert select_window_gaussians(g, 0.1, 0) is g
+    kept = select_window_gaussians(g, 0.6, 0)
+    assert len(kept) == 0 and kept is not g
