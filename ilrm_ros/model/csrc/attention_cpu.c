@@ -80,8 +80,8 @@ typedef struct {
 } Job;
 
 /* One stage of transpose16: the off-diagonal S x S blocks of the 2S x 2S blocks of rows a (top) and b
-   (bottom) swap places. */
-#define SWAP_STAGE(a, b, S, LO, HI)                                                                       \
+   (bottom) swap places; S is in the masks (LOs/HIs: LO8/HI8 for S = 8, ...). */
+#define SWAP_STAGE(a, b, LO, HI)                                                                          \
     do {                                                                                                  \
         v16 lo_ = __builtin_shufflevector(a, b, LO), hi_ = __builtin_shufflevector(a, b, HI);             \
         a = lo_;                                                                                          \
@@ -99,12 +99,12 @@ typedef struct {
 /* The 16 x 16 block r[0..15] (rows of 16 floats) transposed in registers: at scales 8, 4, 2, 1 the
    off-diagonal blocks swap places (64 two-vector shuffles in all). */
 static inline void transpose16(v16 r[16]) {
-    for (int i = 0; i < 8; i++) SWAP_STAGE(r[i], r[i + 8], 8, LO8, HI8);
+    for (int i = 0; i < 8; i++) SWAP_STAGE(r[i], r[i + 8], LO8, HI8);
     for (int i = 0; i < 16; i += 8)
-        for (int j = i; j < i + 4; j++) SWAP_STAGE(r[j], r[j + 4], 4, LO4, HI4);
+        for (int j = i; j < i + 4; j++) SWAP_STAGE(r[j], r[j + 4], LO4, HI4);
     for (int i = 0; i < 16; i += 4)
-        for (int j = i; j < i + 2; j++) SWAP_STAGE(r[j], r[j + 2], 2, LO2, HI2);
-    for (int i = 0; i < 16; i += 2) SWAP_STAGE(r[i], r[i + 1], 1, LO1, HI1);
+        for (int j = i; j < i + 2; j++) SWAP_STAGE(r[j], r[j + 2], LO2, HI2);
+    for (int i = 0; i < 16; i += 2) SWAP_STAGE(r[i], r[i + 1], LO1, HI1);
 }
 
 /* Step 1: normalised queries of rows [i0, i0 + rows), transposed into QT[d * QB + i]; zero lanes past rows.

@@ -100,7 +100,6 @@ def run(cfg: NodeBenchConfig) -> dict:
     rclpy.init()
     pin_malloc_thresholds()  # as the node's main() does: the RSS samples measure the same process
     node = MappingNode(parameter_overrides=overrides)
-
     user = Node("bench_player")
     player = SequencePlayer(user, "/bench/image", "/bench/camera_info")
     executor = MultiThreadedExecutor(num_threads=3)
