@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ilrm_ros.io.frames import Frame, stamp_to_ns
@@ -78,6 +79,8 @@ class CameraInput:
     message where the source reports them, and on the node's resolver timer), then go
     through the input stage's pose lookup and validation, and each posed frame is handed
     to ``on_frame(frame, arrival_time)``. Every drop is counted by reason in ``reporter``.
+    When ``group`` is mutually exclusive and also holds the ``tf`` source's /tf subscription, an
+    image first reads the /tf messages that arrived before it (``tf.take_pending``).
     """
 
     def __init__(self, node: Any, tf: Any, on_frame: Callable[[Frame, float], None], group: Any) -> None:
@@ -102,6 +105,8 @@ class CameraInput:
         guard = node.guard
         callback = guard("the compressed image callback")(self._on_compressed) if cfg.input.use_compressed \
             else guard("the image callback")(self._on_image)
+        # reading /tf from the image callback is safe only where the executor cannot take /tf meanwhile
+        self._take_tf = tf.callback_group is group and isinstance(group, MutuallyExclusiveCallbackGroup)
         self.images = ImageSubscription(node, self.image_topic, callback, group)
         node.create_subscription(CameraInfo, cfg.input.camera_info_topic,
                                  guard("the camera_info callback")(self._on_camera_info),
@@ -141,6 +146,8 @@ class CameraInput:
             max_pending = self.node.cfg.input.max_pending
             self.stage.drop(Rejection("queue_full", "TF wait queue full", f"{max_pending} frames wait for "
                                       "TF (input.max_pending): dropped the oldest"))
+        if self._take_tf:
+            self.tf.take_pending()  # /tf samples sent before the image but not handled yet by the executor
         self.resolve()  # usually TF is already there: no need to wait for the timer
 
     def _now_ns(self) -> int:

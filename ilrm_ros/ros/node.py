@@ -68,9 +68,13 @@ class MappingNode(Node):
                  f"window {self.cfg.window.size} keyframes at {self.cfg.model.width}x{self.cfg.model.height}")
         self.activation_bytes = 0  # the largest tensor of a window's forward (CPU), once the worker warmed up
         self.map_frame = self.cfg.frames.map_frame
-        self.tf = make_tf_source(self, reporter=self.reporter, max_future_s=self.cfg.frames.tf_max_future_s)
+        # images, camera_info and /tf in one mutually exclusive group: an image callback may then read the
+        # /tf samples that arrived with it (CameraInput, OwnTfSource.take_pending)
+        input_group = MutuallyExclusiveCallbackGroup()
+        self.tf = make_tf_source(self, reporter=self.reporter, max_future_s=self.cfg.frames.tf_max_future_s,
+                                 callback_group=input_group)
         log.info(f"poses from {self.tf.name}")
-        self.input = CameraInput(self, self.tf, self._on_frame, MutuallyExclusiveCallbackGroup())
+        self.input = CameraInput(self, self.tf, self._on_frame, input_group)
         self.outputs = MapOutputs(self)
         self.diagnostics = NodeDiagnostics(self)
 

@@ -6,7 +6,7 @@ Both sources answer the same non-blocking question — "the pose of ``source`` i
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from rclpy.node import Node
@@ -16,6 +16,9 @@ from ilrm_ros.io.drop_report import DropReporter
 from ilrm_ros.io.frames import ns_to_stamp
 from ilrm_ros.io.pose_buffer import PoseBuffer, TransformRejected
 from ilrm_ros.io.rigid import make_transform
+
+TAKE_PENDING_MAX = 32
+"""The most /tf messages :meth:`OwnTfSource.take_pending` reads in one call (a callback stays short)."""
 
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
@@ -45,25 +48,69 @@ class OwnTfSource:
     """Period of the node's resolver timer: only expires frames whose TF never came."""
 
     def __init__(self, node: Node, cache_time_s: float = 10.0, reporter: DropReporter | None = None,
-                 max_future_s: float = 0.0) -> None:
+                 max_future_s: float = 0.0, callback_group: Any = None) -> None:
         from tf2_msgs.msg import TFMessage
 
         self.buffer = PoseBuffer(cache_time_s=cache_time_s, max_future_s=max_future_s)
         self.last_message_time: float | None = None
         self.on_update: Callable[[], None] | None = None
         self.reporter = reporter
+        self.callback_group = callback_group
+        """The /tf subscription's callback group (None: the node's default group)."""
         self._node = node
         guard = getattr(node, "guard", None)
         wrap = (lambda name, fn: guard(name)(fn)) if guard is not None else (lambda name, fn: fn)
-        node.create_subscription(TFMessage, "/tf", wrap("the /tf callback", lambda m: self._on_tf(m, False)), TF_QOS)
+        self._sub = node.create_subscription(TFMessage, "/tf", wrap("the /tf callback", lambda m: self._on_tf(m, False)),
+                                             TF_QOS, callback_group=callback_group)
+        self._taken = wrap("the /tf callback", lambda m: self._on_tf(m, False, notify=False))   # take_pending's
         node.create_subscription(TFMessage, "/tf_static", wrap("the /tf_static callback",
                                                                lambda m: self._on_tf(m, True)), TF_STATIC_QOS)
+        self._can_take = True
 
     def set_max_future(self, seconds: float) -> None:
         """Change the future horizon (``frames.tf_max_future_s``) at runtime."""
         self.buffer.max_future_ns = int(round(max(0.0, seconds) * 1e9))
 
-    def _on_tf(self, msg, static: bool) -> None:
+    def take_pending(self, limit: int = TAKE_PENDING_MAX) -> int:
+        """Read up to ``limit`` /tf messages that have arrived but that the executor has not handed to
+        their callback yet, as that callback would (without ``on_update``: the caller places its frames
+        next). Returns how many were read.
+
+        Why: rclpy's executors take one message per subscription and wait, so when a camera driver
+        publishes an image right after the /tf sample that brackets its stamp, the image is often
+        handled a whole executor cycle (~1 ms on a 2-core machine) before that sample. Only call this
+        from a callback of ``callback_group``, and only when that group is mutually exclusive: the
+        executor takes a subscription's message after it acquired the group, so it cannot take from
+        /tf at the same time. Where this rclpy cannot take directly it reads nothing (the executor
+        delivers the messages as before).
+        """
+        n = 0
+        while self._can_take and n < limit:
+            msg = self._take_one()
+            if msg is None:
+                break
+            self._taken(msg)
+            n += 1
+        return n
+
+    def _take_one(self):
+        """One waiting /tf message, or None (none waiting, or no direct take in this rclpy)."""
+        from rclpy.exceptions import InvalidHandle
+
+        sub = self._sub
+        try:
+            with sub.handle:
+                taken = sub.handle.take_message(sub.msg_type, sub.raw)
+        except InvalidHandle:    # the subscription is being destroyed (shutdown)
+            return None
+        except AttributeError:   # an rclpy without Subscription.handle.take_message
+            self._can_take = False
+            self._node.get_logger().debug("this rclpy cannot take /tf messages directly: frames wait for "
+                                          "the executor")
+            return None
+        return None if taken is None else taken[0]
+
+    def _on_tf(self, msg, static: bool, notify: bool = True) -> None:
         self.last_message_time = time.monotonic()
         now_ns = self._node.get_clock().now().nanoseconds
         topic = "/tf_static" if static else "/tf"
@@ -73,7 +120,7 @@ class OwnTfSource:
             except TransformRejected as exc:  # keep the rest of the message
                 self._rejected(exc.reason, f"{exc.reason} on {topic}: {str(ts.child_frame_id)[:40]!r}",
                                f"{topic}: {exc}")
-        if self.on_update is not None:
+        if notify and self.on_update is not None:
             self.on_update()
 
     def _rejected(self, reason: str, cause: str, message: str) -> None:
@@ -96,6 +143,11 @@ class Tf2RosSource:
 
     name = "tf2_ros.Buffer"
     on_update = None
+    callback_group = None   # the listener's subscriptions use the node's default group
+
+    def take_pending(self, limit: int = 0) -> int:
+        """The listener owns the /tf subscription: nothing to read here (see OwnTfSource.take_pending)."""
+        return 0
 
     def set_max_future(self, seconds: float) -> None:
         """tf2_ros has no future horizon; the parameter only applies to our own buffer."""
@@ -124,8 +176,9 @@ class Tf2RosSource:
 
 
 def make_tf_source(node: Node, prefer_tf2_ros: bool = True, reporter: DropReporter | None = None,
-                   max_future_s: float = 0.0):
-    """tf2_ros where importable, else our own buffer (with ``reporter`` and the future horizon)."""
+                   max_future_s: float = 0.0, callback_group: Any = None):
+    """tf2_ros where importable, else our own buffer (with ``reporter``, the future horizon and the
+    /tf subscription in ``callback_group``)."""
     if prefer_tf2_ros:
         try:
             import tf2_ros  # noqa: F401
@@ -133,4 +186,4 @@ def make_tf_source(node: Node, prefer_tf2_ros: bool = True, reporter: DropReport
             return Tf2RosSource(node)
         except ImportError:
             pass
-    return OwnTfSource(node, reporter=reporter, max_future_s=max_future_s)
+    return OwnTfSource(node, reporter=reporter, max_future_s=max_future_s, callback_group=callback_group)

@@ -1,8 +1,12 @@
-"""input.qos auto over real DDS: the image subscription follows the camera publishers' reliability.
+"""The node's camera input over real DDS.
+
+input.qos auto: the image subscription follows the camera publishers' reliability.
 
 A reliable camera gets a reliable reader (large images need fragment repair); as soon as a
 best-effort camera publishes on the topic the reader goes back to best effort (a reliable
 reader would get nothing from it); the switch loses no frames of a steady stream.
+
+TF: an image whose /tf samples arrived just before it is placed in its own callback.
 """
 from __future__ import annotations
 
@@ -13,12 +17,22 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
 
+from ilrm_ros.io.drop_report import DropReporter  # noqa: E402
+from ilrm_ros.io.frames import ns_to_stamp  # noqa: E402
+from ilrm_ros.io.rigid import make_transform  # noqa: E402
 from ilrm_ros.mapping.config import config_from_flat  # noqa: E402
-from ilrm_ros.ros.camera_input import ImageSubscription  # noqa: E402
+from ilrm_ros.ros.camera_input import CameraInput, ImageSubscription  # noqa: E402
+from ilrm_ros.ros.conversions import camera_info_msg  # noqa: E402
+from ilrm_ros.ros.guard import CallbackGuard  # noqa: E402
+from ilrm_ros.ros.player import matrix_to_transform, rgb_image_msg  # noqa: E402
+from ilrm_ros.ros.tf_source import TF_QOS, OwnTfSource  # noqa: E402
 
 pytestmark = [pytest.mark.ros]
 
@@ -83,4 +97,50 @@ def test_auto_follows_the_publishers_and_the_switch_loses_no_frames():
         executor.shutdown()
         node.destroy_node()
         camera.destroy_node()
+        rclpy.shutdown()
+
+
+def _input_node(name: str):
+    """A bare node with what CameraInput reads from the mapping node (config, drop counters, guard)."""
+    node = rclpy.create_node(name)
+    node.cfg = config_from_flat({"input.image_topic": f"/{name}/image", "input.camera_info_topic": f"/{name}/info",
+                                 "input.qos": "reliable", "model.height": 16, "model.width": 16})
+    node.reporter = DropReporter(lambda level, message: None)
+    node.counters = node.reporter.counters
+    node.guard = CallbackGuard(node.reporter, lambda text: None)
+    return node
+
+
+@pytest.mark.parametrize("shared_group", [True, False], ids=["tf_in_the_input_group", "tf_elsewhere"])
+def test_an_image_whose_tf_came_just_before_it_is_placed_in_its_own_callback(shared_group):
+    """rclpy's executors hand over one message per subscription and wait, so an image sent right
+    after the /tf samples around its stamp is often handled before them. With /tf in the image's
+    (mutually exclusive) group the image callback reads those samples and places the frame at once;
+    with /tf elsewhere the frame waits for the executor to deliver them."""
+    rclpy.init()
+    try:
+        node, robot = _input_node(f"cam_tf_{int(shared_group)}"), rclpy.create_node("cam_tf_robot")
+        group = MutuallyExclusiveCallbackGroup()
+        tf = OwnTfSource(node, callback_group=group if shared_group else MutuallyExclusiveCallbackGroup())
+        placed: list = []
+        cam = CameraInput(node, tf, lambda frame, arrival: placed.append(frame), group)
+        pub = robot.create_publisher(TFMessage, "/tf", TF_QOS)
+        assert _wait(lambda: pub.get_subscription_count() > 0)
+        stamp, T = 3_000_000_000, make_transform((0.5, 0.0, 1.0), (0.0, 0.0, 0.0, 1.0))
+        header = Header(frame_id="cam_optical")
+        header.stamp.sec, header.stamp.nanosec = ns_to_stamp(stamp)
+        cam._on_camera_info(camera_info_msg(np.array([[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]]), 16, 16, header))
+        for dt in (-1_000_000, 1_000_000):
+            pub.publish(TFMessage(transforms=[matrix_to_transform(T, "map", "cam_optical", stamp + dt)]))
+        time.sleep(0.5)   # delivered to the node's reader; nothing spins the node, so nobody handled them
+
+        cam._on_image(rgb_image_msg(np.full((16, 16, 3), 90, np.uint8), header), {})   # the executor's call
+        if shared_group:
+            assert len(placed) == 1 and cam.waiting() == 0
+            assert np.allclose(placed[0].c2w, T)
+        else:
+            assert placed == [] and cam.waiting() == 1
+            assert tf.take_pending() == 2   # still there for the executor
+        assert node.counters.total("dropped") == 0   # nothing dropped, no internal error
+    finally:
         rclpy.shutdown()
