@@ -40,6 +40,7 @@ import torch
 
 from ilrm_ros.core.params import param
 from ilrm_ros.core.wire import COL_MEANS, COL_OPACITY, COL_SCALES, ROW_FLOATS
+from ilrm_ros.mapping import fusion_native
 
 
 @dataclass
@@ -269,15 +270,16 @@ def distances(pc: np.ndarray) -> torch.Tensor:
 def project(means: torch.Tensor, cams: WindowCameras, downsample: int, near: float) -> Projection:
     """Project means (N, 3) into every camera; cells of ``downsample``-pixel blocks.
 
-    One batched matmul to a (V, 3, N) layout, then a few passes over each camera's N
-    points (:func:`project_camera`).
+    One batched matmul to a (V, 3, N) layout, then each camera's N points: the compiled
+    ``fusion_native.project_cells`` where it is built, else its numpy twin :func:`project_camera`.
     """
     pc = camera_points(means, cams)
     k = cams.K.numpy()
     visible = np.empty(pc[:, 0].shape, dtype=bool)
     cell = np.empty(pc[:, 0].shape, dtype=np.int64)
+    one_camera = fusion_native.project_cells if fusion_native.available(pc, k) else project_camera
     for i in range(len(cams)):
-        visible[i], cell[i] = project_camera(pc[i], k[i], (cams.height, cams.width), downsample, near)
+        visible[i], cell[i] = one_camera(pc[i], k[i], (cams.height, cams.width), downsample, near)
     return Projection(z=torch.from_numpy(pc[:, 2]), cell=torch.from_numpy(cell), visible=torch.from_numpy(visible),
                       dist=distances(pc))
 

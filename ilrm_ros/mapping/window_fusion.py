@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ilrm_ros.core.wire import COL_MEANS
+from ilrm_ros.mapping import fusion_native
 from ilrm_ros.mapping.chunks import MapUpdate
 from ilrm_ros.mapping.fusion import (
     MapConfig,
@@ -25,7 +26,7 @@ from ilrm_ros.mapping.fusion import (
 )
 from ilrm_ros.mapping.map_storage import Block, cat_books
 
-__all__ = ["fuse_with_chunks", "classify_old", "OldGaussians"]
+__all__ = ["fuse_with_chunks", "classify_old", "classify_camera", "OldGaussians"]
 
 
 @dataclass
@@ -50,38 +51,55 @@ def classify_old(means: torch.Tensor, cams: WindowCameras, dmin: np.ndarray, dma
                  cfg: MapConfig) -> OldGaussians:
     """Project the map's means (M, 3) and classify them against the observed depth dmin, dmax
     (V, cells), one camera at a time (its arrays stay in cache): the values of ``project`` and the
-    tests of the fusion policy (module doc of :mod:`ilrm_ros.mapping.fusion`), bit for bit."""
+    tests of the fusion policy (module doc of :mod:`ilrm_ros.mapping.fusion`), bit for bit. Each
+    camera runs the compiled depth test where it is built (``fusion_native``), else its numpy twin
+    :func:`classify_camera`."""
     pc = camera_points(means, cams)
     k, n_cells = cams.K.numpy(), dmin.shape[1]
     shape = pc[:, 0].shape
     out = OldGaussians(near_v=np.empty(shape, bool), flat=np.empty(shape, np.int32), z=pc[:, 2],
                        any_free=np.zeros(shape[1], bool), any_near=np.zeros(shape[1], bool),
                        closest=np.full(shape[1], np.inf, np.float32))
-    dmin_all, dmax_all = dmin.reshape(-1), dmax.reshape(-1)   # the cameras' grids stacked: indexed by flat cells
-    scratch = np.empty(shape[1], np.float32)
+    # the cameras' grids stacked: indexed by flat cells
+    depth = (np.ascontiguousarray(dmin.reshape(-1)), np.ascontiguousarray(dmax.reshape(-1)))
+    tol = (cfg.depth_tol_rel, cfg.depth_tol_abs, cfg.near)
+    classify = fusion_native.classify_camera if fusion_native.available(pc, k) else classify_camera
     for i in range(len(cams)):
-        z = pc[i, 2]
-        visible, flat = project_camera(pc[i], k[i], (cams.height, cams.width), cfg.depth_downsample, cfg.near,
-                                       offset=i * n_cells, out=out.flat[i])
-        d_lo, d_hi = dmin_all.take(flat), dmax_all.take(flat)   # invisible points (flat 0) are masked by known
-        known = visible & np.isfinite(d_lo)
-        # tol, free and near are only read where known: tol is computed from d_lo everywhere (inf - inf
-        # where nothing was observed gives nan, which compares False), in place (fewer temporaries)
-        tol = cfg.depth_tol_rel * d_lo
-        tol += cfg.depth_tol_abs
-        with np.errstate(invalid="ignore"):
-            free = z < d_lo - tol
-            near = np.less_equal(z, d_hi + tol, out=out.near_v[i])
-        free &= known
-        near &= known
-        near &= ~free
-        out.any_free |= free
-        out.any_near |= near
-        if cfg.replace:
-            np.minimum(out.closest, squared_norms(pc[i], scratch), out=out.closest, where=near)
+        classify(pc[i], k[i], (cams.height, cams.width, cfg.depth_downsample, i * n_cells), tol, depth,
+                 (out.flat[i], out.near_v[i], out.any_free, out.any_near, out.closest if cfg.replace else None))
     if cfg.replace:   # sqrt is monotonic: the root of the smallest square is the smallest root, bit for bit
         out.closest = torch.from_numpy(out.closest).sqrt_().numpy()
     return out
+
+
+def classify_camera(pc: np.ndarray, k: np.ndarray, grid: tuple[int, int, int, int], tol: tuple[float, float, float],
+                    depth: tuple[np.ndarray, np.ndarray], out: tuple[np.ndarray, ...]) -> None:
+    """One camera of :func:`classify_old` in numpy (the twin of ``fusion_native.classify_camera``, same
+    arguments): pc (3, N) camera points, k (3, 3); grid = (height, width, downsample, offset of the camera's
+    cells); tol = (depth_tol_rel, depth_tol_abs, near); depth = dmin, dmax (V * cells,) stacked. Writes
+    out = (flat (N,) int32, near (N,) bool, any_free (N,) bool, any_near (N,) bool, closest (N,) squared
+    distance or None) in place."""
+    flat_out, near_out, any_free, any_near, closest = out
+    height, width, downsample, offset = grid
+    tol_rel, tol_abs, near_plane = tol
+    z = pc[2]
+    visible, flat = project_camera(pc, k, (height, width), downsample, near_plane, offset=offset, out=flat_out)
+    d_lo, d_hi = depth[0].take(flat), depth[1].take(flat)   # invisible points (flat 0) are masked by known
+    known = visible & np.isfinite(d_lo)
+    # tol, free and near are only read where known: tol is computed from d_lo everywhere (inf - inf
+    # where nothing was observed gives nan, which compares False), in place (fewer temporaries)
+    band = tol_rel * d_lo
+    band += tol_abs
+    with np.errstate(invalid="ignore"):
+        free = z < d_lo - band
+        near = np.less_equal(z, d_hi + band, out=near_out)
+    free &= known
+    near &= known
+    near &= ~free
+    any_free |= free
+    any_near |= near
+    if closest is not None:
+        np.minimum(closest, squared_norms(pc), out=closest, where=near)
 
 
 def _duplicates(proj_new: Projection, dmin: np.ndarray, kmin: np.ndarray, kmax: np.ndarray,

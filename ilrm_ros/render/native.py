@@ -26,8 +26,10 @@ from ilrm_ros.core.clib import CLibrary, LoadedLibrary
 __all__ = ["SOURCES", "LIBRARY", "build", "load", "status", "reload", "cli_main", "available", "skip_rows",
            "project_native", "bin_tiles_native", "composite_native"]
 
-SOURCES = (Path(__file__).parent / "csrc" / "composite_cpu.c", Path(__file__).parent / "csrc" / "project_cpu.c")
-"""The kernels' C files (one library): blending and binning, projection."""
+SOURCES = tuple(Path(__file__).parent / "csrc" / name for name in ("composite_cpu.c", "project_cpu.c",
+                                                                   "depth_test_cpu.c"))
+"""The kernels' C files (one library): blending and binning, projection, and the map fusion's depth
+test (points against per-cell depth ranges; wrapped by ``mapping/fusion_native.py``)."""
 LIBRARY = Path(__file__).parent / "_native" / "libilrm_raster.so"
 """Where builds put the library (git-ignored); ``ILRM_ROS_NATIVE_LIB`` overrides it."""
 ENV_PATH = "ILRM_ROS_NATIVE_LIB"
@@ -53,6 +55,11 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.ilrm_bin_tiles.argtypes = [_c_ptr] * 6 + [ctypes.c_int64, ctypes.c_int, ctypes.c_int64] + [_c_ptr] * 3
     lib.ilrm_composite_skip_rows.restype = None
     lib.ilrm_composite_skip_rows.argtypes = [ctypes.c_int]
+    lib.ilrm_project_cells.restype = None
+    lib.ilrm_project_cells.argtypes = [_c_ptr, ctypes.c_int64, _c_ptr, _c_ptr, ctypes.c_int32, ctypes.c_float,
+                                       _c_ptr, _c_ptr]
+    lib.ilrm_classify_camera.restype = None
+    lib.ilrm_classify_camera.argtypes = [_c_ptr, ctypes.c_int64] + [_c_ptr] * 10
 
 
 RASTER = CLibrary("CPU rasterizer kernels", SOURCES, LIBRARY, ENV_PATH, _declare,
