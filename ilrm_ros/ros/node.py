@@ -43,7 +43,7 @@ from ilrm_ros.ros.camera_input import CameraInput
 from ilrm_ros.ros.diagnostics import NodeDiagnostics
 from ilrm_ros.ros.guard import CallbackGuard, failed_response
 from ilrm_ros.ros.log_bridge import bridge_python_logging, ros_log
-from ilrm_ros.ros.memory import fit_to_model, pin_malloc_thresholds
+from ilrm_ros.ros.memory import fit_to_model, freeze_startup_objects, pin_malloc_thresholds
 from ilrm_ros.ros.occupancy_outputs import OccupancyOutputs
 from ilrm_ros.ros.outputs import MapOutputs
 from ilrm_ros.ros.parameters import ParameterGate, declare_parameters
@@ -103,15 +103,18 @@ class MappingNode(Node):
 
     def _warm_up(self) -> None:
         """On the worker thread, before the first window: one forward at the window's size, so the first
-        window pays no first-call costs and the forward's memory is in the arena the windows use; then
-        glibc's thresholds fit the model's largest tensor where main() pinned them (ros/memory.py)."""
+        window pays no first-call costs and the forward's memory is in the arena the windows use; then,
+        where main() pinned glibc's thresholds, they fit the model's largest tensor and the start-up
+        objects are frozen for the garbage collector (ros/memory.py)."""
         t0 = time.monotonic()
         self.activation_bytes = self.mapper.warm_up_model()
         threshold = fit_to_model(self.activation_bytes)
+        frozen = freeze_startup_objects()
         self.get_logger().info(
             f"model warmed up in {time.monotonic() - t0:.2f} s; largest tensor of a window's forward "
             f"{self.activation_bytes / 2**20:.1f} MiB" + (f", malloc mmap threshold {threshold >> 20} MiB"
-                                                          if threshold else ""))
+                                                          if threshold else "")
+            + (f"; {frozen:,} start-up objects frozen for the garbage collector" if frozen else ""))
 
     def _emit(self, level: int, message: str) -> None:
         """The DropReporter's sink: the ROS logger at the given severity."""

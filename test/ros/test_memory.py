@@ -1,5 +1,5 @@
-"""The node's malloc policy (ros/memory.py): multi-megabyte buffers go back to the OS, the model's tensors stay
-on the heap."""
+"""The node's memory policy (ros/memory.py): multi-megabyte buffers go back to the OS, the model's tensors stay
+on the heap, and the garbage collector stops walking the start-up objects."""
 from __future__ import annotations
 
 import subprocess
@@ -66,3 +66,24 @@ def test_a_process_that_never_pinned_its_thresholds_is_left_alone(monkeypatch):
     assert fit_to_model(6 * MiB) is None and calls == []
     monkeypatch.setattr(memory, "_pinned", True)
     assert fit_to_model(6 * MiB) == 7 * MiB and calls == [7 * MiB]
+
+
+_FREEZE_PROBE = textwrap.dedent("""
+    import gc
+    import torch  # noqa: F401  (what the node holds from its start: tens of thousands of objects)
+    from ilrm_ros.ros import memory
+    print(memory.freeze_startup_objects(), gc.get_freeze_count())
+    memory.pin_malloc_thresholds()
+    tracked = len(gc.get_objects())
+    print(tracked, memory.freeze_startup_objects(), len(gc.get_objects()))
+""")
+
+
+def test_start_up_objects_are_frozen_only_in_a_process_that_pinned_its_thresholds():
+    """The node's main() (which pins) freezes what is alive after the warm-up, so the collector's full passes
+    walk only later objects; a process that never pinned (a node made inside a test) is left alone."""
+    out = subprocess.run([sys.executable, "-c", _FREEZE_PROBE], capture_output=True, text=True, timeout=120,
+                         check=True).stdout.split()
+    assert out[:2] == ["None", "0"]
+    tracked, frozen, left = (int(v) for v in out[2:])
+    assert tracked > 10_000 and frozen > 0.9 * tracked and left < 0.05 * tracked

@@ -152,6 +152,7 @@ def run(cfg: NodeBenchConfig) -> dict:
     finally:
         node.shutdown()
         executor.shutdown()
+        spinner.join(timeout=5.0)   # not left inside rclpy's wait when the interpreter exits
         node.destroy_node()
         user.destroy_node()
         rclpy.shutdown()
