@@ -288,7 +288,11 @@ def zbuffer(proj: Projection, num_cells: int) -> tuple[torch.Tensor, torch.Tenso
     """Per camera and cell the min and max depth of the visible points.
 
     Returns dmin (V, num_cells) (+inf where empty) and dmax (V, num_cells) (-inf where empty).
+    The compiled ``fusion_native.zbuffer_cells`` where it is built and the layouts fit, else these scatters.
     """
+    compiled = fusion_native.zbuffer_cells(proj.visible.numpy(), proj.cell.numpy(), proj.z.numpy(), num_cells)
+    if compiled is not None:
+        return torch.from_numpy(compiled[0]), torch.from_numpy(compiled[1])
     n_cams = proj.z.shape[0]
     # Invisible points go to one spare cell past the end (no boolean compaction needed); numpy (faster).
     spare = n_cams * num_cells

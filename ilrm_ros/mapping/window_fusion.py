@@ -26,7 +26,7 @@ from ilrm_ros.mapping.fusion import (
 )
 from ilrm_ros.mapping.map_storage import Block, cat_books
 
-__all__ = ["fuse_with_chunks", "classify_old", "classify_camera", "OldGaussians"]
+__all__ = ["fuse_with_chunks", "classify_old", "classify_camera", "surface_cells", "OldGaussians"]
 
 
 @dataclass
@@ -114,6 +114,25 @@ def _duplicates(proj_new: Projection, dmin: np.ndarray, kmin: np.ndarray, kmax: 
         return (visible & (z >= lo - tol_new) & (z <= hi + tol_new)).any(axis=0)
 
 
+def surface_cells(near_v: np.ndarray, flat: np.ndarray, z: np.ndarray, kept: np.ndarray, obs: np.ndarray,
+                  n_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """The twin of ``fusion_native.surface_cells`` (same arguments and results): masked scatters. Per stacked
+    cell the depth range of the points kept at the surface, and the largest observation count of the ones
+    replaced there."""
+    size = near_v.shape[0] * n_cells
+    kmin, kmax, best = np.full(size, np.inf, np.float32), np.full(size, -np.inf, np.float32), np.zeros(size, np.int32)
+    kept_v, rep_v = near_v & kept[None], near_v & ~kept[None]
+    n_kept, n_replaced = int(np.count_nonzero(kept_v)), int(np.count_nonzero(rep_v))
+    if n_kept:
+        cell, z_kept = flat[kept_v].astype(np.int64), z[kept_v]   # widened once for both scatters
+        kmin = _cell_max(cell, z_kept, size, np.inf, "amin").numpy()
+        kmax = _cell_max(cell, z_kept, size, -np.inf, "amax").numpy()
+    if n_replaced:
+        vals = np.broadcast_to(obs.astype(np.int64), rep_v.shape)[rep_v]
+        best = _cell_max(flat[rep_v], vals, size, 0, "amax").numpy().astype(np.int32)
+    return kmin, kmax, best, n_kept, n_replaced
+
+
 def _cell_max(flat: np.ndarray, values: np.ndarray, size: int, fill: float | int, reduce: str) -> torch.Tensor:
     """Per cell the ``reduce`` ("amin"/"amax") of ``values`` (P,) at flat cell indices (P,) (int32 are widened;
     pass int64 to reuse them): (size,)."""
@@ -154,21 +173,18 @@ def fuse_with_chunks(blocks: list[Block], means: torch.Tensor, proj_new: Project
         replaced = np.zeros_like(any_near)
     kept_seen = any_near & ~replaced
 
-    # Cells where a kept (closer) old Gaussian sits at the surface: the window's own
-    # Gaussians at that depth there would duplicate it.
+    # Cells where a kept (closer) old Gaussian sits at the surface: the window's own Gaussians at that
+    # depth there would duplicate it. Window Gaussians inherit the observation count of what they
+    # replace in their cell.
     n_cams, n_cells = len(cams), dmin.shape[1]
-    kept_v = old.near_v & kept_seen[None]
-    if n_new and kept_v.any():
-        flat, z = old.flat[kept_v].astype(np.int64), old.z[kept_v]   # widened once for both scatters
-        kmin = _cell_max(flat, z, n_cams * n_cells, np.inf, "amin").view(n_cams, n_cells)
-        kmax = _cell_max(flat, z, n_cams * n_cells, -np.inf, "amax").view(n_cams, n_cells)
-        drop_new = torch.from_numpy(_duplicates(proj_new, dmin.numpy(), kmin.numpy(), kmax.numpy(), cfg))
-    # Window Gaussians inherit the observation count of what they replace in their cell.
-    rep_v = old.near_v & replaced[None]
-    if n_new and rep_v.any():
-        vals = np.broadcast_to(obs_old.numpy().astype(np.int64), rep_v.shape)[rep_v]
-        best = _cell_max(old.flat[rep_v], vals, n_cams * n_cells, 0, "amax")
-        inherited = torch.where(proj_new.visible, gather_cells(best.view(n_cams, n_cells), proj_new), 0)
+    cells = fusion_native.surface_cells if fusion_native.available() else surface_cells
+    kmin, kmax, best, n_kept, n_replaced = cells(old.near_v, old.flat, old.z, kept_seen, obs_old.numpy(), n_cells)
+    if n_new and n_kept:
+        drop_new = torch.from_numpy(_duplicates(proj_new, dmin.numpy(), kmin.reshape(n_cams, n_cells),
+                                                kmax.reshape(n_cams, n_cells), cfg))
+    if n_new and n_replaced:
+        best_cells = torch.from_numpy(best).view(n_cams, n_cells)
+        inherited = torch.where(proj_new.visible, gather_cells(best_cells, proj_new), 0)
         new_obs = (1 + inherited.amax(0)).to(torch.int32)
 
     remove, seen = carved | replaced, kept_seen

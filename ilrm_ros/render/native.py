@@ -60,6 +60,10 @@ def _declare(lib: ctypes.CDLL) -> None:
                                        _c_ptr, _c_ptr]
     lib.ilrm_classify_camera.restype = None
     lib.ilrm_classify_camera.argtypes = [_c_ptr, ctypes.c_int64] + [_c_ptr] * 10
+    lib.ilrm_surface_cells.restype = None
+    lib.ilrm_surface_cells.argtypes = [_c_ptr] * 10
+    lib.ilrm_zbuffer.restype = None
+    lib.ilrm_zbuffer.argtypes = [_c_ptr] * 6
 
 
 RASTER = CLibrary("CPU rasterizer kernels", SOURCES, LIBRARY, ENV_PATH, _declare,

@@ -3,18 +3,20 @@
 project_cells is fusion.project_camera and classify_camera is the per-camera step of
 window_fusion.classify_old, bit for bit: the same visibility, cells, surface/free verdicts and
 squared distances on points that sit on the image border, behind or at the near plane, far
-off-axis, or carry NaN/inf, against depth grids with empty (inf) cells. And the golden replay
-gives exactly the recorded stream with the kernel and with the twins.
+off-axis, or carry NaN/inf, against depth grids with empty (inf) cells. surface_cells gives the
+twin's per-cell depth ranges and observation counts, zbuffer_cells fusion.zbuffer's scatters.
+And the golden replay gives exactly the recorded stream with the kernels and with the twins.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from golden.replay import first_difference, load_expected, load_recording, replay
 
 from ilrm_ros.mapping import fusion_native
-from ilrm_ros.mapping.fusion import project_camera
-from ilrm_ros.mapping.window_fusion import classify_camera
+from ilrm_ros.mapping.fusion import Projection, project_camera, zbuffer
+from ilrm_ros.mapping.window_fusion import classify_camera, surface_cells
 from ilrm_ros.render import native
 
 pytestmark = pytest.mark.skipif(native.load() is None, reason=f"kernels not built: {native.status()}")
@@ -82,22 +84,58 @@ def test_classify_camera_is_the_numpy_step_bit_for_bit(camera, with_closest):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_surface_cells_are_the_masked_scatters_bit_for_bit(seed):
+    """Three cameras' verdicts on 5,000 points (depths in rows of a (V, 3, M) array, as classify_old keeps
+    them): the kept points' depth range and the replaced points' largest count per cell."""
+    rng = np.random.default_rng(seed)
+    n_cams, m, n_cells = 3, 5000, 2000
+    pc = rng.uniform(0.1, 6.0, (n_cams, 3, m)).astype(np.float32)
+    near_v = rng.random((n_cams, m)) < 0.4
+    flat = np.where(near_v, rng.integers(0, n_cams * n_cells, (n_cams, m)), 0).astype(np.int32)
+    kept = rng.random(m) < 0.6
+    obs = rng.integers(1, 50, m).astype(np.int32)
+    got = fusion_native.surface_cells(near_v, flat, pc[:, 2], kept, obs, n_cells)
+    want = surface_cells(near_v, flat, pc[:, 2], kept, obs, n_cells)
+    assert got[3:] == want[3:] and want[3] > 1000 and want[4] > 1000
+    for a, b in zip(got[:3], want[:3]):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+    assert np.isinf(want[0]).any() and (want[2] == 0).any(), "some cells have neither"
+
+
+def test_zbuffer_cells_are_the_scatters_of_zbuffer(monkeypatch):
+    rng = np.random.default_rng(7)
+    n_cams, n, n_cells = 4, 8000, 1024
+    pc = rng.uniform(0.1, 6.0, (n_cams, 3, n)).astype(np.float32)
+    proj = Projection(z=torch.from_numpy(pc[:, 2]), cell=torch.from_numpy(rng.integers(0, n_cells, (n_cams, n))),
+                      visible=torch.from_numpy(rng.random((n_cams, n)) < 0.7))
+    got = zbuffer(proj, n_cells)
+    monkeypatch.setattr(fusion_native, "ENABLED", False)
+    want = zbuffer(proj, n_cells)
+    assert np.isinf(want[0].numpy()).any() and np.isfinite(want[0].numpy()).any()
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def test_without_the_library_or_float32_inputs_the_twins_run(monkeypatch):
     pc = _points(100, 3)
     assert not fusion_native.available(pc.astype(np.float64), K)
     assert not fusion_native.available(pc, K.astype(np.float64))
     assert not fusion_native.available(np.asfortranarray(pc), K)
     monkeypatch.setattr(fusion_native, "ENABLED", False)
-    assert not fusion_native.available(pc, K)
+    assert not fusion_native.available(pc, K) and not fusion_native.available()
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["kernel", "twins"])
 def test_the_golden_replay_is_exact_with_the_kernel_and_with_the_twins(monkeypatch, compiled):
     monkeypatch.setattr(fusion_native, "ENABLED", compiled)
     calls = []
-    for name in ("project_cells", "classify_camera"):
+    names = {"project_cells", "classify_camera", "surface_cells", "zbuffer_cells"}
+    for name in names:
         kernel = getattr(fusion_native, name)
         monkeypatch.setattr(fusion_native, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
     expected = load_expected()["configs"]["fused_global_eviction"]
     assert first_difference(expected, replay(load_recording(), expected["overrides"])) is None
-    assert ({"project_cells", "classify_camera"} <= set(calls)) == compiled
+    assert (names <= set(calls)) == compiled

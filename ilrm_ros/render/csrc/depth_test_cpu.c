@@ -91,3 +91,55 @@ void ilrm_classify_camera(const float *restrict pc, int64_t n, const float *k5, 
         closest[i] = (near_out[i] && sq < closest[i]) ? sq : closest[i];
     }
 }
+
+/* After every camera was classified: per stacked cell, the depth range [kmin, kmax] of the points kept at
+ * the surface there (kept[i]) and the largest observation count obs[i] of the points replaced there
+ * (replaced[i]; the other points at the surface). near_v, flat: (n_cams, m) as from ilrm_classify_camera;
+ * z: camera depths, camera v's row at z + v * z_stride. kmin/kmax/best come in filled with +inf/-inf/0.
+ * counts = {kept entries, replaced entries}. The twin: fuse_with_chunks's masked scatters (amin, amax). */
+void ilrm_surface_cells(const uint8_t *restrict near_v, const int32_t *restrict flat, const float *restrict z,
+                        const int64_t *shape, const uint8_t *restrict kept, const int32_t *restrict obs,
+                        float *restrict kmin, float *restrict kmax, int32_t *restrict best, int64_t *counts) {
+    const int64_t n_cams = shape[0], m = shape[1], z_stride = shape[2];
+    int64_t n_kept = 0, n_replaced = 0;
+    for (int64_t v = 0; v < n_cams; v++) {
+        const uint8_t *nv = near_v + v * m;
+        const int32_t *fv = flat + v * m;
+        const float *zv = z + v * z_stride;
+        for (int64_t i = 0; i < m; i++) {
+            if (!nv[i])
+                continue;
+            const int32_t f = fv[i];
+            if (kept[i]) {
+                kmin[f] = zv[i] < kmin[f] ? zv[i] : kmin[f];
+                kmax[f] = zv[i] > kmax[f] ? zv[i] : kmax[f];
+                n_kept++;
+            } else {
+                best[f] = obs[i] > best[f] ? obs[i] : best[f];
+                n_replaced++;
+            }
+        }
+    }
+    counts[0] = n_kept, counts[1] = n_replaced;
+}
+
+/* Per camera and cell the min and max depth of the visible points (fusion.zbuffer's scatters): visible,
+ * cell (n_cams, n) uint8 / int64 (cells within one camera's grid); z: camera v's row at z + v * z_stride.
+ * dmin/dmax (n_cams * n_cells) come in filled with +inf / -inf. shape = {n_cams, n, z_stride, n_cells}. */
+void ilrm_zbuffer(const uint8_t *restrict visible, const int64_t *restrict cell, const float *restrict z,
+                  const int64_t *shape, float *restrict dmin, float *restrict dmax) {
+    const int64_t n_cams = shape[0], n = shape[1], z_stride = shape[2], n_cells = shape[3];
+    for (int64_t v = 0; v < n_cams; v++) {
+        const uint8_t *vis = visible + v * n;
+        const int64_t *cv = cell + v * n;
+        const float *zv = z + v * z_stride;
+        float *lo = dmin + v * n_cells, *hi = dmax + v * n_cells;
+        for (int64_t i = 0; i < n; i++) {
+            if (!vis[i])
+                continue;
+            const int64_t c = cv[i];
+            lo[c] = zv[i] < lo[c] ? zv[i] : lo[c];
+            hi[c] = zv[i] > hi[c] ? zv[i] : hi[c];
+        }
+    }
+}
