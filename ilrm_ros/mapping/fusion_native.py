@@ -1,11 +1,10 @@
-"""The map fusion's depth test, compiled: points projected into a camera's cell grid and tested
-against per-cell depth ranges, in one pass per camera (``render/csrc/depth_test_cpu.c``, in the
-CPU rasterizer's library).
+"""The map fusion's numeric steps, compiled (``render/csrc/depth_test_cpu.c``, in the CPU rasterizer's
+library): points projected into a camera's cell grid and tested against per-cell depth ranges, in one
+pass per camera, and the per-cell depth ranges of the window and of the map's surface points.
 
-The numpy twins are :func:`ilrm_ros.mapping.fusion.project_camera`,
-:func:`ilrm_ros.mapping.window_fusion.classify_camera`, :func:`~ilrm_ros.mapping.window_fusion.surface_cells`
-and :func:`ilrm_ros.mapping.fusion.zbuffer`;
-the kernel does their float32 operations in their order, so the results are the same bits
+The twins are :func:`ilrm_ros.mapping.fusion.project_camera`, :func:`ilrm_ros.mapping.fusion.zbuffer`,
+:func:`ilrm_ros.mapping.window_fusion.classify_camera` and :func:`~ilrm_ros.mapping.window_fusion.surface_cells`;
+the kernels do their float32 operations in their order, so the results are the same bits
 (``test/mapping/test_fusion_native.py``). Where the library is not built, or the inputs are not
 float32, the twins run.
 """
@@ -18,7 +17,7 @@ from ilrm_ros.render import native
 __all__ = ["ENABLED", "available", "project_cells", "classify_camera", "surface_cells", "zbuffer_cells"]
 
 ENABLED = True
-"""Whether fusion uses the kernel where it can (tests switch it off to run the twins)."""
+"""Whether fusion uses the kernels where it can (tests switch it off to run the twins)."""
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -86,7 +85,8 @@ def surface_cells(near_v: np.ndarray, flat: np.ndarray, z: np.ndarray, kept: np.
     return kmin, kmax, best, int(counts[0]), int(counts[1])
 
 
-def zbuffer_cells(visible: np.ndarray, cell: np.ndarray, z: np.ndarray, num_cells: int) -> tuple[np.ndarray, np.ndarray] | None:
+def zbuffer_cells(visible: np.ndarray, cell: np.ndarray, z: np.ndarray,
+                  num_cells: int) -> tuple[np.ndarray, np.ndarray] | None:
     """``fusion.zbuffer``'s per camera and cell min and max depth of the visible points: visible (V, N) bool,
     cell (V, N) int64 within one camera's grid, z (V, N) float32 (rows may be strided) -> dmin, dmax
     (V, num_cells) float32 (+inf / -inf where empty); None where the layouts do not fit the kernel."""

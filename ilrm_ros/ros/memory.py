@@ -63,14 +63,14 @@ def fit_to_model(largest_bytes: int) -> int | None:
     return threshold if pin_malloc_thresholds(threshold) else None
 
 
-
 def freeze_startup_objects() -> int | None:
     """Where this process pinned its malloc thresholds (the node's ``main()``, the benchmarks): one full
     collection, then every object alive (torch, rclpy, the model: ~195k in ``bench node``, ~311k in the
     demo's node) moves to the collector's permanent generation (``gc.freeze``), so its later full
-    collections walk only what came after. Unfrozen, each took 70-93 ms on the 2-core VM, holding the GIL (2 to 7 of them in a
-    ``bench node --repeat 2`` run, 46 windows); frozen, 2-12 ms. Returns how many objects are frozen, or
-    None (a node made inside another program, e.g. a test, leaves that program's collector alone)."""
+    collections walk only what came after. Unfrozen, each took 70-93 ms on the 2-core VM, holding the
+    GIL (2 to 7 of them in a ``bench node --repeat 2`` run, 46 windows); frozen, 2-12 ms. Returns how
+    many objects are frozen, or None (a node made inside another program, e.g. a test, leaves that
+    program's collector alone)."""
     if not _pinned:
         return None
     gc.collect()

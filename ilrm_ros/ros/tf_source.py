@@ -60,7 +60,8 @@ class OwnTfSource:
         self._node = node
         guard = getattr(node, "guard", None)
         wrap = (lambda name, fn: guard(name)(fn)) if guard is not None else (lambda name, fn: fn)
-        self._sub = node.create_subscription(TFMessage, "/tf", wrap("the /tf callback", lambda m: self._on_tf(m, False)),
+        self._sub = node.create_subscription(TFMessage, "/tf",
+                                             wrap("the /tf callback", lambda m: self._on_tf(m, False)),
                                              TF_QOS, callback_group=callback_group)
         self._taken = wrap("the /tf callback", lambda m: self._on_tf(m, False, notify=False))   # take_pending's
         node.create_subscription(TFMessage, "/tf_static", wrap("the /tf_static callback",

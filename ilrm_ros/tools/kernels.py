@@ -1,8 +1,9 @@
 """`ilrm-ros kernels [--build]`: check or build every compiled CPU library of the package.
 
-The CPU rasterizer's kernels (``render/native.py``; with the map fusion's depth test) and the model's kernels (attention,
-tokenizer inputs, Gaussian head, LayerNorm: ``model/native.py``). ``--build`` compiles each one (``make setup`` runs it);
-without it each reports whether it loads and, if not, why. Exit 1 when any is missing or
+The CPU rasterizer's kernels (``render/native.py``; with the map fusion's depth test) and the
+model's kernels (attention, tokenizer inputs, Gaussian head, LayerNorm: ``model/native.py``).
+``--build`` compiles each one (``make setup`` runs it); without it each reports whether it loads
+and, if not, why. Exit 1 when any is missing or
 failed to build: the torch twins then run in its place, slower.
 """
 from __future__ import annotations

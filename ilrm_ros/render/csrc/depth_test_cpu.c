@@ -1,10 +1,12 @@
-/* Points projected into one pinhole camera's cell grid and tested against per-cell depth ranges.
+/* Points projected into one pinhole camera's cell grid and tested against per-cell depth ranges,
+ * and the per-cell depth ranges themselves.
  *
- * The native twins of ilrm_ros/mapping/fusion.py's project_camera() and the per-camera loop of
- * ilrm_ros/mapping/window_fusion.py's classify_old() (numpy on float32; the conventions and the
- * fusion policy are documented there). Every value is the float32 operation of the twin in the
- * twin's order (no contraction: C11 mode compiles a * b + c as two roundings), so the results are
- * the same bits; test/mapping/test_fusion_native.py compares them.
+ * The native twins of ilrm_ros/mapping/fusion.py's project_camera() and zbuffer(), and of
+ * ilrm_ros/mapping/window_fusion.py's classify_camera() and surface_cells() (numpy/torch on float32;
+ * the conventions and the fusion policy are documented there). Every value is the float32 operation
+ * of the twin in the twin's order (no contraction: C11 mode compiles a * b + c as two roundings), and
+ * minima/maxima do not depend on order, so the results are the same bits;
+ * test/mapping/test_fusion_native.py compares them.
  *
  * Layouts: pc (3, n) float32 camera-frame points (x row, y row, z row); k5 = k00, k01, k02, k11,
  * k12 of the camera's K (float32); cells of `downsample`-pixel blocks, `grid_w` cells per row;
